@@ -1,0 +1,25 @@
+# Every external library Aula links, found once. provisioning/install-deps.sh
+# installs the Debian packages that provide them.
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(fmt REQUIRED)
+find_package(tomlplusplus REQUIRED)
+find_package(nlohmann_json REQUIRED)
+
+pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
+pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
+
+# mbedTLS 2.28 ships no pkg-config or CMake package in Debian 12.
+find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h REQUIRED)
+find_library(MBEDTLS_LIBRARY mbedtls REQUIRED)
+find_library(MBEDX509_LIBRARY mbedx509 REQUIRED)
+find_library(MBEDCRYPTO_LIBRARY mbedcrypto REQUIRED)
+add_library(aula_mbedtls INTERFACE)
+target_include_directories(aula_mbedtls SYSTEM INTERFACE ${MBEDTLS_INCLUDE_DIR})
+target_link_libraries(aula_mbedtls INTERFACE
+  ${MBEDTLS_LIBRARY} ${MBEDX509_LIBRARY} ${MBEDCRYPTO_LIBRARY})
+add_library(aula::mbedtls ALIAS aula_mbedtls)
+
+if(AULA_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package that building, running and testing Aula
+# needs, from Debian's own archive only. Idempotent: packages already present
+# are left alone, and it says what it installs.
+#
+#   provisioning/install-deps.sh            # everything (build + run + test)
+#   provisioning/install-deps.sh --list     # print the package list and exit
+set -euo pipefail
+
+# Build toolchain and quality gates.
+BUILD=(build-essential cmake ninja-build pkg-config ccache git clang-format clang-tidy
+       python3 openssl ca-certificates curl procps iproute2)
+# Libraries of common/ and the components.
+LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
+      libcurl4-openssl-dev libmbedtls-dev libsystemd-dev
+      libargon2-dev libsqlite3-dev libpq-dev libldap-dev)
+# Tests and benchmarks.
+TEST=(libgtest-dev libgmock-dev libbenchmark-dev)
+
+PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}")
+
+if [[ "${1:-}" == "--list" ]]; then
+  printf '%s\n' "${PACKAGES[@]}"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps.sh: run this as root (it calls apt-get install)." >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps.sh: all ${#PACKAGES[@]} packages are already installed."
+  exit 0
+fi
+
+echo "install-deps.sh: installing ${#missing[@]} package(s): ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists only when they are missing or older than a day.
+if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -1)" ]]; then
+  apt-get update -q
+fi
+if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+  echo "install-deps.sh: apt-get install failed; refreshing the package lists and trying once more." >&2
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+echo "install-deps.sh: done."
