@@ -8,6 +8,11 @@ find_package(nlohmann_json REQUIRED)
 
 pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
 pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
+pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
+pkg_check_modules(LDAP REQUIRED IMPORTED_TARGET ldap lber)
+pkg_check_modules(ARGON2 REQUIRED IMPORTED_TARGET libargon2)
+find_package(CLI11 REQUIRED)
 
 # mbedTLS 2.28 ships no pkg-config or CMake package in Debian 12.
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h REQUIRED)

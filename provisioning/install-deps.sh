@@ -14,8 +14,9 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache git clang-format clan
 LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
       libcurl4-openssl-dev libmbedtls-dev libsystemd-dev
       libargon2-dev libsqlite3-dev libpq-dev libldap-dev)
-# Tests and benchmarks.
-TEST=(libgtest-dev libgmock-dev libbenchmark-dev)
+# Tests and benchmarks: the real daemons the integration tests start
+# (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
+TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils clang libclang-rt-14-dev)
 
 PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}")
 
@@ -43,6 +44,14 @@ fi
 
 echo "install-deps.sh: installing ${#missing[@]} package(s): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as slapd and postgresql start their system service on
+# install; Aula's tests start private instances instead, so keep the system
+# ones down (policy-rc.d answering 101 tells invoke-rc.d not to start them).
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 # Refresh the package lists only when they are missing or older than a day.
 if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -1)" ]]; then
   apt-get update -q

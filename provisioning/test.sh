@@ -40,6 +40,15 @@ status=0
 step "Tests: unit, integration, e2e (dev preset)"
 ctest --preset dev -j "$JOBS" --output-junit "$RESULTS/dev.xml" || status=1
 
+step "Fuzz: HTTP request parser (libFuzzer, ${AULA_FUZZ_SECONDS:-20} s)"
+if ! "$ROOT/tests/fuzz/build_and_run.sh" "${AULA_FUZZ_SECONDS:-20}" > "$RESULTS/fuzz.log" 2>&1; then
+  tail -40 "$RESULTS/fuzz.log"
+  echo "test.sh: the fuzzer found a crash in the HTTP request parser; see above." >&2
+  status=1
+else
+  grep -E "^stat::number_of_executed_units|Done [0-9]+ runs" "$RESULTS/fuzz.log" | tail -2 || true
+fi
+
 if [[ "${AULA_SKIP_ASAN:-0}" != 1 ]]; then
   step "Build (asan preset: AddressSanitizer + UndefinedBehaviorSanitizer)"
   cmake --preset asan >/dev/null

@@ -148,21 +148,26 @@ inline Status okStatus() {
 
 }  // namespace aula
 
+#define AULA_CONCAT_INNER_(a, b) a##b
+#define AULA_CONCAT_(a, b) AULA_CONCAT_INNER_(a, b)
+
 // AULA_TRY(expr): evaluate a Result; on error return the error from the
 // enclosing function, else yield the value. (A GNU statement expression, which
-// GCC and Clang both support.)
-#define AULA_TRY(expr)                          \
-  ({                                            \
-    auto&& aulaTryResult_ = (expr);             \
-    if (!aulaTryResult_.ok())                   \
-      return std::move(aulaTryResult_).error(); \
-    std::move(aulaTryResult_).value();          \
+// GCC and Clang both support; the variable is unique so the macro nests.)
+#define AULA_TRY(expr) AULA_TRY_IMPL_(expr, AULA_CONCAT_(aulaTryResult_, __COUNTER__))
+#define AULA_TRY_IMPL_(expr, var)    \
+  ({                                 \
+    auto&& var = (expr);             \
+    if (!var.ok())                   \
+      return std::move(var).error(); \
+    std::move(var).value();          \
   })
 
 // AULA_TRY_STATUS(expr): the same for a Status, as a statement.
-#define AULA_TRY_STATUS(expr)                   \
-  do {                                          \
-    auto&& aulaTryStatus_ = (expr);             \
-    if (!aulaTryStatus_.ok())                   \
-      return std::move(aulaTryStatus_).error(); \
+#define AULA_TRY_STATUS(expr) AULA_TRY_STATUS_IMPL_(expr, AULA_CONCAT_(aulaTryStatus_, __COUNTER__))
+#define AULA_TRY_STATUS_IMPL_(expr, var) \
+  do {                                   \
+    auto&& var = (expr);                 \
+    if (!var.ok())                       \
+      return std::move(var).error();     \
   } while (false)

@@ -1,0 +1,861 @@
+// aulactl: resources and verbs over the broker's API, with human tables or
+// --json for scripts. Credentials (broker URL, CA, token) live in
+// ~/.config/aula/aulactl.json (mode 0600) after `aulactl login`, or come from
+// AULA_URL, AULA_CA_FILE / AULA_CA_FINGERPRINT and AULA_TOKEN.
+#include "aula/broker/aulactl.hpp"
+
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+
+#include <CLI/CLI.hpp>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "aula/common/http_client.hpp"
+#include "aula/common/json.hpp"
+
+namespace aula::ctl {
+namespace {
+
+namespace fs = std::filesystem;
+using json::Json;
+
+enum class FieldType { kString, kInt, kBool, kIntList, kStringList, kNumber };
+
+struct Field {
+  std::string name;  // JSON field; the option is --name with '_' as '-'
+  FieldType type;
+  bool requiredOnCreate = false;
+  std::string help;
+};
+
+struct Resource {
+  std::string name;  // command name
+  std::string path;  // API collection path
+  std::string help;
+  std::vector<std::string> columns;  // for list tables
+  std::vector<Field> fields;         // for create and update
+  bool canCreate = true;
+  bool canUpdate = true;
+  bool canShow = true;
+  std::string keyName = "id";  // what identifies one item in the path
+};
+
+const std::vector<Resource>& resources() {
+  static const std::vector<Resource> kResources = {
+      {"categories",
+       "/api/v1/categories",
+       "schools or departments",
+       {"id", "name", "description"},
+       {{"name", FieldType::kString, true, "category name"},
+        {"description", FieldType::kString, false, ""}},
+       true,
+       true,
+       false},
+      {"groups",
+       "/api/v1/groups",
+       "classes and other groups of users",
+       {"id", "category_id", "name", "members", "ldap_dn"},
+       {{"name", FieldType::kString, true, "group name"},
+        {"category_id", FieldType::kInt, false, "category (a teacher's own by default)"},
+        {"description", FieldType::kString, false, ""},
+        {"ldap_dn", FieldType::kString, false, "directory group it mirrors"}}},
+      {"users",
+       "/api/v1/users",
+       "people who log in",
+       {"id", "username", "display_name", "role", "category_id", "auth_source", "disabled"},
+       {{"username", FieldType::kString, true, "log-in name"},
+        {"display_name", FieldType::kString, false, ""},
+        {"email", FieldType::kString, false, ""},
+        {"role", FieldType::kString, false, "admin, manager, advanced or user"},
+        {"category_id", FieldType::kInt, false, ""},
+        {"password", FieldType::kString, false, "initial password (local users)"},
+        {"group_ids", FieldType::kIntList, false, "groups to join"},
+        {"disabled", FieldType::kBool, false, "true to lock the account"}}},
+      {"templates",
+       "/api/v1/templates",
+       "base disks desktops are made from",
+       {"id", "name", "vcpus", "memory_mb", "disk_gb", "video", "version", "enabled", "access"},
+       {{"name", FieldType::kString, true, ""},
+        {"description", FieldType::kString, false, ""},
+        {"storage", FieldType::kString, false,
+         "named storage of the base disk (default: templates)"},
+        {"base_disk", FieldType::kString, true, "path of the base qcow2 inside that storage"},
+        {"disk_gb", FieldType::kInt, true, ""},
+        {"vcpus", FieldType::kInt, true, ""},
+        {"memory_mb", FieldType::kInt, true, ""},
+        {"video", FieldType::kString, false, "qxl or virtio"},
+        {"access", FieldType::kStringList, false, "everyone, user:<id>, group:<id>, category:<id>"},
+        {"pools", FieldType::kIntList, false, "pools it may run in"},
+        {"category_id", FieldType::kInt, false, ""},
+        {"enabled", FieldType::kBool, false, ""}}},
+      {"desktops",
+       "/api/v1/desktops",
+       "desktops (yours; --scope all for those you manage)",
+       {"id", "name", "owner", "template", "state", "host", "persistent"},
+       {{"name", FieldType::kString, true, ""},
+        {"template_id", FieldType::kInt, true, ""},
+        {"persistent", FieldType::kBool, false, "keep changes across stops (default true)"},
+        {"owner_id", FieldType::kInt, false, "for another user (teachers, admins)"}},
+       true,
+       false},
+      {"deployments",
+       "/api/v1/deployments",
+       "one desktop for every member of a group",
+       {"id", "name", "template", "group", "desktops", "running", "connected"},
+       {{"name", FieldType::kString, true, ""},
+        {"template_id", FieldType::kInt, true, ""},
+        {"group_id", FieldType::kInt, true, ""},
+        {"persistent", FieldType::kBool, false, ""}},
+       true,
+       false},
+      {"pools",
+       "/api/v1/pools",
+       "groups of hosts",
+       {"id", "name", "hosts", "description"},
+       {{"name", FieldType::kString, true, ""}, {"description", FieldType::kString, false, ""}},
+       true,
+       false,
+       false},
+      {"hosts",
+       "/api/v1/hosts",
+       "hypervisors and workstations",
+       {"id", "name", "kind", "pool", "state", "cpus", "memory_mb", "cpu_idle", "free_memory_mb",
+        "last_heartbeat"},
+       {{"name", FieldType::kString, true, ""},
+        {"kind", FieldType::kString, false, "hypervisor or workstation"},
+        {"pool_id", FieldType::kInt, true, ""},
+        {"address", FieldType::kString, false, "agent address"},
+        {"cpus", FieldType::kInt, false, ""},
+        {"memory_mb", FieldType::kInt, false, ""},
+        {"vcpu_ratio_limit", FieldType::kNumber, false, "vCPUs per physical CPU allowed"},
+        {"state", FieldType::kString, false, "maintenance, disabled or online (update only)"}}},
+      {"enrolment-tokens",
+       "/api/v1/enrolment-tokens",
+       "one-time tokens that let a host join",
+       {"id", "host_name", "kind", "pool_id", "expires_at", "used_at"},
+       {{"host_name", FieldType::kString, true, ""},
+        {"kind", FieldType::kString, false, "hypervisor or workstation"},
+        {"pool_id", FieldType::kInt, true, ""},
+        {"valid_minutes", FieldType::kInt, false, "default 60"}},
+       true,
+       false,
+       false},
+      {"boot-hosts",
+       "/api/v1/boot-hosts",
+       "what each MAC address boots",
+       {"mac", "kind", "channel", "hostname", "host_id", "last_seen"},
+       {{"kind", FieldType::kString, true, "thin_client, workstation or unknown"},
+        {"channel", FieldType::kString, false, "image channel (default stable)"},
+        {"hostname", FieldType::kString, false, ""},
+        {"host_id", FieldType::kInt, false, "workstation host"}},
+       false,
+       true,
+       false,
+       "mac"},
+      {"api-tokens",
+       "/api/v1/api-tokens",
+       "your tokens for scripts",
+       {"id", "name", "created_at", "expires_at"},
+       {{"name", FieldType::kString, true, ""},
+        {"valid_days", FieldType::kInt, false, "default 365"}},
+       true,
+       false,
+       false},
+  };
+  return kResources;
+}
+
+struct Session {
+  std::string url;
+  std::optional<std::string> caPem;
+  std::optional<std::string> caFingerprint;
+  std::string token;
+};
+
+fs::path credentialsPath() {
+  const char* xdg = std::getenv("XDG_CONFIG_HOME");
+  const char* home = std::getenv("HOME");
+  fs::path base =
+      xdg != nullptr ? fs::path(xdg) : fs::path(home != nullptr ? home : "/root") / ".config";
+  return base / "aula" / "aulactl.json";
+}
+
+std::optional<std::string> readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return std::nullopt;
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result<Session> loadSession() {
+  Session s;
+  if (auto text = readFile(credentialsPath().string())) {
+    auto j = json::parse(*text);
+    if (j && j->is_object()) {
+      s.url = j->value("url", "");
+      s.token = j->value("token", "");
+      if (j->contains("ca_pem"))
+        s.caPem = (*j)["ca_pem"].get<std::string>();
+      if (j->contains("ca_fingerprint"))
+        s.caFingerprint = (*j)["ca_fingerprint"].get<std::string>();
+    }
+  }
+  if (const char* v = std::getenv("AULA_URL"))
+    s.url = v;
+  if (const char* v = std::getenv("AULA_TOKEN"))
+    s.token = v;
+  if (const char* v = std::getenv("AULA_CA_FILE")) {
+    auto pem = readFile(v);
+    if (!pem)
+      return makeError(Errc::kConfig, "Cannot read the CA file '{}' named by AULA_CA_FILE.", v);
+    s.caPem = *pem;
+  }
+  if (const char* v = std::getenv("AULA_CA_FINGERPRINT"))
+    s.caFingerprint = v;
+  if (s.url.empty() || s.token.empty()) {
+    return Error(
+        Errc::kUnauthenticated,
+        "Not logged in: run 'aulactl login --url https://BROKER:8443 --ca-file CA.crt --user NAME' "
+        "(or set AULA_URL, AULA_TOKEN and AULA_CA_FILE).");
+  }
+  return s;
+}
+
+http::Client clientFor(const Session& s) {
+  http::ClientOptions o;
+  o.tls.caPem = s.caPem;
+  o.tls.caFingerprint = s.caFingerprint;
+  o.userAgent = "aulactl/0.1";
+  o.totalTimeout = std::chrono::seconds(120);
+  return http::Client(o);
+}
+
+// Sends a request; prints the API's error sentence and returns nullopt on failure.
+std::optional<http::Response> call(const Session& s, const std::string& method,
+                                   const std::string& path, const std::optional<Json>& body,
+                                   const std::string& accept = "application/json") {
+  auto client = clientFor(s);
+  http::Request r;
+  r.method = method;
+  r.url = s.url + path;
+  r.headers.emplace_back("Authorization", "Bearer " + s.token);
+  r.headers.emplace_back("Accept", accept);
+  if (body) {
+    r.body = body->dump();
+    r.headers.emplace_back("Content-Type", "application/json");
+  }
+  auto response = client.send(r);
+  if (!response) {
+    std::cerr << "aulactl: " << response.error().message() << "\n";
+    return std::nullopt;
+  }
+  if (response->status >= 400) {
+    auto j = json::parse(response->body);
+    std::string message =
+        j && j->contains("error") ? (*j)["error"].value("message", response->body) : response->body;
+    std::cerr << "aulactl: " << message << " (HTTP " << response->status << ")\n";
+    if (response->status == 401)
+      std::cerr << "aulactl: log in again with 'aulactl login'.\n";
+    return std::nullopt;
+  }
+  return std::move(response).value();
+}
+
+std::string cell(const Json& v) {
+  if (v.is_null())
+    return "-";
+  if (v.is_string())
+    return v.get<std::string>();
+  if (v.is_boolean())
+    return v.get<bool>() ? "yes" : "no";
+  if (v.is_array()) {
+    std::string out;
+    for (const auto& e : v)
+      out += (out.empty() ? "" : ",") + cell(e);
+    return out.empty() ? "-" : out;
+  }
+  if (v.is_number_float())
+    return fmt::format("{:.2f}", v.get<double>());
+  return v.dump();
+}
+
+bool isTimeColumn(const std::string& name) {
+  return name == "at" || name.ends_with("_at") || name == "last_heartbeat" ||
+         name.ends_with("_seen");
+}
+
+std::string timeCell(const Json& v) {
+  if (!v.is_number_integer())
+    return cell(v);
+  std::time_t t = v.get<std::int64_t>();
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+void printTable(const Json& rows, const std::vector<std::string>& columns) {
+  std::vector<std::size_t> width;
+  for (const auto& c : columns)
+    width.push_back(c.size());
+  std::vector<std::vector<std::string>> cells;
+  for (const auto& row : rows) {
+    std::vector<std::string> line;
+    for (std::size_t i = 0; i < columns.size(); ++i) {
+      const Json& v = row.value(columns[i], Json());
+      line.push_back(isTimeColumn(columns[i]) ? timeCell(v) : cell(v));
+      width[i] = std::max(width[i], line.back().size());
+    }
+    cells.push_back(std::move(line));
+  }
+  auto print = [&](const std::vector<std::string>& line) {
+    std::string out;
+    for (std::size_t i = 0; i < line.size(); ++i) {
+      out += line[i];
+      if (i + 1 < line.size())
+        out += std::string(width[i] - line[i].size() + 2, ' ');
+    }
+    std::cout << out << "\n";
+  };
+  std::vector<std::string> header;
+  for (const auto& c : columns) {
+    std::string h = c;
+    for (auto& ch : h)
+      ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    header.push_back(h);
+  }
+  print(header);
+  for (const auto& line : cells)
+    print(line);
+}
+
+void printObject(const Json& object) {
+  std::size_t w = 0;
+  for (const auto& [k, v] : object.items())
+    w = std::max(w, k.size());
+  for (const auto& [k, v] : object.items()) {
+    std::cout << k << std::string(w - k.size() + 2, ' ')
+              << (v.is_object()     ? v.dump()
+                  : isTimeColumn(k) ? timeCell(v)
+                                    : cell(v))
+              << "\n";
+  }
+}
+
+void output(const Json& j, bool asJson, const std::vector<std::string>& columns) {
+  if (asJson) {
+    std::cout << j.dump(2) << "\n";
+  } else if (j.is_array()) {
+    printTable(j, columns);
+  } else if (j.is_object()) {
+    printObject(j);
+  }
+}
+
+// Values given on the command line for a resource's fields, as JSON.
+struct FieldValues {
+  std::map<std::string, std::string> text;
+  std::map<std::string, std::vector<std::string>> lists;
+};
+
+Result<Json> bodyFrom(const std::vector<Field>& fields, const FieldValues& values) {
+  Json body = Json::object();
+  for (const auto& f : fields) {
+    std::string option = f.name;
+    std::replace(option.begin(), option.end(), '_', '-');
+    if (f.type == FieldType::kIntList || f.type == FieldType::kStringList) {
+      auto it = values.lists.find(f.name);
+      if (it == values.lists.end() || it->second.empty())
+        continue;
+      Json list = Json::array();
+      for (const auto& v : it->second) {
+        if (f.type == FieldType::kIntList) {
+          char* end = nullptr;
+          long long n = std::strtoll(v.c_str(), &end, 10);
+          if (end == v.c_str() || *end != '\0') {
+            return makeError(Errc::kInvalidArgument, "--{} takes numbers, not '{}'.", option, v);
+          }
+          list.push_back(n);
+        } else {
+          list.push_back(v);
+        }
+      }
+      body[f.name] = list;
+      continue;
+    }
+    auto it = values.text.find(f.name);
+    if (it == values.text.end())
+      continue;
+    const std::string& v = it->second;
+    if (f.type == FieldType::kString) {
+      body[f.name] = v;
+    } else if (f.type == FieldType::kInt) {
+      char* end = nullptr;
+      long long n = std::strtoll(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0')
+        return makeError(Errc::kInvalidArgument, "--{} takes a number, not '{}'.", option, v);
+      body[f.name] = n;
+    } else if (f.type == FieldType::kNumber) {
+      char* end = nullptr;
+      double d = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0')
+        return makeError(Errc::kInvalidArgument, "--{} takes a number, not '{}'.", option, v);
+      body[f.name] = d;
+    } else if (f.type == FieldType::kBool) {
+      if (v != "true" && v != "false")
+        return makeError(Errc::kInvalidArgument, "--{} takes true or false, not '{}'.", option, v);
+      body[f.name] = v == "true";
+    }
+  }
+  return body;
+}
+
+std::string readPassword(const std::string& prompt) {
+  std::cerr << prompt;
+  termios old{};
+  bool tty = ::tcgetattr(STDIN_FILENO, &old) == 0;
+  if (tty) {
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  }
+  std::string pw;
+  std::getline(std::cin, pw);
+  if (tty) {
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::cerr << "\n";
+  }
+  return pw;
+}
+
+std::string pathSegment(const std::string& s) {
+  return http::urlEncode(s);
+}
+
+}  // namespace
+
+int run(const std::vector<std::string>& args) {
+  CLI::App app{"aulactl: manage Aula over the broker's API."};
+  app.require_subcommand(1);
+  bool asJson = false;
+  app.add_flag("--json", asJson, "print JSON for scripts instead of tables");
+  int exitCode = 0;
+
+  // login / logout / whoami
+  auto* login = app.add_subcommand("login", "log in and keep the session token for later commands");
+  std::string url, caFile, caFingerprint, user, passwordFile;
+  login->add_option("--url", url, "broker URL, like https://broker.school.example:8443")
+      ->required();
+  login->add_option("--ca-file", caFile, "the broker's CA certificate (PEM)");
+  login->add_option("--ca-fingerprint", caFingerprint, "or the SHA-256 fingerprint of that CA");
+  login->add_option("--user", user, "user name")->required();
+  login->add_option("--password-file", passwordFile,
+                    "read the password from this file instead of asking");
+  login->callback([&] {
+    Session s;
+    s.url = url;
+    while (!s.url.empty() && s.url.back() == '/')
+      s.url.pop_back();
+    if (!caFile.empty()) {
+      auto pem = readFile(caFile);
+      if (!pem) {
+        std::cerr << "aulactl: cannot read the CA file '" << caFile << "'.\n";
+        exitCode = 2;
+        return;
+      }
+      s.caPem = *pem;
+    } else if (!caFingerprint.empty()) {
+      s.caFingerprint = caFingerprint;
+    } else {
+      std::cerr << "aulactl: give the broker's CA with --ca-file or --ca-fingerprint.\n";
+      exitCode = 2;
+      return;
+    }
+    std::string password;
+    if (!passwordFile.empty()) {
+      auto pw = readFile(passwordFile);
+      if (!pw) {
+        std::cerr << "aulactl: cannot read the password file '" << passwordFile << "'.\n";
+        exitCode = 2;
+        return;
+      }
+      password = pw->substr(0, pw->find('\n'));
+    } else {
+      password = readPassword("Password for " + user + ": ");
+    }
+    auto client = clientFor(s);
+    auto r = client.postJson(s.url + "/api/v1/session",
+                             Json{{"username", user}, {"password", password}}.dump());
+    if (!r) {
+      std::cerr << "aulactl: " << r.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    auto j = json::parse(r->body);
+    if (r->status != 201 || !j || !j->contains("token")) {
+      std::string message =
+          j && j->contains("error") ? (*j)["error"].value("message", "") : r->body;
+      std::cerr << "aulactl: " << message << " (HTTP " << r->status << ")\n";
+      exitCode = 1;
+      return;
+    }
+    s.token = (*j)["token"].get<std::string>();
+    Json saved{{"url", s.url}, {"token", s.token}};
+    if (s.caPem)
+      saved["ca_pem"] = *s.caPem;
+    if (s.caFingerprint)
+      saved["ca_fingerprint"] = *s.caFingerprint;
+    if (auto pinned = client.pinnedCaPem())
+      saved["ca_pem"] = *pinned;
+    auto path = credentialsPath();
+    std::error_code ec;
+    fs::create_directories(path.parent_path(), ec);
+    {
+      std::ofstream out(path, std::ios::trunc);
+      out << saved.dump(2) << "\n";
+    }
+    ::chmod(path.c_str(), 0600);
+    std::cout << "Logged in to " << s.url << " as " << user << " ("
+              << (*j)["user"]["role"].get<std::string>() << ").\n";
+  });
+
+  app.add_subcommand("logout", "end the session and forget the token")->callback([&] {
+    auto s = loadSession();
+    if (s)
+      call(*s, "DELETE", "/api/v1/session", std::nullopt);
+    std::error_code ec;
+    fs::remove(credentialsPath(), ec);
+    std::cout << "Logged out.\n";
+  });
+  app.add_subcommand("whoami", "show who you are logged in as")->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    auto r = call(*s, "GET", "/api/v1/me", std::nullopt);
+    if (!r) {
+      exitCode = 1;
+      return;
+    }
+    output(*json::parse(r->body), asJson, {});
+  });
+
+  // The resources, generated from the table.
+  std::vector<std::unique_ptr<FieldValues>> valueStore;
+  std::vector<std::unique_ptr<std::string>> keyStore;
+  std::vector<std::unique_ptr<std::map<std::string, std::string>>> queryStore;
+  for (const auto& res : resources()) {
+    auto* cmd = app.add_subcommand(res.name, res.help);
+    cmd->require_subcommand(1);
+    auto withSession = [&exitCode](const std::function<void(const Session&)>& f) {
+      return [f, &exitCode] {
+        auto s = loadSession();
+        if (!s) {
+          std::cerr << "aulactl: " << s.error().message() << "\n";
+          exitCode = 1;
+          return;
+        }
+        f(*s);
+      };
+    };
+    auto finish = [&exitCode, &asJson](const std::optional<http::Response>& r,
+                                       const std::vector<std::string>& columns) {
+      if (!r) {
+        exitCode = 1;
+        return;
+      }
+      if (r->status == 204 || r->body.empty()) {
+        std::cout << "Done.\n";
+        return;
+      }
+      auto j = json::parse(r->body);
+      if (!j) {
+        std::cout << r->body;
+        return;
+      }
+      output(*j, asJson, columns);
+    };
+
+    auto* list = cmd->add_subcommand("list", "list " + res.name);
+    auto* query =
+        queryStore.emplace_back(std::make_unique<std::map<std::string, std::string>>()).get();
+    if (res.name == "desktops") {
+      list->add_option("--scope", (*query)["scope"], "mine (default) or all you manage");
+      list->add_option("--state", (*query)["state"], "only desktops in this state");
+      list->add_option("--deployment-id", (*query)["deployment_id"],
+                       "only desktops of this deployment");
+    } else if (res.name == "users") {
+      list->add_option("--role", (*query)["role"], "only this role");
+      list->add_option("--group-id", (*query)["group_id"], "only members of this group");
+      list->add_option("--search", (*query)["q"], "name contains");
+    }
+    list->callback(withSession([&res, query, finish](const Session& s) {
+      std::string path = res.path;
+      std::string sep = "?";
+      for (const auto& [k, v] : *query) {
+        if (v.empty())
+          continue;
+        path += sep + k + "=" + http::urlEncode(v);
+        sep = "&";
+      }
+      finish(call(s, "GET", path, std::nullopt), res.columns);
+    }));
+
+    auto* key = keyStore.emplace_back(std::make_unique<std::string>()).get();
+    if (res.canShow) {
+      auto* show = cmd->add_subcommand("show", "show one of " + res.name);
+      show->add_option(res.keyName, *key, res.keyName)->required();
+      show->callback(withSession([&res, key, finish](const Session& s) {
+        finish(call(s, "GET", res.path + "/" + pathSegment(*key), std::nullopt), res.columns);
+      }));
+    }
+    auto addFieldOptions = [&](CLI::App* sub, FieldValues* values, bool creating) {
+      for (const auto& f : res.fields) {
+        std::string option = "--" + f.name;
+        std::replace(option.begin(), option.end(), '_', '-');
+        if (f.type == FieldType::kIntList || f.type == FieldType::kStringList) {
+          sub->add_option(option, values->lists[f.name], f.help)->delimiter(',');
+        } else {
+          auto* o = sub->add_option(option, values->text[f.name], f.help);
+          if (creating && f.requiredOnCreate)
+            o->required();
+        }
+      }
+    };
+    if (res.canCreate) {
+      auto* create = cmd->add_subcommand("create", "create one of " + res.name);
+      auto* values = valueStore.emplace_back(std::make_unique<FieldValues>()).get();
+      addFieldOptions(create, values, true);
+      create->callback(withSession([&res, values, finish, &exitCode](const Session& s) {
+        // Options left empty were not given: drop them.
+        FieldValues given = *values;
+        for (auto it = given.text.begin(); it != given.text.end();)
+          it = it->second.empty() ? given.text.erase(it) : std::next(it);
+        auto body = bodyFrom(res.fields, given);
+        if (!body) {
+          std::cerr << "aulactl: " << body.error().message() << "\n";
+          exitCode = 2;
+          return;
+        }
+        finish(call(s, "POST", res.path, *body), res.columns);
+      }));
+    }
+    if (res.canUpdate) {
+      auto* update = cmd->add_subcommand(
+          res.keyName == "mac" ? "set" : "update",
+          res.keyName == "mac" ? "set what a MAC address boots" : "change one of " + res.name);
+      auto* values = valueStore.emplace_back(std::make_unique<FieldValues>()).get();
+      update->add_option(res.keyName, *key, res.keyName)->required();
+      addFieldOptions(update, values, false);
+      update->callback(withSession([&res, values, key, finish, &exitCode](const Session& s) {
+        FieldValues given = *values;
+        for (auto it = given.text.begin(); it != given.text.end();)
+          it = it->second.empty() ? given.text.erase(it) : std::next(it);
+        auto body = bodyFrom(res.fields, given);
+        if (!body) {
+          std::cerr << "aulactl: " << body.error().message() << "\n";
+          exitCode = 2;
+          return;
+        }
+        finish(call(s, res.keyName == "mac" ? "PUT" : "PATCH", res.path + "/" + pathSegment(*key),
+                    *body),
+               res.columns);
+      }));
+    }
+    auto* del = cmd->add_subcommand("delete", "delete one of " + res.name);
+    del->add_option(res.keyName, *key, res.keyName)->required();
+    del->callback(withSession([&res, key, finish](const Session& s) {
+      finish(call(s, "DELETE", res.path + "/" + pathSegment(*key), std::nullopt), res.columns);
+    }));
+
+    // Verbs beyond create/read/update/delete.
+    if (res.name == "desktops" || res.name == "deployments") {
+      for (std::string verb : {"start", "stop"}) {
+        auto* v = cmd->add_subcommand(verb, verb + " one of " + res.name);
+        v->add_option("id", *key, "id")->required();
+        auto* force =
+            queryStore.emplace_back(std::make_unique<std::map<std::string, std::string>>()).get();
+        if (verb == "stop")
+          v->add_flag("--force{1}", (*force)["force"], "power off instead of shutting down");
+        v->callback(withSession([&res, key, verb, force, finish](const Session& s) {
+          std::string path = res.path + "/" + pathSegment(*key) + "/" + verb;
+          if (!(*force)["force"].empty())
+            path += "?force=1";
+          finish(call(s, "POST", path, std::nullopt), res.columns);
+        }));
+      }
+    }
+    if (res.name == "desktops") {
+      auto* console = cmd->add_subcommand("console", "get a one-time connection for remote-viewer");
+      auto* vvFile = keyStore.emplace_back(std::make_unique<std::string>()).get();
+      console->add_option("id", *key, "id")->required();
+      console->add_option("--vv", *vvFile, "write a .vv file for remote-viewer here");
+      console->callback(withSession([key, vvFile, finish, &exitCode](const Session& s) {
+        if (vvFile->empty()) {
+          finish(
+              call(s, "POST", "/api/v1/desktops/" + pathSegment(*key) + "/console", std::nullopt),
+              {});
+          return;
+        }
+        auto r = call(s, "POST", "/api/v1/desktops/" + pathSegment(*key) + "/console", std::nullopt,
+                      "application/x-virt-viewer");
+        if (!r) {
+          exitCode = 1;
+          return;
+        }
+        std::ofstream out(*vvFile, std::ios::trunc);
+        out << r->body;
+        out.close();
+        ::chmod(vvFile->c_str(), 0600);
+        std::cout << "Wrote " << *vvFile << "; open it with: remote-viewer " << *vvFile << "\n";
+      }));
+    }
+    if (res.name == "groups") {
+      auto* add = cmd->add_subcommand("add-members", "add users to a group by name");
+      auto* names = valueStore.emplace_back(std::make_unique<FieldValues>()).get();
+      add->add_option("id", *key, "group id")->required();
+      add->add_option("usernames", names->lists["usernames"], "user names")->required();
+      add->callback(withSession([key, names, finish](const Session& s) {
+        finish(call(s, "POST", "/api/v1/groups/" + pathSegment(*key) + "/members",
+                    Json{{"usernames", names->lists["usernames"]}}),
+               {});
+      }));
+      auto* remove = cmd->add_subcommand("remove-member", "take a user out of a group");
+      auto* userId = keyStore.emplace_back(std::make_unique<std::string>()).get();
+      remove->add_option("id", *key, "group id")->required();
+      remove->add_option("user_id", *userId, "user id")->required();
+      remove->callback(withSession([key, userId, finish](const Session& s) {
+        finish(call(s, "DELETE",
+                    "/api/v1/groups/" + pathSegment(*key) + "/members/" + pathSegment(*userId),
+                    std::nullopt),
+               {});
+      }));
+    }
+    if (res.name == "users") {
+      auto* usage = cmd->add_subcommand("usage", "what a user uses against their quota");
+      usage->add_option("id", *key, "user id")->required();
+      usage->callback(withSession([key, finish](const Session& s) {
+        finish(call(s, "GET", "/api/v1/users/" + pathSegment(*key) + "/usage", std::nullopt), {});
+      }));
+    }
+  }
+
+  // Quotas: subjects, not ids.
+  auto* quotas =
+      app.add_subcommand("quotas", "limits per role, user, group member, group or category");
+  quotas->require_subcommand(1);
+  quotas->add_subcommand("list", "list quotas")->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    auto r = call(*s, "GET", "/api/v1/quotas", std::nullopt);
+    if (!r) {
+      exitCode = 1;
+      return;
+    }
+    output(*json::parse(r->body), asJson,
+           {"subject", "desktops", "running", "vcpus", "memory_mb", "disk_gb", "templates"});
+  });
+  auto* qset =
+      quotas->add_subcommand("set", "set the limits of a subject (unset limits mean no limit)");
+  std::string subject;
+  std::map<std::string, std::string> limits;
+  qset->add_option("subject", subject,
+                   "role:<role>, user:<id>, group-member:<id>, group:<id> or category:<id>")
+      ->required();
+  for (std::string l : {"desktops", "running", "vcpus", "memory_mb", "disk_gb", "templates"}) {
+    std::string option = "--" + l;
+    std::replace(option.begin(), option.end(), '_', '-');
+    qset->add_option(option, limits[l], "limit");
+  }
+  qset->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    Json body = Json::object();
+    for (const auto& [k, v] : limits) {
+      if (v.empty())
+        continue;
+      char* end = nullptr;
+      long long n = std::strtoll(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0') {
+        std::cerr << "aulactl: --" << k << " takes a number, not '" << v << "'.\n";
+        exitCode = 2;
+        return;
+      }
+      body[k] = n;
+    }
+    auto r = call(*s, "PUT", "/api/v1/quotas/" + http::urlEncode(subject), body);
+    if (!r) {
+      exitCode = 1;
+      return;
+    }
+    output(*json::parse(r->body), asJson, {});
+  });
+  auto* qdel = quotas->add_subcommand("delete", "remove the limits of a subject");
+  qdel->add_option("subject", subject, "subject")->required();
+  qdel->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    if (!call(*s, "DELETE", "/api/v1/quotas/" + http::urlEncode(subject), std::nullopt))
+      exitCode = 1;
+  });
+
+  auto* audit = app.add_subcommand("audit", "who did what, when, from where");
+  std::string auditActor, auditAction, auditLimit;
+  audit->add_option("--actor", auditActor, "only this user");
+  audit->add_option("--action", auditAction, "only actions starting with this, like desktop.");
+  audit->add_option("--limit", auditLimit, "at most this many entries (default 200)");
+  audit->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    std::string path = "/api/v1/audit?limit=" +
+                       (auditLimit.empty() ? std::string("200") : http::urlEncode(auditLimit));
+    if (!auditActor.empty())
+      path += "&actor=" + http::urlEncode(auditActor);
+    if (!auditAction.empty())
+      path += "&action=" + http::urlEncode(auditAction);
+    auto r = call(*s, "GET", path, std::nullopt);
+    if (!r) {
+      exitCode = 1;
+      return;
+    }
+    output(*json::parse(r->body), asJson, {"id", "at", "actor", "address", "action", "object"});
+  });
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return exitCode;
+}
+
+}  // namespace aula::ctl

@@ -1,0 +1,613 @@
+// The PostgreSQL adapter: a pool of libpq connections, '?' placeholders
+// rewritten to $n, SERIALIZABLE writes retried on serialization failures, and
+// connections dropped and reopened when the server goes away and comes back.
+#include <algorithm>
+#include <cassert>
+#include <charconv>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <libpq-fe.h>
+
+#include "aula/broker/database.hpp"
+#include "aula/common/log.hpp"
+
+#include "db/database_internal.hpp"
+
+namespace aula::broker::db {
+namespace {
+
+struct ConnectionCloser {
+  void operator()(PGconn* connection) const { PQfinish(connection); }
+};
+struct ResultClearer {
+  void operator()(PGresult* result) const { PQclear(result); }
+};
+struct ConninfoFree {
+  void operator()(PQconninfoOption* options) const { PQconninfoFree(options); }
+};
+using ConnectionHandle = std::unique_ptr<PGconn, ConnectionCloser>;
+using ResultHandle = std::unique_ptr<PGresult, ResultClearer>;
+using ConninfoHandle = std::unique_ptr<PQconninfoOption, ConninfoFree>;
+
+// Type OIDs from pg_type.h, which libpq does not install.
+constexpr Oid kBoolOid = 16;
+constexpr Oid kInt8Oid = 20;
+constexpr Oid kInt2Oid = 21;
+constexpr Oid kInt4Oid = 23;
+constexpr Oid kFloat4Oid = 700;
+constexpr Oid kFloat8Oid = 701;
+constexpr Oid kNumericOid = 1700;
+
+// Eight writers on one row need up to 8 runs now and then (measured): a
+// retried body competes with fresh ones that do not wait, so the tail is long.
+// 20 makes running out rare even on a loaded machine, and bounds the wait at
+// about a second, after which conflicting is better reported than retried.
+constexpr int kMaxAttempts = 20;
+
+struct Settings {
+  std::string conninfo;
+  std::string address;  // "127.0.0.1:5432", for messages; never the password
+  std::chrono::milliseconds connectTimeout;
+  int poolSize;
+};
+
+// How a statement failed, beyond its Error.
+enum class Failure { kNone, kRetry, kBroken, kOther };
+
+// libpq's messages span lines ("...\n\tIs the server running...?"); the first
+// says what happened.
+std::string firstLine(const char* text) {
+  if (text == nullptr)
+    return "no reason given";
+  std::string_view view(text);
+  auto end = view.find('\n');
+  std::string line = detail::oneLine(view.substr(0, end));
+  return line.empty() ? std::string("no reason given") : line;
+}
+
+Error unreachable(const Settings& settings, std::string_view reason) {
+  return makeError(Errc::kUnavailable, "The database at {} is not reachable: {}.", settings.address,
+                   reason);
+}
+
+Error tooBusy() {
+  return Error(Errc::kConflict, "The database was too busy to finish this change; try again.");
+}
+
+void logNotice(void* /*unused*/, const char* message) noexcept {
+  // A C callback: nothing may escape it.
+  try {
+    log::debug("PostgreSQL says: {}", detail::oneLine(message == nullptr ? "" : message));
+  } catch (...) {
+  }
+}
+
+// Rewrites '?' to $1..$n outside literals, quoted names and comments; returns
+// how many there were.
+std::size_t rewritePlaceholders(std::string_view sql, std::string* out) {
+  out->clear();
+  out->reserve(sql.size() + 16);
+  std::size_t count = 0;
+  std::size_t i = 0;
+  auto copyThrough = [&](std::string_view terminator) {
+    auto end = sql.find(terminator, i);
+    end = end == std::string_view::npos ? sql.size() : end + terminator.size();
+    out->append(sql.substr(i, end - i));
+    i = end;
+  };
+  while (i < sql.size()) {
+    const char c = sql[i];
+    const std::string_view rest = sql.substr(i);
+    if (c == '?') {
+      *out += fmt::format("${}", ++count);
+      ++i;
+    } else if (c == '\'') {
+      // E'...' strings escape with backslashes; plain ones only by doubling,
+      // which reads as two adjacent literals here and needs no special case.
+      const bool escapes = i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e');
+      out->push_back(c);
+      ++i;
+      while (i < sql.size() && sql[i] != '\'') {
+        if (escapes && sql[i] == '\\' && i + 1 < sql.size())
+          out->push_back(sql[i++]);
+        out->push_back(sql[i++]);
+      }
+      if (i < sql.size())
+        out->push_back(sql[i++]);
+    } else if (c == '"') {
+      out->push_back(c);
+      ++i;
+      copyThrough("\"");
+    } else if (rest.starts_with("--")) {
+      copyThrough("\n");
+    } else if (rest.starts_with("/*")) {
+      out->append("/*");
+      i += 2;
+      copyThrough("*/");
+    } else {
+      out->push_back(c);
+      ++i;
+    }
+  }
+  return count;
+}
+
+std::string floatText(double value) {
+  if (std::isnan(value))
+    return "NaN";
+  if (std::isinf(value))
+    return value > 0 ? "Infinity" : "-Infinity";
+  // The shortest text that reads back as the same double.
+  return fmt::format("{}", value);
+}
+
+Value columnValue(const PGresult* result, int row, int column, Oid type) {
+  if (PQgetisnull(result, row, column) != 0)
+    return std::monostate{};
+  const char* text = PQgetvalue(result, row, column);
+  const auto size = static_cast<std::size_t>(PQgetlength(result, row, column));
+  switch (type) {
+    case kInt2Oid:
+    case kInt4Oid:
+    case kInt8Oid: {
+      std::int64_t whole = 0;
+      std::from_chars(text, text + size, whole);
+      return whole;
+    }
+    case kBoolOid:
+      return std::int64_t{text[0] == 't' ? 1 : 0};
+    case kFloat4Oid:
+    case kFloat8Oid:
+    case kNumericOid: {
+      // from_chars reads "Infinity" and "NaN" too, and ignores the locale.
+      double real = 0;
+      std::from_chars(text, text + size, real);
+      return real;
+    }
+    default:
+      return std::string(text, size);
+  }
+}
+
+class Connection {
+ public:
+  Connection(ConnectionHandle handle, const Settings& settings)
+      : handle_(std::move(handle)), settings_(settings) {}
+
+  bool broken() const { return broken_ || PQstatus(handle_.get()) != CONNECTION_OK; }
+
+  // Runs one statement. On failure, `failure` says whether to retry the
+  // transaction or drop the connection.
+  Result<ResultHandle> execute(std::string_view sql, const Params& params, Failure* failure) {
+    *failure = Failure::kNone;
+    std::string text;
+    const std::size_t count = rewritePlaceholders(sql, &text);
+    if (count != params.size()) {
+      *failure = Failure::kOther;
+      return makeError(Errc::kInternal, "The SQL statement '{}' takes {} values but was given {}.",
+                       detail::sqlExcerpt(sql), count, params.size());
+    }
+    std::vector<std::string> storage(params.size());
+    std::vector<const char*> values(params.size(), nullptr);
+    // Typed integers and reals keep `SELECT ?` an integer, as in SQLite; text
+    // stays untyped so that PostgreSQL infers the column's type.
+    std::vector<Oid> types(params.size(), 0);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (const auto* whole = std::get_if<std::int64_t>(&params[i])) {
+        storage[i] = std::to_string(*whole);
+        types[i] = kInt8Oid;
+      } else if (const auto* real = std::get_if<double>(&params[i])) {
+        storage[i] = floatText(*real);
+        types[i] = kFloat8Oid;
+      } else if (const auto* string = std::get_if<std::string>(&params[i])) {
+        values[i] = string->c_str();
+        continue;
+      } else {
+        continue;  // NULL
+      }
+      values[i] = storage[i].c_str();
+    }
+    ResultHandle result(PQexecParams(handle_.get(), text.c_str(), static_cast<int>(params.size()),
+                                     types.data(), values.data(), nullptr, nullptr, 0));
+    const ExecStatusType status =
+        result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result.get());
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+      return result;
+    return classify(result.get(), sql, failure);
+  }
+
+  // Ends the open transaction; a connection that cannot is not reused.
+  void rollback() {
+    if (broken())
+      return;
+    Failure failure = Failure::kNone;
+    if (auto done = execute("ROLLBACK", {}, &failure); !done) {
+      broken_ = true;
+      log::warn("Rolling back a PostgreSQL transaction failed. {}", done.error().message());
+    }
+  }
+
+ private:
+  Error classify(const PGresult* result, std::string_view sql, Failure* failure) {
+    const char* field = result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_SQLSTATE);
+    const std::string_view state = field == nullptr ? std::string_view() : field;
+    const char* primaryField =
+        result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+    const std::string primary =
+        firstLine(primaryField != nullptr ? primaryField : PQerrorMessage(handle_.get()));
+
+    if (PQstatus(handle_.get()) != CONNECTION_OK || state.starts_with("08") || state == "57P01" ||
+        state == "57P02" || state == "57P03") {
+      broken_ = true;
+      *failure = Failure::kBroken;
+      return unreachable(settings_, primary);
+    }
+    *failure = Failure::kOther;
+    if (state == "40001" || state == "40P01") {
+      *failure = Failure::kRetry;
+      return tooBusy();
+    }
+    if (state == "23505") {
+      return Error(Errc::kAlreadyExists,
+                   fmt::format("A record with the same unique value already exists: {}.", primary));
+    }
+    if (state == "23503" || state == "23514" || state == "23502" || state == "23P01") {
+      return Error(Errc::kConflict,
+                   fmt::format("The change breaks a rule of the database: {}.", primary));
+    }
+    if (state == "57014") {
+      return makeError(Errc::kTimeout, "The database stopped the statement '{}': {}.",
+                       detail::sqlExcerpt(sql), primary);
+    }
+    if (state.starts_with("53")) {
+      return makeError(Errc::kUnavailable,
+                       "The database at {} is short of resources ({}); try again later.",
+                       settings_.address, primary);
+    }
+    return makeError(Errc::kInternal, "PostgreSQL rejected the statement '{}': {} (SQLSTATE {}).",
+                     detail::sqlExcerpt(sql), primary, state.empty() ? "none" : state);
+  }
+
+  ConnectionHandle handle_;
+  const Settings& settings_;
+  bool broken_ = false;
+};
+
+class Pool {
+ public:
+  explicit Pool(const Settings& settings) : settings_(settings) {}
+
+  // Borrows a connection and gives it back, or drops it when broken, when it
+  // goes out of scope.
+  class Lease {
+   public:
+    Lease(Pool* pool, std::unique_ptr<Connection> connection, bool fresh)
+        : pool_(pool), connection_(std::move(connection)), fresh_(fresh) {}
+    Lease(Lease&& other) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() {
+      if (connection_)
+        pool_->giveBack(std::move(connection_));
+    }
+    Connection& operator*() const { return *connection_; }
+    Connection* operator->() const { return connection_.get(); }
+    // Opened for this lease, rather than reused from the pool.
+    bool fresh() const { return fresh_; }
+
+   private:
+    Pool* pool_;
+    std::unique_ptr<Connection> connection_;
+    bool fresh_;
+  };
+
+  Result<Lease> acquire() {
+    std::unique_lock lock(mutex_);
+    available_.wait(lock, [&] { return !idle_.empty() || open_ < settings_.poolSize; });
+    if (!idle_.empty()) {
+      auto connection = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(this, std::move(connection), false);
+    }
+    ++open_;
+    lock.unlock();
+    auto connection = connect();
+    if (!connection) {
+      lock.lock();
+      --open_;
+      lock.unlock();
+      available_.notify_one();
+      return std::move(connection).error();
+    }
+    return Lease(this, std::move(connection).value(), true);
+  }
+
+  // Closes every idle connection: after one turned out dead, the others,
+  // opened to the same server, most likely are too.
+  void dropIdle() {
+    std::vector<std::unique_ptr<Connection>> dropped;
+    {
+      std::lock_guard lock(mutex_);
+      dropped.swap(idle_);
+      open_ -= static_cast<int>(dropped.size());
+    }
+    available_.notify_all();
+  }
+
+  Result<std::unique_ptr<Connection>> connect() {
+    const auto seconds = std::max<std::int64_t>(
+        1, (settings_.connectTimeout.count() + 999) / 1000);  // libpq counts whole seconds
+    const std::string timeout = std::to_string(seconds);
+    // expand_dbname makes the first "dbname" the whole connection string;
+    // keys after it override what the string says.
+    const char* const keys[] = {"dbname", "connect_timeout", nullptr};
+    const char* const values[] = {settings_.conninfo.c_str(), timeout.c_str(), nullptr};
+    ConnectionHandle handle(PQconnectdbParams(keys, values, 1));
+    if (handle == nullptr)
+      return unreachable(settings_, "libpq could not allocate a connection");
+    if (PQstatus(handle.get()) != CONNECTION_OK) {
+      return unreachable(settings_, firstLine(PQerrorMessage(handle.get())));
+    }
+    // Notices ("relation already exists, skipping") would go to stderr.
+    PQsetNoticeProcessor(handle.get(), logNotice, nullptr);
+    return std::make_unique<Connection>(std::move(handle), settings_);
+  }
+
+ private:
+  void giveBack(std::unique_ptr<Connection> connection) {
+    {
+      std::lock_guard lock(mutex_);
+      if (connection->broken()) {
+        --open_;
+      } else {
+        idle_.push_back(std::move(connection));
+      }
+    }
+    available_.notify_one();
+    // A broken connection, if any, is closed here, outside the lock.
+  }
+
+  const Settings& settings_;
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  int open_ = 0;  // idle and lent out
+};
+
+class PgTransaction final : public Transaction {
+ public:
+  explicit PgTransaction(Connection& connection) : connection_(connection) {}
+
+  Result<std::vector<Row>> query(std::string_view sql, const Params& params) override {
+    auto result = AULA_TRY(run(sql, params));
+    const int rowCount = PQntuples(result.get());
+    const int columnCount = PQnfields(result.get());
+    std::vector<Oid> types(static_cast<std::size_t>(columnCount));
+    for (int c = 0; c < columnCount; ++c)
+      types[static_cast<std::size_t>(c)] = PQftype(result.get(), c);
+    std::vector<Row> rows;
+    rows.reserve(static_cast<std::size_t>(rowCount));
+    for (int r = 0; r < rowCount; ++r) {
+      std::vector<Value> columns;
+      columns.reserve(types.size());
+      for (int c = 0; c < columnCount; ++c) {
+        columns.push_back(columnValue(result.get(), r, c, types[static_cast<std::size_t>(c)]));
+      }
+      rows.emplace_back(std::move(columns));
+    }
+    return rows;
+  }
+
+  Result<std::int64_t> exec(std::string_view sql, const Params& params) override {
+    auto result = AULA_TRY(run(sql, params));
+    const char* changed = PQcmdTuples(result.get());
+    std::int64_t count = 0;
+    if (changed != nullptr)
+      std::from_chars(changed, changed + std::strlen(changed), count);
+    return count;
+  }
+
+  Dialect dialect() const override { return Dialect::kPostgres; }
+
+  const std::optional<Error>& firstError() const { return firstError_; }
+  bool shouldRetry() const { return retry_; }
+
+ private:
+  Result<ResultHandle> run(std::string_view sql, const Params& params) {
+    Failure failure = Failure::kNone;
+    auto result = connection_.execute(sql, params, &failure);
+    if (!result) {
+      // PostgreSQL ends a transaction at its first error; everything after
+      // fails, so the first error is the one worth reporting.
+      if (!firstError_)
+        firstError_ = result.error();
+      retry_ = retry_ || failure == Failure::kRetry;
+    }
+    return result;
+  }
+
+  Connection& connection_;
+  std::optional<Error> firstError_;
+  bool retry_ = false;
+};
+
+// Rolls back a transaction that a throwing body left open, so that the
+// connection goes back to the pool clean.
+class OpenTransaction {
+ public:
+  explicit OpenTransaction(Connection& connection) : connection_(connection) {}
+  ~OpenTransaction() {
+    if (open_)
+      connection_.rollback();
+  }
+  OpenTransaction(const OpenTransaction&) = delete;
+  OpenTransaction& operator=(const OpenTransaction&) = delete;
+  void closed() { open_ = false; }
+
+ private:
+  Connection& connection_;
+  bool open_ = true;
+};
+
+void backOff(int attempt) {
+  thread_local std::minstd_rand random{std::random_device{}()};
+  // Random, so that the writers that collided do not collide again; growing,
+  // so that a crowd thins out.
+  const int ceiling = std::min(2 << attempt, 100);
+  std::uniform_int_distribution<int> milliseconds(1, ceiling);
+  std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds(random)));
+}
+
+class PostgresDatabase final : public Database {
+ public:
+  explicit PostgresDatabase(Settings settings) : settings_(std::move(settings)), pool_(settings_) {}
+
+  // Connects once, so that a wrong address or database fails at start-up.
+  Status open() {
+    auto lease = AULA_TRY(pool_.acquire());
+    return okStatus();
+  }
+
+  Dialect dialect() const override { return Dialect::kPostgres; }
+
+  Status transact(TxMode mode, const std::function<Status(Transaction&)>& body) override {
+    const std::string_view begin = mode == TxMode::kWrite
+                                       ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
+                                       : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+      if (attempt > 0) {
+        log::debug("A PostgreSQL transaction met a concurrent one; running it again (attempt {}).",
+                   attempt + 1);
+        backOff(attempt);
+      }
+      auto lease = AULA_TRY(leaseAndRun(begin));
+      OpenTransaction open(*lease);
+      PgTransaction tx(*lease);
+      Status status = body(tx);
+      if (status && tx.firstError())
+        status = *tx.firstError();
+      bool retry = tx.shouldRetry();
+      if (status) {
+        Failure failure = Failure::kNone;
+        auto committed = lease->execute("COMMIT", {}, &failure);
+        // A failed COMMIT has rolled back already.
+        open.closed();
+        if (committed)
+          return okStatus();
+        if (failure != Failure::kRetry)
+          return std::move(committed).error();
+        retry = true;
+      } else {
+        lease->rollback();
+        open.closed();
+        if (!retry)
+          return status;
+      }
+    }
+    return tooBusy();
+  }
+
+  Status migrate(const std::vector<Migration>& migrations) override {
+    return detail::applyMigrations(*this, migrations);
+  }
+
+  Result<int> schemaVersion() override { return detail::readSchemaVersion(*this); }
+
+  Status ping() override {
+    auto lease = AULA_TRY(leaseAndRun("SELECT 1"));
+    return okStatus();
+  }
+
+ private:
+  // A connection with `sql` run on it. A pooled connection whose server went
+  // away since its last use fails here, before any of a caller's work: the
+  // pool is emptied and a new connection tried, so that callers see an error
+  // only while the server is really away.
+  Result<Pool::Lease> leaseAndRun(std::string_view sql) {
+    for (int attempt = 0;; ++attempt) {
+      auto lease = AULA_TRY(pool_.acquire());
+      Failure failure = Failure::kNone;
+      auto done = lease->execute(sql, {}, &failure);
+      if (done)
+        return lease;
+      if (failure == Failure::kBroken && !lease.fresh() && attempt <= settings_.poolSize) {
+        pool_.dropIdle();
+        continue;
+      }
+      return std::move(done).error();
+    }
+  }
+
+  Settings settings_;
+  Pool pool_;
+};
+
+// Where the connection string points, for messages: "127.0.0.1:5432" or
+// "/run/postgresql/.s.PGSQL.5432". Never the whole string, which may hold a
+// password.
+Result<std::string> describeAddress(const std::string& conninfo) {
+  char* parseError = nullptr;
+  ConninfoHandle options(PQconninfoParse(conninfo.c_str(), &parseError));
+  if (options == nullptr) {
+    std::string why = parseError == nullptr ? "out of memory" : detail::oneLine(parseError);
+    PQfreemem(parseError);
+    return makeError(Errc::kConfig, "The PostgreSQL connection string is not valid: {}.", why);
+  }
+  std::string host;
+  std::string hostaddr;
+  std::string port;
+  for (const PQconninfoOption* option = options.get(); option->keyword != nullptr; ++option) {
+    if (option->val == nullptr)
+      continue;
+    std::string_view keyword(option->keyword);
+    if (keyword == "host")
+      host = option->val;
+    if (keyword == "hostaddr")
+      hostaddr = option->val;
+    if (keyword == "port")
+      port = option->val;
+  }
+  auto fromEnvironment = [](std::string& value, const char* name, const char* fallback) {
+    if (!value.empty())
+      return;
+    const char* set = std::getenv(name);
+    value = set != nullptr && *set != '\0' ? set : fallback;
+  };
+  if (host.empty())
+    host = hostaddr;
+  fromEnvironment(host, "PGHOST", "the local socket");
+  fromEnvironment(port, "PGPORT", "5432");
+  if (host.starts_with('/'))
+    return fmt::format("{}/.s.PGSQL.{}", host, port);
+  if (host.find(':') != std::string::npos)
+    return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Database>> openPostgres(const PostgresOptions& options) {
+  if (options.poolSize < 1) {
+    return makeError(Errc::kInvalidArgument,
+                     "The PostgreSQL connection pool needs at least 1 connection, not {}.",
+                     options.poolSize);
+  }
+  if (PQisthreadsafe() == 0) {
+    return makeError(Errc::kInternal,
+                     "This libpq was built without thread support, which the broker needs.");
+  }
+  std::string address = AULA_TRY(describeAddress(options.conninfo));
+  auto database = std::make_unique<PostgresDatabase>(
+      Settings{options.conninfo, std::move(address), options.connectTimeout, options.poolSize});
+  AULA_TRY_STATUS(database->open());
+  return std::unique_ptr<Database>(std::move(database));
+}
+
+}  // namespace aula::broker::db

@@ -1,0 +1,129 @@
+// The broker's storage interface: SQL over SQLite (the default) or
+// PostgreSQL (several brokers on one site), behind one small API so the
+// broker's code and its tests are the same for both.
+//
+// SQL is written once, with '?' placeholders, in the subset both engines
+// share: INTEGER/BIGINT ids, TEXT, integers for booleans and Unix seconds for
+// times, RETURNING. Migrations may carry a statement per dialect where DDL
+// differs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "aula/common/result.hpp"
+
+namespace aula::broker::db {
+
+enum class Dialect { kSqlite, kPostgres };
+
+// NULL, integer, real or text.
+using Value = std::variant<std::monostate, std::int64_t, double, std::string>;
+using Params = std::vector<Value>;
+
+class Row {
+ public:
+  explicit Row(std::vector<Value> columns) : columns_(std::move(columns)) {}
+  std::size_t size() const { return columns_.size(); }
+  bool isNull(std::size_t i) const;
+  // Asserts on a wrong type (a bug in our SQL, not input).
+  std::int64_t integer(std::size_t i) const;
+  double real(std::size_t i) const;
+  const std::string& text(std::size_t i) const;
+  std::optional<std::int64_t> optInteger(std::size_t i) const;
+  std::optional<std::string> optText(std::size_t i) const;
+  const Value& at(std::size_t i) const { return columns_.at(i); }
+
+ private:
+  std::vector<Value> columns_;
+};
+
+// A connection inside a transaction. Errors: kAlreadyExists (a unique
+// constraint), kConflict (a foreign key or check constraint; a
+// serialization failure after retries), kUnavailable (the database is away),
+// kInternal (bad SQL: a bug).
+class Transaction {
+ public:
+  virtual ~Transaction() = default;
+  virtual Result<std::vector<Row>> query(std::string_view sql, const Params& params = {}) = 0;
+  // Returns the number of rows changed.
+  virtual Result<std::int64_t> exec(std::string_view sql, const Params& params = {}) = 0;
+  virtual Dialect dialect() const = 0;
+
+  // One row or kNotFound with `notFoundMessage`.
+  Result<Row> queryOne(std::string_view sql, const Params& params,
+                       std::string_view notFoundMessage);
+  // The first column of the first row as an integer (COUNT, SUM), 0 when NULL.
+  Result<std::int64_t> queryInt(std::string_view sql, const Params& params = {});
+};
+
+struct Migration {
+  int version;
+  std::string name;
+  std::string sqlite;    // statements separated by ';'
+  std::string postgres;  // empty: same as sqlite
+};
+
+enum class TxMode {
+  kRead,   // a snapshot read
+  kWrite,  // serializable writes: SQLite BEGIN IMMEDIATE, PostgreSQL SERIALIZABLE with retries
+};
+
+class Database {
+ public:
+  virtual ~Database() = default;
+  virtual Dialect dialect() const = 0;
+
+  // Runs `body` in a transaction and commits if it returns ok, else rolls
+  // back. A PostgreSQL serialization failure or deadlock runs `body` again (a
+  // few times), so `body` must have no effect outside the database.
+  virtual Status transact(TxMode mode, const std::function<Status(Transaction&)>& body) = 0;
+
+  // Applies the migrations newer than the stored schema version, each in its
+  // own transaction. Refuses (kConfig) a database whose version is newer than
+  // the newest migration: that database belongs to a newer broker.
+  virtual Status migrate(const std::vector<Migration>& migrations) = 0;
+  virtual Result<int> schemaVersion() = 0;
+
+  // A cheap round trip, for /healthz.
+  virtual Status ping() = 0;
+
+  template <typename T>
+  Result<T> transactValue(TxMode mode, const std::function<Result<T>(Transaction&)>& body) {
+    std::optional<T> out;
+    auto status = transact(mode, [&](Transaction& tx) -> Status {
+      auto r = body(tx);
+      if (!r)
+        return std::move(r).error();
+      out = std::move(r).value();
+      return {};
+    });
+    if (!status)
+      return std::move(status).error();
+    return std::move(*out);
+  }
+};
+
+struct SqliteOptions {
+  std::string path;  // file; ":memory:" is refused (each connection would get its own)
+  int poolSize = 8;
+  std::chrono::milliseconds busyTimeout{10000};
+};
+
+struct PostgresOptions {
+  std::string conninfo;  // libpq: "host=/tmp/x port=5432 dbname=aula user=aula"
+  int poolSize = 8;
+  std::chrono::milliseconds connectTimeout{5000};
+};
+
+Result<std::unique_ptr<Database>> openSqlite(const SqliteOptions& options);
+Result<std::unique_ptr<Database>> openPostgres(const PostgresOptions& options);
+
+}  // namespace aula::broker::db

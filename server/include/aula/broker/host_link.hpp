@@ -1,0 +1,85 @@
+// What the broker asks of a host's agent: the broker's side of the link.
+//
+// The broker's policy code calls this interface; the agent issue provides
+// the adapter that speaks mutual TLS to aula-agent. SimulatedHostLink stands
+// in for hosts that are not there (tests, benchmarks) and is the same code
+// path above this one thin seam.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "aula/common/result.hpp"
+
+namespace aula::broker {
+
+struct HostAddress {
+  std::int64_t id = 0;
+  std::string name;
+  std::string address;  // agent address "host:port"
+};
+
+struct DesktopSpec {
+  std::int64_t id = 0;
+  std::string name;  // libvirt domain name: "aula-<id>"
+  std::int64_t vcpus = 1;
+  std::int64_t memoryMb = 1024;
+  std::string video = "qxl";
+  std::string templateStorage;  // named storage of the base disk
+  std::string baseDisk;         // path of the template's base, relative to that storage
+  std::string diskPath;         // the desktop's overlay, relative to the "desktops" storage
+  bool persistent = true;
+};
+
+struct ConsoleTicket {
+  std::string host;  // where the greeter connects
+  int tlsPort = 0;
+  int plainPort = 0;  // tests only
+  std::string ticket;
+  std::chrono::system_clock::time_point expires;
+  std::string hostSubject;
+};
+
+class HostLink {
+ public:
+  virtual ~HostLink() = default;
+  // Creates the desktop's disk if needed and starts it; returns once running.
+  virtual Status startDesktop(const HostAddress& host, const DesktopSpec& desktop) = 0;
+  // force: power off instead of a clean shutdown.
+  virtual Status stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool force) = 0;
+  // Removes the desktop's disk (and domain) from the host.
+  virtual Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) = 0;
+  virtual Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
+                                          std::chrono::seconds validFor) = 0;
+};
+
+// Hosts that exist only in memory: starts succeed after `startDelay`.
+class SimulatedHostLink final : public HostLink {
+ public:
+  explicit SimulatedHostLink(std::chrono::milliseconds startDelay = std::chrono::milliseconds(0))
+      : startDelay_(startDelay) {}
+
+  Status startDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
+  Status stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool force) override;
+  Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
+  Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
+                                  std::chrono::seconds validFor) override;
+
+  bool running(std::int64_t desktopId) const;
+  std::size_t runningCount() const;
+  // Makes every call to this host fail as if its agent were unreachable.
+  void setReachable(std::int64_t hostId, bool reachable);
+
+ private:
+  Status check(const HostAddress& host) const;
+  std::chrono::milliseconds startDelay_;
+  mutable std::mutex mutex_;
+  std::set<std::int64_t> running_;
+  std::set<std::int64_t> unreachable_;
+};
+
+}  // namespace aula::broker

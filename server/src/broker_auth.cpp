@@ -1,0 +1,407 @@
+// Sessions, API tokens, passwords, and LDAP sign-in.
+#include <algorithm>
+
+#include "aula/common/crypto.hpp"
+#include "aula/common/log.hpp"
+
+#include "broker_internal.hpp"
+
+namespace aula::broker {
+
+using namespace detail;
+
+namespace {
+
+constexpr std::string_view kWrongCredentials = "The user name or password is wrong.";
+constexpr std::string_view kSessionPrefix = "aula_s_";
+constexpr std::string_view kApiTokenPrefix = "aula_t_";
+
+}  // namespace
+
+std::string_view roleName(Role role) {
+  switch (role) {
+    case Role::kAdmin:
+      return "admin";
+    case Role::kManager:
+      return "manager";
+    case Role::kAdvanced:
+      return "advanced";
+    case Role::kUser:
+      return "user";
+  }
+  return "user";
+}
+
+std::optional<Role> parseRole(std::string_view name) {
+  if (name == "admin")
+    return Role::kAdmin;
+  if (name == "manager")
+    return Role::kManager;
+  if (name == "advanced")
+    return Role::kAdvanced;
+  if (name == "user")
+    return Role::kUser;
+  return std::nullopt;
+}
+
+Broker::Broker(db::Database& database, BrokerSettings settings, const Clock& clock,
+               EventBus& events, HostLink& hosts, Directory* directory)
+    : db_(database),
+      settings_(std::move(settings)),
+      clock_(clock),
+      events_(events),
+      hosts_(hosts),
+      directory_(directory),
+      throttle_(clock, settings_.throttle),
+      placer_(settings_.placement) {}
+
+Status Broker::bootstrap(std::string_view adminName, std::string_view adminPassword) {
+  AULA_TRY_STATUS(checkUsername(adminName));
+  AULA_TRY_STATUS(checkPasswordPolicy(adminPassword));
+  auto hash = AULA_TRY(hashPassword(adminPassword, settings_.argon2));
+  auto now = unixNow(clock_);
+  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    auto users = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM users"));
+    if (users > 0) {
+      return Error(Errc::kConflict, "The broker already has users; the first admin exists.");
+    }
+    AULA_TRY(tx.exec(
+        "INSERT INTO users (username, display_name, role, auth_source, password_hash, created_at) "
+        "VALUES (?, ?, 'admin', 'local', ?, ?)",
+        {std::string(adminName), std::string("Administrator"), hash, now}));
+    // Defaults a school can start with; admins change them with aulactl.
+    AULA_TRY(tx.exec(
+        "INSERT INTO quotas (subject, desktops, running, vcpus, memory_mb, disk_gb, templates) "
+        "VALUES ('role:user', 3, 1, 4, 8192, 100, 0), ('role:advanced', 5, 2, 8, 16384, 200, 5), "
+        "('role:manager', 10, 3, 16, 32768, 500, 50)"));
+    Actor system{.username = "aula-broker init"};
+    return audit(tx, system, now, "bootstrap", fmt::format("user:{}", adminName));
+  });
+}
+
+Result<Json> Broker::login(std::string_view username, std::string_view password,
+                           const std::string& address) {
+  std::string name(username);
+  if (auto block = throttle_.check(name, address)) {
+    counters_.loginsThrottled++;
+    if (block->byAddress) {
+      return makeError(Errc::kRateLimited,
+                       "Too many failed logins from this address; try again in {} s.",
+                       block->retryAfter.count());
+    }
+    return makeError(Errc::kRateLimited, "Too many failed logins for this user; try again in {} s.",
+                     block->retryAfter.count());
+  }
+  auto fail = [&]() -> Error {
+    counters_.loginFailures++;
+    throttle_.recordFailure(name, address);
+    return Error(Errc::kUnauthenticated, std::string(kWrongCredentials));
+  };
+  if (username.empty() || username.size() > 256 || password.empty() || password.size() > 1024) {
+    return fail();
+  }
+
+  struct Found {
+    std::int64_t id;
+    std::string source;
+    std::optional<std::string> hash;
+    bool disabled;
+  };
+  std::optional<Found> found;
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    auto rows = AULA_TRY(tx.query(
+        "SELECT id, auth_source, password_hash, disabled FROM users WHERE username = ?", {name}));
+    if (!rows.empty()) {
+      found =
+          Found{rows[0].integer(0), rows[0].text(1), rows[0].optText(2), rows[0].integer(3) != 0};
+    }
+    return {};
+  }));
+
+  std::int64_t userId = 0;
+  if (found && found->source == "local") {
+    if (!found->hash)
+      return fail();
+    auto ok = AULA_TRY(verifyPassword(password, *found->hash));
+    if (!ok)
+      return fail();
+    userId = found->id;
+  } else if (directory_ != nullptr && (!found || found->source == "ldap")) {
+    auto entry = directory_->authenticate(username, password);
+    if (!entry) {
+      if (entry.error().code() == Errc::kUnauthenticated)
+        return fail();
+      return entry.error();
+    }
+    userId = AULA_TRY(syncDirectoryUser(*entry));
+  } else {
+    // Spend the time a hash check would, so a missing name is not told apart
+    // by the answer's speed.
+    (void)hashPassword(password, settings_.argon2);
+    return fail();
+  }
+  if (found && found->disabled) {
+    return Error(Errc::kPermissionDenied,
+                 "This account is disabled; ask your teacher or an admin.");
+  }
+
+  auto token = fmt::format("{}{}", kSessionPrefix, AULA_TRY(crypto::randomToken(32)));
+  auto now = unixNow(clock_);
+  auto expires = now + settings_.sessionMax.count();
+  Json out;
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    AULA_TRY(tx.exec(
+        "INSERT INTO sessions (token_hash, user_id, kind, address, created_at, last_used_at, "
+        "expires_at) VALUES (?, ?, 'session', ?, ?, ?, ?)",
+        {crypto::sha256Hex(token), userId, address, now, now, expires}));
+    AULA_TRY(tx.exec("UPDATE users SET last_login_at = ? WHERE id = ?", {now, userId}));
+    auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
+                                    {userId}, "The user vanished while logging in."));
+    out = Json{{"token", token},
+               {"expires_at", expires},
+               {"idle_timeout", settings_.sessionIdle.count()},
+               {"user", userRowJson(row)}};
+    return {};
+  }));
+  throttle_.recordSuccess(name);
+  counters_.logins++;
+  return out;
+}
+
+Result<std::int64_t> Broker::syncDirectoryUser(const DirectoryUser& entry) {
+  const auto& mapping = settings_.directoryMapping;
+  Role role = parseRole(mapping.defaultRole).value_or(Role::kUser);
+  std::vector<std::pair<std::string, std::string>> groups;  // category, group
+  for (const auto& dn : entry.groupDns) {
+    if (auto r = mapping.groupRoles.find(dn); r != mapping.groupRoles.end()) {
+      if (auto mapped = parseRole(r->second); mapped && *mapped > role)
+        role = *mapped;
+    }
+    if (auto g = mapping.groupMap.find(dn); g != mapping.groupMap.end()) {
+      auto slash = g->second.find('/');
+      if (slash != std::string::npos) {
+        groups.emplace_back(g->second.substr(0, slash), g->second.substr(slash + 1));
+      }
+    }
+  }
+  std::string category = !groups.empty() ? groups.front().first : mapping.defaultCategory;
+  auto now = unixNow(clock_);
+  std::string username = entry.username;
+  std::transform(username.begin(), username.end(), username.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  AULA_TRY_STATUS(checkUsername(username));
+  return db_.transactValue<
+      std::int64_t>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<std::int64_t> {
+    auto ensureCategory = [&](const std::string& name) -> Result<std::int64_t> {
+      auto rows = AULA_TRY(tx.query("SELECT id FROM categories WHERE name = ?", {name}));
+      if (!rows.empty())
+        return rows[0].integer(0);
+      auto ins = AULA_TRY(tx.query(
+          "INSERT INTO categories (name, created_at) VALUES (?, ?) RETURNING id", {name, now}));
+      return ins[0].integer(0);
+    };
+    std::optional<std::int64_t> categoryId;
+    if (!category.empty())
+      categoryId = AULA_TRY(ensureCategory(category));
+    auto rows =
+        AULA_TRY(tx.query("SELECT id, auth_source FROM users WHERE username = ?", {username}));
+    std::int64_t id = 0;
+    if (rows.empty()) {
+      auto ins = AULA_TRY(tx.query(
+          "INSERT INTO users (username, display_name, email, role, category_id, auth_source, "
+          "created_at) VALUES (?, ?, ?, ?, ?, 'ldap', ?) RETURNING id",
+          {username, entry.displayName, entry.email, std::string(roleName(role)),
+           intOrNull(categoryId), now}));
+      id = ins[0].integer(0);
+      Actor system{.username = "ldap"};
+      AULA_TRY_STATUS(audit(tx, system, now, "user.create", fmt::format("user:{}", username),
+                            Json{{"source", "ldap"}, {"dn", entry.dn}}));
+    } else {
+      id = rows[0].integer(0);
+      if (rows[0].text(1) != "ldap") {
+        return Error(Errc::kUnauthenticated, std::string(kWrongCredentials));
+      }
+      // The directory is the truth for directory users: role, name and
+      // groups follow it at every login.
+      AULA_TRY(tx.exec(
+          "UPDATE users SET display_name = ?, email = ?, role = ?, category_id = ? WHERE id = ?",
+          {entry.displayName, entry.email, std::string(roleName(role)), intOrNull(categoryId),
+           id}));
+    }
+    for (const auto& [cat, group] : groups) {
+      auto catId = AULA_TRY(ensureCategory(cat));
+      auto g = AULA_TRY(
+          tx.query("SELECT id FROM groups_ WHERE category_id = ? AND name = ?", {catId, group}));
+      std::int64_t gid = 0;
+      if (g.empty()) {
+        auto ins = AULA_TRY(tx.query(
+            "INSERT INTO groups_ (category_id, name, created_at) VALUES (?, ?, ?) RETURNING id",
+            {catId, group, now}));
+        gid = ins[0].integer(0);
+      } else {
+        gid = g[0].integer(0);
+      }
+      auto member = AULA_TRY(
+          tx.query("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", {gid, id}));
+      if (member.empty()) {
+        AULA_TRY(tx.exec("INSERT INTO group_members (group_id, user_id) VALUES (?, ?)", {gid, id}));
+      }
+    }
+    return id;
+  });
+}
+
+Result<Actor> Broker::authenticate(std::string_view token, const std::string& address) {
+  if (!token.starts_with(kSessionPrefix) && !token.starts_with(kApiTokenPrefix)) {
+    return Error(Errc::kUnauthenticated, "The session token is not valid; log in again.");
+  }
+  auto now = unixNow(clock_);
+  std::string hash = crypto::sha256Hex(token);
+  std::optional<Actor> actor;
+  std::int64_t lastUsed = 0;
+  std::string kind;
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    auto rows = AULA_TRY(
+        tx.query("SELECT s.id, s.kind, s.last_used_at, s.expires_at, u.id, u.username, u.role, "
+                 "u.category_id, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id "
+                 "WHERE s.token_hash = ?",
+                 {hash}));
+    if (rows.empty())
+      return {};
+    const auto& r = rows[0];
+    kind = r.text(1);
+    lastUsed = r.integer(2);
+    bool idleExpired = kind == "session" && now - lastUsed > settings_.sessionIdle.count();
+    if (r.integer(3) <= now || idleExpired || r.integer(8) != 0)
+      return {};
+    actor = Actor{.userId = r.integer(4),
+                  .username = r.text(5),
+                  .role = parseRole(r.text(6)).value_or(Role::kUser),
+                  .categoryId = r.optInteger(7),
+                  .address = address,
+                  .sessionId = r.integer(0)};
+    return {};
+  }));
+  if (!actor) {
+    return Error(Errc::kUnauthenticated, "The session has expired or was ended; log in again.");
+  }
+  // Touch the idle clock at most once a minute: one write per minute per
+  // session instead of one per request.
+  if (now - lastUsed >= 60) {
+    AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+      AULA_TRY(
+          tx.exec("UPDATE sessions SET last_used_at = ? WHERE id = ?", {now, actor->sessionId}));
+      return {};
+    }));
+  }
+  return *actor;
+}
+
+Status Broker::logout(const Actor& actor) {
+  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    AULA_TRY(tx.exec("DELETE FROM sessions WHERE id = ? AND kind = 'session'", {actor.sessionId}));
+    return {};
+  });
+}
+
+Result<Json> Broker::me(const Actor& actor) {
+  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
+                                    {actor.userId}, "Your account no longer exists."));
+    Json out = userRowJson(row);
+    Json groups = Json::array();
+    auto rows = AULA_TRY(tx.query(
+        "SELECT g.id, g.name, c.name FROM group_members m JOIN groups_ g ON g.id = m.group_id "
+        "JOIN categories c ON c.id = g.category_id WHERE m.user_id = ? ORDER BY g.name",
+        {actor.userId}));
+    for (const auto& r : rows) {
+      groups.push_back({{"id", r.integer(0)}, {"name", r.text(1)}, {"category", r.text(2)}});
+    }
+    out["groups"] = groups;
+    return out;
+  });
+}
+
+Result<Json> Broker::changePassword(const Actor& actor, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"current_password", "new_password"}));
+  auto current = AULA_TRY(json::getString(body, "current_password"));
+  auto next = AULA_TRY(json::getString(body, "new_password"));
+  AULA_TRY_STATUS(checkPasswordPolicy(next));
+  std::optional<std::string> stored;
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    auto row = AULA_TRY(tx.queryOne("SELECT auth_source, password_hash FROM users WHERE id = ?",
+                                    {actor.userId}, "Your account no longer exists."));
+    if (row.text(0) != "local") {
+      return Error(Errc::kConflict,
+                   "Your password is kept by the school directory (LDAP); change it there.");
+    }
+    stored = row.optText(1);
+    return {};
+  }));
+  if (!stored || !AULA_TRY(verifyPassword(current, *stored))) {
+    return Error(Errc::kUnauthenticated, "The current password is wrong.");
+  }
+  auto hash = AULA_TRY(hashPassword(next, settings_.argon2));
+  auto now = unixNow(clock_);
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    AULA_TRY(tx.exec("UPDATE users SET password_hash = ? WHERE id = ?", {hash, actor.userId}));
+    // Other sessions end: a changed password is often a reaction to a leak.
+    AULA_TRY(tx.exec("DELETE FROM sessions WHERE user_id = ? AND kind = 'session' AND id <> ?",
+                     {actor.userId, actor.sessionId}));
+    return audit(tx, actor, now, "user.password", fmt::format("user:{}", actor.username));
+  }));
+  return Json{{"changed", true}};
+}
+
+Result<Json> Broker::listApiTokens(const Actor& actor) {
+  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    auto rows =
+        AULA_TRY(tx.query("SELECT id, name, created_at, last_used_at, expires_at FROM sessions "
+                          "WHERE user_id = ? AND kind = 'api' ORDER BY id",
+                          {actor.userId}));
+    Json out = Json::array();
+    for (const auto& r : rows) {
+      out.push_back({{"id", r.integer(0)},
+                     {"name", r.text(1)},
+                     {"created_at", r.integer(2)},
+                     {"last_used_at", r.integer(3)},
+                     {"expires_at", r.integer(4)}});
+    }
+    return out;
+  });
+}
+
+Result<Json> Broker::createApiToken(const Actor& actor, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"name", "valid_days"}));
+  auto name = AULA_TRY(json::getString(body, "name"));
+  AULA_TRY_STATUS(checkName("token", name));
+  auto days = AULA_TRY(optInt(body, "valid_days")).value_or(365);
+  if (days < 1 || days > 3650) {
+    return Error(Errc::kInvalidArgument, "The field 'valid_days' must be between 1 and 3650.");
+  }
+  auto token = fmt::format("{}{}", kApiTokenPrefix, AULA_TRY(crypto::randomToken(32)));
+  auto now = unixNow(clock_);
+  auto expires = now + days * 86400;
+  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+    auto rows = AULA_TRY(
+        tx.query("INSERT INTO sessions (token_hash, user_id, kind, name, address, created_at, "
+                 "last_used_at, expires_at) VALUES (?, ?, 'api', ?, ?, ?, ?, ?) RETURNING id",
+                 {crypto::sha256Hex(token), actor.userId, name, actor.address, now, now, expires}));
+    AULA_TRY_STATUS(audit(tx, actor, now, "token.create", fmt::format("token:{}", name)));
+    return Json{
+        {"id", rows[0].integer(0)}, {"name", name}, {"token", token}, {"expires_at", expires}};
+  });
+}
+
+Status Broker::deleteApiToken(const Actor& actor, std::int64_t id) {
+  auto now = unixNow(clock_);
+  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    auto n = AULA_TRY(tx.exec("DELETE FROM sessions WHERE id = ? AND user_id = ? AND kind = 'api'",
+                              {id, actor.userId}));
+    if (n == 0)
+      return makeError(Errc::kNotFound, "You have no API token with id {}.", id);
+    return audit(tx, actor, now, "token.delete", fmt::format("token:{}", id));
+  });
+}
+
+}  // namespace aula::broker

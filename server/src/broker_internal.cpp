@@ -1,0 +1,267 @@
+// Validation, rights and audit helpers shared by the broker's policy files.
+#include "broker_internal.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+namespace aula::broker::detail {
+
+std::int64_t unixNow(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count();
+}
+
+Status checkName(std::string_view what, std::string_view name) {
+  bool ok = !name.empty() && name.size() <= 64 && name.front() != ' ' && name.back() != ' ' &&
+            name.front() != '.';
+  for (unsigned char c : name) {
+    // Letters of any script (UTF-8 bytes >= 0x80), digits, space, '.', '_', '-'.
+    ok = ok && (c >= 0x80 || std::isalnum(c) || c == ' ' || c == '.' || c == '_' || c == '-');
+  }
+  if (!ok) {
+    return makeError(Errc::kInvalidArgument,
+                     "The {} name '{}' is not allowed: use 1 to 64 letters, digits, spaces, '.', "
+                     "'_' or '-', not starting with '.' or a space.",
+                     what, name.substr(0, 80));
+  }
+  return {};
+}
+
+Status checkUsername(std::string_view name) {
+  bool ok = !name.empty() && name.size() <= 64 && std::isalnum(static_cast<unsigned char>(name[0]));
+  for (unsigned char c : name) {
+    ok = ok && (std::islower(c) || std::isdigit(c) || c == '.' || c == '_' || c == '-' || c == '@');
+  }
+  if (!ok) {
+    return makeError(Errc::kInvalidArgument,
+                     "The user name '{}' is not allowed: use 1 to 64 lower-case letters, digits, "
+                     "'.', '_', '-' or '@', starting with a letter or digit.",
+                     name.substr(0, 80));
+  }
+  return {};
+}
+
+Result<std::string> normalizeMac(std::string_view mac) {
+  std::string hex;
+  for (char c : mac) {
+    if (std::isxdigit(static_cast<unsigned char>(c))) {
+      hex.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    } else if (c != ':' && c != '-') {
+      hex = "x";
+      break;
+    }
+  }
+  if (hex.size() != 12) {
+    return makeError(
+        Errc::kInvalidArgument,
+        "'{}' is not a MAC address; write it as six hex pairs, like 52:54:00:12:34:56.",
+        mac.substr(0, 40));
+  }
+  std::string out;
+  for (std::size_t i = 0; i < 12; i += 2) {
+    if (!out.empty())
+      out.push_back(':');
+    out += hex.substr(i, 2);
+  }
+  return out;
+}
+
+Error forbidden() {
+  return Error(Errc::kPermissionDenied, "You are not allowed to do this.");
+}
+
+Status requireAdmin(const Actor& actor) {
+  if (actor.role != Role::kAdmin) {
+    return Error(Errc::kPermissionDenied, "Only an admin may do this.");
+  }
+  return {};
+}
+
+Status requireManager(const Actor& actor) {
+  if (actor.role != Role::kAdmin && actor.role != Role::kManager) {
+    return Error(Errc::kPermissionDenied, "Only a teacher (manager) or an admin may do this.");
+  }
+  return {};
+}
+
+bool managesCategory(const Actor& actor, std::optional<std::int64_t> categoryId) {
+  if (actor.role == Role::kAdmin)
+    return true;
+  return actor.role == Role::kManager && actor.categoryId && categoryId &&
+         *actor.categoryId == *categoryId;
+}
+
+Status audit(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
+             std::string_view object, const Json& detail) {
+  auto r = tx.exec(
+      "INSERT INTO audit_log (at, actor_id, actor, address, action, object, detail) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+      {at, actor.userId > 0 ? db::Value(actor.userId) : db::Value(), actor.username, actor.address,
+       std::string(action), std::string(object), detail.dump()});
+  if (!r)
+    return std::move(r).error();
+  return {};
+}
+
+Result<std::optional<std::string>> optString(const Json& body, std::string_view field) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null())
+    return std::optional<std::string>();
+  if (!it->is_string()) {
+    return makeError(Errc::kInvalidArgument, "The field '{}' must be a string.", field);
+  }
+  return std::optional<std::string>(it->get<std::string>());
+}
+
+Result<std::optional<std::int64_t>> optInt(const Json& body, std::string_view field) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null())
+    return std::optional<std::int64_t>();
+  if (!it->is_number_integer()) {
+    return makeError(Errc::kInvalidArgument, "The field '{}' must be an integer.", field);
+  }
+  return std::optional<std::int64_t>(it->get<std::int64_t>());
+}
+
+Result<std::optional<bool>> optBool(const Json& body, std::string_view field) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null())
+    return std::optional<bool>();
+  if (!it->is_boolean()) {
+    return makeError(Errc::kInvalidArgument, "The field '{}' must be true or false.", field);
+  }
+  return std::optional<bool>(it->get<bool>());
+}
+
+Result<std::int64_t> intInRange(const Json& body, std::string_view field, std::int64_t min,
+                                std::int64_t max) {
+  auto v = AULA_TRY(json::getInt(body, field));
+  if (v < min || v > max) {
+    return makeError(Errc::kInvalidArgument, "The field '{}' must be between {} and {}.", field,
+                     min, max);
+  }
+  return v;
+}
+
+db::Value textOrNull(const std::optional<std::string>& v) {
+  return v ? db::Value(*v) : db::Value();
+}
+db::Value intOrNull(const std::optional<std::int64_t>& v) {
+  return v ? db::Value(*v) : db::Value();
+}
+Json nullableInt(const db::Row& row, std::size_t i) {
+  return row.isNull(i) ? Json(nullptr) : Json(row.integer(i));
+}
+Json nullableText(const db::Row& row, std::size_t i) {
+  return row.isNull(i) ? Json(nullptr) : Json(row.text(i));
+}
+
+Result<std::optional<std::int64_t>> userCategory(db::Transaction& tx, std::int64_t userId) {
+  auto row = AULA_TRY(tx.queryOne("SELECT category_id FROM users WHERE id = ?", {userId},
+                                  fmt::format("There is no user with id {}.", userId)));
+  return row.optInteger(0);
+}
+
+Result<std::vector<std::int64_t>> userGroups(db::Transaction& tx, std::int64_t userId) {
+  auto rows = AULA_TRY(tx.query("SELECT group_id FROM group_members WHERE user_id = ?", {userId}));
+  std::vector<std::int64_t> out;
+  for (const auto& r : rows)
+    out.push_back(r.integer(0));
+  return out;
+}
+
+Result<bool> mayActOnUser(db::Transaction& tx, const Actor& actor, std::int64_t userId,
+                          bool selfAllowed) {
+  if (actor.role == Role::kAdmin)
+    return true;
+  if (selfAllowed && actor.userId == userId)
+    return true;
+  if (actor.role != Role::kManager || !actor.categoryId)
+    return false;
+  auto category = AULA_TRY(userCategory(tx, userId));
+  if (category && *category == *actor.categoryId)
+    return true;
+  // A user without a category of their own is in reach through a group of
+  // the manager's category.
+  auto rows =
+      AULA_TRY(tx.query("SELECT 1 FROM group_members m JOIN groups_ g ON g.id = m.group_id "
+                        "WHERE m.user_id = ? AND g.category_id = ?",
+                        {userId, *actor.categoryId}));
+  return !rows.empty();
+}
+
+const char* const kUserColumns =
+    "id, username, display_name, email, role, category_id, auth_source, disabled, created_at, "
+    "last_login_at";
+
+Json userRowJson(const db::Row& r) {
+  return Json{{"id", r.integer(0)},         {"username", r.text(1)},
+              {"display_name", r.text(2)},  {"email", r.text(3)},
+              {"role", r.text(4)},          {"category_id", nullableInt(r, 5)},
+              {"auth_source", r.text(6)},   {"disabled", r.integer(7) != 0},
+              {"created_at", r.integer(8)}, {"last_login_at", nullableInt(r, 9)}};
+}
+
+namespace {
+
+constexpr const char* kLimitColumns = "desktops, running, vcpus, memory_mb, disk_gb, templates";
+
+Limits limitsOf(const db::Row& r) {
+  return Limits{r.optInteger(0), r.optInteger(1), r.optInteger(2),
+                r.optInteger(3), r.optInteger(4), r.optInteger(5)};
+}
+
+// The more generous of two limits; no limit beats any number.
+std::optional<std::int64_t> generous(std::optional<std::int64_t> a, std::optional<std::int64_t> b) {
+  if (!a || !b)
+    return std::nullopt;
+  return std::max(*a, *b);
+}
+
+}  // namespace
+
+Result<Limits> perUserLimits(db::Transaction& tx, std::int64_t userId) {
+  // An explicit per-user quota wins; else the most generous per-member quota
+  // of the user's groups; else the default of the user's role.
+  auto own =
+      AULA_TRY(tx.query(fmt::format("SELECT {} FROM quotas WHERE subject = ?", kLimitColumns),
+                        {fmt::format("user:{}", userId)}));
+  if (!own.empty())
+    return limitsOf(own[0]);
+  auto groups = AULA_TRY(
+      tx.query(fmt::format("SELECT {} FROM quotas WHERE subject IN (SELECT 'group-member:' || "
+                           "CAST(group_id AS TEXT) FROM group_members WHERE user_id = ?)",
+                           kLimitColumns),
+               {userId}));
+  if (!groups.empty()) {
+    Limits l = limitsOf(groups[0]);
+    for (std::size_t i = 1; i < groups.size(); ++i) {
+      Limits o = limitsOf(groups[i]);
+      l.desktops = generous(l.desktops, o.desktops);
+      l.running = generous(l.running, o.running);
+      l.vcpus = generous(l.vcpus, o.vcpus);
+      l.memoryMb = generous(l.memoryMb, o.memoryMb);
+      l.diskGb = generous(l.diskGb, o.diskGb);
+      l.templates = generous(l.templates, o.templates);
+    }
+    return l;
+  }
+  auto role = AULA_TRY(tx.queryOne("SELECT role FROM users WHERE id = ?", {userId},
+                                   fmt::format("There is no user with id {}.", userId)));
+  auto byRole =
+      AULA_TRY(tx.query(fmt::format("SELECT {} FROM quotas WHERE subject = ?", kLimitColumns),
+                        {"role:" + role.text(0)}));
+  if (!byRole.empty())
+    return limitsOf(byRole[0]);
+  return Limits{};
+}
+
+Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject) {
+  auto rows =
+      AULA_TRY(tx.query(fmt::format("SELECT {} FROM quotas WHERE subject = ?", kLimitColumns),
+                        {std::string(subject)}));
+  if (rows.empty())
+    return Limits{};
+  return limitsOf(rows[0]);
+}
+
+}  // namespace aula::broker::detail

@@ -1,0 +1,63 @@
+// Helpers shared by the broker's policy files (not a public header).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aula/broker/broker.hpp"
+
+namespace aula::broker::detail {
+
+std::int64_t unixNow(const Clock& clock);
+
+// Validation of names that become database keys, file names or libvirt names.
+// Messages say what is allowed.
+Status checkName(std::string_view what, std::string_view name);
+Status checkUsername(std::string_view name);
+Result<std::string> normalizeMac(std::string_view mac);
+
+Error forbidden();  // the one sentence for "not allowed"
+Status requireAdmin(const Actor& actor);
+Status requireManager(const Actor& actor);  // manager or admin
+bool managesCategory(const Actor& actor, std::optional<std::int64_t> categoryId);
+
+// The audit entry for a change, written in the change's transaction.
+Status audit(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
+             std::string_view object, const Json& detail = Json::object());
+
+// Optional typed fields of a JSON body; absent is nullopt, wrong type an error.
+Result<std::optional<std::string>> optString(const Json& body, std::string_view field);
+Result<std::optional<std::int64_t>> optInt(const Json& body, std::string_view field);
+Result<std::optional<bool>> optBool(const Json& body, std::string_view field);
+Result<std::int64_t> intInRange(const Json& body, std::string_view field, std::int64_t min,
+                                std::int64_t max);
+
+db::Value textOrNull(const std::optional<std::string>& v);
+db::Value intOrNull(const std::optional<std::int64_t>& v);
+Json nullableInt(const db::Row& row, std::size_t i);
+Json nullableText(const db::Row& row, std::size_t i);
+
+// Loads the category of a user (or nullopt), kNotFound when no such user.
+Result<std::optional<std::int64_t>> userCategory(db::Transaction& tx, std::int64_t userId);
+// Group ids the user is a member of.
+Result<std::vector<std::int64_t>> userGroups(db::Transaction& tx, std::int64_t userId);
+
+// Whether `actor` may manage the desktops, groups and quotas of user `userId`:
+// admins always; managers for users of their category; users themselves for
+// their own desktops (when `selfAllowed`).
+Result<bool> mayActOnUser(db::Transaction& tx, const Actor& actor, std::int64_t userId,
+                          bool selfAllowed);
+
+// The users columns every query that returns a user selects, and their JSON.
+extern const char* const kUserColumns;
+Json userRowJson(const db::Row& row);
+
+// Effective limits for one user or one total; nullopt is "no limit".
+struct Limits {
+  std::optional<std::int64_t> desktops, running, vcpus, memoryMb, diskGb, templates;
+};
+Result<Limits> perUserLimits(db::Transaction& tx, std::int64_t userId);
+Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject);
+
+}  // namespace aula::broker::detail

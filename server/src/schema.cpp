@@ -1,0 +1,203 @@
+// The broker's database schema, as numbered migrations. A migration, once
+// released, is never edited: a change is a new migration.
+#include "aula/broker/schema.hpp"
+
+namespace aula::broker {
+
+const std::vector<db::Migration>& migrations() {
+  // SQLite and PostgreSQL differ in DDL only in how an id is generated:
+  // "INTEGER PRIMARY KEY" (SQLite's rowid) versus an identity column.
+  static const std::vector<db::Migration> kMigrations = [] {
+    std::string v1 = R"SQL(
+CREATE TABLE categories (
+  id $ID,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE groups_ (
+  id $ID,
+  category_id BIGINT NOT NULL REFERENCES categories(id),
+  name TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '',
+  ldap_dn TEXT,
+  created_at BIGINT NOT NULL,
+  UNIQUE (category_id, name)
+);
+CREATE TABLE users (
+  id $ID,
+  username TEXT NOT NULL UNIQUE,
+  display_name TEXT NOT NULL DEFAULT '',
+  email TEXT NOT NULL DEFAULT '',
+  role TEXT NOT NULL CHECK (role IN ('admin', 'manager', 'advanced', 'user')),
+  category_id BIGINT REFERENCES categories(id),
+  auth_source TEXT NOT NULL DEFAULT 'local' CHECK (auth_source IN ('local', 'ldap')),
+  password_hash TEXT,
+  disabled INTEGER NOT NULL DEFAULT 0,
+  created_at BIGINT NOT NULL,
+  last_login_at BIGINT
+);
+CREATE TABLE group_members (
+  group_id BIGINT NOT NULL REFERENCES groups_(id) ON DELETE CASCADE,
+  user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_members_user ON group_members(user_id);
+CREATE TABLE sessions (
+  id $ID,
+  token_hash TEXT NOT NULL UNIQUE,
+  user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  kind TEXT NOT NULL CHECK (kind IN ('session', 'api')),
+  name TEXT NOT NULL DEFAULT '',
+  address TEXT NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL,
+  last_used_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE quotas (
+  subject TEXT PRIMARY KEY,
+  desktops BIGINT,
+  running BIGINT,
+  vcpus BIGINT,
+  memory_mb BIGINT,
+  disk_gb BIGINT,
+  templates BIGINT
+);
+CREATE TABLE pools (
+  id $ID,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE hosts (
+  id $ID,
+  name TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL CHECK (kind IN ('hypervisor', 'workstation')),
+  pool_id BIGINT NOT NULL REFERENCES pools(id),
+  address TEXT NOT NULL DEFAULT '',
+  agent_port BIGINT NOT NULL DEFAULT 0,
+  state TEXT NOT NULL DEFAULT 'new'
+    CHECK (state IN ('new', 'online', 'lost', 'maintenance', 'disabled')),
+  cpus BIGINT NOT NULL DEFAULT 0,
+  memory_mb BIGINT NOT NULL DEFAULT 0,
+  vcpu_ratio_limit DOUBLE PRECISION,
+  cpu_idle DOUBLE PRECISION NOT NULL DEFAULT 0,
+  free_memory_mb BIGINT NOT NULL DEFAULT 0,
+  allocated_vcpus BIGINT NOT NULL DEFAULT 0,
+  running_guests BIGINT NOT NULL DEFAULT 0,
+  storage TEXT NOT NULL DEFAULT '{}',
+  cert_fingerprint TEXT,
+  spice_subject TEXT,
+  last_heartbeat BIGINT,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE enrolment_tokens (
+  id $ID,
+  token_hash TEXT NOT NULL UNIQUE,
+  host_name TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  pool_id BIGINT NOT NULL REFERENCES pools(id),
+  created_by BIGINT REFERENCES users(id) ON DELETE SET NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  used_at BIGINT
+);
+CREATE TABLE templates (
+  id $ID,
+  name TEXT NOT NULL UNIQUE,
+  description TEXT NOT NULL DEFAULT '',
+  owner_id BIGINT REFERENCES users(id) ON DELETE SET NULL,
+  category_id BIGINT REFERENCES categories(id),
+  storage TEXT NOT NULL,
+  base_disk TEXT NOT NULL,
+  disk_gb BIGINT NOT NULL,
+  vcpus BIGINT NOT NULL,
+  memory_mb BIGINT NOT NULL,
+  video TEXT NOT NULL CHECK (video IN ('qxl', 'virtio')),
+  version BIGINT NOT NULL DEFAULT 1,
+  enabled INTEGER NOT NULL DEFAULT 1,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE TABLE template_access (
+  template_id BIGINT NOT NULL REFERENCES templates(id) ON DELETE CASCADE,
+  subject TEXT NOT NULL,
+  PRIMARY KEY (template_id, subject)
+);
+CREATE TABLE template_pools (
+  template_id BIGINT NOT NULL REFERENCES templates(id) ON DELETE CASCADE,
+  pool_id BIGINT NOT NULL REFERENCES pools(id) ON DELETE CASCADE,
+  PRIMARY KEY (template_id, pool_id)
+);
+CREATE TABLE deployments (
+  id $ID,
+  name TEXT NOT NULL UNIQUE,
+  template_id BIGINT NOT NULL REFERENCES templates(id),
+  group_id BIGINT NOT NULL REFERENCES groups_(id),
+  owner_id BIGINT REFERENCES users(id) ON DELETE SET NULL,
+  persistent INTEGER NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE desktops (
+  id $ID,
+  name TEXT NOT NULL,
+  owner_id BIGINT NOT NULL REFERENCES users(id),
+  template_id BIGINT NOT NULL REFERENCES templates(id),
+  deployment_id BIGINT REFERENCES deployments(id),
+  persistent INTEGER NOT NULL,
+  state TEXT NOT NULL DEFAULT 'stopped'
+    CHECK (state IN ('stopped', 'starting', 'running', 'stopping', 'failed')),
+  host_id BIGINT REFERENCES hosts(id),
+  disk_path TEXT,
+  vcpus BIGINT NOT NULL,
+  memory_mb BIGINT NOT NULL,
+  disk_gb BIGINT NOT NULL,
+  connected INTEGER NOT NULL DEFAULT 0,
+  created_at BIGINT NOT NULL,
+  started_at BIGINT,
+  UNIQUE (owner_id, name)
+);
+CREATE INDEX desktops_owner ON desktops(owner_id);
+CREATE INDEX desktops_deployment ON desktops(deployment_id);
+CREATE INDEX desktops_host ON desktops(host_id);
+CREATE TABLE boot_hosts (
+  mac TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('thin_client', 'workstation', 'unknown')),
+  channel TEXT NOT NULL DEFAULT 'stable',
+  hostname TEXT NOT NULL DEFAULT '',
+  host_id BIGINT REFERENCES hosts(id) ON DELETE SET NULL,
+  first_seen BIGINT NOT NULL,
+  last_seen BIGINT
+);
+CREATE TABLE audit_log (
+  id $ID,
+  at BIGINT NOT NULL,
+  actor_id BIGINT,
+  actor TEXT NOT NULL,
+  address TEXT NOT NULL DEFAULT '',
+  action TEXT NOT NULL,
+  object TEXT NOT NULL DEFAULT '',
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_log_at ON audit_log(at);
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+)
+)SQL";
+    auto with = [](std::string sql, const std::string& id) {
+      for (auto pos = sql.find("$ID"); pos != std::string::npos; pos = sql.find("$ID", pos)) {
+        sql.replace(pos, 3, id);
+      }
+      return sql;
+    };
+    return std::vector<db::Migration>{
+        {1, "initial schema", with(v1, "INTEGER PRIMARY KEY"),
+         with(v1, "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")},
+    };
+  }();
+  return kMigrations;
+}
+
+}  // namespace aula::broker

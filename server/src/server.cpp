@@ -1,0 +1,419 @@
+// Assembling the broker from its configuration; creating a data dir.
+#include "aula/broker/server.hpp"
+
+#include <condition_variable>
+#include <fstream>
+#include <thread>
+
+#include <sys/stat.h>
+
+#include "aula/broker/api.hpp"
+#include "aula/broker/schema.hpp"
+#include "aula/common/crypto.hpp"
+#include "aula/common/http_server.hpp"
+#include "aula/common/log.hpp"
+
+namespace aula::broker {
+
+namespace fs = std::filesystem;
+
+config::Schema brokerSchema() {
+  config::Schema s;
+  s.require("broker.data_dir", config::Type::kString,
+            "folder with the broker's state, CA and TLS files")
+      .string("broker.listen", "0.0.0.0:8443", "address and port to serve HTTPS on")
+      .choice("broker.log_level", "info", {"debug", "info", "warn", "error"})
+      .string("tls.cert", "", "the broker's certificate chain (default: <data_dir>/tls/broker.crt)")
+      .string("tls.key", "", "the broker's key (default: <data_dir>/tls/broker.key)")
+      .string("tls.ca_cert", "", "the CA certificate (default: <data_dir>/ca/ca.crt)")
+      .string("tls.ca_key", "", "the CA key (default: <data_dir>/ca/ca.key)")
+      .choice("database.backend", "sqlite", {"sqlite", "postgresql"})
+      .string("database.path", "", "SQLite file (default: <data_dir>/aula.db)")
+      .string("database.postgres", "", "libpq connection string, for the postgresql backend")
+      .integer("database.pool_size", 8, 1, 256)
+      .integer("auth.session_idle_minutes", 60, 1, 7 * 24 * 60)
+      .integer("auth.session_max_hours", 12, 1, 24 * 30)
+      .integer("auth.argon2_memory_kib", 19456, 1024, 4 * 1024 * 1024)
+      .integer("auth.argon2_iterations", 2, 1, 100)
+      .integer("auth.max_failures_per_user", 5, 1, 1000)
+      .integer("auth.max_failures_per_address", 30, 1, 100000)
+      .integer("auth.lockout_seconds", 30, 1, 86400)
+      .boolean("ldap.enabled", false)
+      .string("ldap.uri", "")
+      .string("ldap.base_dn", "")
+      .string("ldap.user_filter", "(uid={username})")
+      .string("ldap.bind_dn", "")
+      .string("ldap.bind_password_file", "")
+      .string("ldap.group_base_dn", "")
+      .string("ldap.group_filter", "(|(member={dn})(uniqueMember={dn}))")
+      .string("ldap.ca_cert", "")
+      .boolean("ldap.start_tls", false)
+      .integer("ldap.timeout_ms", 5000, 100, 60000)
+      .stringMap("ldap.group_roles", "directory group DN = aula role")
+      .stringMap("ldap.group_map", "directory group DN = \"Category/Group\"")
+      .choice("ldap.default_role", "user", {"user", "advanced", "manager", "admin"})
+      .string("ldap.default_category", "")
+      .stringMap("storage.paths", "storage name = folder; template disks must lie inside one")
+      .number("placement.weight_cpu", 1.0)
+      .number("placement.weight_memory", 1.0)
+      .number("placement.weight_vcpu_ratio", 1.0)
+      .number("placement.weight_random", 0.2)
+      .number("placement.vcpu_ratio_limit", 4.0)
+      .integer("placement.memory_reserve_mb", 512, 0, 1 << 20)
+      .integer("hosts.lost_after_seconds", 90, 5, 86400)
+      .integer("limits.max_body_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024)
+      .integer("console.ticket_seconds", 60, 5, 60)
+      .boolean("debug.simulate_hosts", false,
+               "start desktops on in-memory hosts (demos, benchmarks)")
+      .integer("debug.deployment_step_delay_ms", 0, 0, 10000, "fault injection for the crash test");
+  return s;
+}
+
+namespace {
+
+Result<std::string> readText(const fs::path& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return makeError(Errc::kConfig, "Cannot read the {} at '{}': {}.", what, path.string(),
+                     std::strerror(errno));
+  }
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Status writePrivate(const fs::path& path, std::string_view content, mode_t mode) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return makeError(Errc::kIo, "Cannot write '{}': {}.", path.string(), std::strerror(errno));
+  }
+  out << content;
+  out.close();
+  if (!out || ::chmod(path.c_str(), mode) != 0) {
+    return makeError(Errc::kIo, "Cannot write '{}': {}.", path.string(), std::strerror(errno));
+  }
+  return {};
+}
+
+fs::path orDefault(const config::Config& c, std::string_view key, const fs::path& def) {
+  const auto& v = c.getString(key);
+  return v.empty() ? def : fs::path(v);
+}
+
+std::string tomlString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "\"";
+}
+
+Result<std::unique_ptr<db::Database>> openDatabase(const config::Config& c,
+                                                   const fs::path& dataDir) {
+  if (c.getString("database.backend") == "postgresql") {
+    if (c.getString("database.postgres").empty()) {
+      return Error(
+          Errc::kConfig,
+          fmt::format("{}: database.backend is 'postgresql' but database.postgres (the connection "
+                      "string) is empty.",
+                      c.sourceName()));
+    }
+    return db::openPostgres({.conninfo = c.getString("database.postgres"),
+                             .poolSize = static_cast<int>(c.getInt("database.pool_size"))});
+  }
+  return db::openSqlite({.path = orDefault(c, "database.path", dataDir / "aula.db").string(),
+                         .poolSize = static_cast<int>(c.getInt("database.pool_size"))});
+}
+
+BrokerSettings settingsFrom(const config::Config& c) {
+  BrokerSettings s;
+  s.sessionIdle = std::chrono::minutes(c.getInt("auth.session_idle_minutes"));
+  s.sessionMax = std::chrono::hours(c.getInt("auth.session_max_hours"));
+  s.argon2.memoryKib = static_cast<std::uint32_t>(c.getInt("auth.argon2_memory_kib"));
+  s.argon2.iterations = static_cast<std::uint32_t>(c.getInt("auth.argon2_iterations"));
+  s.throttle.maxFailuresPerUser = static_cast<int>(c.getInt("auth.max_failures_per_user"));
+  s.throttle.maxFailuresPerAddress = static_cast<int>(c.getInt("auth.max_failures_per_address"));
+  s.throttle.firstLockout = std::chrono::seconds(c.getInt("auth.lockout_seconds"));
+  s.placement.cpuIdle = c.getDouble("placement.weight_cpu");
+  s.placement.freeMemory = c.getDouble("placement.weight_memory");
+  s.placement.vcpuRatio = c.getDouble("placement.weight_vcpu_ratio");
+  s.placement.random = c.getDouble("placement.weight_random");
+  s.placement.defaultVcpuRatioLimit = c.getDouble("placement.vcpu_ratio_limit");
+  s.placement.memoryReserveMb = c.getInt("placement.memory_reserve_mb");
+  s.storage = c.getStringMap("storage.paths");
+  s.hostLostAfter = std::chrono::seconds(c.getInt("hosts.lost_after_seconds"));
+  s.ticketValidity = std::chrono::seconds(c.getInt("console.ticket_seconds"));
+  s.deploymentStepDelay = std::chrono::milliseconds(c.getInt("debug.deployment_step_delay_ms"));
+  for (const auto& [dn, role] : c.getStringMap("ldap.group_roles")) {
+    std::string lower = dn;
+    for (auto& ch : lower)
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    s.directoryMapping.groupRoles[lower] = role;
+  }
+  for (const auto& [dn, target] : c.getStringMap("ldap.group_map")) {
+    std::string lower = dn;
+    for (auto& ch : lower)
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    s.directoryMapping.groupMap[lower] = target;
+  }
+  s.directoryMapping.defaultRole = c.getString("ldap.default_role");
+  s.directoryMapping.defaultCategory = c.getString("ldap.default_category");
+  return s;
+}
+
+// Until the agent link exists, a broker without simulated hosts says so.
+class NoAgentLink final : public HostLink {
+ public:
+  Status startDesktop(const HostAddress& host, const DesktopSpec&) override { return away(host); }
+  Status stopDesktop(const HostAddress& host, const DesktopSpec&, bool) override {
+    return away(host);
+  }
+  Status deleteDesktop(const HostAddress& host, const DesktopSpec&) override { return away(host); }
+  Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec&,
+                                  std::chrono::seconds) override {
+    return away(host);
+  }
+
+ private:
+  static Error away(const HostAddress& host) {
+    return makeError(
+        Errc::kUnavailable,
+        "The broker cannot reach the agent on host '{}': this build has no agent link yet.",
+        host.name);
+  }
+};
+
+}  // namespace
+
+Result<InitResult> initDataDir(const InitOptions& o) {
+  std::error_code ec;
+  const fs::path& dir = o.dataDir;
+  if (fs::exists(dir / "broker.toml", ec)) {
+    return makeError(
+        Errc::kAlreadyExists,
+        "The data dir '{}' already holds a broker (broker.toml exists); nothing was changed.",
+        dir.string());
+  }
+  bool created = !fs::exists(dir, ec);
+  fs::create_directories(dir, ec);
+  if (ec)
+    return makeError(Errc::kIo, "Cannot create the data dir '{}': {}.", dir.string(), ec.message());
+  // On any failure from here on, take away what this run made.
+  struct Cleanup {
+    const fs::path& dir;
+    bool created;
+    bool armed = true;
+    ~Cleanup() {
+      if (!armed)
+        return;
+      std::error_code e;
+      if (created) {
+        fs::remove_all(dir, e);
+      } else {
+        for (const char* name :
+             {"broker.toml", "ca", "tls", "aula.db", "aula.db-wal", "aula.db-shm"}) {
+          fs::remove_all(dir / name, e);
+        }
+      }
+    }
+  } cleanup{dir, created};
+
+  ::chmod(dir.c_str(), 0750);
+  fs::create_directories(dir / "ca", ec);
+  fs::create_directories(dir / "tls", ec);
+  ::chmod((dir / "ca").c_str(), 0700);
+
+  auto ca = AULA_TRY(crypto::createCa("Aula broker CA"));
+  std::vector<std::string> dns{"localhost"};
+  std::vector<std::string> ips{"127.0.0.1", "::1"};
+  for (const auto& name : o.serverNames) {
+    bool ip = name.find(':') != std::string::npos ||
+              name.find_first_not_of("0123456789.") == std::string::npos;
+    (ip ? ips : dns).push_back(name);
+  }
+  auto serverCert = AULA_TRY(crypto::issueCertificate(
+      ca, {.commonName = o.serverNames.empty() ? "aula-broker" : o.serverNames.front(),
+           .dnsNames = dns,
+           .ipAddresses = ips,
+           .usage = crypto::CertUsage::kServer}));
+  AULA_TRY_STATUS(writePrivate(dir / "ca" / "ca.crt", ca.certPem, 0644));
+  AULA_TRY_STATUS(writePrivate(dir / "ca" / "ca.key", ca.keyPem, 0600));
+  // The chain carries the CA so clients that know only its fingerprint find it.
+  AULA_TRY_STATUS(writePrivate(dir / "tls" / "broker.crt", serverCert.certPem + ca.certPem, 0644));
+  AULA_TRY_STATUS(writePrivate(dir / "tls" / "broker.key", serverCert.keyPem, 0600));
+
+  std::string toml = fmt::format(
+      "# Aula broker configuration, made by 'aula-broker init'. See docs/admin-guide.md.\n"
+      "[broker]\ndata_dir = {}\nlisten = {}\n\n[database]\nbackend = {}\n{}"
+      "\n[storage.paths]\ntemplates = {}\ndesktops = {}\n",
+      tomlString(fs::absolute(dir).string()), tomlString(o.listen), tomlString(o.databaseBackend),
+      o.databaseBackend == "postgresql"
+          ? fmt::format("postgres = {}\n", tomlString(o.postgresConninfo))
+          : "",
+      tomlString("/var/lib/aula/templates"), tomlString("/var/lib/aula/desktops"));
+  AULA_TRY_STATUS(writePrivate(dir / "broker.toml", toml, 0640));
+
+  auto config = AULA_TRY(
+      config::Config::loadFile(dir / "broker.toml", brokerSchema(), config::noEnvironment()));
+  auto database = AULA_TRY(openDatabase(config, dir));
+  AULA_TRY_STATUS(database->migrate(migrations()));
+
+  InitResult result;
+  result.configPath = dir / "broker.toml";
+  if (o.adminPassword) {
+    result.adminPassword = *o.adminPassword;
+  } else {
+    result.adminPassword = AULA_TRY(crypto::randomToken(12));
+    result.passwordGenerated = true;
+  }
+  EventBus events;
+  NoAgentLink link;
+  Broker broker(*database, settingsFrom(config), SystemClock::instance(), events, link, nullptr);
+  AULA_TRY_STATUS(broker.bootstrap(o.adminName, result.adminPassword));
+  result.caFingerprint = AULA_TRY(crypto::certificateFingerprint(ca.certPem));
+  cleanup.armed = false;
+  return result;
+}
+
+struct BrokerServer::Impl {
+  std::unique_ptr<db::Database> database;
+  EventBus events;
+  std::unique_ptr<HostLink> ownLink;
+  std::unique_ptr<Directory> directory;
+  std::unique_ptr<Broker> broker;
+  std::unique_ptr<Api> api;
+  std::unique_ptr<http::Server> server;
+  std::string caPem;
+  std::thread watchdog;
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+};
+
+Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& c,
+                                                          StartOptions options) {
+  auto self = std::unique_ptr<BrokerServer>(new BrokerServer());
+  self->impl_ = std::make_unique<Impl>();
+  auto& impl = *self->impl_;
+  fs::path dataDir = c.getString("broker.data_dir");
+  if (auto level = log::parseLevel(c.getString("broker.log_level")))
+    log::setLevel(*level);
+
+  impl.caPem =
+      AULA_TRY(readText(orDefault(c, "tls.ca_cert", dataDir / "ca" / "ca.crt"), "CA certificate"));
+  auto chain = AULA_TRY(
+      readText(orDefault(c, "tls.cert", dataDir / "tls" / "broker.crt"), "TLS certificate"));
+  auto key = AULA_TRY(readText(orDefault(c, "tls.key", dataDir / "tls" / "broker.key"), "TLS key"));
+
+  impl.database = AULA_TRY(openDatabase(c, dataDir));
+  AULA_TRY_STATUS(impl.database->migrate(migrations()));
+
+  HostLink* link = options.hostLink;
+  if (link == nullptr) {
+    if (c.getBool("debug.simulate_hosts")) {
+      impl.ownLink = std::make_unique<SimulatedHostLink>();
+    } else {
+      impl.ownLink = std::make_unique<NoAgentLink>();
+    }
+    link = impl.ownLink.get();
+  }
+  if (c.getBool("ldap.enabled")) {
+    LdapSettings ldap;
+    ldap.uri = c.getString("ldap.uri");
+    ldap.baseDn = c.getString("ldap.base_dn");
+    if (ldap.uri.empty() || ldap.baseDn.empty()) {
+      return Error(
+          Errc::kConfig,
+          fmt::format("{}: ldap.enabled is true, so ldap.uri and ldap.base_dn must be set.",
+                      c.sourceName()));
+    }
+    ldap.userFilter = c.getString("ldap.user_filter");
+    if (!c.getString("ldap.bind_dn").empty()) {
+      ldap.bindDn = c.getString("ldap.bind_dn");
+      auto pw =
+          AULA_TRY(readText(c.getString("ldap.bind_password_file"), "LDAP bind password file"));
+      while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r'))
+        pw.pop_back();
+      ldap.bindPassword = pw;
+    }
+    ldap.groupBaseDn = c.getString("ldap.group_base_dn");
+    ldap.groupFilter = c.getString("ldap.group_filter");
+    ldap.startTls = c.getBool("ldap.start_tls");
+    if (!c.getString("ldap.ca_cert").empty())
+      ldap.caPem = AULA_TRY(readText(c.getString("ldap.ca_cert"), "LDAP CA"));
+    ldap.timeout = std::chrono::milliseconds(c.getInt("ldap.timeout_ms"));
+    impl.directory = makeLdapDirectory(std::move(ldap));
+  }
+  impl.broker = std::make_unique<Broker>(*impl.database, settingsFrom(c), SystemClock::instance(),
+                                         impl.events, *link, impl.directory.get());
+  impl.api = std::make_unique<Api>(
+      *impl.broker, impl.events,
+      ApiOptions{.caPem = impl.caPem,
+                 .maxBodyBytes = static_cast<std::size_t>(c.getInt("limits.max_body_bytes"))});
+  http::ServerOptions serverOptions;
+  serverOptions.listen = options.listen.value_or(c.getString("broker.listen"));
+  serverOptions.tls = http::ServerTls{.certChainPem = chain, .keyPem = key};
+  serverOptions.maxBodyBytes = static_cast<std::size_t>(c.getInt("limits.max_body_bytes"));
+  Api* api = impl.api.get();
+  impl.server = AULA_TRY(
+      http::Server::start(serverOptions, [api](http::ServerRequest& r) { return api->handle(r); }));
+
+  Impl* raw = &impl;
+  impl.watchdog = std::thread([raw] {
+    std::unique_lock lock(raw->mutex);
+    while (!raw->stopping) {
+      raw->wake.wait_for(lock, std::chrono::seconds(5));
+      if (raw->stopping)
+        break;
+      lock.unlock();
+      auto lost = raw->broker->markLostHosts();
+      if (lost && *lost > 0)
+        log::warn("{} host(s) stopped sending heartbeats and are marked lost.", *lost);
+      lock.lock();
+    }
+  });
+  log::info("Listening on https://{} (CA fingerprint {}).", impl.server->address(),
+            crypto::certificateFingerprint(impl.caPem).valueOr("unknown"));
+  return self;
+}
+
+BrokerServer::~BrokerServer() {
+  stop();
+}
+
+void BrokerServer::stop() {
+  if (!impl_)
+    return;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->stopping)
+      return;
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_all();
+  impl_->events.close();
+  if (impl_->server)
+    impl_->server->stop();
+  if (impl_->watchdog.joinable())
+    impl_->watchdog.join();
+}
+
+int BrokerServer::port() const {
+  return impl_->server->port();
+}
+std::string BrokerServer::address() const {
+  return impl_->server->address();
+}
+const std::string& BrokerServer::caPem() const {
+  return impl_->caPem;
+}
+std::string BrokerServer::caFingerprint() const {
+  return crypto::certificateFingerprint(impl_->caPem).valueOr("");
+}
+Broker& BrokerServer::broker() {
+  return *impl_->broker;
+}
+
+}  // namespace aula::broker
