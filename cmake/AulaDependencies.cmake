@@ -28,3 +28,7 @@ add_library(aula::mbedtls ALIAS aula_mbedtls)
 if(AULA_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+if(AULA_BUILD_BENCH)
+  find_package(benchmark REQUIRED)
+endif()

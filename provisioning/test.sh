@@ -52,7 +52,7 @@ fi
 if [[ "${AULA_SKIP_ASAN:-0}" != 1 ]]; then
   step "Build (asan preset: AddressSanitizer + UndefinedBehaviorSanitizer)"
   cmake --preset asan >/dev/null
-  cmake --build --preset asan -j "$JOBS"
+  cmake --build --preset asan -j "$JOBS" --target aula_unit_tests
   step "Tests: unit (asan preset)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --preset asan -j "$JOBS" --output-junit "$RESULTS/asan.xml" || status=1

@@ -28,11 +28,14 @@ using json::Json;
 
 enum class FieldType { kString, kInt, kBool, kIntList, kStringList, kNumber };
 
+enum class Use { kBoth, kCreate, kUpdate };
+
 struct Field {
   std::string name;  // JSON field; the option is --name with '_' as '-'
   FieldType type;
   bool requiredOnCreate = false;
   std::string help;
+  Use use = Use::kBoth;  // which verbs take it (the API refuses it on the others)
 };
 
 struct Resource {
@@ -63,21 +66,22 @@ const std::vector<Resource>& resources() {
        "classes and other groups of users",
        {"id", "category_id", "name", "members", "ldap_dn"},
        {{"name", FieldType::kString, true, "group name"},
-        {"category_id", FieldType::kInt, false, "category (a teacher's own by default)"},
+        {"category_id", FieldType::kInt, false, "category (a teacher's own by default)",
+         Use::kCreate},
         {"description", FieldType::kString, false, ""},
         {"ldap_dn", FieldType::kString, false, "directory group it mirrors"}}},
       {"users",
        "/api/v1/users",
        "people who log in",
        {"id", "username", "display_name", "role", "category_id", "auth_source", "disabled"},
-       {{"username", FieldType::kString, true, "log-in name"},
+       {{"username", FieldType::kString, true, "log-in name", Use::kCreate},
         {"display_name", FieldType::kString, false, ""},
         {"email", FieldType::kString, false, ""},
         {"role", FieldType::kString, false, "admin, manager, advanced or user"},
         {"category_id", FieldType::kInt, false, ""},
         {"password", FieldType::kString, false, "initial password (local users)"},
-        {"group_ids", FieldType::kIntList, false, "groups to join"},
-        {"disabled", FieldType::kBool, false, "true to lock the account"}}},
+        {"group_ids", FieldType::kIntList, false, "groups to join", Use::kCreate},
+        {"disabled", FieldType::kBool, false, "true to lock the account", Use::kUpdate}}},
       {"templates",
        "/api/v1/templates",
        "base disks desktops are made from",
@@ -93,7 +97,7 @@ const std::vector<Resource>& resources() {
         {"video", FieldType::kString, false, "qxl or virtio"},
         {"access", FieldType::kStringList, false, "everyone, user:<id>, group:<id>, category:<id>"},
         {"pools", FieldType::kIntList, false, "pools it may run in"},
-        {"category_id", FieldType::kInt, false, ""},
+        {"category_id", FieldType::kInt, false, "", Use::kCreate},
         {"enabled", FieldType::kBool, false, ""}}},
       {"desktops",
        "/api/v1/desktops",
@@ -128,14 +132,14 @@ const std::vector<Resource>& resources() {
        "hypervisors and workstations",
        {"id", "name", "kind", "pool", "state", "cpus", "memory_mb", "cpu_idle", "free_memory_mb",
         "last_heartbeat"},
-       {{"name", FieldType::kString, true, ""},
-        {"kind", FieldType::kString, false, "hypervisor or workstation"},
+       {{"name", FieldType::kString, true, "", Use::kCreate},
+        {"kind", FieldType::kString, false, "hypervisor or workstation", Use::kCreate},
         {"pool_id", FieldType::kInt, true, ""},
         {"address", FieldType::kString, false, "agent address"},
-        {"cpus", FieldType::kInt, false, ""},
-        {"memory_mb", FieldType::kInt, false, ""},
+        {"cpus", FieldType::kInt, false, "", Use::kCreate},
+        {"memory_mb", FieldType::kInt, false, "", Use::kCreate},
         {"vcpu_ratio_limit", FieldType::kNumber, false, "vCPUs per physical CPU allowed"},
-        {"state", FieldType::kString, false, "maintenance, disabled or online (update only)"}}},
+        {"state", FieldType::kString, false, "maintenance, disabled or online", Use::kUpdate}}},
       {"enrolment-tokens",
        "/api/v1/enrolment-tokens",
        "one-time tokens that let a host join",
@@ -552,6 +556,28 @@ int run(const std::vector<std::string>& args) {
     output(*json::parse(r->body), asJson, {});
   });
 
+  app.add_subcommand("password", "change your own password (local accounts)")->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    std::string current = readPassword("Current password: ");
+    std::string next = readPassword("New password: ");
+    if (next != readPassword("New password again: ")) {
+      std::cerr << "aulactl: the two new passwords differ; nothing was changed.\n";
+      exitCode = 2;
+      return;
+    }
+    if (!call(*s, "POST", "/api/v1/me/password",
+              Json{{"current_password", current}, {"new_password", next}})) {
+      exitCode = 1;
+      return;
+    }
+    std::cout << "Password changed; your other sessions were logged out.\n";
+  });
+
   // The resources, generated from the table.
   std::vector<std::unique_ptr<FieldValues>> valueStore;
   std::vector<std::unique_ptr<std::string>> keyStore;
@@ -623,6 +649,8 @@ int run(const std::vector<std::string>& args) {
     }
     auto addFieldOptions = [&](CLI::App* sub, FieldValues* values, bool creating) {
       for (const auto& f : res.fields) {
+        if (f.use == (creating ? Use::kUpdate : Use::kCreate))
+          continue;
         std::string option = "--" + f.name;
         std::replace(option.begin(), option.end(), '_', '-');
         if (f.type == FieldType::kIntList || f.type == FieldType::kStringList) {

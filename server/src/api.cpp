@@ -90,6 +90,20 @@ Result<std::int64_t> pathId(const ServerRequest& request, const std::string& nam
   return value;
 }
 
+bool wantsForce(const ServerRequest& r) {
+  auto it = r.query.find("force");
+  return it != r.query.end() && (it->second == "1" || it->second == "true" || it->second.empty());
+}
+
+// Metrics labels come from a fixed set, so a client cannot grow them.
+std::string_view methodLabel(const std::string& method) {
+  for (std::string_view m : {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}) {
+    if (method == m)
+      return m;
+  }
+  return "other";
+}
+
 std::string escapeVv(std::string_view text) {
   std::string out;
   for (char c : text) {
@@ -336,11 +350,10 @@ void Api::Impl::routes() {
   authedId(
       "POST", "/api/v1/desktops/{id}/start",
       [&b](const Actor& a, std::int64_t id, ServerRequest&) { return ok(b.startDesktop(a, id)); });
-  authedId(
-      "POST", "/api/v1/desktops/{id}/stop",
-      [&b](const Actor& a, std::int64_t id, ServerRequest& r) {
-        return ok(b.stopDesktop(a, id, r.query.contains("force") && r.query.at("force") != "0"));
-      });
+  authedId("POST", "/api/v1/desktops/{id}/stop",
+           [&b](const Actor& a, std::int64_t id, ServerRequest& r) {
+             return ok(b.stopDesktop(a, id, wantsForce(r)));
+           });
   authedId("POST", "/api/v1/desktops/{id}/console",
            [this](const Actor& a, std::int64_t id, ServerRequest& r) -> ServerResponse {
              auto descriptor = broker.console(a, id);
@@ -380,11 +393,10 @@ void Api::Impl::routes() {
            [&b](const Actor& a, std::int64_t id, ServerRequest&) {
              return ok(b.startDeployment(a, id));
            });
-  authedId(
-      "POST", "/api/v1/deployments/{id}/stop",
-      [&b](const Actor& a, std::int64_t id, ServerRequest& r) {
-        return ok(b.stopDeployment(a, id, r.query.contains("force") && r.query.at("force") != "0"));
-      });
+  authedId("POST", "/api/v1/deployments/{id}/stop",
+           [&b](const Actor& a, std::int64_t id, ServerRequest& r) {
+             return ok(b.stopDeployment(a, id, wantsForce(r)));
+           });
   authedId("DELETE", "/api/v1/deployments/{id}",
            [&b](const Actor& a, std::int64_t id, ServerRequest&) {
              return done(b.deleteDeployment(a, id));
@@ -463,6 +475,8 @@ ServerResponse Api::Impl::eventStream(const Actor& actor, ServerRequest& request
     }
     while (!writer.stopping()) {
       auto batch = events.waitAfter(after, options.eventKeepAlive);
+      if (batch.empty() && events.closed())
+        break;  // the broker is stopping
       bool alive = true;
       if (batch.empty()) {
         alive = writer.write(": keep-alive\n\n");
@@ -544,7 +558,7 @@ ServerResponse Api::handle(ServerRequest& request) {
   auto response = impl_->router.dispatch(request);
   {
     std::lock_guard lock(impl_->metricsMutex);
-    impl_->requests[fmt::format("{} {}", request.method, response.status)]++;
+    impl_->requests[fmt::format("{} {}", methodLabel(request.method), response.status)]++;
   }
   return response;
 }

@@ -1,5 +1,6 @@
 // Sessions, API tokens, passwords, and LDAP sign-in.
 #include <algorithm>
+#include <set>
 
 #include "aula/common/crypto.hpp"
 #include "aula/common/log.hpp"
@@ -228,6 +229,7 @@ Result<std::int64_t> Broker::syncDirectoryUser(const DirectoryUser& entry) {
           {entry.displayName, entry.email, std::string(roleName(role)), intOrNull(categoryId),
            id}));
     }
+    std::set<std::int64_t> current;
     for (const auto& [cat, group] : groups) {
       auto catId = AULA_TRY(ensureCategory(cat));
       auto g = AULA_TRY(
@@ -245,6 +247,23 @@ Result<std::int64_t> Broker::syncDirectoryUser(const DirectoryUser& entry) {
           tx.query("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", {gid, id}));
       if (member.empty()) {
         AULA_TRY(tx.exec("INSERT INTO group_members (group_id, user_id) VALUES (?, ?)", {gid, id}));
+      }
+      current.insert(gid);
+    }
+    // Memberships of directory-mapped groups follow the directory: a student
+    // who left a class in LDAP leaves it here. Groups a teacher made by hand
+    // are not touched.
+    for (const auto& [dn, target] : mapping.groupMap) {
+      auto slash = target.find('/');
+      if (slash == std::string::npos)
+        continue;
+      auto g =
+          AULA_TRY(tx.query("SELECT g.id FROM groups_ g JOIN categories c ON c.id = g.category_id "
+                            "WHERE c.name = ? AND g.name = ?",
+                            {target.substr(0, slash), target.substr(slash + 1)}));
+      if (!g.empty() && !current.contains(g[0].integer(0))) {
+        AULA_TRY(tx.exec("DELETE FROM group_members WHERE group_id = ? AND user_id = ?",
+                         {g[0].integer(0), id}));
       }
     }
     return id;
@@ -299,7 +318,13 @@ Result<Actor> Broker::authenticate(std::string_view token, const std::string& ad
 
 Status Broker::logout(const Actor& actor) {
   return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-    AULA_TRY(tx.exec("DELETE FROM sessions WHERE id = ? AND kind = 'session'", {actor.sessionId}));
+    auto n = AULA_TRY(
+        tx.exec("DELETE FROM sessions WHERE id = ? AND kind = 'session'", {actor.sessionId}));
+    if (n == 0) {
+      return Error(Errc::kInvalidArgument,
+                   "This is an API token, not a session; delete it with DELETE "
+                   "/api/v1/api-tokens/{id}.");
+    }
     return {};
   });
 }
@@ -338,8 +363,15 @@ Result<Json> Broker::changePassword(const Actor& actor, const Json& body) {
     stored = row.optText(1);
     return {};
   }));
+  // A wrong current password counts as a failed login: a stolen session must
+  // not become a free password-guessing oracle. 403, not 401: the session is fine.
+  if (auto block = throttle_.check(actor.username, actor.address)) {
+    return makeError(Errc::kRateLimited, "Too many wrong passwords; try again in {} s.",
+                     block->retryAfter.count());
+  }
   if (!stored || !AULA_TRY(verifyPassword(current, *stored))) {
-    return Error(Errc::kUnauthenticated, "The current password is wrong.");
+    throttle_.recordFailure(actor.username, actor.address);
+    return Error(Errc::kPermissionDenied, "The current password is wrong.");
   }
   auto hash = AULA_TRY(hashPassword(next, settings_.argon2));
   auto now = unixNow(clock_);

@@ -28,12 +28,13 @@ struct TemplateRow {
   std::int64_t diskGb, vcpus, memoryMb;
   std::string video;
   bool enabled;
+  std::int64_t version;
 };
 
 TemplateRow templateOf(const db::Row& r) {
-  return TemplateRow{r.integer(0), r.text(1),  r.optInteger(3),   r.optInteger(4),
-                     r.text(5),    r.text(6),  r.integer(7),      r.integer(8),
-                     r.integer(9), r.text(10), r.integer(12) != 0};
+  return TemplateRow{r.integer(0), r.text(1),  r.optInteger(3),    r.optInteger(4),
+                     r.text(5),    r.text(6),  r.integer(7),       r.integer(8),
+                     r.integer(9), r.text(10), r.integer(12) != 0, r.integer(11)};
 }
 
 Result<Json> templateJson(db::Transaction& tx, const db::Row& r) {
@@ -134,7 +135,7 @@ Status checkAccessSubject(db::Transaction& tx, const Actor& actor, const std::st
 constexpr const char* kDesktopSelect =
     "SELECT d.id, d.name, d.owner_id, u.username, d.template_id, t.name, d.deployment_id, "
     "d.persistent, d.state, d.host_id, h.name, d.vcpus, d.memory_mb, d.disk_gb, d.connected, "
-    "d.created_at, d.started_at, u.category_id, d.disk_path, t.video, t.storage, t.base_disk, "
+    "d.created_at, d.started_at, u.category_id, d.disk_path, t.video, d.base_storage, d.base_disk, "
     "h.address FROM desktops d JOIN users u ON u.id = d.owner_id JOIN templates t ON "
     "t.id = d.template_id LEFT JOIN hosts h ON h.id = d.host_id";
 
@@ -224,11 +225,15 @@ struct Usage {
 Result<Usage> usageWhere(db::Transaction& tx, const std::string& ownerCondition,
                          const db::Params& params) {
   auto row = AULA_TRY(tx.queryOne(
-      "SELECT COUNT(*), COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN 1 ELSE 0 "
-      "END), 0), "
-      "COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.vcpus ELSE 0 END), 0), "
-      "COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.memory_mb ELSE 0 END), 0), "
-      "COALESCE(SUM(d.disk_gb), 0) FROM desktops d JOIN users u ON u.id = d.owner_id WHERE " +
+      // PostgreSQL's SUM over BIGINT is NUMERIC; cast back, as Row::integer() wants an integer.
+      "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN 1 "
+      "ELSE 0 END), 0) AS BIGINT), "
+      "CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.vcpus ELSE 0 END), "
+      "0) AS BIGINT), "
+      "CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.memory_mb ELSE 0 "
+      "END), 0) AS BIGINT), "
+      "CAST(COALESCE(SUM(d.disk_gb), 0) AS BIGINT) FROM desktops d JOIN users u ON "
+      "u.id = d.owner_id WHERE " +
           ownerCondition,
       params, "usage"));
   return Usage{row.integer(0), row.integer(1), row.integer(2), row.integer(3), row.integer(4), 0};
@@ -336,10 +341,13 @@ Result<Json> Broker::getTemplate(const Actor& actor, std::int64_t id) {
     auto row = AULA_TRY(tx.queryOne(std::string(kTemplateSelect) + " WHERE t.id = ?", {id},
                                     fmt::format("There is no template with id {}.", id)));
     auto t = templateOf(row);
-    if (!managesCategory(actor, t.categoryId) &&
-        !AULA_TRY(templateUsable(tx, actor, actor.userId, actor.categoryId, t))) {
+    bool owner = t.ownerId && *t.ownerId == actor.userId;
+    // As in the list: a disabled template is hidden from those who only use it.
+    bool visible = managesCategory(actor, t.categoryId) ||
+                   ((t.enabled || owner) &&
+                    AULA_TRY(templateUsable(tx, actor, actor.userId, actor.categoryId, t)));
+    if (!visible)
       return makeError(Errc::kNotFound, "There is no template with id {}.", id);
-    }
     return templateJson(tx, row);
   });
 }
@@ -349,6 +357,13 @@ namespace {
 // The base disk must lie inside the named storage path; returns it relative.
 Result<std::string> checkedBaseDisk(const std::map<std::string, std::string>& storage,
                                     const std::string& storageName, const std::string& baseDisk) {
+  // Desktop overlays live in "desktops": a template based on one would read
+  // another user's disk.
+  if (storageName == "desktops") {
+    return Error(Errc::kInvalidArgument,
+                 "Template disks cannot live in the 'desktops' storage, which holds users' own "
+                 "disks; use 'templates' or another storage.");
+  }
   auto it = storage.find(storageName);
   if (it == storage.end()) {
     std::vector<std::string> names;
@@ -510,7 +525,7 @@ Result<Json> Broker::updateTemplate(const Actor& actor, std::int64_t id, const J
     }
     auto enabled = AULA_TRY(optBool(body, "enabled")).value_or(t.enabled);
     // A new base is a new version: desktops made from the old one keep
-    // theirs until they are recreated.
+    // theirs (each desktop records its base) until they are recreated.
     std::int64_t version = row.integer(11) + (newBase ? 1 : 0);
     auto r = tx.exec(
         "UPDATE templates SET name = ?, description = ?, storage = ?, base_disk = ?, disk_gb = ?, "
@@ -650,11 +665,13 @@ Result<Json> Broker::createDesktop(const Actor& actor, const Json& body) {
   auto persistent = AULA_TRY(optBool(body, "persistent")).value_or(true);
   auto ownerId = AULA_TRY(optInt(body, "owner_id")).value_or(actor.userId);
   auto now = unixNow(clock_);
+  std::optional<std::int64_t> createdCategory;
   auto created =
       db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
         if (!AULA_TRY(mayActOnUser(tx, actor, ownerId, true)))
           return forbidden();
         auto ownerCategory = AULA_TRY(userCategory(tx, ownerId));
+        createdCategory = ownerCategory;
         auto trows =
             AULA_TRY(tx.query(std::string(kTemplateSelect) + " WHERE t.id = ?", {templateId}));
         Actor ownerView = actor;
@@ -678,10 +695,10 @@ Result<Json> Broker::createDesktop(const Actor& actor, const Json& body) {
             checkQuotas(tx, ownerId, QuotaCheck::kCreate, t.vcpus, t.memoryMb, t.diskGb, false));
         auto rows = tx.query(
             "INSERT INTO desktops (name, owner_id, template_id, persistent, vcpus, memory_mb, "
-            "disk_gb, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "disk_gb, base_storage, base_disk, template_version, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             {name, ownerId, templateId, std::int64_t{persistent ? 1 : 0}, t.vcpus, t.memoryMb,
-             t.diskGb, now});
+             t.diskGb, t.storage, t.baseDisk, t.version, now});
         if (!rows && rows.error().code() == Errc::kAlreadyExists) {
           return makeError(Errc::kAlreadyExists,
                            "A desktop named '{}' exists already for this user.", name);
@@ -697,7 +714,10 @@ Result<Json> Broker::createDesktop(const Actor& actor, const Json& body) {
         return desktopJson(row);
       });
   if (created) {
-    events_.publish(Event{.type = "desktop.created", .data = *created, .ownerId = ownerId});
+    events_.publish(Event{.type = "desktop.created",
+                          .data = *created,
+                          .ownerId = ownerId,
+                          .categoryId = createdCategory});
   }
   return created;
 }
@@ -714,7 +734,18 @@ Result<Json> Broker::startDesktopLocked(const Actor& actor, std::int64_t id) {
     PlacementRequest request;
     bool alreadyRunning = false;
   };
+  // The Placer's reservation for this start. A PostgreSQL retry runs the body
+  // below again, and a failed COMMIT passes none of its error paths: each run
+  // gives back the last run's reservation, and the one left is given back once
+  // the desktop's state in the database counts it instead.
+  std::optional<std::pair<std::int64_t, PlacementRequest>> reserved;
+  auto giveBack = [&] {
+    if (reserved)
+      placer_.release(reserved->first, reserved->second);
+    reserved.reset();
+  };
   auto plan = db_.transactValue<Plan>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Plan> {
+    giveBack();
     auto rows = AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id = ?", {id}));
     if (rows.empty() || !AULA_TRY(mayActOnUser(tx, actor, rows[0].integer(2), true))) {
       return makeError(Errc::kNotFound, "There is no desktop with id {}.", id);
@@ -736,16 +767,25 @@ Result<Json> Broker::startDesktopLocked(const Actor& actor, std::int64_t id) {
                                 p.desktop.spec.memoryMb, 0, deployment.has_value()));
     p.request.vcpus = p.desktop.spec.vcpus;
     p.request.memoryMb = p.desktop.spec.memoryMb;
+    // A desktop without a disk on a host yet (first start, or any start of a
+    // non-persistent one) needs room for its overlay to grow to full size.
+    if (!p.desktop.spec.persistent || !p.desktop.hostId) {
+      p.request.storage = "desktops";
+      p.request.diskGb = rows[0].integer(13);
+    }
     auto pools = AULA_TRY(tx.query("SELECT pool_id FROM template_pools WHERE template_id = ?",
                                    {p.desktop.templateId}));
     for (const auto& r : pools)
       p.request.pools.push_back(r.integer(0));
+    // Allocated vCPUs count running desktops only: starts in flight are the
+    // Placer's to count, so none is counted twice.
     std::string hostSql =
         "SELECT h.id, h.name, h.pool_id, h.state, h.cpus, h.memory_mb, h.cpu_idle, "
         "h.free_memory_mb, "
-        "COALESCE(h.vcpu_ratio_limit, 0), (SELECT COALESCE(SUM(d.vcpus), 0) FROM desktops d WHERE "
+        "COALESCE(h.vcpu_ratio_limit, 0), (SELECT CAST(COALESCE(SUM(d.vcpus), 0) AS BIGINT) "
+        "FROM desktops d WHERE "
         "d.host_id = h.id "
-        "AND d.state IN ('starting', 'running')), h.address FROM hosts h WHERE h.kind = "
+        "AND d.state = 'running'), h.address, h.storage FROM hosts h WHERE h.kind = "
         "'hypervisor'";
     db::Params hostParams;
     // A persistent desktop's disk lives on the host that made it.
@@ -767,26 +807,29 @@ Result<Json> Broker::startDesktopLocked(const Actor& actor, std::int64_t id) {
                                          .freeMemoryMb = h.integer(7),
                                          .allocatedVcpus = h.integer(9),
                                          .vcpuRatioLimit = h.real(8)});
+      // Free space per named storage, as the host's last heartbeat reported it.
+      auto storage = json::parse(h.text(11));
+      if (storage && storage->is_object()) {
+        for (const auto& [name, free] : storage->items()) {
+          if (free.is_number())
+            candidates.back().freeStorageGb[name] = free.get<std::int64_t>();
+        }
+      }
       addresses[h.integer(0)] = HostAddress{h.integer(0), h.text(1), h.text(10)};
     }
     auto hostId = AULA_TRY(placer_.place(std::move(candidates), p.request));
+    reserved.emplace(hostId, p.request);
     p.host = addresses[hostId];
-    auto changed =
-        tx.exec("UPDATE desktops SET state = 'starting', host_id = ? WHERE id = ?", {hostId, id});
-    if (!changed) {
-      placer_.release(hostId, p.request);
-      return std::move(changed).error();
-    }
-    auto audited = audit(tx, actor, now, "desktop.start", fmt::format("desktop:{}", id),
-                         Json{{"host", p.host.name}});
-    if (!audited) {
-      placer_.release(hostId, p.request);
-      return std::move(audited).error();
-    }
+    AULA_TRY(
+        tx.exec("UPDATE desktops SET state = 'starting', host_id = ? WHERE id = ?", {hostId, id}));
+    AULA_TRY_STATUS(audit(tx, actor, now, "desktop.start", fmt::format("desktop:{}", id),
+                          Json{{"host", p.host.name}}));
     return p;
   });
-  if (!plan)
+  if (!plan) {
+    giveBack();
     return plan.error();
+  }
   if (plan->alreadyRunning)
     return getDesktop(actor, id);
 
@@ -797,10 +840,9 @@ Result<Json> Broker::startDesktopLocked(const Actor& actor, std::int64_t id) {
                         .categoryId = p.desktop.ownerCategory});
   counters_.desktopStarts++;
   auto started = hosts_.startDesktop(p.host, p.desktop.spec);
-  placer_.release(p.host.id, p.request);
   std::string state = started ? "running" : "stopped";
   auto after = unixNow(clock_);
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto recorded = db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     if (started) {
       AULA_TRY(tx.exec("UPDATE desktops SET state = 'running', started_at = ? WHERE id = ?",
                        {after, id}));
@@ -813,7 +855,10 @@ Result<Json> Broker::startDesktopLocked(const Actor& actor, std::int64_t id) {
                   {id}));
     }
     return {};
-  }));
+  });
+  // Only now does the 'running' row count the desktop's vCPUs on its host.
+  giveBack();
+  AULA_TRY_STATUS(recorded);
   events_.publish(
       Event{.type = "desktop.state",
             .data = desktopEventData(id, state, started ? std::optional(p.host.id) : std::nullopt),
@@ -1066,10 +1111,10 @@ Result<Json> Broker::createDeployment(const Actor& actor, const Json& body) {
               checkQuotas(tx, owner, QuotaCheck::kCreate, t.vcpus, t.memoryMb, t.diskGb, true));
           auto d = tx.query(
               "INSERT INTO desktops (name, owner_id, template_id, deployment_id, persistent, "
-              "vcpus, memory_mb, disk_gb, "
-              "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+              "vcpus, memory_mb, disk_gb, base_storage, base_disk, template_version, "
+              "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
               {name, owner, templateId, id, std::int64_t{persistent ? 1 : 0}, t.vcpus, t.memoryMb,
-               t.diskGb, now});
+               t.diskGb, t.storage, t.baseDisk, t.version, now});
           if (!d && d.error().code() == Errc::kAlreadyExists) {
             return makeError(Errc::kAlreadyExists,
                              "The user '{}' already has a desktop named '{}'; choose another name.",

@@ -110,6 +110,15 @@ Status Broker::deletePool(const Actor& actor, std::int64_t id) {
     if (hosts > 0)
       return makeError(Errc::kConflict, "The pool still has {} host(s); move or delete them first.",
                        hosts);
+    // A template limited to this pool would silently run anywhere once the
+    // pool is gone.
+    auto templates =
+        AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM template_pools WHERE pool_id = ?", {id}));
+    if (templates > 0) {
+      return makeError(Errc::kConflict,
+                       "{} template(s) may run only in this pool; change their pools first.",
+                       templates);
+    }
     AULA_TRY(tx.exec("DELETE FROM enrolment_tokens WHERE pool_id = ?", {id}));
     AULA_TRY(tx.exec("DELETE FROM pools WHERE id = ?", {id}));
     return audit(tx, actor, now, "pool.delete", fmt::format("pool:{}", id));
@@ -196,6 +205,9 @@ Result<Json> Broker::updateHost(const Actor& actor, std::int64_t id, const Json&
   }
   auto pool = AULA_TRY(optInt(body, "pool_id"));
   auto address = AULA_TRY(optString(body, "address"));
+  if (address && address->size() > 255) {
+    return Error(Errc::kInvalidArgument, "The field 'address' is longer than 255 characters.");
+  }
   auto now = unixNow(clock_);
   auto updated = db_.transactValue<
       Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {

@@ -159,9 +159,15 @@ Result<Json> Broker::getGroup(const Actor& actor, std::int64_t id) {
   return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kGroupSelect) + " WHERE g.id = ?", {id},
                                     fmt::format("There is no group with id {}.", id)));
-    if (!managesCategory(actor, row.integer(1)))
-      return forbidden();
     Json out = groupRowJson(row);
+    if (!managesCategory(actor, row.integer(1))) {
+      // Members see their own group, without the class list.
+      auto member = AULA_TRY(tx.query(
+          "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", {id, actor.userId}));
+      if (member.empty())
+        return makeError(Errc::kNotFound, "There is no group with id {}.", id);
+      return out;
+    }
     auto members = AULA_TRY(tx.query(
         "SELECT u.id, u.username, u.display_name, u.role FROM group_members m JOIN users u "
         "ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.username",
@@ -400,8 +406,9 @@ Result<Json> Broker::getUser(const Actor& actor, std::int64_t id) {
     auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
                                     {id}, fmt::format("There is no user with id {}.", id)));
     if (actor.userId != id && actor.role != Role::kAdmin) {
+      // "Not found", like a desktop: user ids are not probed.
       if (!AULA_TRY(mayActOnUser(tx, actor, id, false)))
-        return forbidden();
+        return makeError(Errc::kNotFound, "There is no user with id {}.", id);
     }
     Json out = userRowJson(row);
     auto groups = AULA_TRY(userGroups(tx, id));
@@ -428,6 +435,11 @@ Result<Json> Broker::createUser(const Actor& actor, const Json& body) {
     if (*role != Role::kUser && *role != Role::kAdvanced) {
       return Error(Errc::kPermissionDenied,
                    "A teacher may create only users with the role 'user' or 'advanced'.");
+    }
+    if (!actor.categoryId) {
+      return Error(Errc::kPermissionDenied,
+                   "A teacher without a category cannot create users; ask an admin to place you "
+                   "in one.");
     }
     if (category && category != actor.categoryId)
       return forbidden();
@@ -496,6 +508,10 @@ Result<Json> Broker::updateUser(const Actor& actor, std::int64_t id, const Json&
   auto category = AULA_TRY(optInt(body, "category_id"));
   auto password = AULA_TRY(optString(body, "password"));
   auto disabled = AULA_TRY(optBool(body, "disabled"));
+  if ((displayName && displayName->size() > 200) || (email && email->size() > 200)) {
+    return Error(Errc::kInvalidArgument,
+                 "The display name and email may have at most 200 characters each.");
+  }
   if (self && actor.role != Role::kAdmin && (roleText || category || password || disabled)) {
     return Error(Errc::kPermissionDenied,
                  "You may change only your display name and email here; use the password endpoint "
@@ -552,7 +568,9 @@ Result<Json> Broker::updateUser(const Actor& actor, std::int64_t id, const Json&
                     .at(0),
          id}));
     if (disabled.value_or(false) || hash) {
-      AULA_TRY(tx.exec("DELETE FROM sessions WHERE user_id = ?", {id}));
+      // The user's other sessions end; the caller's own stays.
+      AULA_TRY(
+          tx.exec("DELETE FROM sessions WHERE user_id = ? AND id <> ?", {id, actor.sessionId}));
     }
     Json detail = body;
     if (detail.contains("password"))
@@ -598,6 +616,11 @@ struct Subject {
   std::string kind;
   std::int64_t id = 0;
   std::string role;
+
+  // "user:007" and "user:7" are one subject: store the canonical form.
+  std::string text() const {
+    return kind == "role" ? "role:" + role : fmt::format("{}:{}", kind, id);
+  }
 };
 
 Result<Subject> parseSubject(std::string_view text) {
@@ -630,9 +653,18 @@ Result<Subject> parseSubject(std::string_view text) {
 Result<Json> Broker::listQuotas(const Actor& actor) {
   AULA_TRY_STATUS(requireManager(actor));
   return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
-    auto rows =
-        AULA_TRY(tx.query("SELECT subject, desktops, running, vcpus, memory_mb, disk_gb, templates "
-                          "FROM quotas ORDER BY subject"));
+    // Teachers see the role defaults and the quotas of their own groups.
+    std::string sql =
+        "SELECT subject, desktops, running, vcpus, memory_mb, disk_gb, templates FROM quotas";
+    db::Params params;
+    if (actor.role != Role::kAdmin) {
+      sql +=
+          " WHERE subject LIKE 'role:%' OR subject IN (SELECT 'group:' || CAST(id AS TEXT) FROM "
+          "groups_ WHERE category_id = ? UNION SELECT 'group-member:' || CAST(id AS TEXT) FROM "
+          "groups_ WHERE category_id = ?)";
+      params = {actor.categoryId.value_or(-1), actor.categoryId.value_or(-1)};
+    }
+    auto rows = AULA_TRY(tx.query(sql + " ORDER BY subject", params));
     Json out = Json::array();
     for (const auto& r : rows) {
       Json q{{"subject", r.text(0)}};
@@ -650,9 +682,15 @@ Result<Json> Broker::setQuota(const Actor& actor, std::string_view subjectText, 
   AULA_TRY_STATUS(json::checkFields(
       body, {"desktops", "running", "vcpus", "memory_mb", "disk_gb", "templates"}));
   db::Params values;
-  Json out{{"subject", std::string(subjectText)}};
+  const std::string key = subject.text();
+  Json out{{"subject", key}};
   for (const auto& column : quotaColumns()) {
     auto it = body.find(column);
+    if ((it == body.end() || it->is_null()) && actor.role != Role::kAdmin) {
+      // "No limit" is an admin's call; a teacher can only set numbers.
+      return makeError(Errc::kPermissionDenied,
+                       "A teacher cannot lift a limit; give a number for '{}'.", column);
+    }
     if (it == body.end() || it->is_null()) {
       values.emplace_back();
       out[column] = nullptr;
@@ -686,14 +724,14 @@ Result<Json> Broker::setQuota(const Actor& actor, std::string_view subjectText, 
       AULA_TRY(tx.queryOne("SELECT id FROM categories WHERE id = ?", {subject.id},
                            fmt::format("There is no category with id {}.", subject.id)));
     }
-    AULA_TRY(tx.exec("DELETE FROM quotas WHERE subject = ?", {std::string(subjectText)}));
-    db::Params params{std::string(subjectText)};
+    AULA_TRY(tx.exec("DELETE FROM quotas WHERE subject = ?", {key}));
+    db::Params params{key};
     params.insert(params.end(), values.begin(), values.end());
     AULA_TRY(tx.exec(
         "INSERT INTO quotas (subject, desktops, running, vcpus, memory_mb, disk_gb, templates) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         params));
-    AULA_TRY_STATUS(audit(tx, actor, now, "quota.set", fmt::format("quota:{}", subjectText), body));
+    AULA_TRY_STATUS(audit(tx, actor, now, "quota.set", fmt::format("quota:{}", key), body));
     return out;
   });
 }
@@ -709,10 +747,10 @@ Status Broker::deleteQuota(const Actor& actor, std::string_view subjectText) {
       if (!managesCategory(actor, AULA_TRY(groupCategory(tx, subject.id))))
         return forbidden();
     }
-    auto n = AULA_TRY(tx.exec("DELETE FROM quotas WHERE subject = ?", {std::string(subjectText)}));
+    auto n = AULA_TRY(tx.exec("DELETE FROM quotas WHERE subject = ?", {subject.text()}));
     if (n == 0)
       return makeError(Errc::kNotFound, "There is no quota for '{}'.", subjectText);
-    return audit(tx, actor, now, "quota.delete", fmt::format("quota:{}", subjectText));
+    return audit(tx, actor, now, "quota.delete", fmt::format("quota:{}", subject.text()));
   });
 }
 

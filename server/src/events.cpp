@@ -30,6 +30,11 @@ std::uint64_t EventBus::lastId() const {
   return nextId_ - 1;
 }
 
+bool EventBus::closed() const {
+  std::lock_guard lock(mutex_);
+  return closed_;
+}
+
 void EventBus::close() {
   {
     std::lock_guard lock(mutex_);

@@ -190,11 +190,15 @@ class NoAgentLink final : public HostLink {
 Result<InitResult> initDataDir(const InitOptions& o) {
   std::error_code ec;
   const fs::path& dir = o.dataDir;
-  if (fs::exists(dir / "broker.toml", ec)) {
-    return makeError(
-        Errc::kAlreadyExists,
-        "The data dir '{}' already holds a broker (broker.toml exists); nothing was changed.",
-        dir.string());
+  // Any piece of an earlier broker stops init: overwriting its CA would cut
+  // every enrolled agent off, and a cleanup after a failure would delete it.
+  for (const char* name : {"broker.toml", "ca", "tls", "aula.db"}) {
+    if (fs::exists(dir / name, ec)) {
+      return makeError(
+          Errc::kAlreadyExists,
+          "The data dir '{}' already holds a broker ('{}' exists); nothing was changed.",
+          dir.string(), name);
+    }
   }
   bool created = !fs::exists(dir, ec);
   fs::create_directories(dir, ec);

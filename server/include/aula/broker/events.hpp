@@ -19,7 +19,7 @@ namespace aula::broker {
 
 struct Event {
   std::uint64_t id = 0;  // assigned by the bus, increasing
-  std::string type;      // "desktop.state", "host.state", "deployment.changed"
+  std::string type;      // "desktop.state", "host.state", "deployment.created", ...
   json::Json data;
   // Visibility: admins see everything; a manager sees events of their
   // category; a user sees events about what they own.
@@ -38,6 +38,7 @@ class EventBus {
   std::vector<Event> waitAfter(std::uint64_t after, std::chrono::milliseconds timeout);
   std::uint64_t lastId() const;
   void close();  // wakes every waiter; used at shutdown
+  bool closed() const;
 
  private:
   std::size_t history_;

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Builds the benchmarks with the dev preset and runs them, printing their
+# tables in Markdown on stdout (build output goes to stderr):
+#   - placement_bench: host placement decisions per second (Google Benchmark);
+#   - broker_bench: the broker under load over HTTPS on simulated hosts.
+# Arguments go to broker_bench: --seconds N (default 10), --users N (default
+# 3500), --postgres (also measure on a throw-away PostgreSQL server).
+# docs/performance.md explains the figures and cites a run of this script.
+#
+#   bench/run.sh --postgres > results.md
+#
+# On a shared machine, limit the build with CMAKE_BUILD_PARALLEL_LEVEL=1.
+set -eu
+
+cd "$(dirname "$0")/.."
+
+cmake --preset dev >&2
+cmake --build --preset dev --target broker_bench placement_bench >&2
+
+echo "## Placement benchmark"
+echo
+echo "\`placement_bench\` on $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc)," \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo '```'
+build/dev/bench/placement_bench --benchmark_counters_tabular=true
+echo '```'
+echo
+build/dev/bench/broker_bench "$@"

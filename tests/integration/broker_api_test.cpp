@@ -1,0 +1,1180 @@
+// The broker's HTTP API end to end, over real HTTPS, as aulactl and the
+// greeter use it: logging in, a student's desktop from creation to console,
+// who may do what to which object (a table over every resource and role),
+// quotas under concurrent requests, refused input that changes nothing, a
+// teacher's class deployment, the live event stream, health and metrics, a
+// PostgreSQL outage, and LDAP sign-in. One suite, run on SQLite and on a
+// throw-away PostgreSQL, because both must pass the same tests.
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <latch>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "aula/common/process.hpp"
+
+#include "support/broker_fixture.hpp"
+#include "support/postgres_server.hpp"
+#include "support/slapd_server.hpp"
+#include "support/temp_dir.hpp"
+
+namespace aula::test {
+
+// For GoogleTest's messages.
+void PrintTo(Backend backend, std::ostream* out) {
+  *out << backendName(backend);
+}
+
+namespace {
+
+std::string backendTestName(const ::testing::TestParamInfo<Backend>& param) {
+  return param.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+}
+
+using json::Json;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using namespace std::chrono_literals;
+
+constexpr std::string_view kWrongCredentials = "The user name or password is wrong.";
+
+std::int64_t unixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void replaceAll(std::string& text, std::string_view from, std::string_view to) {
+  for (auto pos = text.find(from); pos != std::string::npos;
+       pos = text.find(from, pos + to.size())) {
+    text.replace(pos, from.size(), to);
+  }
+}
+
+std::string fill(std::string text, const std::map<std::string, std::string>& values) {
+  for (const auto& [key, value] : values)
+    replaceAll(text, "{" + key + "}", value);
+  return text;
+}
+
+// The file's content, or "" while it does not exist yet.
+std::string readIfThere(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The status of a streaming GET (server-sent events), which never ends by
+// itself: curl reports the status it got before its time runs out.
+long streamStatus(const BrokerFixture& broker, const std::string& path, const std::string& token) {
+  std::vector<std::string> argv = {
+      "curl",         "-s",         "-o",  "/dev/null", "-w",
+      "%{http_code}", "--max-time", "0.5", "--cacert",  broker.caFile().string()};
+  if (!token.empty()) {
+    argv.push_back("-H");
+    argv.push_back("Authorization: Bearer " + token);
+  }
+  argv.push_back(broker.baseUrl() + path);
+  process::SystemRunner runner;
+  auto ran = runner.run({.argv = argv, .timeout = 10s});
+  if (!ran)
+    throw std::runtime_error("curl did not run: " + ran.error().message());
+  return std::atol(ran->out.c_str());
+}
+
+struct StreamEvent {
+  std::string type;
+  Json data;
+};
+
+// Parses a text/event-stream: blocks separated by blank lines, comments ignored.
+std::vector<StreamEvent> parseEvents(const std::string& text) {
+  std::vector<StreamEvent> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto end = text.find("\n\n", start);
+    std::string block =
+        text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    start = end == std::string::npos ? text.size() : end + 2;
+    StreamEvent event;
+    std::istringstream lines(block);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with("event: "))
+        event.type = line.substr(7);
+      if (line.starts_with("data: "))
+        event.data = Json::parse(line.substr(6), nullptr, false);
+    }
+    if (!event.type.empty())
+      out.push_back(std::move(event));
+  }
+  return out;
+}
+
+class BrokerApiTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  // One PostgreSQL for the suite, started by its first PostgreSQL test.
+  static void TearDownTestSuite() { postgres_.reset(); }
+
+  void SetUp() override {
+    options_.backend = GetParam();
+    if (GetParam() != Backend::kPostgres)
+      return;
+    std::string why;
+    if (!PostgresServer::available(&why))
+      GTEST_SKIP() << why;
+    if (!postgres_)
+      postgres_ = std::make_unique<PostgresServer>();
+    // A database per test: nothing one test leaves behind reaches another.
+    const std::string name = "t_" + std::to_string(++databases_);
+    postgres_->createDatabase(name);
+    options_.postgresConninfo = postgres_->conninfo(name);
+  }
+
+  void TearDown() override { broker_.reset(); }
+
+  // The broker, started on first use with options_, which a test may change before.
+  BrokerFixture& broker() {
+    if (!broker_)
+      broker_ = std::make_unique<BrokerFixture>(options_);
+    return *broker_;
+  }
+  ApiClient& api() { return broker().api(); }
+  const SeedIds& seed() { return broker().seed(); }
+  const std::string& token(const std::string& user) {
+    return user == "admin" ? broker().adminToken() : broker().tokenOf(user);
+  }
+
+  ApiResponse login(std::string_view username, std::string_view password) {
+    return api().call("POST", "/api/v1/session", {},
+                      Json{{"username", username}, {"password", password}});
+  }
+
+  // What an admin sees of each kind of object: the number of rows in each list.
+  std::map<std::string, std::size_t> rowCounts() {
+    std::map<std::string, std::size_t> counts;
+    for (const char* path :
+         {"/api/v1/categories", "/api/v1/groups", "/api/v1/users?limit=10000", "/api/v1/quotas",
+          "/api/v1/templates", "/api/v1/desktops?scope=all", "/api/v1/deployments", "/api/v1/pools",
+          "/api/v1/hosts", "/api/v1/enrolment-tokens", "/api/v1/boot-hosts", "/api/v1/api-tokens",
+          "/api/v1/audit?limit=10000"}) {
+      counts[path] = broker().adminCall("GET", path, std::nullopt, 200).size();
+    }
+    return counts;
+  }
+
+  BrokerOptions options_;
+  std::unique_ptr<BrokerFixture> broker_;
+  static inline std::unique_ptr<PostgresServer> postgres_;
+  static inline int databases_ = 0;
+};
+
+// ---- sessions ----
+
+TEST_P(BrokerApiTest, LoginGivesATokenThatWorksUntilLogout) {
+  const auto& ids = seed();
+  auto r = login("alice", BrokerFixture::kPassword);
+  ASSERT_EQ(r.status, 201) << r.describe();
+  const auto token = r.body["token"].get<std::string>();
+  EXPECT_THAT(token, StartsWith("aula_s_"));
+  EXPECT_EQ(r.body["user"]["username"], "alice");
+  EXPECT_EQ(r.body["user"]["role"], "user");
+  EXPECT_GT(r.body["expires_at"].get<std::int64_t>(), unixNow());
+
+  auto me = api().call("GET", "/api/v1/me", token);
+  ASSERT_EQ(me.status, 200) << me.describe();
+  EXPECT_EQ(me.body["id"], ids.alice);
+  ASSERT_EQ(me.body["groups"].size(), 1u) << me.body.dump();
+  EXPECT_EQ(me.body["groups"][0]["name"], "1A");
+  EXPECT_EQ(me.body["groups"][0]["category"], "School A");
+
+  auto out = api().call("DELETE", "/api/v1/session", token);
+  EXPECT_EQ(out.status, 204) << out.describe();
+  auto after = api().call("GET", "/api/v1/me", token);
+  EXPECT_EQ(after.status, 401) << after.describe();
+  EXPECT_EQ(after.errorCode(), "unauthenticated");
+  EXPECT_EQ(after.errorMessage(), "The session has expired or was ended; log in again.");
+}
+
+TEST_P(BrokerApiTest, WrongPasswordAndUnknownUserGetTheSame401) {
+  seed();
+  for (auto [user, password] : {std::pair{"alice", "not-her-password"},
+                                std::pair{"mallory", "any-password-1"}, std::pair{"alice", ""}}) {
+    auto r = login(user, password);
+    EXPECT_EQ(r.status, 401) << user << ": " << r.describe();
+    EXPECT_EQ(r.errorCode(), "unauthenticated") << user;
+    EXPECT_EQ(r.errorMessage(), kWrongCredentials) << user;
+    EXPECT_TRUE(r.body["error"].is_object() && !r.body.contains("token")) << r.text;
+  }
+}
+
+TEST_P(BrokerApiTest, RequestsWithoutAValidTokenGet401) {
+  const auto& ids = seed();
+  auto none = api().call("GET", "/api/v1/desktops");
+  EXPECT_EQ(none.status, 401) << none.describe();
+  EXPECT_EQ(none.errorCode(), "unauthenticated");
+  EXPECT_THAT(none.errorMessage(), HasSubstr("Log in first"));
+
+  for (const std::string header :
+       {"Bearer garbage", "Basic YWxpY2U6c3R1ZGVudC1zZWNyZXQtMQ==", "Bearer ",
+        "Bearer aula_s_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}) {
+    auto r = api().call("GET", fmt::format("/api/v1/users/{}", ids.alice), {}, std::nullopt,
+                        {{"Authorization", header}});
+    EXPECT_EQ(r.status, 401) << "'" << header << "': " << r.describe();
+    EXPECT_EQ(r.errorCode(), "unauthenticated") << header;
+    EXPECT_FALSE(r.errorMessage().empty()) << header;
+  }
+}
+
+TEST_P(BrokerApiTest, RepeatedWrongPasswordsAreThrottled) {
+  options_.settings = {{"auth.max_failures_per_user", "3"}, {"auth.lockout_seconds", "30"}};
+  seed();
+  for (int i = 0; i < 3; ++i) {
+    auto r = login("bob", "guess-number-" + std::to_string(i));
+    ASSERT_EQ(r.status, 401) << "attempt " << i << ": " << r.describe();
+  }
+  auto blocked = login("bob", "guess-number-4");
+  ASSERT_EQ(blocked.status, 429) << blocked.describe();
+  EXPECT_EQ(blocked.errorCode(), "rate_limited");
+  const auto retryAfter = blocked.header("Retry-After");
+  ASSERT_FALSE(retryAfter.empty()) << "no Retry-After header";
+  const int seconds = std::atoi(retryAfter.c_str());
+  EXPECT_GE(seconds, 1);
+  EXPECT_LE(seconds, 30);
+  EXPECT_THAT(blocked.errorMessage(), HasSubstr(fmt::format("try again in {} s", seconds)));
+
+  // Not even the right password gets through while the block lasts...
+  auto right = login("bob", BrokerFixture::kPassword);
+  EXPECT_EQ(right.status, 429) << right.describe();
+  // ...and other users are not affected.
+  auto alice = login("alice", BrokerFixture::kPassword);
+  EXPECT_EQ(alice.status, 201) << alice.describe();
+}
+
+// ---- a student's desktop ----
+
+TEST_P(BrokerApiTest, StudentCreatesStartsConnectsStopsAndDeletesADesktop) {
+  const auto& ids = seed();
+  const auto& alice = token("alice");
+
+  auto templates = api().call("GET", "/api/v1/templates", alice);
+  ASSERT_EQ(templates.status, 200) << templates.describe();
+  ASSERT_EQ(templates.body.size(), 1u) << templates.body.dump();
+  EXPECT_EQ(templates.body[0]["name"], "Debian");
+  EXPECT_EQ(templates.body[0]["id"], ids.debian);
+
+  auto created = api().call("POST", "/api/v1/desktops", alice,
+                            Json{{"name", "My desktop"}, {"template_id", ids.debian}});
+  ASSERT_EQ(created.status, 201) << created.describe();
+  const auto id = created.body["id"].get<std::int64_t>();
+  EXPECT_EQ(created.body["state"], "stopped");
+  EXPECT_EQ(created.body["owner"], "alice");
+  EXPECT_EQ(created.body["template"], "Debian");
+
+  auto started = api().call("POST", fmt::format("/api/v1/desktops/{}/start", id), alice);
+  ASSERT_EQ(started.status, 200) << started.describe();
+  EXPECT_EQ(started.body["state"], "running");
+  ASSERT_TRUE(started.body["host_id"].is_number_integer()) << started.body.dump();
+  EXPECT_THAT(ids.hosts, ::testing::Contains(started.body["host_id"].get<std::int64_t>()));
+  EXPECT_TRUE(broker().hosts().running(id));
+
+  auto list = api().call("GET", "/api/v1/desktops", alice);
+  ASSERT_EQ(list.status, 200) << list.describe();
+  ASSERT_EQ(list.body.size(), 1u) << list.body.dump();
+  EXPECT_EQ(list.body[0]["id"], id);
+  EXPECT_EQ(list.body[0]["state"], "running");
+
+  const auto before = unixNow();
+  auto console = api().call("POST", fmt::format("/api/v1/desktops/{}/console", id), alice);
+  ASSERT_EQ(console.status, 200) << console.describe();
+  const auto host = console.body["host"].get<std::string>();
+  EXPECT_THAT(host, StartsWith("10.0.0."));
+  EXPECT_GT(console.body["tls_port"].get<int>(), 0);
+  const auto ticket = console.body["ticket"].get<std::string>();
+  EXPECT_GE(ticket.size(), 16u);
+  const auto expires = console.body["expires_at"].get<std::int64_t>();
+  EXPECT_GT(expires, before);
+  EXPECT_LE(expires, unixNow() + 60) << "a SPICE ticket is valid for at most 60 s";
+  EXPECT_EQ(console.body["ca"], broker().caPem());
+  EXPECT_THAT(console.body["host_subject"].get<std::string>(), HasSubstr("CN=hv"));
+  EXPECT_EQ(console.header("Cache-Control"), "no-store");
+
+  auto again = api().call("POST", fmt::format("/api/v1/desktops/{}/console", id), alice);
+  ASSERT_EQ(again.status, 200) << again.describe();
+  EXPECT_NE(again.body["ticket"], ticket) << "each console gets a new one-time ticket";
+
+  auto vv = api().call("POST", fmt::format("/api/v1/desktops/{}/console", id), alice, std::nullopt,
+                       {{"Accept", "application/x-virt-viewer"}});
+  ASSERT_EQ(vv.status, 200) << vv.describe();
+  EXPECT_THAT(vv.header("Content-Type"), StartsWith("application/x-virt-viewer"));
+  EXPECT_THAT(vv.text, StartsWith("[virt-viewer]\n"));
+  EXPECT_THAT(vv.text, HasSubstr("\ntype=spice\n"));
+  EXPECT_THAT(vv.text, HasSubstr("\nhost=" + host + "\n"));
+  EXPECT_THAT(vv.text, HasSubstr("\ntls-port="));
+  EXPECT_THAT(vv.text, HasSubstr("\npassword="));
+  EXPECT_THAT(vv.text, HasSubstr("\ndelete-this-file=1\n"));
+
+  auto stopped = api().call("POST", fmt::format("/api/v1/desktops/{}/stop", id), alice);
+  ASSERT_EQ(stopped.status, 200) << stopped.describe();
+  EXPECT_EQ(stopped.body["state"], "stopped");
+  EXPECT_FALSE(broker().hosts().running(id));
+
+  auto deleted = api().call("DELETE", fmt::format("/api/v1/desktops/{}", id), alice);
+  EXPECT_EQ(deleted.status, 204) << deleted.describe();
+  auto gone = api().call("GET", fmt::format("/api/v1/desktops/{}", id), alice);
+  EXPECT_EQ(gone.status, 404) << gone.describe();
+  auto empty = api().call("GET", "/api/v1/desktops", alice);
+  EXPECT_EQ(empty.body, Json::array()) << empty.describe();
+}
+
+// ---- rights ----
+
+// One request and what each role gets for it. {placeholders} in the path and
+// body are ids of the seeded school; {role} and {me} are the caller's name and
+// id; {fresh} is made anew (as admin) before each caller, for requests that
+// use up their target.
+struct Access {
+  std::string what;
+  std::string method;
+  std::string path;
+  std::string body;              // JSON; empty: none
+  std::array<long, 4> expected;  // admin, teacher-a, adv, alice
+  std::function<std::string()> fresh = nullptr;
+  bool stream = false;
+};
+
+TEST_P(BrokerApiTest, EachRoleMayDoExactlyWhatItsRightsAllow) {
+  const auto& ids = seed();
+  auto& b = broker();
+  auto id = [](const Json& j) { return std::to_string(j["id"].get<std::int64_t>()); };
+  // Students' default limits would end the table early; limits have tests of their own.
+  b.adminCall("PUT", "/api/v1/quotas/role:user", Json::object(), 200);
+  const auto templateB = id(b.adminCall("POST", "/api/v1/templates",
+                                        Json{{"name", "B only"},
+                                             {"base_disk", "b.qcow2"},
+                                             {"disk_gb", 10},
+                                             {"vcpus", 1},
+                                             {"memory_mb", 1024},
+                                             {"category_id", ids.categoryB}},
+                                        201));
+  const auto bobDesk = b.createDesktop(ids.bob, "bob-desk");
+  const auto dep1B = id(b.adminCall(
+      "POST", "/api/v1/deployments",
+      Json{{"name", "Class 1B"}, {"template_id", ids.debian}, {"group_id", ids.group1B}}, 201));
+  const std::map<std::string, std::string> values = {
+      {"catA", std::to_string(ids.categoryA)},
+      {"catB", std::to_string(ids.categoryB)},
+      {"g1A", std::to_string(ids.group1A)},
+      {"g1B", std::to_string(ids.group1B)},
+      {"alice", std::to_string(ids.alice)},
+      {"bob", std::to_string(ids.bob)},
+      {"carol", std::to_string(ids.carol)},
+      {"adv", std::to_string(ids.adv)},
+      {"debian", std::to_string(ids.debian)},
+      {"templateB", templateB},
+      {"pool", std::to_string(ids.pool)},
+      {"host1", std::to_string(ids.hosts[0])},
+      {"host3", std::to_string(ids.hosts[2])},
+      {"bobDesk", std::to_string(bobDesk)},
+      {"aliceDesk", std::to_string(b.createDesktop(ids.alice, "alice-desk"))},
+      {"carolDesk", std::to_string(b.createDesktop(ids.carol, "carol-desk"))},
+      {"dep1B", dep1B},
+  };
+
+  // Makers of fresh targets.
+  int n = 0;
+  auto freshName = [&n] { return fmt::format("fresh-{}", ++n); };
+  auto post = [&](std::string path, Json body) {
+    return [&b, &id, path, body, &freshName]() mutable {
+      if (body.contains("name"))
+        body["name"] = freshName();
+      if (body.contains("username"))
+        body["username"] = freshName();
+      if (body.contains("host_name"))
+        body["host_name"] = freshName();
+      return id(b.adminCall("POST", path, body, 201));
+    };
+  };
+  auto freshCategory = post("/api/v1/categories", Json{{"name", ""}});
+  auto freshGroup = [&](std::int64_t category) {
+    return post("/api/v1/groups", Json{{"name", ""}, {"category_id", category}});
+  };
+  auto freshUser = [&](std::int64_t category) {
+    return post("/api/v1/users", Json{{"username", ""}, {"category_id", category}});
+  };
+  auto freshTemplate = post("/api/v1/templates", Json{{"name", ""},
+                                                      {"base_disk", "f.qcow2"},
+                                                      {"disk_gb", 1},
+                                                      {"vcpus", 1},
+                                                      {"memory_mb", 512},
+                                                      {"category_id", ids.categoryA}});
+  auto freshDesktop = [&](std::int64_t owner) {
+    return post("/api/v1/desktops",
+                Json{{"name", ""}, {"template_id", ids.debian}, {"owner_id", owner}});
+  };
+  auto freshDeployment = [&](std::int64_t group) {
+    return post("/api/v1/deployments",
+                Json{{"name", ""}, {"template_id", ids.debian}, {"group_id", group}});
+  };
+  auto freshQuota = [&](std::int64_t group) {
+    return [&b, group] {
+      b.adminCall("PUT", fmt::format("/api/v1/quotas/group:{}", group), Json{{"desktops", 1000}},
+                  200);
+      return std::string();
+    };
+  };
+  auto advIn1A = [&] {
+    b.adminCall("POST", fmt::format("/api/v1/groups/{}/members", ids.group1A),
+                Json{{"user_ids", {ids.adv}}}, 200);
+    return std::string();
+  };
+  auto freshBootHost = [&] {
+    auto mac = fmt::format("52:54:00:00:01:{:02x}", ++n);
+    b.adminCall("PUT", "/api/v1/boot-hosts/" + mac, Json{{"kind", "thin_client"}}, 200);
+    return mac;
+  };
+
+  // A teacher may set numbers, not lift limits: every limit is given.
+  const std::string kAllLimits =
+      R"({"desktops":1000,"running":1000,"vcpus":1000,"memory_mb":1000000,"disk_gb":100000,"templates":100})";
+  // clang-format off
+  const std::vector<Access> table = {
+      // what, method, path, body, {admin, teacher-a, adv, alice}
+      {"list categories", "GET", "/api/v1/categories", "", {200, 200, 200, 200}},
+      {"create a category", "POST", "/api/v1/categories", R"({"name":"Cat {role}"})", {201, 403, 403, 403}},
+      {"change category B", "PATCH", "/api/v1/categories/{catB}", R"({"description":"by {role}"})", {200, 403, 403, 403}},
+      {"delete an empty category", "DELETE", "/api/v1/categories/{fresh}", "", {204, 403, 403, 403}, freshCategory},
+
+      {"list groups", "GET", "/api/v1/groups", "", {200, 200, 200, 200}},
+      {"read group 1A", "GET", "/api/v1/groups/{g1A}", "", {200, 200, 404, 200}},
+      {"read group 1B", "GET", "/api/v1/groups/{g1B}", "", {200, 404, 404, 404}},
+      {"create a group in A", "POST", "/api/v1/groups", R"({"name":"G {role}","category_id":{catA}})", {201, 201, 403, 403}},
+      {"create a group in B", "POST", "/api/v1/groups", R"({"name":"G {role}","category_id":{catB}})", {201, 403, 403, 403}},
+      {"change group 1B", "PATCH", "/api/v1/groups/{g1B}", R"({"description":"by {role}"})", {200, 403, 403, 403}},
+      {"delete a group of A", "DELETE", "/api/v1/groups/{fresh}", "", {204, 204, 403, 403}, freshGroup(ids.categoryA)},
+      {"delete a group of B", "DELETE", "/api/v1/groups/{fresh}", "", {204, 403, 403, 403}, freshGroup(ids.categoryB)},
+
+      {"add adv to 1A", "POST", "/api/v1/groups/{g1A}/members", R"({"user_ids":[{adv}]})", {200, 200, 403, 403}},
+      {"add carol to 1B", "POST", "/api/v1/groups/{g1B}/members", R"({"user_ids":[{carol}]})", {200, 403, 403, 403}},
+      {"remove adv from 1A", "DELETE", "/api/v1/groups/{g1A}/members/{adv}", "", {204, 204, 403, 403}, advIn1A},
+
+      {"list users", "GET", "/api/v1/users", "", {200, 200, 403, 403}},
+      {"read oneself", "GET", "/api/v1/users/{me}", "", {200, 200, 200, 200}},
+      {"read bob", "GET", "/api/v1/users/{bob}", "", {200, 200, 404, 404}},
+      {"read carol", "GET", "/api/v1/users/{carol}", "", {200, 404, 404, 404}},
+      {"create a student in A", "POST", "/api/v1/users", R"({"username":"new-{role}","category_id":{catA}})", {201, 201, 403, 403}},
+      {"create a manager", "POST", "/api/v1/users", R"({"username":"boss-{role}","role":"manager","category_id":{catA}})", {201, 403, 403, 403}},
+      {"rename bob", "PATCH", "/api/v1/users/{bob}", R"({"display_name":"Bob by {role}"})", {200, 200, 403, 403}},
+      {"rename carol", "PATCH", "/api/v1/users/{carol}", R"({"display_name":"Carol by {role}"})", {200, 403, 403, 403}},
+      {"make oneself admin", "PATCH", "/api/v1/users/{me}", R"({"role":"admin"})", {200, 403, 403, 403}},
+      {"delete a user of A", "DELETE", "/api/v1/users/{fresh}", "", {204, 204, 403, 403}, freshUser(ids.categoryA)},
+      {"delete a user of B", "DELETE", "/api/v1/users/{fresh}", "", {204, 403, 403, 403}, freshUser(ids.categoryB)},
+      {"read own profile", "GET", "/api/v1/me", "", {200, 200, 200, 200}},
+      {"read own usage", "GET", "/api/v1/me/usage", "", {200, 200, 200, 200}},
+      {"read bob's usage", "GET", "/api/v1/users/{bob}/usage", "", {200, 200, 403, 403}},
+      {"read carol's usage", "GET", "/api/v1/users/{carol}/usage", "", {200, 403, 403, 403}},
+
+      {"list quotas", "GET", "/api/v1/quotas", "", {200, 200, 403, 403}},
+      {"set group 1A's quota", "PUT", "/api/v1/quotas/group:{g1A}", kAllLimits, {200, 200, 403, 403}},
+      {"set group 1B's quota", "PUT", "/api/v1/quotas/group:{g1B}", kAllLimits, {200, 403, 403, 403}},
+      {"lift a limit of group 1A", "PUT", "/api/v1/quotas/group:{g1A}", R"({"desktops":1000})", {200, 403, 403, 403}},
+      {"set alice's own quota", "PUT", "/api/v1/quotas/user:{alice}", R"({"desktops":1000})", {200, 403, 403, 403}},
+      {"raise the students' quota", "PUT", "/api/v1/quotas/role:user", "{}", {200, 403, 403, 403}},
+      {"delete group 1A's quota", "DELETE", "/api/v1/quotas/group:{g1A}", "", {204, 204, 403, 403}, freshQuota(ids.group1A)},
+      {"delete group 1B's quota", "DELETE", "/api/v1/quotas/group:{g1B}", "", {204, 403, 403, 403}, freshQuota(ids.group1B)},
+
+      {"list templates", "GET", "/api/v1/templates", "", {200, 200, 200, 200}},
+      {"read Debian", "GET", "/api/v1/templates/{debian}", "", {200, 200, 200, 200}},
+      {"read category B's template", "GET", "/api/v1/templates/{templateB}", "", {200, 404, 404, 404}},
+      {"create a template", "POST", "/api/v1/templates", R"({"name":"T {role}","base_disk":"t.qcow2","disk_gb":10,"vcpus":1,"memory_mb":1024})", {201, 201, 201, 403}},
+      {"change Debian", "PATCH", "/api/v1/templates/{debian}", R"({"description":"by {role}"})", {200, 403, 403, 403}},
+      {"change category B's template", "PATCH", "/api/v1/templates/{templateB}", R"({"description":"by {role}"})", {200, 403, 403, 403}},
+      {"delete a template of A", "DELETE", "/api/v1/templates/{fresh}", "", {204, 204, 403, 403}, freshTemplate},
+
+      {"list own desktops", "GET", "/api/v1/desktops", "", {200, 200, 200, 200}},
+      {"list every desktop", "GET", "/api/v1/desktops?scope=all", "", {200, 200, 403, 403}},
+      {"create an own desktop", "POST", "/api/v1/desktops", R"({"name":"own {role}","template_id":{debian}})", {201, 201, 201, 201}},
+      {"create a desktop for bob", "POST", "/api/v1/desktops", R"({"name":"for bob by {role}","template_id":{debian},"owner_id":{bob}})", {201, 201, 403, 403}},
+      {"create a desktop for carol", "POST", "/api/v1/desktops", R"({"name":"for carol by {role}","template_id":{debian},"owner_id":{carol}})", {201, 403, 403, 403}},
+      {"read bob's desktop", "GET", "/api/v1/desktops/{bobDesk}", "", {200, 200, 404, 404}},
+      {"start bob's desktop", "POST", "/api/v1/desktops/{bobDesk}/start", "", {200, 200, 404, 404}},
+      {"open bob's console", "POST", "/api/v1/desktops/{bobDesk}/console", "", {200, 200, 404, 404}},
+      {"stop bob's desktop", "POST", "/api/v1/desktops/{bobDesk}/stop", "", {200, 200, 404, 404}},
+      {"delete bob's desktop", "DELETE", "/api/v1/desktops/{fresh}", "", {204, 204, 404, 404}, freshDesktop(ids.bob)},
+      {"read alice's desktop", "GET", "/api/v1/desktops/{aliceDesk}", "", {200, 200, 404, 200}},
+      {"start alice's desktop", "POST", "/api/v1/desktops/{aliceDesk}/start", "", {200, 200, 404, 200}},
+      {"open alice's console", "POST", "/api/v1/desktops/{aliceDesk}/console", "", {200, 200, 404, 200}},
+      {"stop alice's desktop", "POST", "/api/v1/desktops/{aliceDesk}/stop", "", {200, 200, 404, 200}},
+      {"delete alice's desktop", "DELETE", "/api/v1/desktops/{fresh}", "", {204, 204, 404, 204}, freshDesktop(ids.alice)},
+      {"read carol's desktop", "GET", "/api/v1/desktops/{carolDesk}", "", {200, 404, 404, 404}},
+      {"start carol's desktop", "POST", "/api/v1/desktops/{carolDesk}/start", "", {200, 404, 404, 404}},
+      {"open carol's console", "POST", "/api/v1/desktops/{carolDesk}/console", "", {200, 404, 404, 404}},
+      {"stop carol's desktop", "POST", "/api/v1/desktops/{carolDesk}/stop", "", {200, 404, 404, 404}},
+      {"delete carol's desktop", "DELETE", "/api/v1/desktops/{fresh}", "", {204, 404, 404, 404}, freshDesktop(ids.carol)},
+
+      {"list deployments", "GET", "/api/v1/deployments", "", {200, 200, 403, 403}},
+      {"deploy to 1A", "POST", "/api/v1/deployments", R"({"name":"Dep {role}","template_id":{debian},"group_id":{g1A}})", {201, 201, 403, 403}},
+      {"deploy to 1B", "POST", "/api/v1/deployments", R"({"name":"Dep B {role}","template_id":{debian},"group_id":{g1B}})", {201, 403, 403, 403}},
+      {"read 1B's deployment", "GET", "/api/v1/deployments/{dep1B}", "", {200, 404, 403, 403}},
+      {"start 1B's deployment", "POST", "/api/v1/deployments/{dep1B}/start", "", {200, 404, 403, 403}},
+      {"stop 1B's deployment", "POST", "/api/v1/deployments/{dep1B}/stop", "", {200, 404, 403, 403}},
+      {"delete a deployment of 1A", "DELETE", "/api/v1/deployments/{fresh}", "", {204, 204, 403, 403}, freshDeployment(ids.group1A)},
+      {"delete a deployment of 1B", "DELETE", "/api/v1/deployments/{fresh}", "", {204, 404, 403, 403}, freshDeployment(ids.group1B)},
+
+      {"list pools", "GET", "/api/v1/pools", "", {200, 200, 403, 403}},
+      {"create a pool", "POST", "/api/v1/pools", R"({"name":"Pool {role}"})", {201, 403, 403, 403}},
+      {"delete an empty pool", "DELETE", "/api/v1/pools/{fresh}", "", {204, 403, 403, 403}, post("/api/v1/pools", Json{{"name", ""}})},
+
+      {"list hosts", "GET", "/api/v1/hosts", "", {200, 403, 403, 403}},
+      {"read a host", "GET", "/api/v1/hosts/{host1}", "", {200, 403, 403, 403}},
+      {"add a host", "POST", "/api/v1/hosts", R"({"name":"hv-{role}","pool_id":{pool}})", {201, 403, 403, 403}},
+      {"change a host", "PATCH", "/api/v1/hosts/{host3}", R"({"address":"10.0.0.3:16515"})", {200, 403, 403, 403}},
+      {"delete an empty host", "DELETE", "/api/v1/hosts/{fresh}", "", {204, 403, 403, 403}, post("/api/v1/hosts", Json{{"name", ""}, {"pool_id", ids.pool}})},
+      {"report a heartbeat", "POST", "/api/v1/hosts/{host1}/heartbeat", R"({"cpu_idle":0.9,"free_memory_mb":60000,"cpus":16,"memory_mb":65536})", {204, 403, 403, 403}},
+
+      {"list enrolment tokens", "GET", "/api/v1/enrolment-tokens", "", {200, 403, 403, 403}},
+      {"create an enrolment token", "POST", "/api/v1/enrolment-tokens", R"({"host_name":"new-{role}","pool_id":{pool}})", {201, 403, 403, 403}},
+      {"delete an enrolment token", "DELETE", "/api/v1/enrolment-tokens/{fresh}", "", {204, 403, 403, 403}, post("/api/v1/enrolment-tokens", Json{{"host_name", ""}, {"pool_id", ids.pool}})},
+
+      {"list boot hosts", "GET", "/api/v1/boot-hosts", "", {200, 403, 403, 403}},
+      {"set a boot host", "PUT", "/api/v1/boot-hosts/52:54:00:00:00:01", R"({"kind":"thin_client"})", {200, 403, 403, 403}},
+      {"delete a boot host", "DELETE", "/api/v1/boot-hosts/{fresh}", "", {204, 403, 403, 403}, freshBootHost},
+
+      {"read the audit log", "GET", "/api/v1/audit", "", {200, 403, 403, 403}},
+      {"create an API token", "POST", "/api/v1/api-tokens", R"({"name":"token {role}"})", {201, 201, 201, 201}},
+      {"list own API tokens", "GET", "/api/v1/api-tokens", "", {200, 200, 200, 200}},
+      {"follow the live events", "GET", "/api/v1/events", "", {200, 200, 200, 200}, nullptr, true},
+  };
+  // clang-format on
+
+  const std::array<std::string, 4> roles = {"admin", "teacher-a", "adv", "alice"};
+  const std::array<std::int64_t, 4> roleIds = {ids.admin, ids.teacherA, ids.adv, ids.alice};
+  for (const auto& row : table) {
+    // The four roles, then nobody (no token), who always gets 401.
+    for (std::size_t r = 0; r <= roles.size(); ++r) {
+      const bool anonymous = r == roles.size();
+      auto v = values;
+      v["role"] = anonymous ? "nobody" : roles[r];
+      v["me"] = std::to_string(anonymous ? ids.alice : roleIds[r]);
+      if (row.fresh)
+        v["fresh"] = row.fresh();
+      const auto path = fill(row.path, v);
+      const std::string tok = anonymous ? std::string() : token(roles[r]);
+      const long expected = anonymous ? 401 : row.expected[r];
+      long status = 0;
+      std::string answer;
+      if (row.stream) {
+        status = streamStatus(b, path, tok);
+        answer = std::to_string(status);
+      } else {
+        std::optional<Json> body;
+        if (!row.body.empty())
+          body = Json::parse(fill(row.body, v));
+        auto response = api().call(row.method, path, tok, body);
+        status = response.status;
+        answer = response.describe();
+      }
+      if (status != expected) {
+        ADD_FAILURE() << "'" << row.what << "' as " << v["role"] << " (" << row.method << " "
+                      << path << "): expected " << expected << ", got " << answer;
+      }
+    }
+  }
+
+  // A student probing someone else's desktop learns nothing: the answer is
+  // word for word that for an id nobody has.
+  const auto& alice = token("alice");
+  auto bobs = api().call("GET", fmt::format("/api/v1/desktops/{}", bobDesk), alice);
+  EXPECT_EQ(bobs.errorMessage(), fmt::format("There is no desktop with id {}.", bobDesk));
+  auto missing = api().call("GET", "/api/v1/desktops/999999", alice);
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.errorMessage(), "There is no desktop with id 999999.");
+
+  // Lists show no more than single reads do: nothing of School B to a
+  // teacher of School A, nothing of others to a student.
+  auto field = [&](const std::string& user, const std::string& path, const std::string& name) {
+    auto r = api().call("GET", path, token(user));
+    EXPECT_EQ(r.status, 200) << user << " " << path << ": " << r.describe();
+    std::set<std::string> out;
+    for (const auto& item : r.body)
+      out.insert(item[name].is_string() ? item[name].get<std::string>() : item[name].dump());
+    return out;
+  };
+  const auto catB = std::to_string(ids.categoryB);
+  EXPECT_FALSE(field("teacher-a", "/api/v1/desktops?scope=all", "owner").contains("carol"));
+  EXPECT_FALSE(field("teacher-a", "/api/v1/templates", "name").contains("B only"));
+  EXPECT_FALSE(field("alice", "/api/v1/templates", "name").contains("B only"));
+  EXPECT_FALSE(field("teacher-a", "/api/v1/groups", "category_id").contains(catB));
+  EXPECT_FALSE(field("teacher-a", "/api/v1/users", "username").contains("carol"));
+  EXPECT_FALSE(field("teacher-a", "/api/v1/users", "username").contains("teacher-b"));
+  EXPECT_FALSE(field("teacher-a", "/api/v1/deployments", "category_id").contains(catB));
+  EXPECT_FALSE(field("teacher-a", "/api/v1/quotas", "subject")
+                   .contains(fmt::format("group:{}", ids.group1B)));
+  EXPECT_EQ(field("alice", "/api/v1/desktops", "owner"), std::set<std::string>{"alice"});
+  EXPECT_EQ(field("alice", "/api/v1/groups", "name"), std::set<std::string>{"1A"});
+  EXPECT_EQ(field("alice", "/api/v1/categories", "name"), std::set<std::string>{"School A"});
+  EXPECT_EQ(field("adv", "/api/v1/desktops", "owner"), std::set<std::string>{"adv"});
+}
+
+// ---- quotas under concurrency ----
+
+// Runs `count` requests at once, each on its own connection.
+std::vector<ApiResponse> concurrently(BrokerFixture& broker, int count,
+                                      const std::function<ApiResponse(ApiClient&, int)>& request) {
+  std::vector<ApiResponse> results(static_cast<std::size_t>(count));
+  std::vector<std::string> failures(static_cast<std::size_t>(count));
+  std::latch ready(count);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < count; ++i) {
+    threads.emplace_back([&, i] {
+      auto client = broker.newClient();
+      ready.arrive_and_wait();
+      try {
+        results[static_cast<std::size_t>(i)] = request(client, i);
+      } catch (const std::exception& e) {
+        failures[static_cast<std::size_t>(i)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  for (const auto& f : failures)
+    EXPECT_EQ(f, "");
+  return results;
+}
+
+TEST_P(BrokerApiTest, DesktopQuotaHoldsUnderConcurrentCreates) {
+  const auto& ids = seed();
+  broker().adminCall("PUT", fmt::format("/api/v1/quotas/user:{}", ids.alice), Json{{"desktops", 5}},
+                     200);
+  const std::string alice = token("alice");
+
+  auto results = concurrently(broker(), 20, [&](ApiClient& client, int i) {
+    return client.call("POST", "/api/v1/desktops", alice,
+                       Json{{"name", fmt::format("Desk {}", i)}, {"template_id", ids.debian}});
+  });
+  int created = 0;
+  int refused = 0;
+  for (const auto& r : results) {
+    if (r.status == 201) {
+      ++created;
+    } else if (r.status == 403 && r.errorCode() == "quota_exceeded") {
+      ++refused;
+      EXPECT_EQ(
+          r.errorMessage(),
+          "You have reached the limit of 5 desktops; free some up first or ask your teacher.");
+    } else {
+      ADD_FAILURE() << "unexpected answer: " << r.describe();
+    }
+  }
+  EXPECT_EQ(created, 5);
+  EXPECT_EQ(refused, 15);
+  auto list = api().call("GET", "/api/v1/desktops", alice);
+  EXPECT_EQ(list.body.size(), 5u) << list.describe();
+  auto usage = api().call("GET", "/api/v1/me/usage", alice);
+  EXPECT_EQ(usage.body["used"]["desktops"], 5) << usage.describe();
+}
+
+TEST_P(BrokerApiTest, RunningQuotaHoldsUnderConcurrentStarts) {
+  const auto& ids = seed();
+  broker().adminCall("PUT", fmt::format("/api/v1/quotas/user:{}", ids.alice), Json{{"running", 2}},
+                     200);
+  const std::string alice = token("alice");
+  std::vector<std::int64_t> desktops;
+  for (int i = 0; i < 6; ++i) {
+    auto r = api().call("POST", "/api/v1/desktops", alice,
+                        Json{{"name", fmt::format("Desk {}", i)}, {"template_id", ids.debian}});
+    ASSERT_EQ(r.status, 201) << r.describe();
+    desktops.push_back(r.body["id"].get<std::int64_t>());
+  }
+
+  auto results = concurrently(broker(), 6, [&](ApiClient& client, int i) {
+    return client.call(
+        "POST", fmt::format("/api/v1/desktops/{}/start", desktops[static_cast<std::size_t>(i)]),
+        alice);
+  });
+  int started = 0;
+  int refused = 0;
+  for (const auto& r : results) {
+    if (r.status == 200 && r.body["state"] == "running") {
+      ++started;
+    } else if (r.status == 403 && r.errorCode() == "quota_exceeded") {
+      ++refused;
+      EXPECT_EQ(r.errorMessage(),
+                "You have reached the limit of 2 running desktops; free some up first or ask your "
+                "teacher.");
+    } else {
+      ADD_FAILURE() << "unexpected answer: " << r.describe();
+    }
+  }
+  EXPECT_EQ(started, 2);
+  EXPECT_EQ(refused, 4);
+  auto running = api().call("GET", "/api/v1/desktops?state=running", alice);
+  EXPECT_EQ(running.body.size(), 2u) << running.describe();
+  EXPECT_EQ(broker().hosts().runningCount(), 2u);
+  auto stopped = api().call("GET", "/api/v1/desktops?state=stopped", alice);
+  EXPECT_EQ(stopped.body.size(), 4u)
+      << "refused starts leave their desktops stopped: " << stopped.describe();
+}
+
+// Hosts with room for exactly two 1-vCPU desktops each take six racing
+// starts, never more than their limit, and have the room again once they stop.
+TEST_P(BrokerApiTest, RacingStartsFillHostsExactlyAndGiveTheRoomBack) {
+  const auto& ids = seed();
+  broker().adminCall("PUT", fmt::format("/api/v1/quotas/user:{}", ids.alice), Json::object(), 200);
+  for (auto host : ids.hosts) {
+    broker().adminCall("PATCH", fmt::format("/api/v1/hosts/{}", host),
+                       Json{{"vcpu_ratio_limit", 0.125}}, 200);
+  }
+  const std::string alice = token("alice");
+  std::vector<std::int64_t> desktops;
+  for (int i = 0; i < 6; ++i)
+    desktops.push_back(broker().createDesktop(ids.alice, fmt::format("Desk {}", i)));
+  auto startAll = [&] {
+    return concurrently(broker(), 6, [&](ApiClient& client, int i) {
+      return client.call(
+          "POST", fmt::format("/api/v1/desktops/{}/start", desktops[static_cast<std::size_t>(i)]),
+          alice);
+    });
+  };
+
+  for (int round = 1; round <= 3; ++round) {
+    for (const auto& r : startAll())
+      EXPECT_EQ(r.status, 200) << "round " << round << ": " << r.describe();
+    std::map<std::int64_t, int> perHost;
+    for (const auto& d : api().call("GET", "/api/v1/desktops?state=running", alice).body) {
+      perHost[d["host_id"].get<std::int64_t>()]++;
+    }
+    for (const auto& [host, count] : perHost)
+      EXPECT_LE(count, 2) << "round " << round << ": host " << host;
+    EXPECT_EQ(broker().hosts().runningCount(), 6u) << "round " << round;
+    for (auto id : desktops) {
+      auto r = api().call("POST", fmt::format("/api/v1/desktops/{}/stop", id), alice);
+      ASSERT_EQ(r.status, 200) << r.describe();
+    }
+  }
+}
+
+// ---- refused input ----
+
+struct BadRequest {
+  std::string what;
+  std::string user;
+  std::string method;
+  std::string path;
+  std::string contentType;
+  std::string body;
+  long status;
+  std::string message;  // a part of the message that says what is wrong
+};
+
+TEST_P(BrokerApiTest, BadInputIsRefusedWithAReasonAndChangesNothing) {
+  options_.settings = {{"limits.max_body_bytes", "65536"}};
+  const auto& ids = seed();
+  const auto debian = std::to_string(ids.debian);
+  std::string nested = R"({"name":)" + std::string(100, '[') + std::string(100, ']') + "}";
+  std::string big = R"({"name":"Big","description":")" + std::string(70000, 'a') + R"("})";
+  const std::string json = "application/json";
+  const std::vector<BadRequest> cases = {
+      {"malformed JSON", "alice", "POST", "/api/v1/desktops", json,
+       R"({"name": "x", "template_id": )", 400, "The body is not valid JSON"},
+      {"a body over limits.max_body_bytes", "admin", "POST", "/api/v1/categories", json, big, 413,
+       "larger than the limit of 65536 bytes"},
+      {"JSON nested 100 deep", "alice", "POST", "/api/v1/desktops", json, nested, 400,
+       "nests deeper than 32 levels"},
+      {"an unknown field", "alice", "POST", "/api/v1/desktops", json,
+       R"({"name":"x","template_id":)" + debian + R"(,"colour":"red"})", 400,
+       "The field 'colour' is not known here"},
+      {"a wrong type", "alice", "POST", "/api/v1/desktops", json,
+       R"({"name":"x","template_id":"one"})", 400, "'template_id'"},
+      {"a string where a number belongs", "admin", "PUT",
+       fmt::format("/api/v1/quotas/user:{}", ids.alice), json, R"({"desktops":"many"})", 400,
+       "The limit 'desktops' must be a whole number"},
+      {"a name with '/'", "alice", "POST", "/api/v1/desktops", json,
+       R"({"name":"a/b","template_id":)" + debian + "}", 400,
+       "The desktop name 'a/b' is not allowed"},
+      {"a category name with SQL in it", "admin", "POST", "/api/v1/categories", json,
+       R"({"name":"x'; DROP TABLE users; --"})", 400,
+       "The category name 'x'; DROP TABLE users; --' is not allowed"},
+      {"a user name with SQL in it", "admin", "POST", "/api/v1/users", json,
+       R"({"username":"x'; DROP TABLE users; --"})", 400,
+       "The user name 'x'; DROP TABLE users; --' is not allowed"},
+      {"a base disk climbing out of the storage", "admin", "POST", "/api/v1/templates", json,
+       R"({"name":"Evil","base_disk":"../../etc/shadow","disk_gb":1,"vcpus":1,"memory_mb":512})",
+       400, "The base disk '../../etc/shadow' lies outside the storage 'templates'"},
+      {"an absolute base disk elsewhere", "admin", "POST", "/api/v1/templates", json,
+       R"({"name":"Evil","base_disk":"/etc/shadow","disk_gb":1,"vcpus":1,"memory_mb":512})", 400,
+       "The base disk '/etc/shadow' lies outside the storage 'templates'"},
+      {"a new base disk outside the storage", "admin", "PATCH", "/api/v1/templates/" + debian, json,
+       R"({"base_disk":"/etc/shadow"})", 400, "lies outside the storage"},
+      {"a MAC that is not one", "admin", "PUT", "/api/v1/boot-hosts/zz:zz", json,
+       R"({"kind":"thin_client"})", 400, "'zz:zz' is not a MAC address"},
+      {"a non-numeric id", "alice", "GET", "/api/v1/desktops/abc", "", "", 400,
+       "The id 'abc' in the path is not a positive number."},
+      {"a non-numeric id to delete", "admin", "DELETE", "/api/v1/users/1x", "", "", 400,
+       "The id '1x' in the path is not a positive number."},
+      {"a body that is not JSON by its Content-Type", "alice", "POST", "/api/v1/desktops",
+       "text/plain", R"({"name":"x","template_id":)" + debian + "}", 400,
+       "Content-Type: application/json"},
+      {"a JSON array instead of an object", "alice", "POST", "/api/v1/desktops", json, "[1,2,3]",
+       400, "The body must be a JSON object."},
+  };
+
+  const auto before = rowCounts();
+  for (const auto& c : cases) {
+    http::Request request{.method = c.method, .url = c.path, .body = c.body};
+    if (!c.contentType.empty())
+      request.headers.emplace_back("Content-Type", c.contentType);
+    auto r = api().send(request, token(c.user));
+    EXPECT_EQ(r.status, c.status) << c.what << ": " << r.describe();
+    EXPECT_THAT(r.errorMessage(), HasSubstr(c.message)) << c.what << ": " << r.describe();
+    EXPECT_EQ(rowCounts(), before) << c.what << " changed something";
+  }
+}
+
+// ---- deployments ----
+
+TEST_P(BrokerApiTest, TeacherDeploysATemplateToAClassOfThirty) {
+  const auto& ids = seed();
+  const auto& teacher = token("teacher-a");
+  for (int i = 1; i <= 28; ++i) {
+    auto r = api().call(
+        "POST", "/api/v1/users", teacher,
+        Json{{"username", fmt::format("student{:02}", i)}, {"group_ids", {ids.group1A}}});
+    ASSERT_EQ(r.status, 201) << r.describe();
+  }
+  auto group = api().call("GET", fmt::format("/api/v1/groups/{}", ids.group1A), teacher);
+  ASSERT_EQ(group.body["members"], 30) << group.describe();
+
+  auto created =
+      api().call("POST", "/api/v1/deployments", teacher,
+                 Json{{"name", "Exam"}, {"template_id", ids.debian}, {"group_id", ids.group1A}});
+  ASSERT_EQ(created.status, 201) << created.describe();
+  const auto id = created.body["id"].get<std::int64_t>();
+  EXPECT_EQ(created.body["desktops"], 30);
+  EXPECT_EQ(created.body["running"], 0);
+
+  auto started = api().call("POST", fmt::format("/api/v1/deployments/{}/start", id), teacher);
+  ASSERT_EQ(started.status, 200) << started.describe();
+  EXPECT_EQ(started.body["succeeded"], 30);
+  EXPECT_EQ(started.body["failed"], Json::array());
+  auto running = api().call("GET", fmt::format("/api/v1/deployments/{}", id), teacher);
+  ASSERT_EQ(running.status, 200) << running.describe();
+  EXPECT_EQ(running.body["running"], 30);
+  ASSERT_EQ(running.body["desktop_list"].size(), 30u);
+  std::set<std::string> owners;
+  std::set<std::int64_t> hosts;
+  for (const auto& d : running.body["desktop_list"]) {
+    EXPECT_EQ(d["state"], "running") << d.dump();
+    owners.insert(d["owner"].get<std::string>());
+    if (d["host_id"].is_number_integer())
+      hosts.insert(d["host_id"].get<std::int64_t>());
+  }
+  EXPECT_EQ(owners.size(), 30u) << "one desktop per student";
+  EXPECT_GT(hosts.size(), 1u) << "a class is spread over the hosts";
+  EXPECT_EQ(broker().hosts().runningCount(), 30u);
+  // A student sees the deployed desktop as their own.
+  auto mine = api().call("GET", "/api/v1/desktops", token("alice"));
+  ASSERT_EQ(mine.body.size(), 1u) << mine.describe();
+  EXPECT_EQ(mine.body[0]["deployment_id"], id);
+
+  auto stopped = api().call("POST", fmt::format("/api/v1/deployments/{}/stop", id), teacher);
+  ASSERT_EQ(stopped.status, 200) << stopped.describe();
+  EXPECT_EQ(stopped.body["succeeded"], 30);
+  auto after = api().call("GET", fmt::format("/api/v1/deployments/{}", id), teacher);
+  EXPECT_EQ(after.body["running"], 0) << after.describe();
+  EXPECT_EQ(broker().hosts().runningCount(), 0u);
+
+  auto deleted = api().call("DELETE", fmt::format("/api/v1/deployments/{}", id), teacher);
+  EXPECT_EQ(deleted.status, 204) << deleted.describe();
+  auto gone = api().call("GET", fmt::format("/api/v1/deployments/{}", id), teacher);
+  EXPECT_EQ(gone.status, 404) << gone.describe();
+  auto left =
+      api().call("GET", fmt::format("/api/v1/desktops?scope=all&deployment_id={}", id), teacher);
+  EXPECT_EQ(left.body, Json::array()) << left.describe();
+}
+
+// ---- the live event stream ----
+
+TEST_P(BrokerApiTest, EventStreamShowsAStudentOnlyTheirOwnDesktops) {
+  const auto& ids = seed();
+  const auto aliceDesk = broker().createDesktop(ids.alice, "alice-desk");
+  const auto bobDesk = broker().createDesktop(ids.bob, "bob-desk");
+  const std::string alice = token("alice");
+  const std::string bob = token("bob");
+  TempDir scratch;
+  const auto file = scratch / "events.txt";
+
+  Result<process::Outcome> curl = process::Outcome{};
+  std::thread stream([&] {
+    process::SystemRunner runner;
+    curl = runner.run({.argv = {"curl", "-sN", "--cacert", broker().caFile().string(), "-H",
+                                "Authorization: Bearer " + alice, "--max-time", "3", "-o",
+                                file.string(), broker().baseUrl() + "/api/v1/events"},
+                       .timeout = 15s});
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (readIfThere(file).find(": connected") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_THAT(readIfThere(file), HasSubstr(": connected")) << "the stream did not open";
+  auto bobStarted = api().call("POST", fmt::format("/api/v1/desktops/{}/start", bobDesk), bob);
+  EXPECT_EQ(bobStarted.status, 200) << bobStarted.describe();
+  auto aliceStarted =
+      api().call("POST", fmt::format("/api/v1/desktops/{}/start", aliceDesk), alice);
+  EXPECT_EQ(aliceStarted.status, 200) << aliceStarted.describe();
+  stream.join();
+  ASSERT_TRUE(curl.ok()) << curl.error().message();
+
+  const auto text = readIfThere(file);
+  std::vector<std::string> aliceStates;
+  for (const auto& e : parseEvents(text)) {
+    ASSERT_TRUE(e.data.is_object()) << text;
+    EXPECT_NE(e.data.value("id", std::int64_t{0}), bobDesk)
+        << "alice saw bob's desktop: " << e.type << " " << e.data.dump();
+    if (e.type == "desktop.state" && e.data["id"] == aliceDesk)
+      aliceStates.push_back(e.data["state"].get<std::string>());
+  }
+  EXPECT_THAT(aliceStates, ::testing::ElementsAre("starting", "running")) << text;
+  EXPECT_THAT(text, HasSubstr("event: desktop.state\n"));
+}
+
+// ---- health and metrics ----
+
+TEST_P(BrokerApiTest, HealthAndMetricsReportTheBroker) {
+  const auto& ids = seed();
+  const auto& alice = token("alice");
+  auto created = api().call("POST", "/api/v1/desktops", alice,
+                            Json{{"name", "Mine"}, {"template_id", ids.debian}});
+  ASSERT_EQ(created.status, 201) << created.describe();
+  auto started = api().call(
+      "POST", fmt::format("/api/v1/desktops/{}/start", created.body["id"].get<std::int64_t>()),
+      alice);
+  ASSERT_EQ(started.status, 200) << started.describe();
+
+  auto health = api().call("GET", "/healthz");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.body, (Json{{"status", "ok"}})) << health.text;
+
+  auto metrics = api().call("GET", "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.header("Content-Type"), StartsWith("text/plain"));
+  // admin and alice logged in.
+  EXPECT_THAT(metrics.text, HasSubstr("\naula_logins_total 2\n"));
+  EXPECT_THAT(metrics.text, HasSubstr("\naula_desktops{state=\"running\"} 1\n"));
+  EXPECT_THAT(metrics.text, HasSubstr("\naula_hosts{state=\"online\"} 3\n"));
+  EXPECT_THAT(metrics.text, HasSubstr("\naula_database_up 1\n"));
+  EXPECT_THAT(metrics.text, HasSubstr("\naula_desktop_starts_total 1\n"));
+}
+
+// ---- the database goes away ----
+
+TEST_P(BrokerApiTest, BrokerAnswers503WhileTheDatabaseIsAwayAndRecovers) {
+  if (GetParam() != Backend::kPostgres)
+    GTEST_SKIP() << "Only a PostgreSQL server can be stopped under a running broker.";
+  const auto& ids = seed();
+  const auto& alice = token("alice");
+  broker().createDesktop(ids.alice, "alice-desk");
+  ASSERT_EQ(api().call("GET", "/api/v1/desktops", alice).status, 200);
+
+  postgres_->stop();
+  // The next tests need the server, whatever happens here.
+  struct Restart {
+    PostgresServer& server;
+    ~Restart() {
+      if (!server.running())
+        server.start();
+    }
+  } restart{*postgres_};
+
+  auto list = api().call("GET", "/api/v1/desktops", alice);
+  EXPECT_EQ(list.status, 503) << list.describe();
+  EXPECT_EQ(list.errorCode(), "unavailable");
+  EXPECT_THAT(list.errorMessage(), HasSubstr("is not reachable"));
+  auto health = api().call("GET", "/healthz");
+  EXPECT_EQ(health.status, 503) << health.text;
+  EXPECT_EQ(health.body["status"], "unavailable") << health.text;
+
+  postgres_->start();
+  auto back = api().call("GET", "/api/v1/desktops", alice);
+  EXPECT_EQ(back.status, 200) << back.describe();
+  EXPECT_EQ(back.body.size(), 1u);
+  auto healthy = api().call("GET", "/healthz");
+  EXPECT_EQ(healthy.status, 200) << healthy.text;
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, BrokerApiTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backendTestName);
+
+// ---- LDAP sign-in (SQLite: the directory is independent of the engine) ----
+
+// A student and a teacher in nested units; the class is a groupOfNames.
+constexpr std::string_view kDirectoryLdif = R"(dn: ou=people,dc=school,dc=test
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=school-a,ou=people,dc=school,dc=test
+objectClass: organizationalUnit
+ou: school-a
+
+dn: ou=students,ou=school-a,ou=people,dc=school,dc=test
+objectClass: organizationalUnit
+ou: students
+
+dn: ou=teachers,ou=school-a,ou=people,dc=school,dc=test
+objectClass: organizationalUnit
+ou: teachers
+
+dn: uid=dora,ou=students,ou=school-a,ou=people,dc=school,dc=test
+objectClass: inetOrgPerson
+uid: dora
+cn: Dora Directory
+sn: Directory
+displayName: Dora D.
+mail: dora@school.test
+userPassword: dora-secret-1
+
+dn: uid=tom,ou=teachers,ou=school-a,ou=people,dc=school,dc=test
+objectClass: inetOrgPerson
+uid: tom
+cn: Tom Teacher
+sn: Teacher
+userPassword: tom-secret-1
+
+dn: ou=Groups,dc=school,dc=test
+objectClass: organizationalUnit
+ou: Groups
+
+dn: cn=Class-1A,ou=Groups,dc=school,dc=test
+objectClass: groupOfNames
+cn: Class-1A
+member: uid=dora,ou=students,ou=school-a,ou=people,dc=school,dc=test
+
+dn: cn=Teachers-A,ou=Groups,dc=school,dc=test
+objectClass: groupOfNames
+cn: Teachers-A
+member: uid=tom,ou=teachers,ou=school-a,ou=people,dc=school,dc=test
+)";
+
+class BrokerLdapTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!SlapdServer::available(&skipReason_))
+      return;
+    try {
+      slapd_ = std::make_unique<SlapdServer>();
+      slapd_->addLdif(kDirectoryLdif);
+    } catch (const std::exception& e) {
+      startError_ = e.what();
+      slapd_.reset();
+    }
+  }
+  static void TearDownTestSuite() { slapd_.reset(); }
+
+  void SetUp() override {
+    if (!startError_.empty())
+      FAIL() << "slapd did not start: " << startError_;
+    if (!slapd_)
+      GTEST_SKIP() << skipReason_;
+    // Mixed case on purpose: DNs are compared without case.
+    broker_ =
+        std::make_unique<BrokerFixture>(BrokerOptions{.extraToml = fmt::format(R"(
+[ldap]
+enabled = true
+uri = "{}"
+base_dn = "dc=school,dc=test"
+
+[ldap.group_roles]
+"cn=Teachers-A,ou=Groups,dc=school,dc=test" = "manager"
+
+[ldap.group_map]
+"cn=class-1a,ou=groups,dc=school,dc=test" = "School A/1A"
+"CN=Teachers-A,OU=Groups,DC=school,DC=test" = "School A/Teachers"
+)",
+                                                                               slapd_->uri())});
+  }
+
+  std::unique_ptr<BrokerFixture> broker_;
+  static inline std::unique_ptr<SlapdServer> slapd_;
+  static inline std::string skipReason_;
+  static inline std::string startError_;
+};
+
+TEST_F(BrokerLdapTest, DirectoryStudentLogsInWithMappedRoleAndClass) {
+  const auto& ids = broker_->seed();
+  auto& api = broker_->api();
+  auto r = api.call("POST", "/api/v1/session", {},
+                    Json{{"username", "dora"}, {"password", "dora-secret-1"}});
+  ASSERT_EQ(r.status, 201) << r.describe();
+  EXPECT_EQ(r.body["user"]["role"], "user");
+  EXPECT_EQ(r.body["user"]["auth_source"], "ldap");
+  EXPECT_EQ(r.body["user"]["display_name"], "Dora D.");
+  EXPECT_EQ(r.body["user"]["category_id"], ids.categoryA);
+  const auto dora = r.body["token"].get<std::string>();
+
+  auto me = api.call("GET", "/api/v1/me", dora);
+  ASSERT_EQ(me.status, 200) << me.describe();
+  ASSERT_EQ(me.body["groups"].size(), 1u) << me.body.dump();
+  EXPECT_EQ(me.body["groups"][0]["id"], ids.group1A) << "joins the existing class, not a copy";
+  auto group = broker_->adminCall("GET", fmt::format("/api/v1/groups/{}", ids.group1A));
+  std::vector<std::string> members;
+  for (const auto& m : group["member_list"])
+    members.push_back(m["username"].get<std::string>());
+  EXPECT_THAT(members, ::testing::ElementsAre("alice", "bob", "dora"));
+
+  // A second login finds the same user.
+  auto again = api.call("POST", "/api/v1/session", {},
+                        Json{{"username", "dora"}, {"password", "dora-secret-1"}});
+  ASSERT_EQ(again.status, 201) << again.describe();
+  EXPECT_EQ(again.body["user"]["id"], r.body["user"]["id"]);
+  auto doras = broker_->adminCall("GET", "/api/v1/users?q=dora");
+  EXPECT_EQ(doras.size(), 1u) << doras.dump();
+
+  // The desktop she may have is the school's.
+  auto templates = api.call("GET", "/api/v1/templates", dora);
+  EXPECT_EQ(templates.body.size(), 1u) << templates.describe();
+}
+
+TEST_F(BrokerLdapTest, DirectoryTeacherGetsTheManagerRoleOfTheirSchool) {
+  const auto& ids = broker_->seed();
+  auto& api = broker_->api();
+  auto r = api.call("POST", "/api/v1/session", {},
+                    Json{{"username", "tom"}, {"password", "tom-secret-1"}});
+  ASSERT_EQ(r.status, 201) << r.describe();
+  EXPECT_EQ(r.body["user"]["role"], "manager");
+  EXPECT_EQ(r.body["user"]["category_id"], ids.categoryA);
+  const auto tom = r.body["token"].get<std::string>();
+  // A manager of School A reaches its students and not School B's.
+  EXPECT_EQ(api.call("GET", fmt::format("/api/v1/users/{}", ids.alice), tom).status, 200);
+  EXPECT_EQ(api.call("GET", fmt::format("/api/v1/users/{}", ids.carol), tom).status, 404);
+}
+
+TEST_F(BrokerLdapTest, WrongDirectoryPasswordGets401AndNoUser) {
+  broker_->seed();
+  auto& api = broker_->api();
+  for (auto [user, password] :
+       {std::pair{"dora", "not-doras"}, std::pair{"nobody", "whatever-1"}}) {
+    auto r =
+        api.call("POST", "/api/v1/session", {}, Json{{"username", user}, {"password", password}});
+    EXPECT_EQ(r.status, 401) << user << ": " << r.describe();
+    EXPECT_EQ(r.errorCode(), "unauthenticated") << user;
+    EXPECT_EQ(r.errorMessage(), kWrongCredentials) << user;
+  }
+  auto users = broker_->adminCall("GET", "/api/v1/users?q=dora");
+  EXPECT_EQ(users, Json::array()) << "a failed login creates no user";
+}
+
+}  // namespace
+}  // namespace aula::test
