@@ -16,9 +16,13 @@ LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
       libargon2-dev libsqlite3-dev libpq-dev libldap-dev)
 # Tests and benchmarks: the real daemons the integration tests start
 # (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
-TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils clang libclang-rt-14-dev)
+TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils clang libclang-rt-14-dev
+      libvirt-clients libxml2-utils)
+# The test guest (tests/template/): QEMU under TCG, and the tools that build
+# its disk without mounting anything.
+GUEST=(qemu-system-x86 qemu-utils syslinux syslinux-common mtools dosfstools fdisk cpio)
 
-PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}")
+PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}" "${GUEST[@]}")
 
 if [[ "${1:-}" == "--list" ]]; then
   printf '%s\n' "${PACKAGES[@]}"

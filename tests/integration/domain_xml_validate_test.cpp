@@ -1,0 +1,178 @@
+// The generated domain XML against libvirt's own RelaxNG schema: every
+// variant the generator renders, and the golden files, must pass
+// `virt-xml-validate FILE domain` (libvirt-clients, which runs xmllint from
+// libxml2-utils). No libvirtd is involved; defining the domains on a real
+// qemu:///system comes with the agent.
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "aula/agent/domain_xml.hpp"
+#include "aula/common/process.hpp"
+
+#include "support/temp_dir.hpp"
+
+namespace aula::agent {
+namespace {
+
+DomainSpec baseSpec() {
+  DomainSpec spec;
+  spec.name = "aula-1";
+  spec.uuid = "6f1c2a9e-0b7d-4c3e-9a51-2d8e7f6a5b41";
+  spec.desktopId = 1;
+  spec.owner = "alice";
+  spec.domainType = "kvm";
+  spec.vcpus = 2;
+  spec.memoryMb = 2048;
+  spec.diskPath = "/var/lib/aula/desktops/aula-1.qcow2";
+  spec.spice.passwd = "expired";
+  spec.spice.passwdValidTo = "1970-01-01T00:00:01";
+  return spec;
+}
+
+// The graphics update is a lone element; the schema wants a whole domain.
+std::string wrapInDomain(const std::string& graphics) {
+  return "<domain type='qemu'>\n  <name>wrapper</name>\n  <memory unit='MiB'>128</memory>\n"
+         "  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n  </os>\n  <devices>\n" +
+         graphics + "  </devices>\n</domain>\n";
+}
+
+struct Variant {
+  std::string name;
+  std::string xml;
+};
+
+std::vector<Variant> renderedVariants() {
+  std::vector<Variant> variants;
+  auto add = [&](const std::string& name, const DomainSpec& spec) {
+    auto xml = renderDomainXml(spec);
+    EXPECT_TRUE(xml.ok()) << name << ": " << xml.error().message();
+    if (xml.ok()) {
+      variants.push_back({name, *xml});
+    }
+  };
+
+  add("tls_qxl_kvm", baseSpec());
+
+  auto plain = baseSpec();
+  plain.domainType = "qemu";
+  plain.video = "virtio";
+  plain.spice.listenAddress = "127.0.0.1";
+  plain.spice.tlsPort = false;
+  plain.spice.plainPort = true;
+  plain.allowPlainSpice = true;
+  plain.spice.clipboard = false;
+  plain.limits = {.cpuPeriodUs = 100000,
+                  .cpuQuotaUs = 50000,
+                  .diskBytesPerSec = 52428800,
+                  .diskIopsPerSec = 500};
+  add("plain_virtio_qemu_limits", plain);
+
+  auto both = plain;
+  both.spice.tlsPort = true;
+  both.limits = {.cpuShares = 512, .diskIopsPerSec = 200};
+  add("both_ports_shares_iops", both);
+
+  auto legacy = baseSpec();
+  legacy.diskBus = "sata";
+  legacy.nicModel = "e1000e";
+  legacy.macAddress = "52:54:00:ab:cd:ef";
+  legacy.usbRedirChannels = 0;
+  legacy.network = "lab_net.1";
+  add("sata_e1000e_mac_no_redir", legacy);
+
+  auto escaped = baseSpec();
+  escaped.owner = "o'brien <&'\"> & co";
+  escaped.spice.passwd = "p<&'\">";
+  escaped.diskPath = "/var/lib/aula/it's & <odd>.qcow2";
+  add("escaped_strings", escaped);
+
+  auto edges = baseSpec();
+  edges.vcpus = 128;
+  edges.memoryMb = 128;
+  edges.machine = "pc-q35-7.2";
+  edges.usbRedirChannels = 8;
+  edges.spice.passwd = std::string(60, 'x');
+  edges.spice.passwdValidTo = "2030-12-31T23:59:59";
+  edges.limits = {.cpuShares = 262144,
+                  .cpuPeriodUs = 1000,
+                  .cpuQuotaUs = 17592186044415,
+                  .diskBytesPerSec = 1,
+                  .diskIopsPerSec = 1};
+  add("edge_values", edges);
+
+  auto ticket = baseSpec().spice;
+  ticket.passwd = "one-time";
+  ticket.passwdValidTo = "2026-11-22T10:01:00";
+  auto update = renderGraphicsUpdateXml(ticket, false);
+  EXPECT_TRUE(update.ok());
+  if (update.ok()) {
+    variants.push_back({"graphics_update_wrapped", wrapInDomain(*update)});
+  }
+  auto plainUpdate = renderGraphicsUpdateXml(plain.spice, true);
+  EXPECT_TRUE(plainUpdate.ok());
+  if (plainUpdate.ok()) {
+    variants.push_back({"plain_graphics_update_wrapped", wrapInDomain(*plainUpdate)});
+  }
+
+  for (const auto& entry : std::filesystem::directory_iterator(AULA_GOLDEN_DIR)) {
+    if (entry.path().extension() != ".xml") {
+      continue;
+    }
+    std::string text = test::readFile(entry.path());
+    bool lone = text.starts_with("<graphics");
+    variants.push_back(
+        {"golden_" + entry.path().stem().string(), lone ? wrapInDomain(text) : text});
+  }
+  return variants;
+}
+
+class DomainXmlValidateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // virt-xml-validate is a script around xmllint; both must be there.
+    auto validator = runner_.run({.argv = {"virt-xml-validate", "--version"}});
+    if (!validator.ok()) {
+      GTEST_SKIP() << "virt-xml-validate is not installed (Debian package libvirt-clients): "
+                   << validator.error().message();
+    }
+    auto xmllint = runner_.run({.argv = {"xmllint", "--version"}});
+    if (!xmllint.ok()) {
+      GTEST_SKIP() << "xmllint, which virt-xml-validate runs, is not installed (Debian package "
+                      "libxml2-utils): "
+                   << xmllint.error().message();
+    }
+  }
+
+  process::SystemRunner runner_;
+  test::TempDir dir_;
+};
+
+TEST_F(DomainXmlValidateTest, EveryRenderedVariantMatchesLibvirtsSchema) {
+  auto variants = renderedVariants();
+  ASSERT_GE(variants.size(), 10u);  // the eight above and at least the two domain golden files
+  for (const auto& variant : variants) {
+    SCOPED_TRACE(variant.name);
+    auto file = dir_ / (variant.name + ".xml");
+    test::writeFile(file, variant.xml);
+    auto outcome = runner_.run({.argv = {"virt-xml-validate", file.native(), "domain"}});
+    ASSERT_TRUE(outcome.ok()) << outcome.error().message();
+    EXPECT_TRUE(outcome->succeeded())
+        << variant.name << " does not validate (exit " << outcome->exitCode << "):\n"
+        << outcome->out << outcome->err << "\n"
+        << variant.xml;
+  }
+}
+
+TEST_F(DomainXmlValidateTest, TheValidatorRejectsABrokenDomain) {
+  // Proves the check above can fail: a graphics element libvirt's schema refuses.
+  auto file = dir_ / "broken.xml";
+  test::writeFile(file, wrapInDomain("<graphics type='spice' connected='sometimes'/>\n"));
+  auto outcome = runner_.run({.argv = {"virt-xml-validate", file.native(), "domain"}});
+  ASSERT_TRUE(outcome.ok()) << outcome.error().message();
+  EXPECT_FALSE(outcome->succeeded());
+}
+
+}  // namespace
+}  // namespace aula::agent
