@@ -30,7 +30,13 @@ struct Event {
 
 class EventBus {
  public:
-  explicit EventBus(std::size_t history = 1024) : history_(history) {}
+  // Ids start at the current time in microseconds, so they keep growing
+  // across broker restarts and a client's Last-Event-ID stays comparable.
+  explicit EventBus(std::size_t history = 1024)
+      : history_(history),
+        nextId_(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count())) {}
 
   void publish(Event event);
   // Events with id > `after`, waiting up to `timeout` for the first one.
@@ -45,7 +51,7 @@ class EventBus {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Event> events_;
-  std::uint64_t nextId_ = 1;
+  std::uint64_t nextId_;
   bool closed_ = false;
 };
 
