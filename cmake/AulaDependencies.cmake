@@ -12,6 +12,7 @@ pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
 pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(LDAP REQUIRED IMPORTED_TARGET ldap lber)
 pkg_check_modules(ARGON2 REQUIRED IMPORTED_TARGET libargon2)
+pkg_check_modules(LIBVIRT REQUIRED IMPORTED_TARGET libvirt)
 find_package(CLI11 REQUIRED)
 
 # mbedTLS 2.28 ships no pkg-config or CMake package in Debian 12.

@@ -13,11 +13,13 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache git clang-format clan
 # Libraries of common/ and the components.
 LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
       libcurl4-openssl-dev libmbedtls-dev libsystemd-dev
-      libargon2-dev libsqlite3-dev libpq-dev libldap-dev)
+      libargon2-dev libsqlite3-dev libpq-dev libldap-dev
+      libvirt-dev)
 # Tests and benchmarks: the real daemons the integration tests start
 # (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
 TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils clang libclang-rt-14-dev
-      libvirt-clients libxml2-utils)
+      libvirt-clients libxml2-utils
+      libvirt-daemon-system spice-client-gtk)
 # The test guest (tests/template/): QEMU under TCG, and the tools that build
 # its disk without mounting anything.
 GUEST=(qemu-system-x86 qemu-utils syslinux syslinux-common mtools dosfstools fdisk cpio)

@@ -433,6 +433,44 @@ void Api::Impl::routes() {
           return errorResponse(Error(Errc::kPermissionDenied, "Only an admin may do this."));
         return done(b.recordHeartbeat(id, j));
       });
+  // Agents: enrolment with a join token (no session), then heartbeats
+  // authenticated by the client certificate enrolment issued.
+  router.add("POST", "/api/v1/agent/enroll", [this](ServerRequest& request) -> ServerResponse {
+    auto parsed = body(request);
+    if (!parsed)
+      return errorResponse(parsed.error());
+    if (auto s = json::checkFields(*parsed, {"token", "address"}); !s)
+      return errorResponse(s.error());
+    auto token = json::getString(*parsed, "token");
+    if (!token)
+      return errorResponse(token.error());
+    std::string address;
+    if (auto it = parsed->find("address"); it != parsed->end() && !it->is_null()) {
+      if (!it->is_string())
+        return errorResponse(
+            Error(Errc::kInvalidArgument, "The field 'address' must be a string."));
+      address = it->get<std::string>();
+    }
+    auto response = ok(broker.enrollHost(*token, {.agentAddress = address,
+                                                  .remoteAddress = request.remoteAddress}),
+                       201);
+    response.headers.emplace_back("Cache-Control", "no-store");  // it carries private keys
+    return response;
+  });
+  router.add("POST", "/api/v1/agent/heartbeat", [this](ServerRequest& request) -> ServerResponse {
+    if (!request.clientCertFingerprint) {
+      return errorResponse(Error(Errc::kUnauthenticated,
+                                 "An agent must present the client certificate it got at "
+                                 "enrolment, signed by this broker's CA."));
+    }
+    auto host = broker.hostByCertificate(*request.clientCertFingerprint);
+    if (!host)
+      return errorResponse(host.error());
+    auto load = body(request);
+    if (!load)
+      return errorResponse(load.error());
+    return done(broker.recordHeartbeat(*host, *load));
+  });
   authed("GET", "/api/v1/enrolment-tokens",
          [&b](const Actor& a, ServerRequest&) { return ok(b.listEnrolmentTokens(a)); });
   authedBody("POST", "/api/v1/enrolment-tokens",

@@ -54,6 +54,12 @@ Broker::Broker(db::Database& database, BrokerSettings settings, const Clock& clo
       hosts_(hosts),
       directory_(directory),
       throttle_(clock, settings_.throttle),
+      enrolThrottle_(clock,
+                     ThrottleSettings{.maxFailuresPerUser = settings_.maxEnrolFailuresPerAddress,
+                                      .maxFailuresPerAddress = settings_.maxEnrolFailuresPerAddress,
+                                      .window = settings_.throttle.window,
+                                      .firstLockout = settings_.throttle.firstLockout,
+                                      .maxLockout = settings_.throttle.maxLockout}),
       placer_(settings_.placement) {}
 
 Status Broker::bootstrap(std::string_view adminName, std::string_view adminPassword) {

@@ -350,15 +350,29 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     ldap.timeout = std::chrono::milliseconds(c.getInt("ldap.timeout_ms"));
     impl.directory = makeLdapDirectory(std::move(ldap));
   }
-  impl.broker = std::make_unique<Broker>(*impl.database, settingsFrom(c), SystemClock::instance(),
-                                         impl.events, *link, impl.directory.get());
+  BrokerSettings settings = settingsFrom(c);
+  // The CA key signs enrolled hosts' certificates. A broker without it (the
+  // key kept offline) serves everything but enrolment.
+  fs::path caKeyPath = orDefault(c, "tls.ca_key", dataDir / "ca" / "ca.key");
+  std::error_code exists;
+  if (fs::exists(caKeyPath, exists)) {
+    settings.ca = {.certPem = impl.caPem, .keyPem = AULA_TRY(readText(caKeyPath, "CA key"))};
+  } else {
+    log::warn("There is no CA key at '{}', so this broker cannot enrol hosts.", caKeyPath.string());
+  }
+  impl.broker =
+      std::make_unique<Broker>(*impl.database, std::move(settings), SystemClock::instance(),
+                               impl.events, *link, impl.directory.get());
   impl.api = std::make_unique<Api>(
       *impl.broker, impl.events,
       ApiOptions{.caPem = impl.caPem,
                  .maxBodyBytes = static_cast<std::size_t>(c.getInt("limits.max_body_bytes"))});
   http::ServerOptions serverOptions;
   serverOptions.listen = options.listen.value_or(c.getString("broker.listen"));
-  serverOptions.tls = http::ServerTls{.certChainPem = chain, .keyPem = key};
+  // Agents present client certificates of our CA; browsers, greeters and
+  // aulactl present none, so a certificate is asked for but not required.
+  serverOptions.tls = http::ServerTls{
+      .certChainPem = chain, .keyPem = key, .clientCaPem = impl.caPem, .requireClientCert = false};
   serverOptions.maxBodyBytes = static_cast<std::size_t>(c.getInt("limits.max_body_bytes"));
   Api* api = impl.api.get();
   impl.server = AULA_TRY(

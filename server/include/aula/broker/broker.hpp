@@ -49,6 +49,19 @@ struct DirectoryMapping {
   std::string defaultCategory;  // category of users no mapped group places
 };
 
+// The broker's certificate authority, which signs each enrolled host's
+// client and SPICE certificates. Empty: this broker cannot enrol hosts.
+struct CertificateAuthority {
+  std::string certPem;
+  std::string keyPem;
+};
+
+// What an agent sends to enrol, with where it came from.
+struct EnrollRequest {
+  std::string agentAddress;   // "host:port" the broker reaches the agent at; may be empty
+  std::string remoteAddress;  // the peer's IP, for rate limiting and the audit log
+};
+
 struct BrokerSettings {
   std::chrono::seconds sessionIdle{3600};
   std::chrono::seconds sessionMax{12 * 3600};
@@ -59,6 +72,10 @@ struct BrokerSettings {
   std::chrono::seconds hostLostAfter{90};
   std::chrono::seconds ticketValidity{60};
   DirectoryMapping directoryMapping;
+  CertificateAuthority ca;
+  // Failed enrolments (wrong, used or expired join tokens) allowed per
+  // address before a lockout of throttle.firstLockout, doubling.
+  int maxEnrolFailuresPerAddress = 10;
   // Fault injection for the crash test: a pause after each desktop row of a
   // deployment, inside its transaction. Zero in production.
   std::chrono::milliseconds deploymentStepDelay{0};
@@ -155,6 +172,16 @@ class Broker {
   Result<Json> listEnrolmentTokens(const Actor& actor);
   Result<Json> createEnrolmentToken(const Actor& actor, const Json& body);
   Status deleteEnrolmentToken(const Actor& actor, std::int64_t id);
+  // An agent's enrolment with a one-time join token (no user session):
+  // creates the host (or fills in the one an admin made and nobody enrolled)
+  // and issues its client and SPICE server certificates with the broker's CA.
+  // {"host_id","host_name","client_cert","client_key","spice_cert",
+  // "spice_key","spice_subject","ca"}. kUnauthenticated for an unknown, used
+  // or expired token; kRateLimited after too many failures from one address.
+  Result<Json> enrollHost(std::string_view token, const EnrollRequest& request);
+  // The enrolled host whose client certificate has this fingerprint
+  // ("AB:CD:..."), or kPermissionDenied.
+  Result<std::int64_t> hostByCertificate(std::string_view fingerprint);
 
   // ---- boot hosts (MAC -> what it boots) ----
   Result<Json> listBootHosts(const Actor& actor);
@@ -189,6 +216,7 @@ class Broker {
   HostLink& hosts_;
   Directory* directory_;
   LoginThrottle throttle_;
+  LoginThrottle enrolThrottle_;
   Placer placer_;
   Counters counters_;
 };

@@ -1,0 +1,229 @@
+// Enrolment of hosts with one-time join tokens, and finding the host behind
+// an agent's client certificate.
+//
+// The broker generates each host's keys itself and sends them back over the
+// enrolment response. A CSR flow would keep the private keys on the host and
+// is the better design once agents can make keys; until then the exposure is
+// bounded: the join token works once and for a limited time, and the agent
+// talks to the broker over TLS pinned to the CA's fingerprint, so only the
+// holder of the token receives the keys, and nobody can read them on the way.
+#include <cctype>
+#include <ctime>
+#include <string>
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include "aula/common/crypto.hpp"
+#include "aula/common/log.hpp"
+
+#include "broker_internal.hpp"
+
+namespace aula::broker {
+
+using namespace detail;
+
+namespace {
+
+struct AgentAddress {
+  std::string host;  // IP address or DNS name; empty when the agent gave none
+  std::int64_t port = 0;
+  bool isIp = false;
+};
+
+bool isIpAddress(const std::string& text) {
+  unsigned char buffer[16];
+  return ::inet_pton(AF_INET, text.c_str(), buffer) == 1 ||
+         ::inet_pton(AF_INET6, text.c_str(), buffer) == 1;
+}
+
+// "host:port", "[v6 address]:port", or a host without a port.
+Result<AgentAddress> parseAgentAddress(std::string_view text) {
+  AgentAddress out;
+  if (text.empty())
+    return out;
+  auto invalid = [&] {
+    return makeError(Errc::kInvalidArgument,
+                     "The agent address '{}' is not valid: give HOST:PORT, such as "
+                     "'10.0.0.5:9443' or 'hv1.school.lan:9443', or [IPv6]:PORT.",
+                     text.substr(0, 80));
+  };
+  std::string_view host = text;
+  std::string_view port;
+  if (text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos)
+      return invalid();
+    host = text.substr(1, close - 1);
+    auto rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':')
+        return invalid();
+      port = rest.substr(1);
+    }
+  } else if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
+    if (text.find(':') != colon)
+      return invalid();  // a bare IPv6 address would be ambiguous
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty() || host.size() > 253)
+    return invalid();
+  out.host = std::string(host);
+  for (auto& c : out.host)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  out.isIp = isIpAddress(out.host);
+  if (!out.isIp) {
+    for (unsigned char c : out.host) {
+      if (!(std::isalnum(c) || c == '-' || c == '.'))
+        return invalid();
+    }
+  }
+  if (!port.empty() || text.back() == ':') {
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string_view::npos)
+      return invalid();
+    out.port = std::stoll(std::string(port));
+    if (out.port < 1 || out.port > 65535)
+      return invalid();
+  }
+  return out;
+}
+
+std::string utcTime(std::int64_t unix) {
+  std::time_t t = static_cast<std::time_t>(unix);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buffer;
+}
+
+}  // namespace
+
+Result<Json> Broker::enrollHost(std::string_view token, const EnrollRequest& request) {
+  const std::string& from = request.remoteAddress;
+  if (auto block = enrolThrottle_.check(from, from)) {
+    return makeError(Errc::kRateLimited,
+                     "Too many failed enrolments from this address; try again in {} s.",
+                     block->retryAfter.count());
+  }
+  if (settings_.ca.certPem.empty() || settings_.ca.keyPem.empty()) {
+    return Error(Errc::kUnavailable,
+                 "This broker has no CA key (tls.ca_key), so it cannot enrol hosts; the admin "
+                 "must give it one.");
+  }
+  auto address = AULA_TRY(parseAgentAddress(request.agentAddress));
+  auto now = unixNow(clock_);
+  bool tokenRefused = false;
+  auto result = db_.transactValue<
+      Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+    tokenRefused = false;
+    auto rows = AULA_TRY(
+        tx.query("SELECT id, host_name, kind, pool_id, expires_at, used_at FROM enrolment_tokens "
+                 "WHERE token_hash = ?",
+                 {crypto::sha256Hex(token)}));
+    if (rows.empty()) {
+      tokenRefused = true;
+      return Error(Errc::kUnauthenticated,
+                   "The join token is not known; ask an admin for a new one (aulactl "
+                   "enrolment-tokens create).");
+    }
+    const auto& t = rows[0];
+    if (!t.isNull(5)) {
+      tokenRefused = true;
+      return makeError(Errc::kUnauthenticated,
+                       "The join token was already used at {}; ask an admin for a new one.",
+                       utcTime(t.integer(5)));
+    }
+    if (t.integer(4) <= now) {
+      tokenRefused = true;
+      return makeError(Errc::kUnauthenticated,
+                       "The join token expired at {}; ask an admin for a new one.",
+                       utcTime(t.integer(4)));
+    }
+    const auto tokenId = t.integer(0);
+    const std::string hostName = t.text(1);
+    const std::string kind = t.text(2);
+    const auto poolId = t.integer(3);
+
+    auto existing =
+        AULA_TRY(tx.query("SELECT id, cert_fingerprint FROM hosts WHERE name = ?", {hostName}));
+    if (!existing.empty() && !existing[0].isNull(1)) {
+      return makeError(Errc::kConflict,
+                       "The host '{}' is enrolled already; an admin must delete it (aulactl hosts "
+                       "delete) before it can enrol again.",
+                       hostName);
+    }
+
+    crypto::Certificate ca{.certPem = settings_.ca.certPem, .keyPem = settings_.ca.keyPem};
+    auto client = AULA_TRY(crypto::issueCertificate(
+        ca, {.commonName = hostName, .usage = crypto::CertUsage::kClient}));
+    std::vector<std::string> dns{hostName};
+    std::vector<std::string> ips;
+    if (!address.host.empty() && address.host != hostName)
+      (address.isIp ? ips : dns).push_back(address.host);
+    auto spice = AULA_TRY(crypto::issueCertificate(ca, {.commonName = hostName,
+                                                        .dnsNames = dns,
+                                                        .ipAddresses = ips,
+                                                        .usage = crypto::CertUsage::kServer}));
+    auto fingerprint = AULA_TRY(crypto::certificateFingerprint(client.certPem));
+    auto subject = AULA_TRY(crypto::certificateSubject(spice.certPem));
+
+    AULA_TRY(tx.exec("UPDATE enrolment_tokens SET used_at = ? WHERE id = ?", {now, tokenId}));
+    std::int64_t hostId = 0;
+    if (existing.empty()) {
+      auto inserted = AULA_TRY(tx.query(
+          "INSERT INTO hosts (name, kind, pool_id, address, agent_port, cert_fingerprint, "
+          "spice_subject, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+          {hostName, kind, poolId, address.host, address.port, fingerprint, subject, now}));
+      hostId = inserted[0].integer(0);
+    } else {
+      // An admin made the host row before it enrolled: the token's kind and
+      // pool are the admin's latest word, the agent's address its own.
+      hostId = existing[0].integer(0);
+      AULA_TRY(tx.exec(
+          "UPDATE hosts SET kind = ?, pool_id = ?, address = ?, agent_port = ?, cert_fingerprint "
+          "= ?, spice_subject = ? WHERE id = ?",
+          {kind, poolId, address.host, address.port, fingerprint, subject, hostId}));
+    }
+    Actor agent{.username = fmt::format("agent:{}", hostName), .address = from};
+    AULA_TRY_STATUS(audit(tx, agent, now, "host.enrol", fmt::format("host:{}", hostName),
+                          Json{{"token_id", tokenId},
+                               {"address", request.agentAddress},
+                               {"cert_fingerprint", fingerprint},
+                               {"spice_subject", subject}}));
+    return Json{{"host_id", hostId},
+                {"host_name", hostName},
+                {"client_cert", client.certPem},
+                {"client_key", client.keyPem},
+                {"spice_cert", spice.certPem},
+                {"spice_key", spice.keyPem},
+                {"spice_subject", subject},
+                {"ca", settings_.ca.certPem}};
+  });
+  if (!result && tokenRefused) {
+    enrolThrottle_.recordFailure(from, from);
+  } else if (result) {
+    log::info("Host '{}' enrolled from {}.", (*result)["host_name"].get<std::string>(), from);
+  }
+  return result;
+}
+
+Result<std::int64_t> Broker::hostByCertificate(std::string_view fingerprint) {
+  auto canonical = crypto::normalizeFingerprint(fingerprint);
+  if (!canonical)
+    return Error(Errc::kPermissionDenied, "This certificate does not belong to an enrolled host.");
+  return db_.transactValue<std::int64_t>(
+      db::TxMode::kRead, [&](db::Transaction& tx) -> Result<std::int64_t> {
+        auto rows =
+            AULA_TRY(tx.query("SELECT id FROM hosts WHERE cert_fingerprint = ?", {*canonical}));
+        if (rows.empty()) {
+          return Error(Errc::kPermissionDenied,
+                       "This certificate does not belong to an enrolled host.");
+        }
+        return rows[0].integer(0);
+      });
+}
+
+}  // namespace aula::broker

@@ -1,0 +1,369 @@
+// An agent's enrolment and heartbeat against a whole broker over real HTTPS:
+// an admin's join token buys the host its certificates once, the agent keeps
+// them privately and whole, a wrong CA fingerprint or a bad token stores
+// nothing, and the heartbeat counts only with the client certificate the
+// broker issued to an enrolled host. Run on SQLite and on a throw-away
+// PostgreSQL, like the other broker suites.
+#include <filesystem>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "aula/agent/enrolment.hpp"
+#include "aula/broker/broker.hpp"
+#include "aula/common/crypto.hpp"
+#include "aula/common/http_client.hpp"
+
+#include "support/broker_fixture.hpp"
+#include "support/postgres_server.hpp"
+#include "support/temp_dir.hpp"
+
+namespace aula::test {
+
+// For GoogleTest's messages.
+void PrintTo(Backend backend, std::ostream* out) {
+  *out << backendName(backend);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+using json::Json;
+using ::testing::HasSubstr;
+
+std::string backendTestName(const ::testing::TestParamInfo<Backend>& param) {
+  return param.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+}
+
+mode_t modeOf(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    return 0;
+  return st.st_mode & 07777;
+}
+
+const Json kLoad = {{"cpus", 8},
+                    {"memory_mb", 16384},
+                    {"free_memory_mb", 12000},
+                    {"cpu_idle", 0.75},
+                    {"running_guests", 0},
+                    {"allocated_vcpus", 0},
+                    {"storage_free_gb", {{"desktops", 200}}}};
+
+class AgentEnrolmentTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  static void TearDownTestSuite() { postgres_.reset(); }
+
+  void SetUp() override {
+    BrokerOptions options;
+    options.backend = GetParam();
+    if (GetParam() == Backend::kPostgres) {
+      std::string why;
+      if (!PostgresServer::available(&why))
+        GTEST_SKIP() << why;
+      if (!postgres_)
+        postgres_ = std::make_unique<PostgresServer>();
+      const std::string name = "e_" + std::to_string(++databases_);
+      postgres_->createDatabase(name);
+      options.postgresConninfo = postgres_->conninfo(name);
+    }
+    broker_ = std::make_unique<BrokerFixture>(options);
+    pool_ = broker_->adminCall("POST", "/api/v1/pools", Json{{"name", "lab"}}, 201)["id"]
+                .get<std::int64_t>();
+  }
+
+  void TearDown() override { broker_.reset(); }
+
+  BrokerFixture& broker() { return *broker_; }
+
+  // A join token for `host`, made by an admin through the API.
+  std::string joinToken(const std::string& host, const std::string& kind = "hypervisor") {
+    auto made = broker().adminCall(
+        "POST", "/api/v1/enrolment-tokens",
+        Json{{"host_name", host}, {"kind", kind}, {"pool_id", pool_}, {"valid_minutes", 10}}, 201);
+    return made["token"].get<std::string>();
+  }
+
+  agent::EnrolOptions options(const std::string& token, const fs::path& stateDir) {
+    return {.brokerUrl = broker().baseUrl(),
+            .token = token,
+            .caFingerprint = broker().server().caFingerprint(),
+            .stateDir = stateDir,
+            .agentAddress = "127.0.0.1:9443"};
+  }
+
+  Json host(const std::string& name) {
+    for (const auto& h : broker().adminCall("GET", "/api/v1/hosts", std::nullopt, 200)) {
+      if (h["name"] == name)
+        return h;
+    }
+    return Json();
+  }
+
+  // POST /api/v1/agent/heartbeat with the given client certificate (or none).
+  long heartbeat(const std::optional<crypto::Certificate>& cert, std::string* message = nullptr) {
+    http::TlsOptions tls{.caPem = broker().caPem()};
+    if (cert) {
+      tls.clientCertPem = cert->certPem;
+      tls.clientKeyPem = cert->keyPem;
+    }
+    http::Client client(http::ClientOptions{.tls = tls});
+    auto sent = client.postJson(broker().baseUrl() + "/api/v1/agent/heartbeat", kLoad.dump());
+    if (!sent)
+      throw std::runtime_error("The heartbeat got no answer: " + sent.error().message());
+    if (message != nullptr) {
+      auto body = json::parse(sent->body).valueOr(Json());
+      *message = body.is_object() && body.contains("error")
+                     ? body["error"].value("message", std::string())
+                     : std::string();
+    }
+    return sent->status;
+  }
+
+  crypto::Certificate brokerCa() {
+    return {.certPem = readFile(broker().dataDir() / "ca" / "ca.crt"),
+            .keyPem = readFile(broker().dataDir() / "ca" / "ca.key")};
+  }
+
+  TempDir dir_;
+  std::unique_ptr<BrokerFixture> broker_;
+  std::int64_t pool_ = 0;
+  static inline std::unique_ptr<PostgresServer> postgres_;
+  static inline int databases_ = 0;
+};
+
+TEST_P(AgentEnrolmentTest, EnrolsOnceAndStoresTheIdentityPrivately) {
+  const fs::path state = dir_ / "state";
+  auto token = joinToken("hv9");
+  auto enrolled = agent::enroll(options(token, state));
+  ASSERT_TRUE(enrolled) << enrolled.error().message();
+  EXPECT_EQ(enrolled->hostName, "hv9");
+
+  EXPECT_EQ(modeOf(state), 0700u);
+  for (const char* name :
+       {"ca.crt", "agent.crt", "spice-server-cert.pem", "spice-ca-cert.pem", "enrolment.json"}) {
+    EXPECT_EQ(modeOf(state / name), 0644u) << name;
+  }
+  EXPECT_EQ(modeOf(state / "agent.key"), 0600u);
+  EXPECT_EQ(modeOf(state / "spice-server-key.pem"), 0600u);
+  // No temporary file is left behind.
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(state))
+    ++entries;
+  EXPECT_EQ(entries, 7);
+
+  const auto ca = readFile(state / "ca.crt");
+  EXPECT_EQ(ca, broker().caPem());
+  EXPECT_EQ(readFile(state / "spice-ca-cert.pem"), ca);
+  const auto clientCert = readFile(state / "agent.crt");
+  auto verified = crypto::verifyChain(clientCert, ca, "hv9");
+  EXPECT_TRUE(verified) << verified.error().message();
+  EXPECT_THAT(crypto::certificateSubject(clientCert).valueOr(""), HasSubstr("CN=hv9"));
+  const auto spiceCert = readFile(state / "spice-server-cert.pem");
+  for (const char* name : {"hv9", "127.0.0.1"}) {
+    auto spice = crypto::verifyChain(spiceCert, ca, name);
+    EXPECT_TRUE(spice) << name << ": " << spice.error().message();
+  }
+  EXPECT_FALSE(crypto::verifyChain(spiceCert, ca, "other-host"));
+  auto record = json::parse(readFile(state / "enrolment.json"));
+  ASSERT_TRUE(record);
+  EXPECT_EQ((*record)["host_name"], "hv9");
+  EXPECT_EQ((*record)["broker_url"], broker().baseUrl());
+
+  auto h = host("hv9");
+  ASSERT_TRUE(h.is_object()) << "hv9 is not among the hosts";
+  EXPECT_EQ(h["id"], enrolled->hostId);
+  EXPECT_EQ(h["cert_fingerprint"], crypto::certificateFingerprint(clientCert).valueOr("?"));
+  EXPECT_EQ(h["cert_fingerprint"], enrolled->clientCertFingerprint);
+  EXPECT_EQ(h["address"], "127.0.0.1");
+  EXPECT_EQ(h["agent_port"], 9443);
+  EXPECT_EQ(h["pool_id"], pool_);
+  EXPECT_EQ(h["state"], "new");
+
+  auto audit = broker().adminCall("GET", "/api/v1/audit?action=host.enrol", std::nullopt, 200);
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0]["object"], "host:hv9");
+  EXPECT_EQ(audit[0]["actor"], "agent:hv9");
+
+  // The agent refuses to overwrite its own enrolment without --force.
+  auto again = agent::enroll(options(token, state));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), Errc::kAlreadyExists);
+  // With --force it asks, and the broker refuses the spent token.
+  auto forced = options(token, state);
+  forced.force = true;
+  auto reused = agent::enroll(forced);
+  ASSERT_FALSE(reused);
+  EXPECT_EQ(reused.error().code(), Errc::kUnauthenticated);
+  EXPECT_THAT(reused.error().message(), HasSubstr("already used"));
+  // The refused attempt changed nothing.
+  EXPECT_EQ(readFile(state / "agent.crt"), clientCert);
+}
+
+TEST_P(AgentEnrolmentTest, FillsInAHostTheAdminMadeBefore) {
+  auto made =
+      broker().adminCall("POST", "/api/v1/hosts",
+                         Json{{"name", "ws1"}, {"kind", "hypervisor"}, {"pool_id", pool_}}, 201);
+  auto enrolled = agent::enroll(options(joinToken("ws1", "workstation"), dir_ / "ws1"));
+  ASSERT_TRUE(enrolled) << enrolled.error().message();
+  EXPECT_EQ(enrolled->hostId, made["id"].get<std::int64_t>());
+  auto h = host("ws1");
+  EXPECT_EQ(h["kind"], "workstation");
+  EXPECT_EQ(h["cert_fingerprint"], enrolled->clientCertFingerprint);
+
+  // An enrolled host cannot enrol again under a new token.
+  auto second = options(joinToken("ws1"), dir_ / "ws1-again");
+  auto refused = agent::enroll(second);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Errc::kConflict);
+  EXPECT_THAT(refused.error().message(), HasSubstr("enrolled already"));
+  EXPECT_FALSE(fs::exists(dir_ / "ws1-again"));
+}
+
+TEST_P(AgentEnrolmentTest, TheAgentAddressIsCheckedAndNamedInTheSpiceCertificate) {
+  auto token = joinToken("hv6");
+  auto bad = options(token, dir_ / "bad");
+  bad.agentAddress = "hv6:94:43";
+  auto refused = agent::enroll(bad);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Errc::kInvalidArgument);
+  EXPECT_THAT(refused.error().message(), HasSubstr("HOST:PORT"));
+  EXPECT_FALSE(fs::exists(dir_ / "bad"));
+
+  // The refusal did not spend the token.
+  auto v6 = options(token, dir_ / "v6");
+  v6.agentAddress = "[::1]:9443";
+  auto enrolled = agent::enroll(v6);
+  ASSERT_TRUE(enrolled) << enrolled.error().message();
+  auto h = host("hv6");
+  EXPECT_EQ(h["address"], "::1");
+  EXPECT_EQ(h["agent_port"], 9443);
+  auto spice =
+      crypto::verifyChain(readFile(dir_ / "v6" / "spice-server-cert.pem"), broker().caPem(), "::1");
+  EXPECT_TRUE(spice) << spice.error().message();
+}
+
+TEST_P(AgentEnrolmentTest, RefusesUnknownAndExpiredTokensAndWritesNothing) {
+  auto unknown = agent::enroll(options("aula_j_not-a-real-token", dir_ / "a"));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), Errc::kUnauthenticated);
+  EXPECT_THAT(unknown.error().message(), HasSubstr("not known"));
+  EXPECT_FALSE(fs::exists(dir_ / "a"));
+
+  // A token that expired a minute ago, put straight into the database.
+  const std::string expired = "aula_j_expired-token-for-the-test";
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  auto inserted = broker().server().broker().database().transact(
+      broker::db::TxMode::kWrite, [&](broker::db::Transaction& tx) -> Status {
+        AULA_TRY(tx.exec(
+            "INSERT INTO enrolment_tokens (token_hash, host_name, kind, pool_id, created_at, "
+            "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            {crypto::sha256Hex(expired), std::string("hv-late"), std::string("hypervisor"), pool_,
+             now - 3600, now - 60}));
+        return {};
+      });
+  ASSERT_TRUE(inserted) << inserted.error().message();
+  auto late = agent::enroll(options(expired, dir_ / "b"));
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code(), Errc::kUnauthenticated);
+  EXPECT_THAT(late.error().message(), HasSubstr("expired"));
+  EXPECT_FALSE(fs::exists(dir_ / "b"));
+  EXPECT_FALSE(host("hv-late").is_object());
+}
+
+TEST_P(AgentEnrolmentTest, AWrongCaFingerprintIsATlsErrorAndSpendsNothing) {
+  auto token = joinToken("hv2");
+  auto other = crypto::createCa("Someone else's CA");
+  ASSERT_TRUE(other);
+  auto wrong = options(token, dir_ / "state");
+  wrong.caFingerprint = crypto::certificateFingerprint(other->certPem).valueOr("");
+  auto refused = agent::enroll(wrong);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Errc::kTls) << refused.error().message();
+  EXPECT_FALSE(fs::exists(dir_ / "state"));
+  // The broker never saw the token: it still works.
+  auto enrolled = agent::enroll(options(token, dir_ / "state"));
+  EXPECT_TRUE(enrolled) << enrolled.error().message();
+}
+
+TEST_P(AgentEnrolmentTest, TooManyFailedEnrolmentsFromOneAddressAreThrottled) {
+  auto good = joinToken("hv3");
+  Errc last = Errc::kInternal;
+  for (int i = 0; i < 10; ++i) {
+    auto r = agent::enroll(options("aula_j_guess-" + std::to_string(i), dir_ / "x"));
+    ASSERT_FALSE(r);
+    last = r.error().code();
+  }
+  EXPECT_EQ(last, Errc::kUnauthenticated);
+  auto blocked = agent::enroll(options(good, dir_ / "x"));
+  ASSERT_FALSE(blocked);
+  EXPECT_EQ(blocked.error().code(), Errc::kRateLimited) << blocked.error().message();
+  EXPECT_THAT(blocked.error().message(), HasSubstr("try again in"));
+}
+
+TEST_P(AgentEnrolmentTest, HeartbeatCountsOnlyWithAnEnrolledHostsCertificate) {
+  const fs::path state = dir_ / "state";
+  auto enrolled = agent::enroll(options(joinToken("hv5"), state));
+  ASSERT_TRUE(enrolled) << enrolled.error().message();
+
+  auto sent = agent::sendHeartbeat(state, "", kLoad);
+  ASSERT_TRUE(sent) << sent.error().message();
+  auto h = host("hv5");
+  EXPECT_EQ(h["state"], "online");
+  EXPECT_DOUBLE_EQ(h["cpu_idle"].get<double>(), 0.75);
+  EXPECT_EQ(h["free_memory_mb"], 12000);
+  EXPECT_EQ(h["cpus"], 8);
+  EXPECT_EQ(h["memory_mb"], 16384);
+  EXPECT_TRUE(h["last_heartbeat"].is_number());
+
+  // The stored certificate over the raw route: 204.
+  crypto::Certificate mine{.certPem = readFile(state / "agent.crt"),
+                           .keyPem = readFile(state / "agent.key")};
+  EXPECT_EQ(heartbeat(mine), 204);
+
+  // No certificate: 401.
+  std::string message;
+  EXPECT_EQ(heartbeat(std::nullopt, &message), 401);
+  EXPECT_THAT(message, HasSubstr("client certificate"));
+
+  // A certificate from another CA does not verify, so it counts as none.
+  auto otherCa = crypto::createCa("Someone else's CA");
+  ASSERT_TRUE(otherCa);
+  auto foreign = crypto::issueCertificate(
+      *otherCa, {.commonName = "hv5", .usage = crypto::CertUsage::kClient});
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(heartbeat(*foreign), 401);
+
+  // Our CA's certificate for a name that is no enrolled host: 403.
+  auto intruder = crypto::issueCertificate(
+      brokerCa(), {.commonName = "intruder", .usage = crypto::CertUsage::kClient});
+  ASSERT_TRUE(intruder);
+  EXPECT_EQ(heartbeat(*intruder, &message), 403);
+  EXPECT_EQ(message, "This certificate does not belong to an enrolled host.");
+  // Even one that claims an enrolled host's name.
+  auto impostor = crypto::issueCertificate(
+      brokerCa(), {.commonName = "hv5", .usage = crypto::CertUsage::kClient});
+  ASSERT_TRUE(impostor);
+  EXPECT_EQ(heartbeat(*impostor), 403);
+
+  // The agent's own call says the same through its Status.
+  const fs::path fake = dir_ / "fake";
+  fs::create_directories(fake);
+  writeFile(fake / "ca.crt", broker().caPem());
+  writeFile(fake / "agent.crt", intruder->certPem);
+  writeFile(fake / "agent.key", intruder->keyPem);
+  auto refused = agent::sendHeartbeat(fake, broker().baseUrl(), kLoad);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Errc::kPermissionDenied);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, AgentEnrolmentTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backendTestName);
+
+}  // namespace
+
+}  // namespace aula::test
