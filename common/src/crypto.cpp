@@ -31,6 +31,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "aula/common/mbedtls_handle.hpp"
+
 // mbedTLS 2.28 forgot the C++ guard in this one header.
 extern "C" {
 #include <mbedtls/constant_time.h>
@@ -39,30 +41,17 @@ extern "C" {
 namespace aula::crypto {
 namespace {
 
+using tls::CtrDrbgContext;
+using tls::EntropyContext;
+using tls::Handle;
+using tls::PkContext;
+using tls::SslConfig;
+using tls::SslContext;
+using tls::TicketContext;
+using tls::X509Crt;
+
 using std::chrono::system_clock;
 
-// One RAII owner per mbedTLS context type: init in the constructor, free in the
-// destructor, never copied (the contexts hold pointers into themselves).
-template <typename T, void (*Init)(T*), void (*Free)(T*)>
-class Handle {
- public:
-  Handle() { Init(&value_); }
-  ~Handle() { Free(&value_); }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-
-  T* get() { return &value_; }
-  const T* get() const { return &value_; }
-
- private:
-  T value_{};
-};
-
-using EntropyContext = Handle<mbedtls_entropy_context, mbedtls_entropy_init, mbedtls_entropy_free>;
-using CtrDrbgContext =
-    Handle<mbedtls_ctr_drbg_context, mbedtls_ctr_drbg_init, mbedtls_ctr_drbg_free>;
-using PkContext = Handle<mbedtls_pk_context, mbedtls_pk_init, mbedtls_pk_free>;
-using X509Crt = Handle<mbedtls_x509_crt, mbedtls_x509_crt_init, mbedtls_x509_crt_free>;
 using X509WriteCert =
     Handle<mbedtls_x509write_cert, mbedtls_x509write_crt_init, mbedtls_x509write_crt_free>;
 using Mpi = Handle<mbedtls_mpi, mbedtls_mpi_init, mbedtls_mpi_free>;

@@ -37,9 +37,19 @@
 #include "aula/common/crypto.hpp"
 #include "aula/common/http_server.hpp"
 #include "aula/common/log.hpp"
+#include "aula/common/mbedtls_handle.hpp"
 
 namespace aula::http {
 namespace {
+
+using tls::CtrDrbgContext;
+using tls::EntropyContext;
+using tls::Handle;
+using tls::PkContext;
+using tls::SslConfig;
+using tls::SslContext;
+using tls::TicketContext;
+using tls::X509Crt;
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -73,33 +83,6 @@ constexpr std::array<int, 7> kCipherSuites = {
     MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     0,
 };
-
-// One RAII owner per mbedTLS context type (the contexts point into
-// themselves, so they are never copied or moved).
-template <typename T, void (*Init)(T*), void (*Free)(T*)>
-class Handle {
- public:
-  Handle() { Init(&value_); }
-  ~Handle() { Free(&value_); }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-
-  T* get() { return &value_; }
-  const T* get() const { return &value_; }
-
- private:
-  T value_{};
-};
-
-using EntropyContext = Handle<mbedtls_entropy_context, mbedtls_entropy_init, mbedtls_entropy_free>;
-using CtrDrbgContext =
-    Handle<mbedtls_ctr_drbg_context, mbedtls_ctr_drbg_init, mbedtls_ctr_drbg_free>;
-using X509Crt = Handle<mbedtls_x509_crt, mbedtls_x509_crt_init, mbedtls_x509_crt_free>;
-using PkContext = Handle<mbedtls_pk_context, mbedtls_pk_init, mbedtls_pk_free>;
-using TicketContext =
-    Handle<mbedtls_ssl_ticket_context, mbedtls_ssl_ticket_init, mbedtls_ssl_ticket_free>;
-using SslConfig = Handle<mbedtls_ssl_config, mbedtls_ssl_config_init, mbedtls_ssl_config_free>;
-using SslContext = Handle<mbedtls_ssl_context, mbedtls_ssl_init, mbedtls_ssl_free>;
 
 class UniqueFd {
  public:

@@ -723,10 +723,6 @@ Result<Json> Broker::createDesktop(const Actor& actor, const Json& body) {
 }
 
 Result<Json> Broker::startDesktop(const Actor& actor, std::int64_t id) {
-  return startDesktopLocked(actor, id);
-}
-
-Result<Json> Broker::startDesktopLocked(const Actor& actor, std::int64_t id) {
   auto now = unixNow(clock_);
   struct Plan {
     DesktopRow desktop;
@@ -965,7 +961,7 @@ Status Broker::deleteDesktop(const Actor& actor, std::int64_t id) {
 }
 
 Result<Json> Broker::console(const Actor& actor, std::int64_t id) {
-  auto desktop = AULA_TRY(startDesktopLocked(actor, id));
+  auto desktop = AULA_TRY(startDesktop(actor, id));
   auto row = db_.transactValue<DesktopRow>(
       db::TxMode::kRead, [&](db::Transaction& tx) { return loadDesktop(tx, id); });
   if (!row)
@@ -1192,7 +1188,7 @@ Result<Json> Broker::startDeployment(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireManager(actor));
   auto ids = AULA_TRY(deploymentDesktops(db_, actor, id));
   return forEachDesktop(ids, [&](std::int64_t did) -> Status {
-    auto r = startDesktopLocked(actor, did);
+    auto r = startDesktop(actor, did);
     if (!r)
       return r.error();
     return {};

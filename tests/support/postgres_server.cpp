@@ -69,29 +69,6 @@ bool isRoot() {
   return ::geteuid() == 0;
 }
 
-// Binds port 0 on loopback and returns the port the kernel chose. Another
-// process could take it before the server binds it; start() then fails and
-// says so.
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    throw std::system_error(errno, std::generic_category(), "socket");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  // sockaddr_in and sockaddr are the C socket API's aliasing, not ours.
-  auto* generic = reinterpret_cast<sockaddr*>(&address);
-  if (::bind(fd, generic, sizeof address) != 0 || ::getsockname(fd, generic, &length) != 0) {
-    int err = errno;
-    ::close(fd);
-    throw std::system_error(err, std::generic_category(), "Cannot find a free port on 127.0.0.1");
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 void giveToServerUser(const fs::path& path, mode_t mode) {
   if (isRoot()) {
     const passwd* user = ::getpwnam(std::string(kServerUser).c_str());
@@ -152,10 +129,10 @@ PostgresServer::PostgresServer() {
           {"-D", data_.string(), "-A", "trust", "-U", std::string(kSuperuser), "--no-sync",
            "--no-instructions", "-E", "UTF8", "--locale=C"},
           true);
-  // A port taken between freePort() and the server's bind is the one failure
+  // A port taken between freeLoopbackPort() and the server's bind is the one failure
   // that another try cures.
   for (int attempt = 1;; ++attempt) {
-    port_ = freePort();
+    port_ = freeLoopbackPort();
     try {
       start();
       break;
@@ -238,22 +215,7 @@ void PostgresServer::runTool(std::string_view tool, std::vector<std::string> arg
 }
 
 std::string PostgresServer::logTail() const {
-  std::string log;
-  try {
-    log = readFile(run_ / "postgres.log");
-  } catch (const std::exception&) {
-    return "(no log)";
-  }
-  // The last lines say why a start failed.
-  std::size_t start = log.size();
-  for (int lines = 0; lines < 20 && start > 0; ++lines) {
-    start = log.rfind('\n', start - 1);
-    if (start == std::string::npos) {
-      start = 0;
-      break;
-    }
-  }
-  return log.substr(start);
+  return fileTail(run_ / "postgres.log");
 }
 
 }  // namespace aula::test

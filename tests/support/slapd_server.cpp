@@ -54,29 +54,6 @@ std::optional<fs::path> findSlapd() {
   return findProgram("slapd", {"/usr/sbin", "/sbin"});
 }
 
-// Binds port 0 on loopback and returns the port the kernel chose. Another
-// process could take it before slapd binds it; the constructor then tries
-// again with another.
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    throw std::system_error(errno, std::generic_category(), "socket");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof address;
-  // sockaddr_in and sockaddr are the C socket API's aliasing, not ours.
-  auto* generic = reinterpret_cast<sockaddr*>(&address);
-  if (::bind(fd, generic, sizeof address) != 0 || ::getsockname(fd, generic, &length) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw std::system_error(err, std::generic_category(), "Cannot find a free port on 127.0.0.1");
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 }  // namespace
 
 bool SlapdServer::available(std::string* why) {
@@ -124,12 +101,12 @@ SlapdServer::SlapdServer(SlapdOptions options) : options_(std::move(options)) {
     writeFile(dir_ / "server.crt", *options_.tlsCertPem);
     writeFile(dir_ / "server.key", *options_.tlsKeyPem);
   }
-  // A port taken between freePort() and slapd's bind is the one failure that
+  // A port taken between freeLoopbackPort() and slapd's bind is the one failure that
   // another try cures.
   for (int attempt = 1;; ++attempt) {
-    port_ = freePort();
+    port_ = freeLoopbackPort();
     if (options_.tlsCertPem)
-      tlsPort_ = freePort();
+      tlsPort_ = freeLoopbackPort();
     writeConfig();
     try {
       start();
@@ -306,22 +283,7 @@ void SlapdServer::addLdif(std::string_view ldif) {
 }
 
 std::string SlapdServer::logTail() const {
-  std::string log;
-  try {
-    log = readFile(dir_ / "slapd.log");
-  } catch (const std::exception&) {
-    return "(no log)";
-  }
-  // The last lines say why a start failed.
-  std::size_t start = log.size();
-  for (int lines = 0; lines < 20 && start > 0; ++lines) {
-    start = log.rfind('\n', start - 1);
-    if (start == std::string::npos) {
-      start = 0;
-      break;
-    }
-  }
-  return log.substr(start);
+  return fileTail(dir_ / "slapd.log");
 }
 
 }  // namespace aula::test

@@ -8,7 +8,11 @@
 #include <system_error>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace aula::test {
 
@@ -55,6 +59,43 @@ std::string readFile(const std::filesystem::path& path) {
     throw std::system_error(errno, std::generic_category(), "Cannot read " + path.string());
   }
   return content;
+}
+
+std::string fileTail(const std::filesystem::path& path, int lines) {
+  std::string log;
+  try {
+    log = readFile(path);
+  } catch (const std::exception&) {
+    return "(no log)";
+  }
+  std::size_t start = log.size();
+  for (int n = 0; n < lines && start > 0; ++n) {
+    start = log.rfind('\n', start - 1);
+    if (start == std::string::npos) {
+      start = 0;
+      break;
+    }
+  }
+  return log.substr(start);
+}
+
+int freeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    throw std::system_error(errno, std::generic_category(), "socket");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  // sockaddr_in and sockaddr are the C socket API's aliasing, not ours.
+  auto* generic = reinterpret_cast<sockaddr*>(&address);
+  if (::bind(fd, generic, sizeof address) != 0 || ::getsockname(fd, generic, &length) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "Cannot find a free port on 127.0.0.1");
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
 }
 
 }  // namespace aula::test

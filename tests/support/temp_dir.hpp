@@ -33,4 +33,13 @@ void writeFile(const std::filesystem::path& path, std::string_view content);
 // The whole content of `path`; throws std::system_error.
 std::string readFile(const std::filesystem::path& path);
 
+// The last `lines` lines of a log file, or "(no log)": what a failed daemon
+// start shows the reader.
+std::string fileTail(const std::filesystem::path& path, int lines = 20);
+
+// Binds port 0 on 127.0.0.1 and returns the port the kernel chose. Another
+// process could take it before the caller binds it, so callers retry a start
+// that fails on it; throws std::system_error.
+int freeLoopbackPort();
+
 }  // namespace aula::test

@@ -26,30 +26,19 @@
 #include <unistd.h>
 
 #include "aula/common/crypto.hpp"
+#include "aula/common/mbedtls_handle.hpp"
 
 namespace aula::test {
 namespace {
 
-// One RAII owner per mbedTLS context type (the contexts point into themselves,
-// so they are never copied or moved).
-template <typename T, void (*Init)(T*), void (*Free)(T*)>
-class Handle {
- public:
-  Handle() { Init(&value_); }
-  ~Handle() { Free(&value_); }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-
-  T* get() { return &value_; }
-
- private:
-  T value_{};
-};
-
-using SslConfig = Handle<mbedtls_ssl_config, mbedtls_ssl_config_init, mbedtls_ssl_config_free>;
-using SslContext = Handle<mbedtls_ssl_context, mbedtls_ssl_init, mbedtls_ssl_free>;
-using PkContext = Handle<mbedtls_pk_context, mbedtls_pk_init, mbedtls_pk_free>;
-using X509Crt = Handle<mbedtls_x509_crt, mbedtls_x509_crt_init, mbedtls_x509_crt_free>;
+using tls::CtrDrbgContext;
+using tls::EntropyContext;
+using tls::Handle;
+using tls::PkContext;
+using tls::SslConfig;
+using tls::SslContext;
+using tls::TicketContext;
+using tls::X509Crt;
 
 class UniqueFd {
  public:

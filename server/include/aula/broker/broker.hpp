@@ -207,7 +207,6 @@ class Broker {
 
  private:
   Result<std::int64_t> syncDirectoryUser(const DirectoryUser& entry);
-  Result<Json> startDesktopLocked(const Actor& actor, std::int64_t id);
 
   db::Database& db_;
   BrokerSettings settings_;
