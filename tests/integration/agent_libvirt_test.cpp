@@ -180,7 +180,20 @@ TEST(AgentLibvirt, BootsADesktopAndGuardsItsTicket) {
   ASSERT_TRUE(opened.ok()) << opened.error().message();
   Hypervisor& hypervisor = **opened;
 
-  Disks disks({{"templates", templateDir}, {"desktops", libvirtd.imageDir()}}, runner);
+  // QEMU runs as libvirt-qemu and must read the base through every folder
+  // above it; a build dir inside a 0700 folder (mktemp -d) would hide it. So
+  // the base is copied next to the overlays, where the fixture made the
+  // folders world-traversable.
+  const fs::path baseDir = libvirtd.imageDir() / "templates";
+  fs::create_directories(baseDir);
+  fs::copy_file(templateDir / "test-template.qcow2", baseDir / "test-template.qcow2",
+                fs::copy_options::overwrite_existing);
+  for (const auto& p : {baseDir, baseDir / "test-template.qcow2"}) {
+    fs::permissions(p, fs::perms::owner_all | fs::perms::group_read | fs::perms::others_read |
+                           (fs::is_directory(p) ? fs::perms::group_exec | fs::perms::others_exec
+                                                : fs::perms::none));
+  }
+  Disks disks({{"templates", baseDir}, {"desktops", libvirtd.imageDir()}}, runner);
   const std::string name = fmt::format("aula-it-{}", ::getpid());
   const std::string overlayRel = fmt::format("room1/{}.qcow2", name);
   auto overlay = disks.createOverlay("templates", "test-template.qcow2", "desktops", overlayRel);
