@@ -2,7 +2,10 @@
 # Builds the benchmarks with the dev preset and runs them, printing their
 # tables in Markdown on stdout (build output goes to stderr):
 #   - placement_bench: host placement decisions per second (Google Benchmark);
-#   - broker_bench: the broker under load over HTTPS on simulated hosts.
+#   - broker_bench: the broker under load over HTTPS on simulated hosts;
+#   - disk_bench: the agent's overlays and templates with the real qemu-img,
+#     in a folder under $AULA_DISK_BENCH_DIR (default /var/tmp; a real disk,
+#     not tmpfs, with about 22 GiB free for the run).
 # Arguments go to broker_bench: --seconds N (default 10), --users N (default
 # 3500), --postgres (also measure on a throw-away PostgreSQL server).
 # docs/performance.md explains the figures and cites a run of this script.
@@ -15,7 +18,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 cmake --preset dev >&2
-cmake --build --preset dev --target broker_bench placement_bench >&2
+cmake --build --preset dev --target broker_bench placement_bench disk_bench >&2
 
 echo "## Placement benchmark"
 echo
@@ -27,3 +30,5 @@ build/dev/bench/placement_bench --benchmark_counters_tabular=true
 echo '```'
 echo
 build/dev/bench/broker_bench "$@"
+echo
+build/dev/bench/disk_bench --dir "${AULA_DISK_BENCH_DIR:-/var/tmp}"
