@@ -17,9 +17,10 @@ LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
       libvirt-dev)
 # Tests and benchmarks: the real daemons the integration tests start
 # (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
+# spice-client-glib (no GTK) is what tests/tools/aula-spice-probe is built on.
 TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils clang libclang-rt-14-dev
       libvirt-clients libxml2-utils
-      libvirt-daemon-system spice-client-gtk)
+      libvirt-daemon-system spice-client-gtk libspice-client-glib-2.0-dev)
 # The test guest (tests/template/): QEMU under TCG, and the tools that build
 # its disk without mounting anything.
 GUEST=(qemu-system-x86 qemu-utils syslinux syslinux-common mtools dosfstools fdisk cpio)

@@ -7,9 +7,7 @@
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <random>
 #include <string>
 #include <thread>
@@ -24,6 +22,7 @@
 
 #include "libvirt_hypervisor.hpp"
 #include "support/libvirtd_fixture.hpp"
+#include "support/screen.hpp"
 
 namespace aula::agent {
 namespace {
@@ -54,47 +53,6 @@ std::string randomUuid() {
     }
   }
   return uuid;
-}
-
-// The shares of the guest's blue background and of its white text in a
-// P6 PPM, in percent; both -1 when the file is not one.
-struct ScreenShares {
-  int width = 0;
-  int height = 0;
-  double blue = -1;
-  double white = -1;
-};
-
-ScreenShares analysePpm(const fs::path& path) {
-  ScreenShares shares;
-  std::ifstream in(path, std::ios::binary);
-  std::string magic;
-  int maxValue = 0;
-  if (!(in >> magic >> shares.width >> shares.height >> maxValue) || magic != "P6" ||
-      maxValue != 255 || shares.width <= 0 || shares.height <= 0) {
-    return shares;
-  }
-  in.get();  // the single whitespace after the header
-  std::string pixels((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::size_t count = static_cast<std::size_t>(shares.width) * shares.height;
-  if (pixels.size() < count * 3) {
-    return shares;
-  }
-  std::size_t blue = 0;
-  std::size_t white = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    auto r = static_cast<unsigned char>(pixels[i * 3]);
-    auto g = static_cast<unsigned char>(pixels[i * 3 + 1]);
-    auto b = static_cast<unsigned char>(pixels[i * 3 + 2]);
-    if (r > 160 && g > 160 && b > 160) {
-      ++white;
-    } else if (b > 100 && r < 80 && g < 80) {
-      ++blue;
-    }
-  }
-  shares.blue = 100.0 * static_cast<double>(blue) / static_cast<double>(count);
-  shares.white = 100.0 * static_cast<double>(white) / static_cast<double>(count);
-  return shares;
 }
 
 // Runs spicy-screenshot; true when it connected and wrote `out`.
@@ -256,7 +214,7 @@ TEST(AgentLibvirt, BootsADesktopAndGuardsItsTicket) {
 
   // The guest's text screen, read through SPICE with the ticket.
   const fs::path shot = fs::path(AULA_TEST_TEMPLATE_DIR) / "agent-libvirt-screen.ppm";
-  ScreenShares shares;
+  test::ScreenShares shares;
   auto deadline = Clock::now() + 60s;
   while (Clock::now() < deadline) {
     // On a loaded machine the boot can outlast the first ticket: renew it
@@ -271,7 +229,7 @@ TEST(AgentLibvirt, BootsADesktopAndGuardsItsTicket) {
       std::cout << "Renewed the first ticket before the guest's screen was ready.\n";
     }
     if (spiceScreenshot(port, spec.spice.passwd, shot)) {
-      shares = analysePpm(shot);
+      shares = test::analysePpm(shot);
       if (shares.white > 1.0 && shares.blue > 20.0) {
         break;
       }
