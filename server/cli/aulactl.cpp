@@ -4,7 +4,9 @@
 // AULA_URL, AULA_CA_FILE / AULA_CA_FINGERPRINT and AULA_TOKEN.
 #include "aula/broker/aulactl.hpp"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include <optional>
 
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -446,6 +449,217 @@ std::string pathSegment(const std::string& s) {
   return http::urlEncode(s);
 }
 
+// ---- consoles: the .vv file and remote-viewer ----
+
+constexpr const char* kVirtViewerType = "application/x-virt-viewer";
+
+// The program's full path as exec would find it in PATH, or nullopt.
+std::optional<fs::path> findProgram(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string_view dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (true) {
+    auto colon = dirs.find(':');
+    std::string dir(dirs.substr(0, colon));
+    fs::path candidate = fs::path(dir.empty() ? "." : dir) / name;
+    std::error_code ec;
+    if (fs::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0)
+      return candidate;
+    if (colon == std::string_view::npos)
+      return std::nullopt;
+    dirs.remove_prefix(colon + 1);
+  }
+}
+
+// A word a POSIX shell reads back as itself.
+std::string shellQuote(const std::string& word) {
+  bool plain = !word.empty();
+  for (char c : word) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) &&
+        std::string_view("_-./:=@%+,").find(c) == std::string_view::npos) {
+      plain = false;
+    }
+  }
+  if (plain)
+    return word;
+  std::string out = "'";
+  for (char c : word)
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+Status writeAll(int fd, const std::string& text, const std::string& path) {
+  std::size_t done = 0;
+  while (done < text.size()) {
+    auto n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path, std::strerror(errno)),
+                   errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// Writes a file only its owner may read (it holds a live ticket), replacing
+// a file of that name but never following a symbolic link.
+Status writePrivateFile(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path, std::strerror(errno)),
+                 errno);
+  }
+  // An existing file keeps its mode through O_TRUNC: make it private before
+  // the ticket goes in.
+  Status written =
+      ::fchmod(fd, 0600) == 0
+          ? writeAll(fd, text, path)
+          : Status(Error(Errc::kIo,
+                         fmt::format("Cannot make '{}' private: {}.", path, std::strerror(errno)),
+                         errno));
+  if (::close(fd) != 0 && written)
+    return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path, std::strerror(errno)),
+                 errno);
+  return written;
+}
+
+// A new private file for the connection, in $XDG_RUNTIME_DIR (a directory
+// only this user may enter) or else the temporary directory; mkstemps makes
+// it 0600 and never reuses a name.
+Result<std::string> writePrivateTempFile(const std::string& desktopId, const std::string& text) {
+  std::string dir;
+  std::error_code ec;
+  for (const char* var : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
+    const char* v = std::getenv(var);
+    if (v != nullptr && *v != '\0' && fs::is_directory(v, ec)) {
+      dir = v;
+      break;
+    }
+  }
+  if (dir.empty())
+    dir = "/tmp";
+  std::string id;
+  for (char c : desktopId) {
+    if (std::isdigit(static_cast<unsigned char>(c)))
+      id.push_back(c);
+  }
+  std::string name = (fs::path(dir) / fmt::format("aula-desktop-{}-XXXXXX.vv", id)).string();
+  int fd = ::mkstemps(name.data(), 3);
+  if (fd < 0) {
+    return Error(Errc::kIo,
+                 fmt::format("Cannot make a private file in '{}': {}; name one with --vv-out.", dir,
+                             std::strerror(errno)),
+                 errno);
+  }
+  auto written = writeAll(fd, text, name);
+  ::close(fd);
+  if (!written) {
+    ::unlink(name.c_str());
+    return written.error();
+  }
+  return name;
+}
+
+// Asks for the console of a desktop as a .vv file; prints why not and
+// returns nullopt on failure.
+std::optional<std::string> fetchConsoleFile(const Session& s, const std::string& id) {
+  auto r = call(s, "POST", "/api/v1/desktops/" + pathSegment(id) + "/console", std::nullopt,
+                kVirtViewerType);
+  if (!r)
+    return std::nullopt;
+  if (r->header("content-type").rfind(kVirtViewerType, 0) != 0) {
+    std::cerr << "aulactl: the broker answered with '" << r->header("content-type")
+              << "' instead of a virt-viewer file; it may be older than this aulactl.\n";
+    return std::nullopt;
+  }
+  return std::move(r->body);
+}
+
+constexpr const char* kNoRemoteViewer =
+    "remote-viewer is not installed (or not in PATH): install it with 'apt-get install "
+    "virt-viewer', or save the connection with --vv-out FILE and open it where it is installed.";
+
+// `desktops open`: the console into a private .vv file, then remote-viewer on
+// it (which deletes the file: delete-this-file=1). Returns the exit code, if
+// it does not become remote-viewer.
+int openDesktop(const Session& s, const std::string& id, const std::string& vvOut,
+                bool printCommand) {
+  const bool launch = vvOut.empty() && !printCommand;
+  std::optional<fs::path> viewer;
+  if (launch) {
+    // Before the broker starts the desktop and spends a ticket on it.
+    viewer = findProgram("remote-viewer");
+    if (!viewer) {
+      std::cerr << "aulactl: " << kNoRemoteViewer << "\n";
+      return 1;
+    }
+  }
+  auto text = fetchConsoleFile(s, id);
+  if (!text)
+    return 1;
+  std::string path = vvOut;
+  if (vvOut.empty()) {
+    auto made = writePrivateTempFile(id, *text);
+    if (!made) {
+      std::cerr << "aulactl: " << made.error().message() << "\n";
+      return 1;
+    }
+    path = *made;
+  } else if (auto written = writePrivateFile(vvOut, *text); !written) {
+    std::cerr << "aulactl: " << written.error().message() << "\n";
+    return 1;
+  }
+  if (!launch) {
+    std::cout << (printCommand ? "remote-viewer " + shellQuote(path) : path) << "\n";
+    return 0;
+  }
+  std::cout.flush();
+  std::cerr.flush();
+  std::string program = viewer->string();
+  std::vector<char*> argv = {program.data(), path.data(), nullptr};
+  ::execv(program.c_str(), argv.data());
+  int error = errno;
+  ::unlink(path.c_str());
+  std::cerr << "aulactl: cannot run " << program << ": " << std::strerror(error) << ".\n";
+  if (error == ENOENT)
+    std::cerr << "aulactl: " << kNoRemoteViewer << "\n";
+  return 1;
+}
+
+// A console descriptor for people: the ticket and how long it still works.
+void printConsole(const Json& d) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  const Json& desktop = d.value("desktop", Json::object());
+  rows.emplace_back("Desktop", fmt::format("{} '{}' ({}{})", cell(desktop.value("id", Json())),
+                                           desktop.value("name", ""), desktop.value("state", "?"),
+                                           desktop.value("host", Json()).is_string()
+                                               ? " on " + desktop["host"].get<std::string>()
+                                               : ""));
+  rows.emplace_back("Host", cell(d.value("host", Json())));
+  rows.emplace_back("TLS port", cell(d.value("tls_port", Json())));
+  if (!d.value("port", Json()).is_null())
+    rows.emplace_back("Plain port", cell(d["port"]) + " (unencrypted; tests only)");
+  rows.emplace_back("Ticket", cell(d.value("ticket", Json())));
+  const Json& expires = d.value("expires_at", Json());
+  if (expires.is_number_integer()) {
+    auto left = expires.get<std::int64_t>() - static_cast<std::int64_t>(std::time(nullptr));
+    rows.emplace_back(
+        "Expires", fmt::format("{} (in {} s)", timeCell(expires), std::max<std::int64_t>(left, 0)));
+  }
+  rows.emplace_back("Host subject", cell(d.value("host_subject", Json())));
+  rows.emplace_back("CA", d.value("ca", "").empty()
+                              ? std::string("-")
+                              : std::string("the broker's CA (PEM; shown with --json)"));
+  std::size_t w = 0;
+  for (const auto& [k, v] : rows)
+    w = std::max(w, k.size());
+  for (const auto& [k, v] : rows)
+    std::cout << k << std::string(w - k.size() + 2, ' ') << v << "\n";
+  std::cout << "The ticket works for one connection, until it expires. To open the desktop: "
+            << "aulactl desktops open " << cell(desktop.value("id", Json())) << "\n";
+}
+
 }  // namespace
 
 int run(const std::vector<std::string>& args) {
@@ -577,6 +791,10 @@ int run(const std::vector<std::string>& args) {
     }
     std::cout << "Password changed; your other sessions were logged out.\n";
   });
+
+  // desktops console / open
+  std::string consoleVv, openVvOut;
+  bool openPrintCommand = false;
 
   // The resources, generated from the table.
   std::vector<std::unique_ptr<FieldValues>> valueStore;
@@ -726,29 +944,47 @@ int run(const std::vector<std::string>& args) {
       }
     }
     if (res.name == "desktops") {
-      auto* console = cmd->add_subcommand("console", "get a one-time connection for remote-viewer");
-      auto* vvFile = keyStore.emplace_back(std::make_unique<std::string>()).get();
+      auto* console =
+          cmd->add_subcommand("console", "get a one-time SPICE connection (host, port, ticket)");
       console->add_option("id", *key, "id")->required();
-      console->add_option("--vv", *vvFile, "write a .vv file for remote-viewer here");
-      console->callback(withSession([key, vvFile, finish, &exitCode](const Session& s) {
-        if (vvFile->empty()) {
-          finish(
-              call(s, "POST", "/api/v1/desktops/" + pathSegment(*key) + "/console", std::nullopt),
-              {});
+      console->add_option("--vv", consoleVv, "write a .vv file instead (as 'open --vv-out')");
+      console->callback(withSession([key, &consoleVv, &asJson, &exitCode](const Session& s) {
+        if (!consoleVv.empty()) {
+          exitCode = openDesktop(s, *key, consoleVv, false);
           return;
         }
-        auto r = call(s, "POST", "/api/v1/desktops/" + pathSegment(*key) + "/console", std::nullopt,
-                      "application/x-virt-viewer");
+        auto r =
+            call(s, "POST", "/api/v1/desktops/" + pathSegment(*key) + "/console", std::nullopt);
         if (!r) {
           exitCode = 1;
           return;
         }
-        std::ofstream out(*vvFile, std::ios::trunc);
-        out << r->body;
-        out.close();
-        ::chmod(vvFile->c_str(), 0600);
-        std::cout << "Wrote " << *vvFile << "; open it with: remote-viewer " << *vvFile << "\n";
+        auto j = json::parse(r->body);
+        if (!j || !j->is_object()) {
+          std::cerr << "aulactl: the broker's answer is not a console descriptor.\n";
+          exitCode = 1;
+          return;
+        }
+        if (asJson) {
+          std::cout << j->dump(2) << "\n";
+        } else {
+          printConsole(*j);
+        }
       }));
+      auto* openCmd = cmd->add_subcommand(
+          "open", "open a desktop in remote-viewer (starts it if needed; virt-viewer package)");
+      openCmd->add_option("id", *key, "id")->required();
+      openCmd->add_option(
+          "--vv-out", openVvOut,
+          "write the connection file here (mode 0600) and print its path instead of "
+          "launching remote-viewer");
+      openCmd->add_flag("--print-command", openPrintCommand,
+                        "write the connection file and print the remote-viewer command instead of "
+                        "running it");
+      openCmd->callback(
+          withSession([key, &openVvOut, &openPrintCommand, &exitCode](const Session& s) {
+            exitCode = openDesktop(s, *key, openVvOut, openPrintCommand);
+          }));
     }
     if (res.name == "groups") {
       auto* add = cmd->add_subcommand("add-members", "add users to a group by name");

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 
+#include "aula/broker/console_file.hpp"
 #include "aula/common/log.hpp"
 
 namespace aula::broker {
@@ -104,16 +105,16 @@ std::string_view methodLabel(const std::string& method) {
   return "other";
 }
 
-std::string escapeVv(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '\n') {
-      out += "\\n";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
+// The console descriptor as remote-viewer's connection file.
+std::string consoleFile(const Json& d) {
+  return renderVirtViewerFile(
+      {.host = d.value("host", ""),
+       .tlsPort = d.value("tls_port", Json()).is_number_integer() ? d["tls_port"].get<int>() : 0,
+       .plainPort = d.value("port", Json()).is_number_integer() ? d["port"].get<int>() : 0,
+       .password = d.value("ticket", ""),
+       .caPem = d.value("ca", ""),
+       .hostSubject = d.value("host_subject", ""),
+       .title = d.contains("desktop") ? d["desktop"].value("name", "") : ""});
 }
 
 }  // namespace
@@ -361,15 +362,10 @@ void Api::Impl::routes() {
                return errorResponse(descriptor.error());
              Json& d = *descriptor;
              d["ca"] = options.caPem;
+             // Either form carries a live ticket: no cache may keep it.
              if (r.header("accept").find("application/x-virt-viewer") != std::string::npos) {
-               std::string vv = fmt::format(
-                   "[virt-viewer]\ntype=spice\nhost={}\ntls-port={}\npassword={}\nca={}\nhost-"
-                   "subject={}\ntitle={}\n"
-                   "delete-this-file=1\nsecure-channels=all\n",
-                   d["host"].get<std::string>(), d["tls_port"].get<int>(),
-                   d["ticket"].get<std::string>(), escapeVv(options.caPem),
-                   d["host_subject"].get<std::string>(), d["desktop"]["name"].get<std::string>());
-               auto response = ServerResponse::text(200, vv, "application/x-virt-viewer");
+               auto response =
+                   ServerResponse::text(200, consoleFile(d), "application/x-virt-viewer");
                response.headers.emplace_back("Content-Disposition",
                                              "attachment; filename=\"desktop.vv\"");
                response.headers.emplace_back("Cache-Control", "no-store");

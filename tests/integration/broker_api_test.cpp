@@ -21,6 +21,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "aula/common/process.hpp"
 
@@ -120,6 +121,59 @@ std::vector<StreamEvent> parseEvents(const std::string& text) {
       out.push_back(std::move(event));
   }
   return out;
+}
+
+// A remote-viewer connection file read the way virt-viewer's GKeyFile reads
+// it: the keys of the [virt-viewer] group, values unescaped. A key twice, or
+// a line that is neither, fails the test.
+std::map<std::string, std::string> parseVv(const std::string& text) {
+  std::map<std::string, std::string> keys;
+  bool inGroup = false;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#')
+      continue;
+    if (line[0] == '[') {
+      inGroup = line == "[virt-viewer]";
+      continue;
+    }
+    auto eq = line.find('=');
+    if (eq == std::string::npos) {
+      ADD_FAILURE() << "not a key=value line: " << line;
+      continue;
+    }
+    if (!inGroup)
+      continue;
+    std::string value;
+    for (std::size_t i = eq + 1; i < line.size(); ++i) {
+      if (line[i] != '\\' || i + 1 == line.size()) {
+        value.push_back(line[i]);
+        continue;
+      }
+      switch (line[++i]) {
+        case 'n':
+          value.push_back('\n');
+          break;
+        case 'r':
+          value.push_back('\r');
+          break;
+        case 't':
+          value.push_back('\t');
+          break;
+        case 's':
+          value.push_back(' ');
+          break;
+        case '\\':
+          value.push_back('\\');
+          break;
+        default:
+          ADD_FAILURE() << "GKeyFile knows no escape \\" << line[i] << " in: " << line;
+      }
+    }
+    if (!keys.emplace(line.substr(0, eq), value).second)
+      ADD_FAILURE() << "key twice: " << line.substr(0, eq);
+  }
+  return keys;
 }
 
 class BrokerApiTest : public ::testing::TestWithParam<Backend> {
@@ -336,6 +390,49 @@ TEST_P(BrokerApiTest, StudentCreatesStartsConnectsStopsAndDeletesADesktop) {
   EXPECT_EQ(gone.status, 404) << gone.describe();
   auto empty = api().call("GET", "/api/v1/desktops", alice);
   EXPECT_EQ(empty.body, Json::array()) << empty.describe();
+}
+
+TEST_P(BrokerApiTest, ConsoleAsAVirtViewerFileCarriesTheTicketCaAndHostSubject) {
+  const auto& ids = seed();
+  const auto& alice = token("alice");
+  const auto id = broker().createDesktop(ids.alice, "Informatik 7b");
+  const auto path = fmt::format("/api/v1/desktops/{}/console", id);
+
+  auto console = api().call("POST", path, alice);
+  ASSERT_EQ(console.status, 200) << console.describe();
+  EXPECT_EQ(console.body["ca"], broker().caPem()) << "the viewer checks SPICE against the CA";
+  EXPECT_TRUE(console.body["port"].is_null()) << "no plain SPICE port outside of tests";
+
+  auto vv =
+      api().call("POST", path, alice, std::nullopt, {{"Accept", "application/x-virt-viewer"}});
+  ASSERT_EQ(vv.status, 200) << vv.describe();
+  EXPECT_EQ(vv.header("Content-Type"), "application/x-virt-viewer");
+  EXPECT_EQ(vv.header("Cache-Control"), "no-store");
+  EXPECT_EQ(vv.header("Content-Disposition"), "attachment; filename=\"desktop.vv\"");
+  EXPECT_THAT(vv.text, StartsWith("[virt-viewer]\n"));
+  auto file = parseVv(vv.text);
+  EXPECT_EQ(file["type"], "spice");
+  EXPECT_EQ(file["host"], console.body["host"].get<std::string>());
+  EXPECT_EQ(file["tls-port"], std::to_string(console.body["tls_port"].get<int>()));
+  EXPECT_FALSE(file.contains("port")) << vv.text;
+  EXPECT_GE(file["password"].size(), 16u);
+  EXPECT_NE(file["password"], console.body["ticket"].get<std::string>())
+      << "each console, in either form, gets a new one-time ticket";
+  EXPECT_EQ(file["ca"], broker().caPem());
+  EXPECT_EQ(file["host-subject"], console.body["host_subject"].get<std::string>());
+  EXPECT_EQ(file["title"], "Informatik 7b");
+  EXPECT_EQ(file["delete-this-file"], "1");
+  EXPECT_EQ(file["secure-channels"], "all");
+
+  // Errors stay JSON whatever the client accepts.
+  auto unknown = api().call("POST", "/api/v1/desktops/999999/console", alice, std::nullopt,
+                            {{"Accept", "application/x-virt-viewer"}});
+  EXPECT_EQ(unknown.status, 404) << unknown.describe();
+  EXPECT_EQ(unknown.errorMessage(), "There is no desktop with id 999999.");
+  auto notHers = api().call("POST", path, token("bob"), std::nullopt,
+                            {{"Accept", "application/x-virt-viewer"}});
+  EXPECT_EQ(notHers.status, 404) << notHers.describe();
+  EXPECT_EQ(notHers.errorMessage(), fmt::format("There is no desktop with id {}.", id));
 }
 
 // ---- rights ----
@@ -1174,6 +1271,170 @@ TEST_F(BrokerLdapTest, WrongDirectoryPasswordGets401AndNoUser) {
   }
   auto users = broker_->adminCall("GET", "/api/v1/users?q=dora");
   EXPECT_EQ(users, Json::array()) << "a failed login creates no user";
+}
+
+// ---- aulactl: a desktop's console from a PC (SQLite; the CLI does not care) ----
+
+// Runs the aulactl binary as alice would from her shell: logged in through
+// AULA_URL, AULA_TOKEN and AULA_CA_FILE, with a home, a runtime dir and a
+// PATH of the test's own.
+class AulactlConsoleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ids_ = broker_.seed();
+    std::filesystem::create_directories(dir_ / "bin");
+    std::filesystem::create_directories(dir_ / "run");
+    std::filesystem::permissions(dir_ / "run", std::filesystem::perms::owner_all);
+  }
+
+  process::Outcome aulactl(const std::vector<std::string>& args, const std::string& user = "alice",
+                           const std::string& path = "") {
+    std::vector<std::string> argv = {AULA_AULACTL_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    process::SystemRunner runner;
+    auto ran = runner.run(
+        {.argv = argv,
+         .timeout = std::chrono::seconds(60),
+         .env = {{"AULA_URL", broker_.baseUrl()},
+                 {"AULA_TOKEN", broker_.tokenOf(user)},
+                 {"AULA_CA_FILE", broker_.caFile().string()},
+                 {"HOME", dir_.path().string()},
+                 {"XDG_CONFIG_HOME", (dir_ / "config").string()},
+                 {"XDG_RUNTIME_DIR", (dir_ / "run").string()},
+                 {"PATH", path.empty() ? (dir_ / "bin").string() + ":/usr/bin:/bin" : path}}});
+    if (!ran)
+      throw std::runtime_error("aulactl did not run: " + ran.error().message());
+    return *ran;
+  }
+
+  // A stand-in for remote-viewer: notes the mode and place of the file it is
+  // given, keeps a copy, and deletes it as delete-this-file=1 asks.
+  void installFakeRemoteViewer() {
+    auto script = dir_ / "bin" / "remote-viewer";
+    writeFile(script, fmt::format("#!/bin/sh\n"
+                                  "stat -c '%a %n' \"$1\" > '{0}/viewer-saw'\n"
+                                  "cp \"$1\" '{0}/viewer-copy.vv'\n"
+                                  "rm -f \"$1\"\n",
+                                  dir_.path().string()));
+    std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  }
+
+  static unsigned modeOf(const std::filesystem::path& file) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0)
+      return 0;
+    return st.st_mode & 07777u;
+  }
+
+  TempDir dir_;
+  BrokerFixture broker_;
+  SeedIds ids_;
+};
+
+TEST_F(AulactlConsoleTest, OpenWithVvOutWritesAPrivateFileWithTheConsole) {
+  const auto id = broker_.createDesktop(ids_.alice, "Informatik");
+  const auto out = dir_ / "desktop.vv";
+  writeFile(out, "an older file anyone could read\n");
+  std::filesystem::permissions(
+      out, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+               std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+
+  auto ran = aulactl({"desktops", "open", std::to_string(id), "--vv-out", out.string()});
+  ASSERT_EQ(ran.exitCode, 0) << ran.err;
+  EXPECT_EQ(ran.out, out.string() + "\n");
+  EXPECT_EQ(modeOf(out), 0600u) << "the file holds a live ticket";
+
+  auto file = parseVv(readFile(out));
+  EXPECT_EQ(file["type"], "spice");
+  EXPECT_GE(file["password"].size(), 16u);
+  EXPECT_EQ(file["ca"], broker_.caPem());
+  EXPECT_EQ(file["title"], "Informatik");
+  EXPECT_EQ(file["delete-this-file"], "1");
+  auto console = broker_.api().call("POST", fmt::format("/api/v1/desktops/{}/console", id),
+                                    broker_.tokenOf("alice"));
+  ASSERT_EQ(console.status, 200) << console.describe();
+  EXPECT_EQ(file["host"], console.body["host"].get<std::string>());
+  EXPECT_EQ(file["tls-port"], std::to_string(console.body["tls_port"].get<int>()));
+  EXPECT_EQ(file["host-subject"], console.body["host_subject"].get<std::string>());
+  EXPECT_EQ(console.body["desktop"]["state"], "running") << "open starts the desktop";
+}
+
+TEST_F(AulactlConsoleTest, OpenRunsRemoteViewerOnAPrivateFileInTheRuntimeDir) {
+  installFakeRemoteViewer();
+  const auto id = broker_.createDesktop(ids_.alice, "Informatik");
+
+  auto ran = aulactl({"desktops", "open", std::to_string(id)});
+  ASSERT_EQ(ran.exitCode, 0) << ran.err;
+  const auto saw = readIfThere(dir_ / "viewer-saw");
+  ASSERT_FALSE(saw.empty()) << "remote-viewer did not run; aulactl said: " << ran.out << ran.err;
+  EXPECT_THAT(saw, StartsWith("600 " + (dir_ / "run").string() + "/aula-desktop-"));
+  auto file = parseVv(readIfThere(dir_ / "viewer-copy.vv"));
+  EXPECT_GE(file["password"].size(), 16u);
+  EXPECT_EQ(file["ca"], broker_.caPem());
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "run")) << "remote-viewer deleted it";
+}
+
+TEST_F(AulactlConsoleTest, PrintCommandWritesTheFileAndShowsTheViewerCommand) {
+  const auto id = broker_.createDesktop(ids_.alice, "Informatik");
+  auto ran = aulactl({"desktops", "open", std::to_string(id), "--print-command"});
+  ASSERT_EQ(ran.exitCode, 0) << ran.err;
+  const std::string prefix = "remote-viewer " + (dir_ / "run").string() + "/aula-desktop-";
+  ASSERT_THAT(ran.out, StartsWith(prefix));
+  const auto file = ran.out.substr(std::string("remote-viewer ").size(),
+                                   ran.out.size() - std::string("remote-viewer ").size() - 1);
+  EXPECT_EQ(modeOf(file), 0600u);
+  EXPECT_GE(parseVv(readFile(file))["password"].size(), 16u);
+}
+
+TEST_F(AulactlConsoleTest, OpenWithoutRemoteViewerSaysHowToInstallItAndStartsNothing) {
+  const auto id = broker_.createDesktop(ids_.alice, "Informatik");
+  auto ran = aulactl({"desktops", "open", std::to_string(id)}, "alice", (dir_ / "bin").string());
+  EXPECT_NE(ran.exitCode, 0);
+  EXPECT_THAT(ran.err, HasSubstr("remote-viewer is not installed"));
+  EXPECT_THAT(ran.err, HasSubstr("apt-get install virt-viewer"));
+  auto desktop = broker_.adminCall("GET", fmt::format("/api/v1/desktops/{}", id));
+  EXPECT_EQ(desktop["state"], "stopped") << "no desktop is started for a viewer that is missing";
+}
+
+TEST_F(AulactlConsoleTest, UnknownOrForeignDesktopGivesTheBrokersReasonAndFails) {
+  const auto bobs = broker_.createDesktop(ids_.bob, "Bobs");
+  const auto out = dir_ / "never.vv";
+  for (const auto& id : {std::string("999999"), std::to_string(bobs)}) {
+    auto open = aulactl({"desktops", "open", id, "--vv-out", out.string()});
+    EXPECT_EQ(open.exitCode, 1) << id;
+    EXPECT_EQ(open.err, fmt::format("aulactl: There is no desktop with id {}. (HTTP 404)\n", id));
+    EXPECT_FALSE(std::filesystem::exists(out)) << id;
+    auto console = aulactl({"desktops", "console", id});
+    EXPECT_EQ(console.exitCode, 1) << id;
+    EXPECT_THAT(console.err, HasSubstr(fmt::format("There is no desktop with id {}.", id)));
+  }
+}
+
+TEST_F(AulactlConsoleTest, ABrokerThatCannotStartTheDesktopIsQuotedWith503) {
+  const auto id = broker_.createDesktop(ids_.alice, "Informatik");
+  for (auto host : ids_.hosts)
+    broker_.hosts().setReachable(host, false);
+  auto ran =
+      aulactl({"desktops", "open", std::to_string(id), "--vv-out", (dir_ / "x.vv").string()});
+  EXPECT_EQ(ran.exitCode, 1);
+  EXPECT_THAT(ran.err, StartsWith("aulactl: The desktop could not start on host 'hv"));
+  EXPECT_THAT(ran.err, HasSubstr("(HTTP 503)"));
+}
+
+TEST_F(AulactlConsoleTest, ConsoleShowsTheTicketAndSecondsLeft) {
+  const auto id = broker_.createDesktop(ids_.alice, "Informatik");
+  auto ran = aulactl({"desktops", "console", std::to_string(id)});
+  ASSERT_EQ(ran.exitCode, 0) << ran.err;
+  EXPECT_THAT(ran.out, HasSubstr(fmt::format("Desktop       {} 'Informatik' (running on hv", id)));
+  EXPECT_THAT(ran.out, ::testing::ContainsRegex("\nTicket +[A-Za-z0-9_-]{16,}\n"));
+  EXPECT_THAT(ran.out, ::testing::ContainsRegex("\nExpires +[0-9-]+ [0-9:]+Z \\(in [0-9]+ s\\)\n"));
+  EXPECT_THAT(ran.out, HasSubstr("\nHost subject  O=Aula,CN=hv"));
+
+  auto asJson = aulactl({"--json", "desktops", "console", std::to_string(id)});
+  ASSERT_EQ(asJson.exitCode, 0) << asJson.err;
+  auto j = Json::parse(asJson.out, nullptr, false);
+  EXPECT_EQ(j["ca"], broker_.caPem()) << asJson.out;
+  EXPECT_GE(j["ticket"].get<std::string>().size(), 16u);
 }
 
 }  // namespace
