@@ -1,9 +1,11 @@
 // The libvirt adapter (see libvirt_hypervisor.hpp).
 #include "libvirt_hypervisor.hpp"
 
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <string_view>
+#include <thread>
 
 #include <fmt/format.h>
 #include <libvirt/libvirt.h>
@@ -120,6 +122,73 @@ int toPort(const std::string& text) {
   return port > 0 && port <= 65535 ? port : -1;
 }
 
+// libvirt's event loop: one per process, on a thread of its own, started
+// before the first connection opens (the remote driver registers its socket
+// and keepalive timer with it at connect time). It runs until the process
+// ends.
+void startEventLoop() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (virEventRegisterDefaultImpl() < 0) {
+      return;  // open() still works; watch() then reports no events
+    }
+    std::thread([] {
+      while (true) {
+        if (virEventRunDefaultImpl() < 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    }).detach();
+  });
+}
+
+// A lifecycle event in Aula's words; kind empty for events Aula ignores
+// (suspend, resume, define, undefine, ...).
+DomainEvent describeEvent(const char* name, int event, int detail) {
+  DomainEvent out;
+  out.name = name != nullptr ? name : "";
+  switch (event) {
+    case VIR_DOMAIN_EVENT_STARTED:
+      out.kind = "started";
+      out.detail = detail == VIR_DOMAIN_EVENT_STARTED_BOOTED     ? "booted"
+                   : detail == VIR_DOMAIN_EVENT_STARTED_RESTORED ? "restored"
+                   : detail == VIR_DOMAIN_EVENT_STARTED_MIGRATED ? "migrated"
+                                                                 : "started";
+      break;
+    case VIR_DOMAIN_EVENT_STOPPED:
+      switch (detail) {
+        case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+          out.kind = "shutdown";
+          out.detail = "the guest powered off";
+          break;
+        case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+          out.kind = "crashed";
+          out.detail = "the guest crashed";
+          break;
+        case VIR_DOMAIN_EVENT_STOPPED_FAILED:
+          out.kind = "crashed";
+          out.detail = "QEMU failed";
+          break;
+        case VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+          out.kind = "stopped";
+          out.detail = "powered off from the host";
+          break;
+        default:
+          out.kind = "stopped";
+          out.detail = "stopped";
+          break;
+      }
+      break;
+    case VIR_DOMAIN_EVENT_CRASHED:
+      out.kind = "crashed";
+      out.detail = "the guest panicked";
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
 }  // namespace
 
 SpicePorts parseSpicePorts(const std::string& domainXml) {
@@ -164,6 +233,29 @@ std::optional<std::int64_t> parseDesktopId(const std::string& metadataXml) {
 
 struct LibvirtHypervisor::Impl {
   ConnectPtr conn;
+  std::mutex handlerMutex;
+  DomainEventHandler handler;
+  int callbackId = -1;
+
+  static int onLifecycle(virConnectPtr /*conn*/, virDomainPtr dom, int event, int detail,
+                         void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    DomainEvent e = describeEvent(virDomainGetName(dom), event, detail);
+    if (e.kind.empty()) {
+      return 0;
+    }
+    std::lock_guard lock(self->handlerMutex);
+    if (self->handler) {
+      self->handler(e);
+    }
+    return 0;
+  }
+
+  ~Impl() {
+    if (callbackId >= 0 && conn) {
+      virConnectDomainEventDeregisterAny(conn.get(), callbackId);
+    }
+  }
 
   Result<DomainPtr> lookup(const std::string& name) {
     DomainPtr dom(virDomainLookupByName(conn.get(), name.c_str()));
@@ -183,6 +275,11 @@ struct LibvirtHypervisor::Impl {
       return lastError(fmt::format("Cannot read the state of the domain '{}'", info.name));
     }
     info.state = stateName(state);
+    virDomainInfo basics{};
+    if (virDomainGetInfo(dom, &basics) == 0) {
+      info.vcpus = basics.nrVirtCpu;
+      info.memoryMb = static_cast<std::int64_t>(basics.maxMem / 1024);
+    }
     CharPtr metadata(virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
                                           std::string(kMetadataNamespace).c_str(), 0));
     if (metadata) {
@@ -211,6 +308,7 @@ LibvirtHypervisor::~LibvirtHypervisor() = default;
 
 Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::open(const std::string& uri) {
   installQuietHandler();
+  startEventLoop();
   ConnectPtr conn(virConnectOpen(uri.c_str()));
   if (!conn) {
     Error error = lastError(fmt::format("Cannot connect to libvirt at '{}'", uri));
@@ -298,6 +396,26 @@ Result<std::vector<DomainInfo>> LibvirtHypervisor::list() {
 Result<DomainInfo> LibvirtHypervisor::info(const std::string& name) {
   DomainPtr dom = AULA_TRY(impl_->lookup(name));
   return impl_->describe(dom.get());
+}
+
+Status LibvirtHypervisor::watch(DomainEventHandler handler) {
+  {
+    std::lock_guard lock(impl_->handlerMutex);
+    impl_->handler = std::move(handler);
+  }
+  if (impl_->callbackId >= 0) {
+    return okStatus();
+  }
+  int id =
+      virConnectDomainEventRegisterAny(impl_->conn.get(), nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                       reinterpret_cast<virConnectDomainEventGenericCallback>(
+                                           reinterpret_cast<void (*)()>(&Impl::onLifecycle)),
+                                       impl_.get(), nullptr);
+  if (id < 0) {
+    return lastError("Cannot subscribe to libvirt's domain events");
+  }
+  impl_->callbackId = id;
+  return okStatus();
 }
 
 }  // namespace aula::agent

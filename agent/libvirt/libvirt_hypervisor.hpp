@@ -30,6 +30,7 @@ class LibvirtHypervisor final : public Hypervisor {
   Status updateGraphics(const std::string& name, const std::string& xml) override;
   Result<std::vector<DomainInfo>> list() override;
   Result<DomainInfo> info(const std::string& name) override;
+  Status watch(DomainEventHandler handler) override;
 
  private:
   struct Impl;

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,43 +24,19 @@ using json::Json;
 namespace {
 
 constexpr const char* kMarker = "enrolment.json";
+constexpr const char* kSpiceDir = "spice";
 
-// The broker's refusal as an Error: its own sentence, with a code that
-// follows the HTTP status.
+// The group QEMU runs as under Debian's libvirt, or root's when there is none.
+gid_t spiceKeyGroup() {
+  for (const char* name : {"libvirt-qemu", "kvm"}) {
+    if (const struct group* g = ::getgrnam(name))  // NOLINT: start-up only, single-threaded
+      return g->gr_gid;
+  }
+  return 0;
+}
+
 Error brokerRefusal(const http::Response& response) {
-  Errc code = Errc::kInternal;
-  switch (response.status) {
-    case 400:
-      code = Errc::kInvalidArgument;
-      break;
-    case 401:
-      code = Errc::kUnauthenticated;
-      break;
-    case 403:
-      code = Errc::kPermissionDenied;
-      break;
-    case 404:
-      code = Errc::kNotFound;
-      break;
-    case 409:
-      code = Errc::kConflict;
-      break;
-    case 429:
-      code = Errc::kRateLimited;
-      break;
-    case 503:
-      code = Errc::kUnavailable;
-      break;
-    default:
-      break;
-  }
-  auto body = json::parse(response.body).valueOr(Json());
-  if (body.is_object() && body.contains("error") && body["error"].is_object() &&
-      body["error"].contains("message") && body["error"]["message"].is_string()) {
-    return Error(code, body["error"]["message"].get<std::string>(),
-                 static_cast<int>(response.status));
-  }
-  return makeError(code, "The broker answered HTTP {} without an explanation.", response.status);
+  return http::errorFromResponse(response, "The broker");
 }
 
 Result<std::string> readText(const fs::path& path) {
@@ -110,9 +87,10 @@ Status writeFileSynced(const fs::path& path, std::string_view content, mode_t mo
 }
 
 struct PendingFile {
-  std::string name;
+  std::string name;  // relative to the state dir; may name a file in a subfolder
   std::string content;
   mode_t mode;
+  gid_t group = static_cast<gid_t>(-1);  // -1: keep ours
 };
 
 // Writes every file under a temporary name, then renames them into place,
@@ -125,11 +103,21 @@ Status writeAll(const fs::path& dir, const std::vector<PendingFile>& files) {
       fs::remove(t, ec);
   };
   for (const auto& f : files) {
-    fs::path temp = dir / fmt::format(".{}.tmp-{}", f.name, ::getpid());
+    fs::path target = dir / f.name;
+    fs::path temp =
+        target.parent_path() / fmt::format(".{}.tmp-{}", target.filename().string(), ::getpid());
     temps.push_back(temp);
     if (auto s = writeFileSynced(temp, f.content, f.mode); !s) {
       cleanup();
       return s;
+    }
+    if (f.group != static_cast<gid_t>(-1) &&
+        ::chown(temp.c_str(), static_cast<uid_t>(-1), f.group) != 0) {
+      int e = errno;
+      cleanup();
+      return Error(
+          Errc::kIo,
+          fmt::format("Cannot give '{}' to its group: {}.", target.string(), std::strerror(e)), e);
     }
   }
   for (std::size_t i = 0; i < files.size(); ++i) {
@@ -246,19 +234,29 @@ Result<Enrolment> enroll(const EnrolOptions& o) {
     return Error(Errc::kIo, fmt::format("Cannot create the state dir '{}': {}.",
                                         o.stateDir.string(), ec.message()));
   }
-  if (::chmod(o.stateDir.c_str(), 0700) != 0) {
+  // 0711: others may pass through to spice/, where QEMU (running as
+  // libvirt-qemu) reads the SPICE certificate, but may not list the dir.
+  if (::chmod(o.stateDir.c_str(), 0711) != 0) {
     return Error(Errc::kIo,
-                 fmt::format("Cannot make the state dir '{}' private: {}.", o.stateDir.string(),
+                 fmt::format("Cannot set the mode of the state dir '{}': {}.", o.stateDir.string(),
                              std::strerror(errno)),
                  errno);
+  }
+  // The SPICE files carry the names libvirt's spice_tls_x509_cert_dir wants;
+  // the key is readable by the group QEMU runs as, when there is one.
+  gid_t qemuGroup = spiceKeyGroup();
+  fs::path spiceDir = o.stateDir / kSpiceDir;
+  fs::create_directories(spiceDir, ec);
+  if (ec || ::chmod(spiceDir.c_str(), 0755) != 0) {
+    return Error(Errc::kIo, fmt::format("Cannot create the SPICE folder '{}'.", spiceDir.string()));
   }
   std::vector<PendingFile> files = {
       {"ca.crt", ca, 0644},
       {"agent.crt", clientCert, 0644},
       {"agent.key", clientKey, 0600},
-      {"spice-server-cert.pem", spiceCert, 0644},
-      {"spice-server-key.pem", spiceKey, 0600},
-      {"spice-ca-cert.pem", ca, 0644},
+      {"spice/server-cert.pem", spiceCert, 0644},
+      {"spice/server-key.pem", spiceKey, 0640, qemuGroup},
+      {"spice/ca-cert.pem", ca, 0644},
       {kMarker, record.dump(2) + "\n", 0644},  // last: marks a complete enrolment
   };
   AULA_TRY_STATUS(writeAll(o.stateDir, files));
@@ -267,7 +265,30 @@ Result<Enrolment> enroll(const EnrolOptions& o) {
   return out;
 }
 
-Status sendHeartbeat(const fs::path& stateDir, const std::string& brokerUrl, const Json& load) {
+Result<EnrolmentRecord> readEnrolment(const fs::path& stateDir) {
+  auto path = stateDir / kMarker;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return makeError(Errc::kNotFound,
+                     "This host is not enrolled: there is no '{}'. Run 'aula-agent enroll' with a "
+                     "join token first (see 'aula-agent enroll --help').",
+                     path.string());
+  }
+  auto record = json::parse(AULA_TRY(readText(path)));
+  if (!record || !record->is_object())
+    return makeError(Errc::kParse, "'{}' is not a JSON object; enrol again with --force.",
+                     path.string());
+  EnrolmentRecord out;
+  out.brokerUrl = AULA_TRY(json::getString(*record, "broker_url"));
+  out.hostId = AULA_TRY(json::getInt(*record, "host_id"));
+  out.hostName = AULA_TRY(json::getString(*record, "host_name"));
+  if (record->contains("address") && (*record)["address"].is_string())
+    out.address = (*record)["address"].get<std::string>();
+  return out;
+}
+
+Result<Json> postToBroker(const fs::path& stateDir, const std::string& brokerUrl,
+                          std::string_view path, const Json& body) {
   std::string url = brokerUrl;
   if (url.empty()) {
     auto record = json::parse(AULA_TRY(readText(stateDir / kMarker)));
@@ -284,12 +305,24 @@ Status sendHeartbeat(const fs::path& stateDir, const std::string& brokerUrl, con
   auto key = AULA_TRY(readText(stateDir / "agent.key"));
   http::Client client(
       http::ClientOptions{.tls = {.caPem = ca, .clientCertPem = cert, .clientKeyPem = key}});
-  auto sent = client.postJson(url + "/api/v1/agent/heartbeat", load.dump());
+  auto sent = client.postJson(url + std::string(path), body.dump());
   if (!sent) {
-    return sent.error().context(fmt::format("Cannot send a heartbeat to the broker at {}.", url));
+    return sent.error().context(fmt::format("Cannot reach the broker at {}.", url));
   }
-  if (sent->status != 204)
+  if (sent->status == 204)
+    return Json();
+  if (sent->status != 200)
     return brokerRefusal(*sent);
+  auto answer = json::parse(sent->body);
+  if (!answer)
+    return answer.error().context("The broker's answer is not JSON.");
+  return *answer;
+}
+
+Status sendHeartbeat(const fs::path& stateDir, const std::string& brokerUrl, const Json& load) {
+  auto sent = postToBroker(stateDir, brokerUrl, "/api/v1/agent/heartbeat", load);
+  if (!sent)
+    return sent.error();
   return {};
 }
 

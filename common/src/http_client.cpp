@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "aula/common/crypto.hpp"
+#include "aula/common/json.hpp"
 #include "aula/common/log.hpp"
 
 namespace aula::http {
@@ -340,6 +341,51 @@ Result<Response> Client::postJson(std::string url, std::string jsonBody) {
   r.body = std::move(jsonBody);
   r.headers.emplace_back("Content-Type", "application/json");
   return send(r);
+}
+
+Error errorFromResponse(const Response& response, std::string_view peer) {
+  Errc code = Errc::kInternal;
+  switch (response.status) {
+    case 400:
+      code = Errc::kInvalidArgument;
+      break;
+    case 401:
+      code = Errc::kUnauthenticated;
+      break;
+    case 403:
+      code = Errc::kPermissionDenied;
+      break;
+    case 404:
+      code = Errc::kNotFound;
+      break;
+    case 409:
+      code = Errc::kConflict;
+      break;
+    case 429:
+      code = Errc::kRateLimited;
+      break;
+    case 503:
+      code = Errc::kUnavailable;
+      break;
+    case 504:
+      code = Errc::kTimeout;
+      break;
+    default:
+      break;
+  }
+  auto body = json::parse(response.body).valueOr(json::Json());
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    const auto& e = body["error"];
+    if (e.contains("code") && e["code"].is_string()) {
+      code = errcFromName(e["code"].get<std::string>()).value_or(code);
+    }
+    if (e.contains("message") && e["message"].is_string()) {
+      return Error(code, e["message"].get<std::string>(), static_cast<int>(response.status));
+    }
+  }
+  return Error(code,
+               fmt::format("{} answered HTTP {} without an explanation.", peer, response.status),
+               static_cast<int>(response.status));
 }
 
 std::string urlEncode(std::string_view text) {

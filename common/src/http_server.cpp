@@ -140,6 +140,38 @@ std::string ServerRequest::header(std::string_view name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
+int httpStatusFor(Errc code) {
+  switch (code) {
+    case Errc::kInvalidArgument:
+    case Errc::kParse:
+      return 400;
+    case Errc::kUnauthenticated:
+      return 401;
+    case Errc::kPermissionDenied:
+    case Errc::kQuotaExceeded:
+      return 403;
+    case Errc::kNotFound:
+      return 404;
+    case Errc::kAlreadyExists:
+    case Errc::kConflict:
+      return 409;
+    case Errc::kRateLimited:
+      return 429;
+    case Errc::kUnavailable:
+    case Errc::kConnectionRefused:
+      return 503;
+    case Errc::kTimeout:
+      return 504;
+    case Errc::kTls:
+      return 502;
+    case Errc::kIo:
+    case Errc::kConfig:
+    case Errc::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
 ServerResponse ServerResponse::json(int status, std::string body) {
   ServerResponse response;
   response.status = status;

@@ -41,4 +41,13 @@ std::string_view errcName(Errc code) {
   return "internal";
 }
 
+std::optional<Errc> errcFromName(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(Errc::kInternal); ++i) {
+    auto code = static_cast<Errc>(i);
+    if (errcName(code) == name)
+      return code;
+  }
+  return std::nullopt;
+}
+
 }  // namespace aula

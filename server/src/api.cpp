@@ -15,35 +15,7 @@ using http::ServerRequest;
 using http::ServerResponse;
 
 int httpStatus(Errc code) {
-  switch (code) {
-    case Errc::kInvalidArgument:
-    case Errc::kParse:
-      return 400;
-    case Errc::kUnauthenticated:
-      return 401;
-    case Errc::kPermissionDenied:
-    case Errc::kQuotaExceeded:
-      return 403;
-    case Errc::kNotFound:
-      return 404;
-    case Errc::kAlreadyExists:
-    case Errc::kConflict:
-      return 409;
-    case Errc::kRateLimited:
-      return 429;
-    case Errc::kUnavailable:
-    case Errc::kConnectionRefused:
-      return 503;
-    case Errc::kTimeout:
-      return 504;
-    case Errc::kTls:
-      return 502;
-    case Errc::kIo:
-    case Errc::kConfig:
-    case Errc::kInternal:
-      return 500;
-  }
-  return 500;
+  return http::httpStatusFor(code);
 }
 
 namespace {
@@ -453,20 +425,32 @@ void Api::Impl::routes() {
     response.headers.emplace_back("Cache-Control", "no-store");  // it carries private keys
     return response;
   });
-  router.add("POST", "/api/v1/agent/heartbeat", [this](ServerRequest& request) -> ServerResponse {
-    if (!request.clientCertFingerprint) {
-      return errorResponse(Error(Errc::kUnauthenticated,
-                                 "An agent must present the client certificate it got at "
-                                 "enrolment, signed by this broker's CA."));
-    }
-    auto host = broker.hostByCertificate(*request.clientCertFingerprint);
-    if (!host)
-      return errorResponse(host.error());
-    auto load = body(request);
-    if (!load)
-      return errorResponse(load.error());
-    return done(broker.recordHeartbeat(*host, *load));
-  });
+  // Agents: known by the fingerprint of the client certificate they got at
+  // enrolment, never by its name.
+  auto fromAgent = [this](auto handle) {
+    return [this, handle](ServerRequest& request) -> ServerResponse {
+      if (!request.clientCertFingerprint) {
+        return errorResponse(Error(Errc::kUnauthenticated,
+                                   "An agent must present the client certificate it got at "
+                                   "enrolment, signed by this broker's CA."));
+      }
+      auto host = broker.hostByCertificate(*request.clientCertFingerprint);
+      if (!host)
+        return errorResponse(host.error());
+      auto json = body(request);
+      if (!json)
+        return errorResponse(json.error());
+      return done(handle(*host, *json));
+    };
+  };
+  router.add("POST", "/api/v1/agent/heartbeat",
+             fromAgent([this](std::int64_t host, const Json& load) {
+               return broker.recordHeartbeat(host, load);
+             }));
+  router.add("POST", "/api/v1/agent/events",
+             fromAgent([this](std::int64_t host, const Json& batch) {
+               return broker.recordAgentEvents(host, batch);
+             }));
   authed("GET", "/api/v1/enrolment-tokens",
          [&b](const Actor& a, ServerRequest&) { return ok(b.listEnrolmentTokens(a)); });
   authedBody("POST", "/api/v1/enrolment-tokens",

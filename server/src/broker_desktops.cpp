@@ -136,7 +136,8 @@ constexpr const char* kDesktopSelect =
     "SELECT d.id, d.name, d.owner_id, u.username, d.template_id, t.name, d.deployment_id, "
     "d.persistent, d.state, d.host_id, h.name, d.vcpus, d.memory_mb, d.disk_gb, d.connected, "
     "d.created_at, d.started_at, u.category_id, d.disk_path, t.video, d.base_storage, d.base_disk, "
-    "h.address FROM desktops d JOIN users u ON u.id = d.owner_id JOIN templates t ON "
+    "h.address, h.agent_port, h.spice_subject FROM desktops d JOIN users u ON u.id = d.owner_id "
+    "JOIN templates t ON "
     "t.id = d.template_id LEFT JOIN hosts h ON h.id = d.host_id";
 
 Json desktopJson(const db::Row& r) {
@@ -167,6 +168,8 @@ struct DesktopRow {
   std::optional<std::int64_t> hostId;
   std::string hostName;
   std::string hostAddress;
+  std::int64_t hostPort = 0;
+  std::string hostSubject;
   std::optional<std::int64_t> ownerCategory;
   std::int64_t templateId;
   DesktopSpec spec;
@@ -180,9 +183,12 @@ DesktopRow desktopOf(const db::Row& r) {
                r.optInteger(9),
                r.optText(10).value_or(""),
                r.optText(22).value_or(""),
+               r.optInteger(23).value_or(0),
+               r.optText(24).value_or(""),
                r.optInteger(17),
                r.integer(4),
                {}};
+  d.spec.owner = r.text(3);
   d.spec.id = d.id;
   d.spec.name = fmt::format("aula-{}", d.id);
   d.spec.vcpus = r.integer(11);
@@ -193,6 +199,14 @@ DesktopRow desktopOf(const db::Row& r) {
   d.spec.diskPath = r.optText(18).value_or(fmt::format("{}/{}.qcow2", d.ownerId, d.id));
   d.spec.persistent = r.integer(7) != 0;
   return d;
+}
+
+HostAddress hostOf(const DesktopRow& d) {
+  return HostAddress{.id = d.hostId.value_or(0),
+                     .name = d.hostName,
+                     .address = d.hostAddress,
+                     .agentPort = d.hostPort,
+                     .spiceSubject = d.hostSubject};
 }
 
 Result<DesktopRow> loadDesktop(db::Transaction& tx, std::int64_t id) {
@@ -781,7 +795,9 @@ Result<Json> Broker::startDesktop(const Actor& actor, std::int64_t id) {
         "COALESCE(h.vcpu_ratio_limit, 0), (SELECT CAST(COALESCE(SUM(d.vcpus), 0) AS BIGINT) "
         "FROM desktops d WHERE "
         "d.host_id = h.id "
-        "AND d.state = 'running'), h.address, h.storage FROM hosts h WHERE h.kind = "
+        "AND d.state = 'running'), h.address, h.storage, h.agent_port, h.spice_subject FROM hosts "
+        "h "
+        "WHERE h.kind = "
         "'hypervisor'";
     db::Params hostParams;
     // A persistent desktop's disk lives on the host that made it.
@@ -811,7 +827,11 @@ Result<Json> Broker::startDesktop(const Actor& actor, std::int64_t id) {
             candidates.back().freeStorageGb[name] = free.get<std::int64_t>();
         }
       }
-      addresses[h.integer(0)] = HostAddress{h.integer(0), h.text(1), h.text(10)};
+      addresses[h.integer(0)] = HostAddress{.id = h.integer(0),
+                                            .name = h.text(1),
+                                            .address = h.text(10),
+                                            .agentPort = h.integer(12),
+                                            .spiceSubject = h.optText(13).value_or("")};
     }
     auto hostId = AULA_TRY(placer_.place(std::move(candidates), p.request));
     reserved.emplace(hostId, p.request);
@@ -900,7 +920,7 @@ Result<Json> Broker::stopDesktop(const Actor& actor, std::int64_t id, bool force
                         .categoryId = d.ownerCategory});
   Status stopped;
   if (d.hostId) {
-    stopped = hosts_.stopDesktop(HostAddress{*d.hostId, d.hostName, d.hostAddress}, d.spec, force);
+    stopped = hosts_.stopDesktop(hostOf(d), d.spec, force);
   }
   AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     if (!stopped) {
@@ -946,8 +966,7 @@ Status Broker::deleteDesktop(const Actor& actor, std::int64_t id) {
     return {};
   }));
   if (removed && removed->hostId) {
-    auto gone = hosts_.deleteDesktop(
-        HostAddress{*removed->hostId, removed->hostName, removed->hostAddress}, removed->spec);
+    auto gone = hosts_.deleteDesktop(hostOf(*removed), removed->spec);
     if (!gone) {
       log::warn("The disk of deleted desktop {} stays on host '{}': {}", id, removed->hostName,
                 gone.error().message());
@@ -962,17 +981,23 @@ Status Broker::deleteDesktop(const Actor& actor, std::int64_t id) {
 
 Result<Json> Broker::console(const Actor& actor, std::int64_t id) {
   auto desktop = AULA_TRY(startDesktop(actor, id));
-  auto row = db_.transactValue<DesktopRow>(
-      db::TxMode::kRead, [&](db::Transaction& tx) { return loadDesktop(tx, id); });
-  if (!row)
-    return row.error();
+  // Another request may be starting it: wait for that start to end.
+  Result<DesktopRow> row = Error(Errc::kInternal, "unreached");
+  for (auto deadline = std::chrono::steady_clock::now() + settings_.consoleStartWait;;) {
+    row = db_.transactValue<DesktopRow>(db::TxMode::kRead,
+                                        [&](db::Transaction& tx) { return loadDesktop(tx, id); });
+    if (!row)
+      return row.error();
+    if (row->state != "starting" || std::chrono::steady_clock::now() >= deadline)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
   if (row->state != "running" || !row->hostId) {
     return makeError(Errc::kConflict, "The desktop '{}' is {}; try again in a moment.", row->name,
                      row->state);
   }
-  auto ticket =
-      AULA_TRY(hosts_.setTicket(HostAddress{*row->hostId, row->hostName, row->hostAddress},
-                                row->spec, settings_.ticketValidity));
+  desktop = AULA_TRY(getDesktop(actor, id));
+  auto ticket = AULA_TRY(hosts_.setTicket(hostOf(*row), row->spec, settings_.ticketValidity));
   auto now = unixNow(clock_);
   AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     return audit(tx, actor, now, "desktop.console", fmt::format("desktop:{}", id));
@@ -985,7 +1010,7 @@ Result<Json> Broker::console(const Actor& actor, std::int64_t id) {
       {"ticket", ticket.ticket},
       {"expires_at",
        std::chrono::duration_cast<std::chrono::seconds>(ticket.expires.time_since_epoch()).count()},
-      {"host_subject", ticket.hostSubject}};
+      {"host_subject", ticket.hostSubject.empty() ? row->hostSubject : ticket.hostSubject}};
 }
 
 // ---- deployments ----

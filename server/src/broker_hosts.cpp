@@ -1,6 +1,8 @@
 // Pools, hosts, heartbeats, enrolment tokens, boot hosts, the audit log, and
 // what the live stream and /metrics show.
+#include "aula/broker/agent_link.hpp"
 #include "aula/common/crypto.hpp"
+#include "aula/common/log.hpp"
 
 #include "broker_internal.hpp"
 
@@ -15,8 +17,8 @@ constexpr const char* kHostSelect =
     "h.memory_mb, "
     "h.vcpu_ratio_limit, h.cpu_idle, h.free_memory_mb, h.allocated_vcpus, h.running_guests, "
     "h.storage, "
-    "h.cert_fingerprint, h.last_heartbeat, h.created_at FROM hosts h JOIN pools p ON p.id = "
-    "h.pool_id";
+    "h.cert_fingerprint, h.last_heartbeat, h.created_at, h.spice_subject, h.unknown_guests FROM "
+    "hosts h JOIN pools p ON p.id = h.pool_id";
 
 Json hostJson(const db::Row& r) {
   Json storage = json::parse(r.text(15)).valueOr(Json::object());
@@ -38,7 +40,9 @@ Json hostJson(const db::Row& r) {
               {"storage_free_gb", storage},
               {"cert_fingerprint", nullableText(r, 16)},
               {"last_heartbeat", nullableInt(r, 17)},
-              {"created_at", r.integer(18)}};
+              {"created_at", r.integer(18)},
+              {"spice_subject", nullableText(r, 19)},
+              {"unknown_guests", json::parse(r.text(20)).valueOr(Json::array())}};
 }
 
 Status checkHostName(std::string_view name) {
@@ -50,6 +54,13 @@ Status checkHostName(std::string_view name) {
         Errc::kInvalidArgument,
         "The host name '{}' is not allowed: use 1 to 63 lower-case letters, digits, '-' or '.'.",
         name.substr(0, 80));
+  }
+  // Agents take commands from the certificate with this CN only.
+  if (name == kBrokerClientName) {
+    return makeError(Errc::kInvalidArgument,
+                     "The host name '{}' is reserved for the broker's own certificate; choose "
+                     "another.",
+                     name);
   }
   return {};
 }
@@ -261,9 +272,52 @@ Status Broker::deleteHost(const Actor& actor, std::int64_t id) {
   });
 }
 
+namespace {
+
+// A desktop the broker saw change on a host, to publish after the commit.
+struct DesktopChange {
+  std::int64_t id;
+  std::string state;
+  std::optional<std::int64_t> hostId;
+  std::int64_t ownerId;
+  std::optional<std::int64_t> categoryId;
+};
+
+// Tells the event stream (and the log) what the host's account changed.
+void publishChanges(EventBus& events, const std::vector<DesktopChange>& changes,
+                    std::string_view source) {
+  for (const auto& c : changes) {
+    log::info("Desktop {} is {} on host {}, by {}.", c.id, c.state, c.hostId.value_or(0), source);
+    events.publish(Event{.type = "desktop.state",
+                         .data = Json{{"id", c.id},
+                                      {"state", c.state},
+                                      {"host_id", c.hostId ? Json(*c.hostId) : Json()}},
+                         .ownerId = c.ownerId,
+                         .categoryId = c.categoryId});
+  }
+}
+
+// A desktop recorded as running must have been for this long before a
+// heartbeat that lacks it stops it: the heartbeat may have been sampled
+// before the start finished.
+constexpr std::int64_t kReconcileGraceSeconds = 30;
+
+// Marks a desktop stopped on its host: a non-persistent one lets go of the
+// host, since its overlay is gone.
+Status markStopped(db::Transaction& tx, std::int64_t id) {
+  AULA_TRY(
+      tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, host_id = CASE WHEN "
+              "persistent = 1 THEN host_id ELSE NULL END WHERE id = ?",
+              {id}));
+  return {};
+}
+
+}  // namespace
+
 Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
-  AULA_TRY_STATUS(json::checkFields(load, {"cpu_idle", "free_memory_mb", "allocated_vcpus", "cpus",
-                                           "memory_mb", "running_guests", "storage_free_gb"}));
+  AULA_TRY_STATUS(
+      json::checkFields(load, {"cpu_idle", "free_memory_mb", "allocated_vcpus", "cpus", "memory_mb",
+                               "running_guests", "storage_free_gb", "guests"}));
   double cpuIdle = 0;
   if (auto it = load.find("cpu_idle"); it != load.end()) {
     if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 1) {
@@ -279,12 +333,42 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
   Json storage = load.value("storage_free_gb", Json::object());
   if (!storage.is_object())
     return Error(Errc::kInvalidArgument, "The field 'storage_free_gb' must be an object.");
+  // The guests libvirt knows on the host (agents before the reconciling
+  // protocol send none, and nothing is reconciled).
+  struct Guest {
+    std::string name;
+    std::optional<std::int64_t> desktopId;
+    std::string state;
+    bool running = false;
+  };
+  std::optional<std::vector<Guest>> guestList;
+  if (auto it = load.find("guests"); it != load.end()) {
+    if (!it->is_array())
+      return Error(Errc::kInvalidArgument, "The field 'guests' must be an array.");
+    guestList.emplace();
+    for (const auto& g : *it) {
+      if (!g.is_object() || !g.contains("name") || !g["name"].is_string()) {
+        return Error(Errc::kInvalidArgument, "Each of 'guests' must be an object with a 'name'.");
+      }
+      Guest guest{g["name"].get<std::string>(), std::nullopt, g.value("state", ""),
+                  g.value("running", false)};
+      if (g.contains("desktop_id") && g["desktop_id"].is_number_integer())
+        guest.desktopId = g["desktop_id"].get<std::int64_t>();
+      guestList->push_back(std::move(guest));
+    }
+  }
   auto now = unixNow(clock_);
   std::string before;
+  std::vector<DesktopChange> changes;
+  std::string unknownBefore;
+  Json unknown = Json::array();
   AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-    auto row = AULA_TRY(tx.queryOne("SELECT state FROM hosts WHERE id = ?", {hostId},
-                                    fmt::format("There is no host with id {}.", hostId)));
+    changes.clear();
+    unknown = Json::array();
+    auto row = AULA_TRY(tx.queryOne("SELECT state, unknown_guests, name FROM hosts WHERE id = ?",
+                                    {hostId}, fmt::format("There is no host with id {}.", hostId)));
     before = row.text(0);
+    unknownBefore = row.text(1);
     // A heartbeat brings a new or lost host online; an admin's maintenance or
     // disabled state stays until an admin lifts it.
     std::string state = (before == "new" || before == "lost") ? "online" : before;
@@ -294,6 +378,54 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
                 "running_guests = ?, storage = ?, last_heartbeat = ? WHERE id = ?",
                 {state, cpuIdle, freeMemory, allocated, cpus, memory, guests, storage.dump(), now,
                  hostId}));
+    if (!guestList)
+      return {};
+    // Reconcile: libvirt's view on the host is the truth about what runs.
+    std::map<std::int64_t, const Guest*> byDesktop;
+    for (const auto& g : *guestList) {
+      if (g.desktopId)
+        byDesktop[*g.desktopId] = &g;
+    }
+    auto mine = AULA_TRY(tx.query(
+        "SELECT d.id, d.state, d.started_at, d.owner_id, u.category_id FROM desktops d JOIN "
+        "users u ON u.id = d.owner_id WHERE d.host_id = ?",
+        {hostId}));
+    for (const auto& d : mine) {
+      auto it = byDesktop.find(d.integer(0));
+      bool runs = it != byDesktop.end() && it->second->running;
+      if (d.text(1) == "running" && !runs &&
+          d.optInteger(2).value_or(0) < now - kReconcileGraceSeconds) {
+        AULA_TRY_STATUS(markStopped(tx, d.integer(0)));
+        changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
+      }
+    }
+    for (const auto& g : *guestList) {
+      std::optional<db::Row> desktop;
+      if (g.desktopId) {
+        auto rows = AULA_TRY(tx.query(
+            "SELECT d.id, d.state, d.host_id, d.owner_id, u.category_id FROM desktops d JOIN "
+            "users u ON u.id = d.owner_id WHERE d.id = ?",
+            {*g.desktopId}));
+        if (!rows.empty())
+          desktop = rows[0];
+      }
+      bool ours = desktop && (desktop->isNull(2) || desktop->integer(2) == hostId);
+      if (!ours) {
+        // Not the broker's to judge: reported, never stopped.
+        unknown.push_back(Json{{"name", g.name}, {"state", g.state}});
+        continue;
+      }
+      if (g.running && desktop->text(1) == "stopped") {
+        // Started while the broker was away (or it lost track of a start).
+        AULA_TRY(
+            tx.exec("UPDATE desktops SET state = 'running', host_id = ?, started_at = ? "
+                    "WHERE id = ?",
+                    {hostId, now, desktop->integer(0)}));
+        changes.push_back(
+            {desktop->integer(0), "running", hostId, desktop->integer(3), desktop->optInteger(4)});
+      }
+    }
+    AULA_TRY(tx.exec("UPDATE hosts SET unknown_guests = ? WHERE id = ?", {unknown.dump(), hostId}));
     return {};
   }));
   if (before == "new" || before == "lost") {
@@ -301,6 +433,59 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
                           .data = Json{{"id", hostId}, {"state", "online"}},
                           .adminOnly = true});
   }
+  publishChanges(events_, changes, "the host's heartbeat");
+  if (guestList && unknown.dump() != unknownBefore && !unknown.empty()) {
+    log::warn("Host {} runs guests the broker does not know: {}; they are left alone.", hostId,
+              unknown.dump());
+  }
+  return {};
+}
+
+Status Broker::recordAgentEvents(std::int64_t hostId, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"events"}));
+  auto it = body.find("events");
+  if (it == body.end() || !it->is_array())
+    return Error(Errc::kInvalidArgument, "The field 'events' must be an array.");
+  if (it->size() > 1000)
+    return Error(Errc::kInvalidArgument, "Send at most 1000 events at a time.");
+  auto now = unixNow(clock_);
+  std::vector<DesktopChange> changes;
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    changes.clear();
+    auto host = AULA_TRY(tx.queryOne("SELECT name FROM hosts WHERE id = ?", {hostId},
+                                     fmt::format("There is no host with id {}.", hostId)));
+    Actor agent{.username = fmt::format("agent:{}", host.text(0))};
+    for (const auto& e : *it) {
+      if (!e.is_object() || !e.contains("event") || !e["event"].is_string())
+        return Error(Errc::kInvalidArgument, "Each event must be an object with an 'event'.");
+      if (!e.contains("desktop_id") || !e["desktop_id"].is_number_integer())
+        continue;  // not an Aula desktop: the heartbeat reports it
+      auto id = e["desktop_id"].get<std::int64_t>();
+      auto kind = e["event"].get<std::string>();
+      auto rows = AULA_TRY(
+          tx.query("SELECT d.state, d.owner_id, u.category_id FROM desktops d JOIN users u ON "
+                   "u.id = d.owner_id WHERE d.id = ? AND d.host_id = ?",
+                   {id, hostId}));
+      if (rows.empty())
+        continue;
+      const auto& d = rows[0];
+      if (kind == "started" && d.text(0) == "stopped") {
+        AULA_TRY(tx.exec("UPDATE desktops SET state = 'running', started_at = ? WHERE id = ?",
+                         {now, id}));
+        changes.push_back({id, "running", hostId, d.integer(1), d.optInteger(2)});
+      } else if ((kind == "shutdown" || kind == "stopped" || kind == "crashed") &&
+                 d.text(0) == "running") {
+        AULA_TRY_STATUS(markStopped(tx, id));
+        changes.push_back({id, "stopped", hostId, d.integer(1), d.optInteger(2)});
+        if (kind == "crashed") {
+          AULA_TRY_STATUS(audit(tx, agent, now, "desktop.crashed", fmt::format("desktop:{}", id),
+                                Json{{"detail", e.value("detail", "")}}));
+        }
+      }
+    }
+    return {};
+  }));
+  publishChanges(events_, changes, "the host's lifecycle events");
   return {};
 }
 

@@ -7,6 +7,7 @@
 
 #include <sys/stat.h>
 
+#include "aula/broker/agent_link.hpp"
 #include "aula/broker/api.hpp"
 #include "aula/broker/schema.hpp"
 #include "aula/common/crypto.hpp"
@@ -27,6 +28,10 @@ config::Schema brokerSchema() {
       .string("tls.key", "", "the broker's key (default: <data_dir>/tls/broker.key)")
       .string("tls.ca_cert", "", "the CA certificate (default: <data_dir>/ca/ca.crt)")
       .string("tls.ca_key", "", "the CA key (default: <data_dir>/ca/ca.key)")
+      .string("tls.client_cert", "",
+              "the broker's client certificate for agents (default: "
+              "<data_dir>/tls/broker-client.crt; made from the CA when missing)")
+      .string("tls.client_key", "", "its key (default: <data_dir>/tls/broker-client.key)")
       .choice("database.backend", "sqlite", {"sqlite", "postgresql"})
       .string("database.path", "", "SQLite file (default: <data_dir>/aula.db)")
       .string("database.postgres", "", "libpq connection string, for the postgresql backend")
@@ -61,6 +66,8 @@ config::Schema brokerSchema() {
       .number("placement.vcpu_ratio_limit", 4.0)
       .integer("placement.memory_reserve_mb", 512, 0, 1 << 20)
       .integer("hosts.lost_after_seconds", 90, 5, 86400)
+      .integer("hosts.shutdown_grace_seconds", 60, 0, 3600,
+               "how long a guest may take to shut down before it is powered off")
       .integer("limits.max_body_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024)
       .integer("console.ticket_seconds", 60, 5, 60)
       .boolean("debug.simulate_hosts", false,
@@ -92,6 +99,22 @@ Status writePrivate(const fs::path& path, std::string_view content, mode_t mode)
   if (!out || ::chmod(path.c_str(), mode) != 0) {
     return makeError(Errc::kIo, "Cannot write '{}': {}.", path.string(), std::strerror(errno));
   }
+  return {};
+}
+
+// The broker's client certificate for agents (CN "aula-broker"), made from
+// the CA unless it exists.
+Status ensureClientCertificate(const std::string& caCertPem, const std::string& caKeyPem,
+                               const fs::path& certPath, const fs::path& keyPath) {
+  std::error_code ec;
+  if (fs::exists(certPath, ec) && fs::exists(keyPath, ec))
+    return {};
+  auto issued = AULA_TRY(crypto::issueCertificate(
+      {.certPem = caCertPem, .keyPem = caKeyPem},
+      {.commonName = kBrokerClientName, .usage = crypto::CertUsage::kClient}));
+  AULA_TRY_STATUS(writePrivate(keyPath, issued.keyPem, 0600));
+  AULA_TRY_STATUS(writePrivate(certPath, issued.certPem, 0644));
+  log::info("Made the broker's client certificate for agents: {}.", certPath.string());
   return {};
 }
 
@@ -180,7 +203,8 @@ class NoAgentLink final : public HostLink {
   static Error away(const HostAddress& host) {
     return makeError(
         Errc::kUnavailable,
-        "The broker cannot reach the agent on host '{}': this build has no agent link yet.",
+        "The broker cannot reach the agent on host '{}': it has no client certificate for "
+        "agents (see the log at start-up).",
         host.name);
   }
 };
@@ -247,6 +271,8 @@ Result<InitResult> initDataDir(const InitOptions& o) {
   // The chain carries the CA so clients that know only its fingerprint find it.
   AULA_TRY_STATUS(writePrivate(dir / "tls" / "broker.crt", serverCert.certPem + ca.certPem, 0644));
   AULA_TRY_STATUS(writePrivate(dir / "tls" / "broker.key", serverCert.keyPem, 0600));
+  AULA_TRY_STATUS(ensureClientCertificate(ca.certPem, ca.keyPem, dir / "tls" / "broker-client.crt",
+                                          dir / "tls" / "broker-client.key"));
 
   std::string toml = fmt::format(
       "# Aula broker configuration, made by 'aula-broker init'. See docs/admin-guide.md.\n"
@@ -314,15 +340,6 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
   impl.database = AULA_TRY(openDatabase(c, dataDir));
   AULA_TRY_STATUS(impl.database->migrate(migrations()));
 
-  HostLink* link = options.hostLink;
-  if (link == nullptr) {
-    if (c.getBool("debug.simulate_hosts")) {
-      impl.ownLink = std::make_unique<SimulatedHostLink>();
-    } else {
-      impl.ownLink = std::make_unique<NoAgentLink>();
-    }
-    link = impl.ownLink.get();
-  }
   if (c.getBool("ldap.enabled")) {
     LdapSettings ldap;
     ldap.uri = c.getString("ldap.uri");
@@ -359,6 +376,33 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     settings.ca = {.certPem = impl.caPem, .keyPem = AULA_TRY(readText(caKeyPath, "CA key"))};
   } else {
     log::warn("There is no CA key at '{}', so this broker cannot enrol hosts.", caKeyPath.string());
+  }
+  HostLink* link = options.hostLink;
+  if (link == nullptr) {
+    if (c.getBool("debug.simulate_hosts")) {
+      impl.ownLink = std::make_unique<SimulatedHostLink>();
+    } else {
+      fs::path clientCert = orDefault(c, "tls.client_cert", dataDir / "tls" / "broker-client.crt");
+      fs::path clientKey = orDefault(c, "tls.client_key", dataDir / "tls" / "broker-client.key");
+      if (!settings.ca.keyPem.empty()) {
+        AULA_TRY_STATUS(ensureClientCertificate(settings.ca.certPem, settings.ca.keyPem, clientCert,
+                                                clientKey));
+      }
+      auto certPem = readText(clientCert, "client certificate for agents");
+      auto keyPem = readText(clientKey, "client key for agents");
+      if (certPem && keyPem) {
+        impl.ownLink = std::make_unique<AgentLink>(AgentLinkOptions{
+            .caPem = impl.caPem,
+            .clientCertPem = *certPem,
+            .clientKeyPem = *keyPem,
+            .shutdownGrace = std::chrono::seconds(c.getInt("hosts.shutdown_grace_seconds"))});
+      } else {
+        log::warn("{} The broker cannot command agents.",
+                  (certPem ? keyPem.error() : certPem.error()).message());
+        impl.ownLink = std::make_unique<NoAgentLink>();
+      }
+    }
+    link = impl.ownLink.get();
   }
   impl.broker =
       std::make_unique<Broker>(*impl.database, std::move(settings), SystemClock::instance(),

@@ -141,27 +141,29 @@ TEST_P(AgentEnrolmentTest, EnrolsOnceAndStoresTheIdentityPrivately) {
   ASSERT_TRUE(enrolled) << enrolled.error().message();
   EXPECT_EQ(enrolled->hostName, "hv9");
 
-  EXPECT_EQ(modeOf(state), 0700u);
+  // Others may pass through to spice/ (QEMU reads it) but not list the dir.
+  EXPECT_EQ(modeOf(state), 0711u);
+  EXPECT_EQ(modeOf(state / "spice"), 0755u);
   for (const char* name :
-       {"ca.crt", "agent.crt", "spice-server-cert.pem", "spice-ca-cert.pem", "enrolment.json"}) {
+       {"ca.crt", "agent.crt", "spice/server-cert.pem", "spice/ca-cert.pem", "enrolment.json"}) {
     EXPECT_EQ(modeOf(state / name), 0644u) << name;
   }
   EXPECT_EQ(modeOf(state / "agent.key"), 0600u);
-  EXPECT_EQ(modeOf(state / "spice-server-key.pem"), 0600u);
+  EXPECT_EQ(modeOf(state / "spice/server-key.pem"), 0640u);
   // No temporary file is left behind.
   int entries = 0;
-  for ([[maybe_unused]] const auto& e : fs::directory_iterator(state))
+  for ([[maybe_unused]] const auto& e : fs::recursive_directory_iterator(state))
     ++entries;
-  EXPECT_EQ(entries, 7);
+  EXPECT_EQ(entries, 8);  // four files, spice/ and the three in it
 
   const auto ca = readFile(state / "ca.crt");
   EXPECT_EQ(ca, broker().caPem());
-  EXPECT_EQ(readFile(state / "spice-ca-cert.pem"), ca);
+  EXPECT_EQ(readFile(state / "spice/ca-cert.pem"), ca);
   const auto clientCert = readFile(state / "agent.crt");
   auto verified = crypto::verifyChain(clientCert, ca, "hv9");
   EXPECT_TRUE(verified) << verified.error().message();
   EXPECT_THAT(crypto::certificateSubject(clientCert).valueOr(""), HasSubstr("CN=hv9"));
-  const auto spiceCert = readFile(state / "spice-server-cert.pem");
+  const auto spiceCert = readFile(state / "spice/server-cert.pem");
   for (const char* name : {"hv9", "127.0.0.1"}) {
     auto spice = crypto::verifyChain(spiceCert, ca, name);
     EXPECT_TRUE(spice) << name << ": " << spice.error().message();
@@ -241,7 +243,7 @@ TEST_P(AgentEnrolmentTest, TheAgentAddressIsCheckedAndNamedInTheSpiceCertificate
   EXPECT_EQ(h["address"], "::1");
   EXPECT_EQ(h["agent_port"], 9443);
   auto spice =
-      crypto::verifyChain(readFile(dir_ / "v6" / "spice-server-cert.pem"), broker().caPem(), "::1");
+      crypto::verifyChain(readFile(dir_ / "v6" / "spice/server-cert.pem"), broker().caPem(), "::1");
   EXPECT_TRUE(spice) << spice.error().message();
 }
 

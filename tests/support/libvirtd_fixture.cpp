@@ -4,14 +4,18 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include <fmt/format.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "aula/common/process.hpp"
@@ -62,34 +66,35 @@ void stopByPidfile(const std::vector<fs::path>& pidfiles) {
   }
 }
 
-// PID 1 on these machines reaps no orphans. libvirt starts QEMU with
-// -daemonize, so QEMU's processes end up as PID 1's children, and when one
-// exits it stays a zombie: libvirt's virProcessKillPainfully then sees it
-// "alive" and waits its whole timeout, which made every define (each one
-// re-probes QEMU's capabilities) take about 100 s. So the daemons run below
-// this small reaper: a detached Python process, made a child subreaper
-// (prctl PR_SET_CHILD_SUBREAPER = 36), that starts each daemon with -d and
-// then reaps every orphan until the daemons are gone.
-constexpr const char* kReaper = R"(
-import ctypes, os, sys
-if os.fork() > 0:
-    os._exit(0)
-os.setsid()
-null = os.open('/dev/null', os.O_RDWR)
-for fd in (0, 1, 2):
-    os.dup2(null, fd)
-ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
-for name in sys.argv[1:]:
-    pid = os.fork()
-    if pid == 0:
-        os.execvp(name, [name, '-d'])
-    os.waitpid(pid, 0)
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        break
-)";
+constexpr const char* kQemuConf = "/etc/libvirt/qemu.conf";
+constexpr const char* kBlockBegin = "# BEGIN aula-test (libvirtd_fixture; removed when it stops)";
+constexpr const char* kBlockEnd = "# END aula-test";
+
+std::string readAll(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Whether an uncommented line of qemu.conf sets `key`.
+bool setsKey(const std::string& conf, const std::string& key) {
+  std::istringstream lines(conf);
+  std::string line;
+  while (std::getline(lines, line)) {
+    auto start = line.find_first_not_of(" \t");
+    if (start != std::string::npos && line.compare(start, key.size(), key) == 0)
+      return true;
+  }
+  return false;
+}
+
+// Points `link` at `target`, replacing what it pointed at in one rename.
+void pointLink(const fs::path& link, const fs::path& target) {
+  fs::path temp = link.string() + ".new";
+  std::error_code ec;
+  fs::remove(temp, ec);
+  fs::create_directory_symlink(target, temp);
+  fs::rename(temp, link);
+}
 
 std::string randomSuffix() {
   std::random_device device;
@@ -116,28 +121,75 @@ bool Libvirtd::available(std::string* why) {
   return true;
 }
 
+namespace {
+
+// libvirt re-probes QEMU's capabilities on every define (about 8 s here)
+// while /dev/kvm is root:root 0600, because it cannot tell whether the
+// QEMU user may use KVM. Debian's udev rule makes it root:kvm 0660, and so
+// does provisioning/hypervisor-setup.sh; machines without udev (these test
+// machines) need it done by hand. Guests still run under TCG (type 'qemu').
+void fixKvmPermissions() {
+  struct stat st {};
+  struct group* kvm = ::getgrnam("kvm");
+  if (::stat("/dev/kvm", &st) != 0 || kvm == nullptr)
+    return;
+  if (st.st_gid != kvm->gr_gid || (st.st_mode & 0777) != 0660) {
+    (void)::chown("/dev/kvm", 0, kvm->gr_gid);
+    (void)::chmod("/dev/kvm", 0660);
+  }
+}
+
+}  // namespace
+
 Libvirtd::Libvirtd() {
+  fs::create_directories("/var/lib/aula-test");
+  fixKvmPermissions();
   if (!daemonAnswers()) {
-    std::vector<std::string> argv = {"python3", "-c", kReaper};
-    if (!processRunning("virtlogd")) {
-      argv.emplace_back("virtlogd");
-      startedVirtlogd_ = true;
+    // Our daemon: SPICE over TLS from certificates behind kSpiceCertLink,
+    // unless the machine's own qemu.conf says otherwise.
+    qemuConfBefore_ = readAll(kQemuConf);
+    if (!setsKey(qemuConfBefore_, "spice_tls")) {
+      // libvirtd refuses to start when the folder is missing, so the link
+      // points at an empty one until a test enrols an agent.
+      fs::path empty = "/var/lib/aula-test/spice-none";
+      fs::create_directories(empty);
+      pointLink(kSpiceCertLink, empty);
+      std::ofstream out(kQemuConf, std::ios::app);
+      out << "\n"
+          << kBlockBegin << "\nspice_tls = 1\nspice_tls_x509_cert_dir = \"" << kSpiceCertLink
+          << "\"\n"
+          << kBlockEnd << "\n";
+      wroteQemuConf_ = true;
     }
-    if (!processRunning("libvirtd")) {
-      argv.emplace_back("libvirtd");
-      startedLibvirtd_ = true;
-    }
+    // PID 1 here reaps no orphans: the script runs the daemons below a
+    // subreaper (see its header).
+    startedVirtlogd_ = !processRunning("virtlogd");
+    startedLibvirtd_ = !processRunning("libvirtd");
+    std::vector<std::string> argv = {AULA_START_LIBVIRTD_SCRIPT};
+    auto restoreQemuConf = [&] {
+      if (wroteQemuConf_) {
+        std::ofstream out(kQemuConf, std::ios::trunc);
+        out << qemuConfBefore_;
+      }
+    };
     if (!runQuietly(argv)) {
-      throw std::runtime_error("Cannot start virtlogd and libvirtd under the reaper.");
+      restoreQemuConf();
+      throw std::runtime_error(
+          "Cannot start virtlogd and libvirtd with provisioning/start-libvirtd.sh.");
     }
     auto deadline = std::chrono::steady_clock::now() + 60s;
     while (!daemonAnswers()) {
       if (std::chrono::steady_clock::now() > deadline) {
+        restoreQemuConf();
         throw std::runtime_error("libvirtd did not answer on qemu:///system within 60 s.");
       }
       std::this_thread::sleep_for(500ms);
     }
   }
+
+  // TLS works when the running daemon read our block (now or, left over,
+  // from an earlier run).
+  spiceTls_ = readAll(kQemuConf).find(kBlockBegin) != std::string::npos;
 
   std::string suffix = randomSuffix();
   imageDir_ = fs::path("/var/lib/aula-test") / suffix;
@@ -175,9 +227,24 @@ Libvirtd::~Libvirtd() {
   if (startedLibvirtd_) {
     stopByPidfile({"/run/libvirtd.pid", "/var/run/libvirtd.pid"});
   }
+  if (wroteQemuConf_) {
+    std::ofstream out(kQemuConf, std::ios::trunc);
+    out << qemuConfBefore_;
+  }
+  if (fs::is_symlink(kSpiceCertLink, ec)) {
+    try {
+      pointLink(kSpiceCertLink, "/var/lib/aula-test/spice-none");
+    } catch (const std::exception&) {
+      // Left dangling: the next fixture re-points it before libvirtd starts.
+    }
+  }
   if (startedVirtlogd_) {
     stopByPidfile({"/run/virtlogd.pid", "/var/run/virtlogd.pid"});
   }
+}
+
+void Libvirtd::useSpiceCertificates(const fs::path& dir) const {
+  pointLink(kSpiceCertLink, dir);
 }
 
 }  // namespace aula::test

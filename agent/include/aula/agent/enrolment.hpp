@@ -6,13 +6,14 @@
 //
 //   ca.crt                  the broker's CA (trust for every later connection)
 //   agent.crt, agent.key    the agent's client certificate (CN = host name)
-//   spice-server-cert.pem,  the SPICE server certificate and key of this host
-//   spice-server-key.pem
-//   spice-ca-cert.pem       the CA again, under the name SPICE set-ups expect
+//   spice/server-cert.pem,  the SPICE (and agent HTTPS) server certificate and
+//   spice/server-key.pem    key of this host; the key is 0640, group libvirt-qemu
+//   spice/ca-cert.pem       the CA again: spice/ is what qemu.conf's
+//                           spice_tls_x509_cert_dir names
 //   enrolment.json          broker URL, CA fingerprint, host id and name
 //
-// Keys are 0600 and the dir 0700. The heartbeat then speaks mutual TLS with
-// the stored certificate, trusting only the stored CA.
+// agent.key is 0600; the dir is 0711 so that QEMU can reach spice/. The heartbeat then speaks
+// mutual TLS with the stored certificate, trusting only the stored CA.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +45,16 @@ struct Enrolment {
   std::vector<std::filesystem::path> files;  // what was written, in order
 };
 
+// What enrolment.json records.
+struct EnrolmentRecord {
+  std::string brokerUrl;
+  std::int64_t hostId = 0;
+  std::string hostName;
+  std::string address;  // "HOST:PORT" given at enrolment; may be empty
+};
+// Reads <stateDir>/enrolment.json. Errors say to enrol first.
+Result<EnrolmentRecord> readEnrolment(const std::filesystem::path& stateDir);
+
 // Enrols this host with the broker and stores its identity. Every file is
 // written under a temporary name first and renamed into place only once all
 // of them are whole, so a failure leaves nothing half-written; enrolment.json
@@ -58,5 +69,11 @@ Result<Enrolment> enroll(const EnrolOptions& options);
 // An empty `brokerUrl` means the one recorded at enrolment.
 Status sendHeartbeat(const std::filesystem::path& stateDir, const std::string& brokerUrl,
                      const json::Json& load);
+
+// POSTs `body` to the broker's `path` ("/api/v1/agent/events") the same way;
+// returns the answer's JSON body (null for 204). The broker's refusals keep
+// its sentence.
+Result<json::Json> postToBroker(const std::filesystem::path& stateDir, const std::string& brokerUrl,
+                                std::string_view path, const json::Json& body);
 
 }  // namespace aula::agent

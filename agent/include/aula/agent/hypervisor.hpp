@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,7 +24,20 @@ struct DomainInfo {
   std::optional<std::int64_t> desktopId;
   int spicePort = -1;     // the plain SPICE port while running; -1 when none
   int spiceTlsPort = -1;  // the TLS SPICE port while running; -1 when none
+  std::int64_t vcpus = 0;
+  std::int64_t memoryMb = 0;
 };
+
+// A change of a domain's life, as libvirt reports it.
+struct DomainEvent {
+  std::string name;
+  // "started"; "shutdown" (the guest powered itself off), "stopped" (pulled
+  // off by a destroy or the host), "crashed" (QEMU died or the guest
+  // panicked).
+  std::string kind;
+  std::string detail;  // libvirt's detail, in words: "booted", "destroyed", ...
+};
+using DomainEventHandler = std::function<void(const DomainEvent&)>;
 
 class Hypervisor {
  public:
@@ -46,6 +60,9 @@ class Hypervisor {
   virtual Result<std::vector<DomainInfo>> list() = 0;
   // One domain; kNotFound when there is none of that name.
   virtual Result<DomainInfo> info(const std::string& name) = 0;
+  // Calls `handler` (on a thread of the hypervisor's) for each lifecycle
+  // event from now on. One handler; a second call replaces it.
+  virtual Status watch(DomainEventHandler handler) = 0;
 };
 
 }  // namespace aula::agent

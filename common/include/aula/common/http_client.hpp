@@ -83,6 +83,11 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
+// A peer's refusal as an Error: the code and sentence of an Aula error body
+// ({"error":{"code","message"}}), else a code that follows the HTTP status
+// and a sentence naming `peer` and the status.
+Error errorFromResponse(const Response& response, std::string_view peer);
+
 // Percent-encodes a string for use in a URL's path segment or query value.
 std::string urlEncode(std::string_view text);
 

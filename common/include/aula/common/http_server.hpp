@@ -67,6 +67,10 @@ struct ServerResponse {
 
 using Handler = std::function<ServerResponse(ServerRequest&)>;
 
+// The HTTP status that answers an Error of this code (400 invalid, 404 not
+// found, 409 conflict, 503 unavailable, ...).
+int httpStatusFor(Errc code);
+
 // Routes by method and path pattern; "{name}" matches one path segment.
 // Unknown path: 404; known path, other method: 405 with Allow. Both with the
 // JSON error body.

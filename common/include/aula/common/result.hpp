@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cassert>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -37,6 +38,8 @@ enum class Errc {
 
 // A stable lower-case name of the code, used in logs and API error bodies.
 std::string_view errcName(Errc code);
+// The code of a name errcName() gave; none for any other text.
+std::optional<Errc> errcFromName(std::string_view name);
 
 class Error {
  public:

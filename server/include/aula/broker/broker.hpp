@@ -71,6 +71,8 @@ struct BrokerSettings {
   std::map<std::string, std::string> storage;  // name -> path; template disks must lie inside
   std::chrono::seconds hostLostAfter{90};
   std::chrono::seconds ticketValidity{60};
+  // How long a console request waits for a start another request began.
+  std::chrono::seconds consoleStartWait{180};
   DirectoryMapping directoryMapping;
   CertificateAuthority ca;
   // Failed enrolments (wrong, used or expired join tokens) allowed per
@@ -167,6 +169,11 @@ class Broker {
   Status deleteHost(const Actor& actor, std::int64_t id);
   // The agent's heartbeat (the agent issue authenticates it by certificate).
   Status recordHeartbeat(std::int64_t hostId, const Json& load);
+  // Lifecycle events from a host's agent ({"events": [{domain, desktop_id,
+  // event, detail, at}]}): a desktop that stopped or crashed on its own is
+  // marked stopped, one started outside the broker running. Events for
+  // desktops the broker is starting or stopping itself change nothing.
+  Status recordAgentEvents(std::int64_t hostId, const Json& body);
   // Marks hosts silent for longer than hostLostAfter as lost; returns how many.
   Result<int> markLostHosts();
   Result<Json> listEnrolmentTokens(const Actor& actor);

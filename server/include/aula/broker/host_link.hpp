@@ -20,12 +20,15 @@ namespace aula::broker {
 struct HostAddress {
   std::int64_t id = 0;
   std::string name;
-  std::string address;  // agent address "host:port"
+  std::string address;         // the agent's host: an IP address or DNS name
+  std::int64_t agentPort = 0;  // the agent's port
+  std::string spiceSubject;    // the subject of the host's SPICE certificate
 };
 
 struct DesktopSpec {
   std::int64_t id = 0;
-  std::string name;  // libvirt domain name: "aula-<id>"
+  std::string name;   // libvirt domain name: "aula-<id>"
+  std::string owner;  // the owner's login name (kept in the domain's metadata)
   std::int64_t vcpus = 1;
   std::int64_t memoryMb = 1024;
   std::string video = "qxl";

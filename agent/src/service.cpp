@@ -1,0 +1,475 @@
+// The agent's service (see service.hpp).
+#include "aula/agent/service.hpp"
+
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "aula/agent/domain_xml.hpp"
+#include "aula/agent/enrolment.hpp"
+#include "aula/common/crypto.hpp"
+#include "aula/common/log.hpp"
+
+namespace aula::agent {
+
+namespace fs = std::filesystem;
+using json::Json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* kExpiredValidTo = "1970-01-01T00:00:01";
+constexpr std::int64_t kMaxTicketSeconds = 60;
+
+std::int64_t unixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// libvirt's passwdValidTo: UTC "YYYY-MM-DDTHH:MM:SS", no zone suffix.
+std::string libvirtTime(std::int64_t unix) {
+  std::time_t t = unix;
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  return text;
+}
+
+// A stable UUID per desktop: redefining "aula-42" keeps its identity.
+std::string uuidFor(std::int64_t desktopId) {
+  std::string hex = crypto::sha256Hex(fmt::format("aula-desktop:{}", desktopId));
+  hex[12] = '4';                                              // version 4 layout
+  hex[16] = "89ab"[static_cast<unsigned char>(hex[16]) % 4];  // RFC 4122 variant
+  return fmt::format("{}-{}-{}-{}-{}", hex.substr(0, 8), hex.substr(8, 4), hex.substr(12, 4),
+                     hex.substr(16, 4), hex.substr(20, 12));
+}
+
+bool isLive(const std::string& state) {
+  return state == "running" || state == "blocked" || state == "paused" || state == "shutting down";
+}
+
+Json domainJson(const DomainInfo& d) {
+  return Json{{"name", d.name},
+              {"desktop_id", d.desktopId ? Json(*d.desktopId) : Json()},
+              {"state", d.state},
+              {"running", isLive(d.state)},
+              {"spice_port", d.spicePort > 0 ? Json(d.spicePort) : Json()},
+              {"spice_tls_port", d.spiceTlsPort > 0 ? Json(d.spiceTlsPort) : Json()},
+              {"vcpus", d.vcpus},
+              {"memory_mb", d.memoryMb}};
+}
+
+Result<std::string> optString(const Json& body, std::string_view field, std::string fallback) {
+  if (!body.contains(field) || body[std::string(field)].is_null())
+    return fallback;
+  return json::getString(body, field);
+}
+
+Result<std::int64_t> optInt(const Json& body, std::string_view field, std::int64_t fallback) {
+  if (!body.contains(field) || body[std::string(field)].is_null())
+    return fallback;
+  return json::getInt(body, field);
+}
+
+Result<bool> optBool(const Json& body, std::string_view field, bool fallback) {
+  if (!body.contains(field) || body[std::string(field)].is_null())
+    return fallback;
+  return json::getBool(body, field);
+}
+
+http::ServerResponse errorResponse(const Error& error) {
+  int status = http::httpStatusFor(error.code());
+  if (status == 500)
+    log::error("Request failed: {}", error.message());
+  return http::ServerResponse::error(status, errcName(error.code()), error.message());
+}
+
+http::ServerResponse answer(const Result<Json>& result) {
+  if (!result)
+    return errorResponse(result.error());
+  return http::ServerResponse::json(200, result->dump());
+}
+
+}  // namespace
+
+std::optional<std::int64_t> desktopIdOfName(std::string_view name) {
+  if (!name.starts_with("aula-"))
+    return std::nullopt;
+  auto digits = name.substr(5);
+  if (digits.empty() || digits.size() > 18 ||
+      digits.find_first_not_of("0123456789") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  return std::stoll(std::string(digits));
+}
+
+AgentService::AgentService(ServiceOptions options, Hypervisor& hypervisor, Disks& disks)
+    : options_(std::move(options)), hypervisor_(hypervisor), disks_(disks) {
+  auto withBody = [](auto method) {
+    return [method](http::ServerRequest& r) {
+      auto body =
+          json::parse(r.body.empty() ? "{}" : r.body, {.maxBytes = 64 * 1024, .maxDepth = 4});
+      if (!body)
+        return errorResponse(body.error());
+      if (!body->is_object())
+        return errorResponse(Error(Errc::kInvalidArgument, "The body must be a JSON object."));
+      return answer(method(r.pathParams["name"], *body));
+    };
+  };
+  router_.add("GET", "/v1/domains", [this](http::ServerRequest&) { return answer(domains()); });
+  router_.add("GET", "/v1/load", [this](http::ServerRequest&) { return answer(heartbeat()); });
+  router_.add("POST", "/v1/domains/{name}/start",
+              withBody([this](const std::string& n, const Json& b) { return start(n, b); }));
+  router_.add("POST", "/v1/domains/{name}/shutdown",
+              withBody([this](const std::string& n, const Json& b) { return shutdown(n, b); }));
+  router_.add("POST", "/v1/domains/{name}/poweroff",
+              withBody([this](const std::string& n, const Json& b) { return powerOff(n, b); }));
+  router_.add("POST", "/v1/domains/{name}/delete",
+              withBody([this](const std::string& n, const Json& b) { return remove(n, b); }));
+  router_.add("POST", "/v1/domains/{name}/ticket",
+              withBody([this](const std::string& n, const Json& b) { return ticket(n, b); }));
+}
+
+http::ServerResponse AgentService::handle(http::ServerRequest& request) {
+  if (!request.clientCommonName) {
+    return http::ServerResponse::error(401, "unauthenticated",
+                                       "This endpoint takes requests from the Aula broker only, "
+                                       "with its client certificate.");
+  }
+  if (*request.clientCommonName != kBrokerCommonName) {
+    log::warn("Refused a request from '{}' at {}: only the broker may send commands.",
+              *request.clientCommonName, request.remoteAddress);
+    return http::ServerResponse::error(
+        403, "permission_denied",
+        fmt::format("The certificate of '{}' is not the broker's; only the broker may send "
+                    "commands to an agent.",
+                    *request.clientCommonName));
+  }
+  return router_.dispatch(request);
+}
+
+std::shared_ptr<std::mutex> AgentService::lockFor(const std::string& name) {
+  std::lock_guard lock(locksMutex_);
+  auto& m = locks_[name];
+  if (!m)
+    m = std::make_shared<std::mutex>();
+  return m;
+}
+
+Result<std::string> AgentService::spiceGraphicsXml(const std::string& passwd,
+                                                   const std::string& validTo) const {
+  SpiceSpec spice;
+  spice.listenAddress = options_.settings.spiceListen;
+  spice.tlsPort = options_.settings.spiceTlsPort;
+  spice.plainPort = options_.settings.spicePlainPort;
+  spice.passwd = passwd;
+  spice.passwdValidTo = validTo;
+  return renderGraphicsUpdateXml(spice, options_.settings.spicePlainPort);
+}
+
+Result<Json> AgentService::start(const std::string& name, const Json& body) {
+  AULA_TRY_STATUS(
+      json::checkFields(body, {"desktop_id", "owner", "vcpus", "memory_mb", "video", "base_storage",
+                               "base_disk", "disk_path", "persistent", "mac_address"}));
+  auto desktopId = AULA_TRY(json::getInt(body, "desktop_id"));
+  if (name != fmt::format("aula-{}", desktopId)) {
+    return makeError(Errc::kInvalidArgument,
+                     "The domain of desktop {} is called 'aula-{}', not '{}'.", desktopId,
+                     desktopId, name);
+  }
+  auto baseStorage = AULA_TRY(optString(body, "base_storage", "templates"));
+  auto baseDisk = AULA_TRY(json::getString(body, "base_disk"));
+  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
+  auto persistent = AULA_TRY(optBool(body, "persistent", true));
+
+  auto guard = lockFor(name);
+  std::lock_guard lock(*guard);
+  if (auto existing = hypervisor_.info(name); existing && isLive(existing->state)) {
+    return domainJson(*existing);  // already running: starting again changes nothing
+  }
+  // The disk: a persistent desktop keeps its overlay; a non-persistent one
+  // starts from a fresh one every time.
+  fs::path disk;
+  if (persistent) {
+    auto existing = AULA_TRY(disks_.resolve("desktops", diskPath));
+    std::error_code ec;
+    if (fs::exists(existing, ec)) {
+      disk = existing;
+    } else {
+      disk = AULA_TRY(disks_.createOverlay(baseStorage, baseDisk, "desktops", diskPath));
+    }
+  } else {
+    disk = AULA_TRY(disks_.resetOverlay(baseStorage, baseDisk, "desktops", diskPath));
+  }
+  DomainSpec spec;
+  spec.name = name;
+  spec.uuid = uuidFor(desktopId);
+  spec.desktopId = desktopId;
+  spec.owner = AULA_TRY(optString(body, "owner", ""));
+  spec.domainType = options_.domainType;
+  spec.vcpus = AULA_TRY(optInt(body, "vcpus", 1));
+  spec.memoryMb = AULA_TRY(optInt(body, "memory_mb", 1024));
+  spec.video = AULA_TRY(optString(body, "video", "qxl"));
+  spec.diskPath = disk;
+  spec.network = options_.settings.network;
+  spec.macAddress = AULA_TRY(optString(body, "mac_address", ""));
+  spec.spice.listenAddress = options_.settings.spiceListen;
+  spec.spice.tlsPort = options_.settings.spiceTlsPort;
+  spec.spice.plainPort = options_.settings.spicePlainPort;
+  spec.allowPlainSpice = options_.settings.spicePlainPort;
+  // Nobody gets in until the broker asks for a ticket.
+  spec.spice.passwd = AULA_TRY(crypto::randomToken(24));
+  spec.spice.passwdValidTo = kExpiredValidTo;
+  auto xml = AULA_TRY(renderDomainXml(spec));
+  if (auto started = hypervisor_.defineAndStart(xml); !started) {
+    if (!persistent)
+      (void)disks_.deleteOverlay("desktops", diskPath);
+    return started.error().context(fmt::format("The desktop {} could not start.", desktopId));
+  }
+  auto info = AULA_TRY(hypervisor_.info(name));
+  log::info("Started {} (desktop {}, {} vCPUs, {} MiB, {}).", name, desktopId, spec.vcpus,
+            spec.memoryMb, persistent ? "persistent" : "fresh overlay");
+  return domainJson(info);
+}
+
+Status AgentService::dropOverlayIfTransient(const Json& body) {
+  auto persistent = AULA_TRY(optBool(body, "persistent", true));
+  if (persistent)
+    return {};
+  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
+  return disks_.deleteOverlay("desktops", diskPath);
+}
+
+Result<Json> AgentService::shutdown(const std::string& name, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"grace_seconds", "persistent", "disk_path"}));
+  auto grace = std::chrono::seconds(
+      AULA_TRY(optInt(body, "grace_seconds", options_.defaultShutdownGrace.count())));
+  auto guard = lockFor(name);
+  std::lock_guard lock(*guard);
+  bool forced = false;
+  auto info = hypervisor_.info(name);
+  if (info && isLive(info->state)) {
+    AULA_TRY_STATUS(hypervisor_.shutdown(name));
+    auto deadline = Clock::now() + grace;
+    while (true) {
+      auto now = hypervisor_.info(name);
+      if (!now || !isLive(now->state))
+        break;
+      if (Clock::now() >= deadline) {
+        log::warn("{} did not shut down within {} s; powering it off.", name, grace.count());
+        auto destroyed = hypervisor_.destroy(name);
+        if (!destroyed && destroyed.error().code() != Errc::kConflict)
+          return destroyed.error();
+        forced = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  } else if (!info && info.error().code() != Errc::kNotFound) {
+    return info.error();
+  }
+  AULA_TRY_STATUS(dropOverlayIfTransient(body));
+  return Json{{"name", name}, {"state", "shut off"}, {"forced", forced}};
+}
+
+Result<Json> AgentService::powerOff(const std::string& name, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"persistent", "disk_path"}));
+  auto guard = lockFor(name);
+  std::lock_guard lock(*guard);
+  auto info = hypervisor_.info(name);
+  if (info && isLive(info->state)) {
+    auto destroyed = hypervisor_.destroy(name);
+    if (!destroyed && destroyed.error().code() != Errc::kConflict)
+      return destroyed.error();
+  } else if (!info && info.error().code() != Errc::kNotFound) {
+    return info.error();
+  }
+  AULA_TRY_STATUS(dropOverlayIfTransient(body));
+  return Json{{"name", name}, {"state", "shut off"}};
+}
+
+Result<Json> AgentService::remove(const std::string& name, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"disk_path"}));
+  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
+  auto guard = lockFor(name);
+  std::lock_guard lock(*guard);
+  auto info = hypervisor_.info(name);
+  if (info) {
+    if (isLive(info->state)) {
+      auto destroyed = hypervisor_.destroy(name);
+      if (!destroyed && destroyed.error().code() != Errc::kConflict)
+        return destroyed.error();
+    }
+    auto undefined = hypervisor_.undefine(name);
+    if (!undefined && undefined.error().code() != Errc::kNotFound)
+      return undefined.error();
+  } else if (info.error().code() != Errc::kNotFound) {
+    return info.error();
+  }
+  AULA_TRY_STATUS(disks_.deleteOverlay("desktops", diskPath));
+  log::info("Deleted {} and its disk.", name);
+  return Json{{"name", name}, {"deleted", true}};
+}
+
+Result<Json> AgentService::ticket(const std::string& name, const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"valid_for_seconds"}));
+  auto validFor = AULA_TRY(optInt(body, "valid_for_seconds", 30));
+  if (validFor < 1 || validFor > kMaxTicketSeconds) {
+    return makeError(Errc::kInvalidArgument, "A ticket is valid from 1 to {} seconds, not {}.",
+                     kMaxTicketSeconds, validFor);
+  }
+  auto guard = lockFor(name);
+  std::lock_guard lock(*guard);
+  auto info = AULA_TRY(hypervisor_.info(name));
+  if (!isLive(info.state))
+    return makeError(Errc::kConflict, "The domain '{}' is {}, not running.", name, info.state);
+  auto passwd = AULA_TRY(crypto::randomToken(24));
+  std::int64_t expires = unixNow() + validFor;
+  auto xml = AULA_TRY(spiceGraphicsXml(passwd, libvirtTime(expires)));
+  AULA_TRY_STATUS(hypervisor_.updateGraphics(name, xml));
+  return Json{{"name", name},
+              {"host", options_.publicHost},
+              {"tls_port", info.spiceTlsPort > 0 ? Json(info.spiceTlsPort) : Json()},
+              {"port", info.spicePort > 0 ? Json(info.spicePort) : Json()},
+              {"ticket", passwd},
+              {"expires_at", expires}};
+}
+
+Result<Json> AgentService::domains() {
+  auto list = AULA_TRY(hypervisor_.list());
+  Json out = Json::array();
+  for (const auto& d : list)
+    out.push_back(domainJson(d));
+  return out;
+}
+
+Result<Json> AgentService::heartbeat() {
+  auto list = AULA_TRY(hypervisor_.list());
+  auto memory = AULA_TRY(readMemInfo());
+  double idle = 1.0;
+  {
+    std::lock_guard lock(sampleMutex_);
+    idle = cpu_.idleSinceLast();
+  }
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return heartbeatBody(idle, memory, cpus > 0 ? static_cast<int>(cpus) : 1, list,
+                       disks_.freeSpaceGb());
+}
+
+void AgentService::recordEvent(const DomainEvent& event) {
+  auto id = desktopIdOfName(event.name);
+  Json e{{"domain", event.name},
+         {"desktop_id", id ? Json(*id) : Json()},
+         {"event", event.kind},
+         {"detail", event.detail},
+         {"at", unixNow()}};
+  log::info("{}: {} ({}).", event.name, event.kind, event.detail);
+  {
+    std::lock_guard lock(eventsMutex_);
+    if (events_.size() >= kMaxQueuedEvents)
+      events_.pop_front();
+    events_.push_back(std::move(e));
+  }
+  eventsChanged_.notify_all();
+}
+
+std::vector<Json> AgentService::takeEvents() {
+  std::lock_guard lock(eventsMutex_);
+  std::vector<Json> out(events_.begin(), events_.end());
+  events_.clear();
+  return out;
+}
+
+void AgentService::returnEvents(std::vector<Json> events) {
+  std::lock_guard lock(eventsMutex_);
+  for (auto it = events.rbegin(); it != events.rend(); ++it) {
+    if (events_.size() >= kMaxQueuedEvents)
+      break;
+    events_.push_front(std::move(*it));
+  }
+}
+
+bool AgentService::waitForEvent(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(eventsMutex_);
+  eventsChanged_.wait_for(lock, timeout, [&] { return !events_.empty() || wake_; });
+  wake_ = false;
+  return !events_.empty();
+}
+
+void AgentService::wakeWaiters() {
+  {
+    std::lock_guard lock(eventsMutex_);
+    wake_ = true;
+  }
+  eventsChanged_.notify_all();
+}
+
+BrokerReporter::BrokerReporter(AgentService& service, fs::path stateDir, std::string brokerUrl,
+                               std::chrono::seconds interval)
+    : service_(service),
+      stateDir_(std::move(stateDir)),
+      brokerUrl_(std::move(brokerUrl)),
+      interval_(interval) {
+  thread_ = std::thread([this] { run(); });
+}
+
+BrokerReporter::~BrokerReporter() {
+  stop();
+}
+
+void BrokerReporter::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  service_.wakeWaiters();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void BrokerReporter::run() {
+  auto nextHeartbeat = Clock::now();
+  bool brokerAway = false;
+  auto stopping = [this] {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  };
+  while (!stopping()) {
+    if (Clock::now() >= nextHeartbeat) {
+      nextHeartbeat = Clock::now() + interval_;
+      auto body = service_.heartbeat();
+      Status sent = body ? sendHeartbeat(stateDir_, brokerUrl_, *body) : Status(body.error());
+      if (!sent && !brokerAway) {
+        log::warn("Heartbeat not delivered (will keep trying): {}", sent.error().message());
+      } else if (sent && brokerAway) {
+        log::info("The broker answers again.");
+      }
+      brokerAway = !sent;
+    }
+    auto events = service_.takeEvents();
+    if (!events.empty()) {
+      auto sent =
+          postToBroker(stateDir_, brokerUrl_, "/api/v1/agent/events", Json{{"events", events}});
+      if (!sent) {
+        // Kept for the next try; the heartbeat's guest list covers what a
+        // full queue loses.
+        service_.returnEvents(std::move(events));
+        if (!brokerAway)
+          log::warn("Events not delivered (will retry): {}", sent.error().message());
+        brokerAway = true;
+      }
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(nextHeartbeat - Clock::now());
+    if (brokerAway)
+      left = std::min(left, std::chrono::milliseconds(2000));
+    if (left.count() > 0)
+      service_.waitForEvent(left);
+  }
+}
+
+}  // namespace aula::agent

@@ -1,0 +1,42 @@
+// The broker's side of the link to real agents: HostLink over mutual TLS.
+// The broker presents its own client certificate (CN "aula-broker", issued
+// by its CA) and trusts an agent whose server certificate its CA issued for
+// the agent's address. docs/agent-protocol.md has the routes.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "aula/broker/host_link.hpp"
+#include "aula/common/result.hpp"
+
+namespace aula::broker {
+
+// The CN of the broker's client certificate; no host may take this name.
+inline constexpr const char* kBrokerClientName = "aula-broker";
+
+struct AgentLinkOptions {
+  std::string caPem;
+  std::string clientCertPem;
+  std::string clientKeyPem;
+  // How long a clean shutdown may take before the agent pulls the plug.
+  std::chrono::seconds shutdownGrace{60};
+  // How long a start may take on the agent (disk, define, QEMU start).
+  std::chrono::seconds startTimeout{180};
+};
+
+class AgentLink final : public HostLink {
+ public:
+  explicit AgentLink(AgentLinkOptions options) : options_(std::move(options)) {}
+
+  Status startDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
+  Status stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool force) override;
+  Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
+  Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
+                                  std::chrono::seconds validFor) override;
+
+ private:
+  AgentLinkOptions options_;
+};
+
+}  // namespace aula::broker
