@@ -35,6 +35,7 @@
 #include "aula/common/http_client.hpp"
 #include "aula/common/process.hpp"
 
+#include "support/agent_stack.hpp"
 #include "support/broker_fixture.hpp"
 #include "support/child_process.hpp"
 #include "support/libvirtd_fixture.hpp"
@@ -51,31 +52,7 @@ using ::testing::Not;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kStudent = "alice";
-constexpr const char* kStudentPassword = "student-secret-1";
 constexpr int kTicketSeconds = 8;
-
-process::Outcome run(std::vector<std::string> argv, std::chrono::milliseconds timeout = 60s) {
-  process::SystemRunner runner;
-  auto outcome = runner.run(process::Command{.argv = std::move(argv), .timeout = timeout});
-  if (!outcome)
-    throw std::runtime_error(outcome.error().message());
-  return *outcome;
-}
-
-std::string virsh(std::vector<std::string> args) {
-  args.insert(args.begin(), {"virsh", "-c", Libvirtd::kUri});
-  auto out = run(std::move(args));
-  return out.out + out.err;
-}
-
-std::string domainState(const std::string& name) {
-  auto out = run({"virsh", "-c", Libvirtd::kUri, "domstate", name});
-  auto text = out.out;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
-    text.pop_back();
-  return out.succeeded() ? text : "absent";
-}
 
 // The guest's block device, through QEMU's own I/O tester on the monitor:
 // what the guest would write and read. QEMU prints qemu-io's report on its
@@ -96,17 +73,6 @@ std::string qemuIo(const std::string& domain, const std::string& command) {
   return added;
 }
 
-template <typename Predicate>
-bool waitFor(Predicate done, std::chrono::seconds timeout) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done())
-      return true;
-    std::this_thread::sleep_for(250ms);
-  }
-  return done();
-}
-
 // What aula-spice-probe did: its exit code and its output line(s).
 struct ProbeResult {
   int exit = -1;
@@ -121,14 +87,7 @@ class AgentServiceTest : public ::testing::Test {
       skipReason_ = why;
       return;
     }
-    env_ = new Env();
-    try {
-      env_->start();
-    } catch (...) {
-      delete env_;
-      env_ = nullptr;
-      throw;
-    }
+    env_ = new AgentStack(AgentStackOptions{.ticketSeconds = kTicketSeconds});
   }
   static void TearDownTestSuite() {
     delete env_;
@@ -148,202 +107,6 @@ class AgentServiceTest : public ::testing::Test {
       env_->admin("DELETE", fmt::format("/api/v1/desktops/{}", id));
     made_.clear();
   }
-
-  struct Env {
-    std::unique_ptr<Libvirtd> libvirtd;
-    fs::path dir;  // under the fixture's image dir: QEMU may read it
-    fs::path templates;
-    fs::path desktops;
-    fs::path agentState;
-    fs::path brokerConfig;
-    int brokerPort = 0;
-    int agentPort = 0;
-    std::string caPem;
-    std::unique_ptr<ChildProcess> broker;
-    std::unique_ptr<ChildProcess> agent;
-    fs::path agentLog;
-    int agentStarts = 0;
-    std::unique_ptr<ApiClient> api;
-    std::string adminToken;
-    std::string studentToken;
-    std::int64_t studentId = 0;
-    std::int64_t templateId = 0;
-    std::int64_t hostId = 0;
-
-    ~Env() {
-      if (agent)
-        agent->stop(SIGTERM);
-      if (broker)
-        broker->stop(SIGTERM);
-      // Whatever a failed test left behind.
-      for (const auto& name : {std::string("aula-stray")}) {
-        virsh({"destroy", name});
-        virsh({"undefine", name});
-      }
-      auto list = run({"virsh", "-c", Libvirtd::kUri, "list", "--all", "--name"}).out;
-      std::istringstream names(list);
-      std::string name;
-      while (std::getline(names, name)) {
-        if (name.starts_with("aula-") &&
-            virsh({"dumpxml", name}).find(desktops.string()) != std::string::npos) {
-          virsh({"destroy", name});
-          virsh({"undefine", name});
-        }
-      }
-    }
-
-    Json admin(std::string_view method, const std::string& path,
-               const std::optional<Json>& body = std::nullopt) {
-      return api->call(method, path, adminToken, body).body;
-    }
-
-    void startBroker() {
-      broker = std::make_unique<ChildProcess>(
-          std::vector<std::string>{AULA_BROKER_BIN, "--config", brokerConfig.string()},
-          dir / "broker.log");
-      bool up = waitFor(
-          [&] {
-            try {
-              return ApiClient(url(), caPem).call("GET", "/healthz").status == 200;
-            } catch (...) {
-              return false;
-            }
-          },
-          30s);
-      if (!up)
-        throw std::runtime_error("aula-broker did not answer:\n" + broker->log());
-    }
-
-    void startAgent() {
-      agentLog = dir / fmt::format("agent-{}.log", ++agentStarts);
-      agent = std::make_unique<ChildProcess>(
-          std::vector<std::string>{AULA_AGENT_BIN, "serve", "--config",
-                                   (dir / "agent.toml").string()},
-          agentLog);
-      if (!waitFor([&] { return fileTail(agentLog, 5).find("listening on") != std::string::npos; },
-                   30s)) {
-        throw std::runtime_error("aula-agent did not start:\n" + agent->log());
-      }
-    }
-
-    std::string url() const { return fmt::format("https://127.0.0.1:{}", brokerPort); }
-
-    void start() {
-      libvirtd = std::make_unique<Libvirtd>();
-      dir = libvirtd->imageDir();
-      templates = dir / "templates";
-      desktops = dir / "desktops";
-      agentState = dir / "agent";
-      for (const auto& d : {templates, desktops})
-        fs::create_directories(d);
-      // The test guest: built once per build tree, copied where QEMU reads it.
-      fs::path cached = fs::path(AULA_TEST_TEMPLATE_DIR) / "test-template.qcow2";
-      fs::create_directories(cached.parent_path());
-      auto built = run({AULA_TEST_TEMPLATE_SCRIPT, cached.string()}, 600s);
-      if (!built.succeeded())
-        throw std::runtime_error("The test template did not build:\n" + built.err);
-      fs::copy_file(cached, templates / "test.qcow2");
-      fs::permissions(templates / "test.qcow2", fs::perms::owner_read | fs::perms::owner_write |
-                                                    fs::perms::group_read | fs::perms::others_read);
-
-      // The broker: its own data dir, a fixed port (the agent keeps the URL
-      // it enrolled with across a broker restart).
-      brokerPort = freeLoopbackPort();
-      broker::InitOptions init;
-      init.dataDir = dir / "broker";
-      init.adminPassword = std::string(BrokerFixture::kAdminPassword);
-      init.listen = fmt::format("127.0.0.1:{}", brokerPort);
-      auto initialised = broker::initDataDir(init);
-      if (!initialised)
-        throw std::runtime_error(initialised.error().message());
-      brokerConfig = init.dataDir / "broker.toml";
-      {
-        auto text = readFile(brokerConfig);
-        auto at = text.find("[storage.paths]");
-        text = text.substr(0, at) +
-               fmt::format("[storage.paths]\ntemplates = \"{}\"\ndesktops = \"{}\"\n\n",
-                           templates.string(), desktops.string()) +
-               fmt::format(
-                   "[console]\nticket_seconds = {}\n\n[hosts]\nshutdown_grace_seconds = "
-                   "3\nlost_after_seconds = 30\n",
-                   kTicketSeconds);
-        writeFile(brokerConfig, text);
-      }
-      caPem = readFile(init.dataDir / "ca" / "ca.crt");
-      startBroker();
-      api = std::make_unique<ApiClient>(url(), caPem);
-      adminToken = api->login("admin", BrokerFixture::kAdminPassword);
-
-      auto category = admin("POST", "/api/v1/categories", Json{{"name", "School"}})["id"];
-      auto pool = admin("POST", "/api/v1/pools", Json{{"name", "default"}})["id"];
-      studentId = admin("POST", "/api/v1/users",
-                        Json{{"username", kStudent},
-                             {"role", "user"},
-                             {"category_id", category},
-                             {"password", kStudentPassword}})["id"]
-                      .get<std::int64_t>();
-      // Room for the few desktops a test runs at once.
-      admin("PUT", fmt::format("/api/v1/quotas/user:{}", studentId),
-            Json{{"desktops", 20},
-                 {"running", 4},
-                 {"vcpus", 8},
-                 {"memory_mb", 4096},
-                 {"disk_gb", 40},
-                 {"templates", 0}});
-      studentToken = api->login(kStudent, kStudentPassword);
-      templateId = admin("POST", "/api/v1/templates",
-                         Json{{"name", "Test guest"},
-                              {"base_disk", "test.qcow2"},
-                              {"disk_gb", 1},
-                              {"vcpus", 1},
-                              {"memory_mb", 256},
-                              {"access", Json::array({"everyone"})}})["id"]
-                       .get<std::int64_t>();
-
-      // Enrolment, as an admin does it on the host.
-      agentPort = freeLoopbackPort();
-      auto token = admin("POST", "/api/v1/enrolment-tokens",
-                         Json{{"host_name", "hv1"}, {"pool_id", pool}})["token"]
-                       .get<std::string>();
-      auto enrolled =
-          run({AULA_AGENT_BIN, "enroll", "--broker", url(), "--token", token, "--ca-fingerprint",
-               crypto::certificateFingerprint(caPem).valueOr(""), "--address",
-               fmt::format("127.0.0.1:{}", agentPort), "--state-dir", agentState.string()});
-      if (!enrolled.succeeded())
-        throw std::runtime_error("aula-agent enroll failed:\n" + enrolled.err);
-      hostId = admin("GET", "/api/v1/hosts")[0]["id"].get<std::int64_t>();
-      bool tls = libvirtd->spiceTls();
-      if (tls)
-        libvirtd->useSpiceCertificates(agentState / "spice");
-      writeFile(dir / "agent.toml", fmt::format(R"([agent]
-state_dir = "{}"
-listen = "127.0.0.1:{}"
-domain_type = "qemu"
-heartbeat_seconds = 1
-network = "{}"
-
-[spice]
-listen = "127.0.0.1"
-public_host = "127.0.0.1"
-tls_port = {}
-plain_port = {}
-
-[storage.paths]
-templates = "{}"
-desktops = "{}"
-)",
-                                                agentState.string(), agentPort, libvirtd->network(),
-                                                tls, !tls, templates.string(), desktops.string()));
-      startAgent();
-      if (!waitFor(
-              [&] {
-                return admin("GET", fmt::format("/api/v1/hosts/{}", hostId))["state"] == "online";
-              },
-              30s)) {
-        throw std::runtime_error("The agent's host did not come online:\n" + agent->log());
-      }
-    }
-  };
 
   std::int64_t newDesktop(const std::string& name, bool persistent) {
     auto r = env_->api->call("POST", "/api/v1/desktops", env_->adminToken,
@@ -389,7 +152,7 @@ desktops = "{}"
       argv.insert(argv.end(), {"--port", std::to_string(descriptor["port"].get<int>())});
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
-    auto out = run(argv, 90s);
+    auto out = runProgram(argv, 90s);
     return {out.exitCode, out.out + out.err};
   }
 
@@ -414,7 +177,7 @@ desktops = "{}"
     return descriptor;
   }
 
-  static inline Env* env_ = nullptr;
+  static inline AgentStack* env_ = nullptr;
   static inline std::string skipReason_;
   std::vector<std::int64_t> made_;
 };
