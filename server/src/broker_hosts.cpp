@@ -297,11 +297,6 @@ void publishChanges(EventBus& events, const std::vector<DesktopChange>& changes,
   }
 }
 
-// A desktop recorded as running must have been for this long before a
-// heartbeat that lacks it stops it: the heartbeat may have been sampled
-// before the start finished.
-constexpr std::int64_t kReconcileGraceSeconds = 30;
-
 // Marks a desktop stopped on its host: a non-persistent one lets go of the
 // host, since its overlay is gone.
 Status markStopped(db::Transaction& tx, std::int64_t id) {
@@ -394,7 +389,7 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       auto it = byDesktop.find(d.integer(0));
       bool runs = it != byDesktop.end() && it->second->running;
       if (d.text(1) == "running" && !runs &&
-          d.optInteger(2).value_or(0) < now - kReconcileGraceSeconds) {
+          d.optInteger(2).value_or(0) <= now - settings_.reconcileGrace.count()) {
         AULA_TRY_STATUS(markStopped(tx, d.integer(0)));
         changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
       }

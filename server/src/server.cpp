@@ -66,6 +66,8 @@ config::Schema brokerSchema() {
       .number("placement.vcpu_ratio_limit", 4.0)
       .integer("placement.memory_reserve_mb", 512, 0, 1 << 20)
       .integer("hosts.lost_after_seconds", 90, 5, 86400)
+      .integer("hosts.reconcile_grace_seconds", 30, 0, 3600,
+               "how long a desktop must have run before a heartbeat without it stops it")
       .integer("hosts.shutdown_grace_seconds", 60, 0, 3600,
                "how long a guest may take to shut down before it is powered off")
       .integer("limits.max_body_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024)
@@ -168,6 +170,7 @@ BrokerSettings settingsFrom(const config::Config& c) {
   s.storage = c.getStringMap("storage.paths");
   s.hostLostAfter = std::chrono::seconds(c.getInt("hosts.lost_after_seconds"));
   s.ticketValidity = std::chrono::seconds(c.getInt("console.ticket_seconds"));
+  s.reconcileGrace = std::chrono::seconds(c.getInt("hosts.reconcile_grace_seconds"));
   s.deploymentStepDelay = std::chrono::milliseconds(c.getInt("debug.deployment_step_delay_ms"));
   for (const auto& [dn, role] : c.getStringMap("ldap.group_roles")) {
     std::string lower = dn;

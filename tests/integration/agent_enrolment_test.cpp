@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -59,6 +60,8 @@ class AgentEnrolmentTest : public ::testing::TestWithParam<Backend> {
   void SetUp() override {
     BrokerOptions options;
     options.backend = GetParam();
+    // Reconciliation may stop a desktop the moment a heartbeat lacks it.
+    options.settings.emplace_back("hosts.reconcile_grace_seconds", "0");
     if (GetParam() == Backend::kPostgres) {
       std::string why;
       if (!PostgresServer::available(&why))
@@ -361,6 +364,98 @@ TEST_P(AgentEnrolmentTest, HeartbeatCountsOnlyWithAnEnrolledHostsCertificate) {
   auto refused = agent::sendHeartbeat(fake, broker().baseUrl(), kLoad);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), Errc::kPermissionDenied);
+}
+
+TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost) {
+  const fs::path state = dir_ / "state";
+  ASSERT_TRUE(agent::enroll(options(joinToken("hv7"), state)));
+  ASSERT_TRUE(agent::sendHeartbeat(state, "", kLoad));
+  auto hostId = host("hv7")["id"].get<std::int64_t>();
+
+  // A desktop running on hv7 (the simulated link plays the agent's part).
+  writeFile(broker().templatesDir() / "t.qcow2", "");
+  auto tpl = broker().adminCall("POST", "/api/v1/templates",
+                                Json{{"name", "T"},
+                                     {"base_disk", "t.qcow2"},
+                                     {"disk_gb", 1},
+                                     {"vcpus", 1},
+                                     {"memory_mb", 256},
+                                     {"access", Json::array({"everyone"})}},
+                                201)["id"];
+  auto owner =
+      broker().adminCall("POST", "/api/v1/users",
+                         Json{{"username", "u1"}, {"password", "student-secret-1"}}, 201)["id"];
+  auto id =
+      broker()
+          .adminCall("POST", "/api/v1/desktops",
+                     Json{{"name", "d"}, {"template_id", tpl}, {"owner_id", owner}}, 201)["id"]
+          .get<std::int64_t>();
+  auto started =
+      broker().adminCall("POST", fmt::format("/api/v1/desktops/{}/start", id), std::nullopt, 200);
+  ASSERT_EQ(started["host_id"], hostId);
+  auto stateOf = [&] {
+    return broker().adminCall("GET", fmt::format("/api/v1/desktops/{}", id), std::nullopt,
+                              200)["state"];
+  };
+  const std::string name = fmt::format("aula-{}", id);
+  auto guests = [&](Json list) {
+    Json load = kLoad;
+    load["guests"] = std::move(list);
+    auto sent = agent::sendHeartbeat(state, "", load);
+    ASSERT_TRUE(sent) << sent.error().message();
+  };
+
+  // The host says it does not run: the broker believes the host.
+  guests(Json::array());
+  EXPECT_EQ(stateOf(), "stopped");
+  // The host says it runs (started while the broker was away): running again.
+  guests(Json::array(
+      {Json{{"name", name}, {"desktop_id", id}, {"state", "running"}, {"running", true}}}));
+  EXPECT_EQ(stateOf(), "running");
+
+  // A guest Aula did not make is reported, and nothing else changes.
+  guests(Json::array(
+      {Json{{"name", name}, {"desktop_id", id}, {"state", "running"}, {"running", true}},
+       Json{
+           {"name", "win10-lab"}, {"desktop_id", nullptr}, {"state", "running"}, {"running", true}},
+       Json{{"name", "aula-99999"},
+            {"desktop_id", 99999},
+            {"state", "running"},
+            {"running", true}}}));
+  auto reported = broker().adminCall("GET", fmt::format("/api/v1/hosts/{}", hostId), std::nullopt,
+                                     200)["unknown_guests"];
+  EXPECT_EQ(reported.size(), 2u) << reported.dump();
+  EXPECT_THAT(reported.dump(), HasSubstr("win10-lab"));
+  EXPECT_THAT(reported.dump(), HasSubstr("aula-99999"));
+  EXPECT_EQ(stateOf(), "running");
+
+  // A bad guest list is refused whole.
+  Json bad = kLoad;
+  bad["guests"] = "all of them";
+  auto refused = agent::sendHeartbeat(state, "", bad);
+  ASSERT_FALSE(refused);
+  EXPECT_THAT(refused.error().message(), HasSubstr("'guests'"));
+
+  // Lifecycle events: a crash stops the desktop and is audited.
+  auto crashed = agent::postToBroker(state, "", "/api/v1/agent/events",
+                                     Json{{"events", Json::array({Json{{"domain", name},
+                                                                       {"desktop_id", id},
+                                                                       {"event", "crashed"},
+                                                                       {"detail", "QEMU failed"},
+                                                                       {"at", 0}}})}});
+  ASSERT_TRUE(crashed) << crashed.error().message();
+  EXPECT_EQ(stateOf(), "stopped");
+  auto audit = broker().adminCall("GET", "/api/v1/audit?action=desktop.crashed", std::nullopt, 200);
+  EXPECT_THAT(audit.dump(), HasSubstr("agent:hv7"));
+  // "started" for it brings it back; events about other hosts' or unknown
+  // desktops change nothing.
+  ASSERT_TRUE(agent::postToBroker(
+      state, "", "/api/v1/agent/events",
+      Json{{"events",
+            Json::array(
+                {Json{{"domain", name}, {"desktop_id", id}, {"event", "started"}},
+                 Json{{"domain", "aula-99999"}, {"desktop_id", 99999}, {"event", "stopped"}}})}}));
+  EXPECT_EQ(stateOf(), "running");
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, AgentEnrolmentTest,

@@ -71,6 +71,10 @@ struct BrokerSettings {
   std::map<std::string, std::string> storage;  // name -> path; template disks must lie inside
   std::chrono::seconds hostLostAfter{90};
   std::chrono::seconds ticketValidity{60};
+  // A desktop recorded as running must have run this long before a
+  // heartbeat that lacks it marks it stopped: the heartbeat may have been
+  // sampled on the host before the start finished.
+  std::chrono::seconds reconcileGrace{30};
   // How long a console request waits for a start another request began.
   std::chrono::seconds consoleStartWait{180};
   DirectoryMapping directoryMapping;
