@@ -175,7 +175,7 @@ Result<std::string> AgentService::spiceGraphicsXml(const std::string& passwd,
 Result<Json> AgentService::start(const std::string& name, const Json& body) {
   AULA_TRY_STATUS(
       json::checkFields(body, {"desktop_id", "owner", "vcpus", "memory_mb", "video", "base_storage",
-                               "base_disk", "disk_path", "persistent", "mac_address"}));
+                               "base_disk", "disk_path", "persistent", "mac_address", "limits"}));
   auto desktopId = AULA_TRY(json::getInt(body, "desktop_id"));
   if (name != fmt::format("aula-{}", desktopId)) {
     return makeError(Errc::kInvalidArgument,
@@ -222,6 +222,22 @@ Result<Json> AgentService::start(const std::string& name, const Json& body) {
   spec.spice.tlsPort = options_.settings.spiceTlsPort;
   spec.spice.plainPort = options_.settings.spicePlainPort;
   spec.allowPlainSpice = options_.settings.spicePlainPort;
+  spec.limits = options_.settings.limits;
+  if (body.contains("limits") && !body["limits"].is_null()) {
+    // The broker may set one desktop's limits instead of the host's.
+    const Json& l = body["limits"];
+    if (!l.is_object())
+      return makeError(Errc::kInvalidArgument, "The field 'limits' must be an object.");
+    AULA_TRY_STATUS(json::checkFields(
+        l, {"cpu_shares", "cpu_percent_per_vcpu", "disk_mb_per_sec", "disk_iops"}));
+    const auto& host = options_.settings.limits;
+    spec.limits = AULA_TRY(limitsFrom(
+        AULA_TRY(optInt(l, "cpu_shares", static_cast<std::int64_t>(host.cpuShares))),
+        AULA_TRY(optInt(l, "cpu_percent_per_vcpu", host.cpuQuotaUs / 1000)),
+        AULA_TRY(optInt(l, "disk_mb_per_sec",
+                        static_cast<std::int64_t>(host.diskBytesPerSec / (1024 * 1024)))),
+        AULA_TRY(optInt(l, "disk_iops", static_cast<std::int64_t>(host.diskIopsPerSec)))));
+  }
   // Nobody gets in until the broker asks for a ticket.
   spec.spice.passwd = AULA_TRY(crypto::randomToken(24));
   spec.spice.passwdValidTo = kExpiredValidTo;
@@ -427,6 +443,7 @@ void BrokerReporter::stop() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
+  wake_.notify_all();
   service_.wakeWaiters();
   if (thread_.joinable())
     thread_.join();
@@ -456,19 +473,35 @@ void BrokerReporter::run() {
       auto sent =
           postToBroker(stateDir_, brokerUrl_, "/api/v1/agent/events", Json{{"events", events}});
       if (!sent) {
-        // Kept for the next try; the heartbeat's guest list covers what a
-        // full queue loses.
-        service_.returnEvents(std::move(events));
-        if (!brokerAway)
-          log::warn("Events not delivered (will retry): {}", sent.error().message());
-        brokerAway = true;
+        Errc code = sent.error().code();
+        if (code == Errc::kInvalidArgument || code == Errc::kPermissionDenied ||
+            code == Errc::kUnauthenticated || code == Errc::kNotFound) {
+          // Refused, not missed: sending them again would be refused again.
+          // The heartbeat's guest list tells the broker the same.
+          log::error("The broker refused {} event(s), which are dropped: {}", events.size(),
+                     sent.error().message());
+        } else {
+          // Kept for the next try; the heartbeat's guest list covers what a
+          // full queue loses.
+          service_.returnEvents(std::move(events));
+          if (!brokerAway)
+            log::warn("Events not delivered (will retry): {}", sent.error().message());
+          brokerAway = true;
+        }
       }
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(nextHeartbeat - Clock::now());
-    if (brokerAway)
-      left = std::min(left, std::chrono::milliseconds(2000));
-    if (left.count() > 0)
+    if (left.count() <= 0)
+      continue;
+    if (brokerAway) {
+      // Queued events do not wake us while the broker is away: try again in
+      // at most 2 s, or at the next heartbeat.
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, std::min(left, std::chrono::milliseconds(2000)),
+                     [this] { return stopping_; });
+    } else {
       service_.waitForEvent(left);
+    }
   }
 }
 

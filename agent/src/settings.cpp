@@ -22,8 +22,42 @@ config::Schema agentSchema() {
       .boolean("spice.tls_port", true,
                "offer SPICE over TLS (needs spice_tls = 1 in /etc/libvirt/qemu.conf)")
       .boolean("spice.plain_port", false, "also offer an unencrypted SPICE port (tests only)")
-      .stringMap("storage.paths", "storage name = folder");
+      .stringMap("storage.paths", "storage name = folder")
+      .integer("limits.cpu_shares", 0, 0, 262144,
+               "each desktop's CPU weight (1024 = normal); 0: the host's default")
+      .integer("limits.cpu_percent_per_vcpu", 0, 0, 100,
+               "cap per vCPU in percent of one host CPU; 0: no cap")
+      .integer("limits.disk_mb_per_sec", 0, 0, 1 << 20,
+               "each desktop disk's read+write MiB/s; 0: no cap")
+      .integer("limits.disk_iops", 0, 0, 1 << 24, "each desktop disk's operations/s; 0: no cap");
   return s;
+}
+
+Result<DomainLimits> limitsFrom(std::int64_t cpuShares, std::int64_t cpuPercentPerVcpu,
+                                std::int64_t diskMbPerSec, std::int64_t diskIops) {
+  if (cpuShares != 0 && (cpuShares < 2 || cpuShares > 262144)) {
+    return makeError(Errc::kInvalidArgument,
+                     "cpu_shares is {}; use 0 (the host's default) or 2 to 262144 (1024 is a "
+                     "normal share).",
+                     cpuShares);
+  }
+  if (cpuPercentPerVcpu < 0 || cpuPercentPerVcpu > 100) {
+    return makeError(Errc::kInvalidArgument,
+                     "cpu_percent_per_vcpu is {}; use 0 (no cap) or 1 to 100.", cpuPercentPerVcpu);
+  }
+  if (diskMbPerSec < 0 || diskIops < 0) {
+    return makeError(Errc::kInvalidArgument,
+                     "disk_mb_per_sec and disk_iops must be 0 (no cap) or more.");
+  }
+  DomainLimits l;
+  l.cpuShares = static_cast<std::uint64_t>(cpuShares);
+  if (cpuPercentPerVcpu > 0) {
+    l.cpuPeriodUs = 100000;
+    l.cpuQuotaUs = cpuPercentPerVcpu * 1000;
+  }
+  l.diskBytesPerSec = static_cast<std::uint64_t>(diskMbPerSec) * 1024 * 1024;
+  l.diskIopsPerSec = static_cast<std::uint64_t>(diskIops);
+  return l;
 }
 
 Result<AgentSettings> settingsFrom(const config::Config& c) {
@@ -61,6 +95,11 @@ Result<AgentSettings> settingsFrom(const config::Config& c) {
                        c.sourceName(), needed, needed, needed);
     }
   }
+  auto limits = limitsFrom(c.getInt("limits.cpu_shares"), c.getInt("limits.cpu_percent_per_vcpu"),
+                           c.getInt("limits.disk_mb_per_sec"), c.getInt("limits.disk_iops"));
+  if (!limits)
+    return makeError(Errc::kConfig, "{}: limits.{}", c.sourceName(), limits.error().message());
+  s.limits = *limits;
   if (!s.stateDir.is_absolute()) {
     return makeError(Errc::kConfig, "{}: agent.state_dir must be absolute, not '{}'.",
                      c.sourceName(), s.stateDir.string());

@@ -1005,7 +1005,7 @@ Result<Json> Broker::console(const Actor& actor, std::int64_t id) {
   return Json{
       {"desktop", desktop},
       {"host", ticket.host},
-      {"tls_port", ticket.tlsPort},
+      {"tls_port", ticket.tlsPort > 0 ? Json(ticket.tlsPort) : Json()},
       {"port", ticket.plainPort > 0 ? Json(ticket.plainPort) : Json()},
       {"ticket", ticket.ticket},
       {"expires_at",

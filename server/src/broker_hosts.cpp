@@ -1,5 +1,8 @@
 // Pools, hosts, heartbeats, enrolment tokens, boot hosts, the audit log, and
 // what the live stream and /metrics show.
+#include <algorithm>
+#include <cctype>
+
 #include "aula/broker/agent_link.hpp"
 #include "aula/common/crypto.hpp"
 #include "aula/common/log.hpp"
@@ -61,6 +64,25 @@ Status checkHostName(std::string_view name) {
                      "The host name '{}' is reserved for the broker's own certificate; choose "
                      "another.",
                      name);
+  }
+  return {};
+}
+
+// A host's address is where the broker reaches its agent and viewers its
+// SPICE ports: a host name or an IP address, without a port (the agent's
+// port is agent_port).
+Status checkHostAddress(std::string_view address) {
+  if (address.size() > 255)
+    return Error(Errc::kInvalidArgument, "The field 'address' is longer than 255 characters.");
+  bool ok = true;
+  for (unsigned char c : address)
+    ok = ok && (std::isalnum(c) || c == '.' || c == '-' || c == ':');
+  // One colon is "host:port"; an IPv6 address has at least two.
+  if (!ok || std::count(address.begin(), address.end(), ':') == 1) {
+    return makeError(Errc::kInvalidArgument,
+                     "The address '{}' is not a host name or an IP address; give the host only "
+                     "(the agent's port is the field 'agent_port').",
+                     address.substr(0, 80));
   }
   return {};
 }
@@ -168,8 +190,7 @@ Result<Json> Broker::createHost(const Actor& actor, const Json& body) {
   }
   auto poolId = AULA_TRY(json::getInt(body, "pool_id"));
   auto address = AULA_TRY(optString(body, "address")).value_or("");
-  if (address.size() > 255)
-    return Error(Errc::kInvalidArgument, "The field 'address' is longer than 255 characters.");
+  AULA_TRY_STATUS(checkHostAddress(address));
   auto port = AULA_TRY(optInt(body, "agent_port")).value_or(0);
   auto cpus = AULA_TRY(optInt(body, "cpus")).value_or(0);
   auto memory = AULA_TRY(optInt(body, "memory_mb")).value_or(0);
@@ -216,9 +237,8 @@ Result<Json> Broker::updateHost(const Actor& actor, std::int64_t id, const Json&
   }
   auto pool = AULA_TRY(optInt(body, "pool_id"));
   auto address = AULA_TRY(optString(body, "address"));
-  if (address && address->size() > 255) {
-    return Error(Errc::kInvalidArgument, "The field 'address' is longer than 255 characters.");
-  }
+  if (address)
+    AULA_TRY_STATUS(checkHostAddress(*address));
   auto now = unixNow(clock_);
   auto updated = db_.transactValue<
       Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
@@ -388,6 +408,19 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
     for (const auto& d : mine) {
       auto it = byDesktop.find(d.integer(0));
       bool runs = it != byDesktop.end() && it->second->running;
+      if (d.text(1) == "stopping" && !runs) {
+        // A stop that the broker did not see end (it restarted meanwhile).
+        AULA_TRY_STATUS(markStopped(tx, d.integer(0)));
+        changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
+        continue;
+      }
+      if (d.text(1) == "starting" && runs) {
+        // A start that the broker did not see end.
+        AULA_TRY(tx.exec("UPDATE desktops SET state = 'running', started_at = ? WHERE id = ?",
+                         {now, d.integer(0)}));
+        changes.push_back({d.integer(0), "running", hostId, d.integer(3), d.optInteger(4)});
+        continue;
+      }
       if (d.text(1) == "running" && !runs &&
           d.optInteger(2).value_or(0) <= now - settings_.reconcileGrace.count()) {
         AULA_TRY_STATUS(markStopped(tx, d.integer(0)));
@@ -406,8 +439,10 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       }
       bool ours = desktop && (desktop->isNull(2) || desktop->integer(2) == hostId);
       if (!ours) {
-        // Not the broker's to judge: reported, never stopped.
-        unknown.push_back(Json{{"name", g.name}, {"state", g.state}});
+        // Not the broker's to judge: a running one is reported, never
+        // stopped; a definition that does not run costs nothing.
+        if (g.running)
+          unknown.push_back(Json{{"name", g.name}, {"state", g.state}});
         continue;
       }
       if (g.running && desktop->text(1) == "stopped") {

@@ -236,7 +236,8 @@ const SeedIds& BrokerFixture::seed() {
     auto host = id(adminCall("POST", "/api/v1/hosts",
                              Json{{"name", fmt::format("hv{}", i)},
                                   {"pool_id", ids_.pool},
-                                  {"address", fmt::format("10.0.0.{}:16514", i)},
+                                  {"address", fmt::format("10.0.0.{}", i)},
+                                  {"agent_port", 9443},
                                   {"cpus", 16},
                                   {"memory_mb", 65536}},
                              201));

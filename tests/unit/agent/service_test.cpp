@@ -14,6 +14,8 @@
 #include "aula/agent/disks.hpp"
 #include "aula/agent/host_load.hpp"
 #include "aula/agent/hypervisor.hpp"
+#include "aula/agent/settings.hpp"
+#include "aula/common/config.hpp"
 #include "aula/common/process.hpp"
 
 #include "support/temp_dir.hpp"
@@ -184,6 +186,60 @@ TEST_F(AgentServiceTest, StartMakesTheOverlayAndALockedSpiceDisplay) {
   // Starting a running desktop changes nothing.
   ASSERT_EQ(call("POST", "/v1/domains/aula-42/start", spec(42)).status, 200);
   EXPECT_EQ(hv_.starts, 1);
+}
+
+TEST_F(AgentServiceTest, EachDesktopGetsTheHostsLimitsOrItsOwn) {
+  // The service of this fixture has none: nothing is written.
+  ASSERT_EQ(call("POST", "/v1/domains/aula-20/start", spec(20)).status, 200);
+  EXPECT_THAT(hv_.domains["aula-20"].xml, Not(HasSubstr("<iotune>")));
+  EXPECT_THAT(hv_.domains["aula-20"].xml, Not(HasSubstr("<cputune>")));
+  // The broker may give one desktop its own.
+  Json limited = spec(21);
+  limited["limits"] = Json{{"cpu_shares", 512}, {"cpu_percent_per_vcpu", 50}, {"disk_iops", 300}};
+  auto r = call("POST", "/v1/domains/aula-21/start", limited);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto& xml = hv_.domains["aula-21"].xml;
+  EXPECT_THAT(xml, HasSubstr("<shares>512</shares>"));
+  EXPECT_THAT(xml, HasSubstr("<quota>50000</quota>"));
+  EXPECT_THAT(xml, HasSubstr("<period>100000</period>"));
+  EXPECT_THAT(xml, HasSubstr("<total_iops_sec>300</total_iops_sec>"));
+  limited["desktop_id"] = 22;
+  limited["limits"]["cpu_percent_per_vcpu"] = 150;
+  auto bad = call("POST", "/v1/domains/aula-22/start", limited);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("cpu_percent_per_vcpu is 150"));
+}
+
+TEST(AgentSettings, LimitsComeFromTheConfigInAdminsUnits) {
+  auto config = config::Config::parse(R"([storage.paths]
+templates = "/t"
+desktops = "/d"
+[limits]
+cpu_shares = 2048
+cpu_percent_per_vcpu = 25
+disk_mb_per_sec = 100
+)",
+                                      "agent.toml", agentSchema(), config::noEnvironment());
+  ASSERT_TRUE(config) << config.error().message();
+  auto s = settingsFrom(*config);
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(s->limits.cpuShares, 2048u);
+  EXPECT_EQ(s->limits.cpuQuotaUs, 25000);
+  EXPECT_EQ(s->limits.diskBytesPerSec, 100u * 1024 * 1024);
+  EXPECT_EQ(s->limits.diskIopsPerSec, 0u);
+  auto noDesktops = config::Config::parse("[storage.paths]\ntemplates = \"/t\"\n", "agent.toml",
+                                          agentSchema(), config::noEnvironment());
+  ASSERT_TRUE(noDesktops);
+  auto refused = settingsFrom(*noDesktops);
+  ASSERT_FALSE(refused);
+  EXPECT_THAT(refused.error().message(), HasSubstr("no 'desktops' folder"));
+  auto tiny = config::Config::parse(
+      "[storage.paths]\ntemplates = \"/t\"\ndesktops = \"/d\"\n[limits]\ncpu_shares = 1\n",
+      "agent.toml", agentSchema(), config::noEnvironment());
+  ASSERT_TRUE(tiny);
+  auto tooSmall = settingsFrom(*tiny);
+  ASSERT_FALSE(tooSmall);
+  EXPECT_THAT(tooSmall.error().message(), HasSubstr("limits.cpu_shares is 1"));
 }
 
 TEST_F(AgentServiceTest, StartRefusesBadRequests) {

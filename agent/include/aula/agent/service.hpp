@@ -107,6 +107,7 @@ class BrokerReporter {
   std::string brokerUrl_;
   std::chrono::seconds interval_;
   std::mutex mutex_;
+  std::condition_variable wake_;
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "aula/agent/domain_xml.hpp"
 #include "aula/common/config.hpp"
 #include "aula/common/result.hpp"
 
@@ -31,7 +32,16 @@ struct AgentSettings {
   bool spiceTlsPort = true;     // needs spice_tls = 1 in qemu.conf
   bool spicePlainPort = false;  // tests only
   std::map<std::string, std::filesystem::path> storage;  // name -> folder
+  // Every desktop's share of the host ([limits]); a start may narrow them.
+  DomainLimits limits;
 };
+
+// Per-desktop limits in the units admins think in; 0 leaves one unset.
+// CPU: a relative weight, and a cap in percent of one host CPU per vCPU;
+// disk: the overlay's throughput in MiB/s and operations per second.
+// Errors name the field and its range.
+Result<DomainLimits> limitsFrom(std::int64_t cpuShares, std::int64_t cpuPercentPerVcpu,
+                                std::int64_t diskMbPerSec, std::int64_t diskIops);
 
 // Reads the settings; errors name the key. Storage folders must be absolute.
 Result<AgentSettings> settingsFrom(const config::Config& config);
