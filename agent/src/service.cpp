@@ -133,6 +133,11 @@ AgentService::AgentService(ServiceOptions options, Hypervisor& hypervisor, Disks
               withBody([this](const std::string& n, const Json& b) { return remove(n, b); }));
   router_.add("POST", "/v1/domains/{name}/ticket",
               withBody([this](const std::string& n, const Json& b) { return ticket(n, b); }));
+  router_.add(
+      "POST", "/v1/templates/from-desktop",
+      withBody([this](const std::string&, const Json& b) { return templateFromDesktop(b); }));
+  router_.add("POST", "/v1/templates/delete-base",
+              withBody([this](const std::string&, const Json& b) { return deleteBase(b); }));
 }
 
 http::ServerResponse AgentService::handle(http::ServerRequest& request) {
@@ -354,6 +359,79 @@ Result<Json> AgentService::ticket(const std::string& name, const Json& body) {
               {"port", info.spicePort > 0 ? Json(info.spicePort) : Json()},
               {"ticket", passwd},
               {"expires_at", expires}};
+}
+
+Result<Json> AgentService::templateFromDesktop(const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(
+      body, {"domain", "disk_path", "template_storage", "template_disk", "mode"}));
+  auto domain = AULA_TRY(json::getString(body, "domain"));
+  if (!desktopIdOfName(domain)) {
+    return makeError(Errc::kInvalidArgument,
+                     "The domain '{}' is not an Aula desktop's; its name must be 'aula-<id>'.",
+                     domain.substr(0, 80));
+  }
+  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
+  auto storage = AULA_TRY(optString(body, "template_storage", "templates"));
+  if (storage == "desktops") {
+    return Error(Errc::kInvalidArgument,
+                 "A template's image cannot go into the 'desktops' storage, which holds users' "
+                 "own disks; use 'templates'.");
+  }
+  auto templateDisk = AULA_TRY(json::getString(body, "template_disk"));
+  auto modeName = AULA_TRY(optString(body, "mode", "flatten"));
+  TemplateMode mode = TemplateMode::kFlatten;
+  if (modeName == "rebase") {
+    mode = TemplateMode::kRebase;
+  } else if (modeName != "flatten") {
+    return makeError(Errc::kInvalidArgument,
+                     "The field 'mode' must be 'flatten' or 'rebase', not '{}'.",
+                     modeName.substr(0, 40));
+  }
+  // Held for the whole copy: a start of this desktop waits until the image is
+  // made, so the guest never writes to the disk while it is being read.
+  auto guard = lockFor(domain);
+  std::lock_guard lock(*guard);
+  auto info = hypervisor_.info(domain);
+  if (info && isLive(info->state)) {
+    return makeError(Errc::kConflict,
+                     "The desktop {} is {}; shut it down first, since the disk of a running guest "
+                     "is not consistent.",
+                     domain, info->state);
+  }
+  if (!info && info.error().code() != Errc::kNotFound)
+    return info.error();
+  auto made =
+      AULA_TRY(disks_.templateFromDesktop("desktops", diskPath, storage, templateDisk, mode));
+  std::error_code ec;
+  auto size = fs::file_size(made, ec);
+  // The image is made: a header that cannot be read back now is worth a
+  // warning, not a failure that would leave the image without its template.
+  Json backing;
+  if (auto named = Disks::backingFile(made); !named) {
+    log::warn("Cannot read back the backing file of {}: {}", made.native(),
+              named.error().message());
+  } else if (*named) {
+    backing = (*named)->native();
+  }
+  log::info("Made the template image {} ({}, {} bytes) from the disk of {}.", made.native(),
+            modeName, ec ? 0 : size, domain);
+  return Json{{"template_disk", templateDisk},
+              {"size_bytes", ec ? std::int64_t{0} : static_cast<std::int64_t>(size)},
+              {"backing", backing}};
+}
+
+Result<Json> AgentService::deleteBase(const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"storage", "disk"}));
+  auto storage = AULA_TRY(json::getString(body, "storage"));
+  auto disk = AULA_TRY(json::getString(body, "disk"));
+  if (storage == "desktops") {
+    return Error(Errc::kInvalidArgument,
+                 "Base images are not kept in the 'desktops' storage, which holds users' own "
+                 "disks; desktops' disks are deleted with their desktop.");
+  }
+  AULA_TRY_STATUS(disks_.deleteBase(storage, disk));
+  log::info("Deleted the base image {} in storage '{}'.", disk, storage);
+  return Json{{"storage", storage}, {"disk", disk}, {"deleted", true}};
 }
 
 Result<Json> AgentService::domains() {

@@ -5,6 +5,7 @@
 #include "aula/broker/aulactl.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -247,13 +248,15 @@ http::Client clientFor(const Session& s) {
 }
 
 // Sends a request; prints the API's error sentence and returns nullopt on failure.
-std::optional<http::Response> call(const Session& s, const std::string& method,
-                                   const std::string& path, const std::optional<Json>& body,
-                                   const std::string& accept = "application/json") {
+std::optional<http::Response> call(
+    const Session& s, const std::string& method, const std::string& path,
+    const std::optional<Json>& body, const std::string& accept = "application/json",
+    std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
   auto client = clientFor(s);
   http::Request r;
   r.method = method;
   r.url = s.url + path;
+  r.timeout = timeout;
   r.headers.emplace_back("Authorization", "Bearer " + s.token);
   r.headers.emplace_back("Accept", accept);
   if (body) {
@@ -985,6 +988,35 @@ int run(const std::vector<std::string>& args) {
           withSession([key, &openVvOut, &openPrintCommand, &exitCode](const Session& s) {
             exitCode = openDesktop(s, *key, openVvOut, openPrintCommand);
           }));
+      auto* makeTemplate = cmd->add_subcommand(
+          "make-template", "make a template from a stopped desktop's disk (on its host)");
+      auto* templateValues = valueStore.emplace_back(std::make_unique<FieldValues>()).get();
+      makeTemplate->add_option("id", *key, "desktop id")->required();
+      makeTemplate->add_option("--name", templateValues->text["name"], "the new template's name")
+          ->required();
+      makeTemplate
+          ->add_option("--mode", templateValues->text["mode"],
+                       "flatten (default: one standalone image) or rebase (only the desktop's "
+                       "changes, on its template's image)")
+          ->check(CLI::IsMember({"flatten", "rebase"}));
+      makeTemplate->add_option("--description", templateValues->text["description"], "");
+      makeTemplate
+          ->add_option("--access", templateValues->lists["access"],
+                       "user:<id>, group:<id>, category:<id> or everyone")
+          ->delimiter(',');
+      makeTemplate->callback(withSession([key, templateValues, finish](const Session& s) {
+        Json body{{"name", templateValues->text["name"]}};
+        for (const char* field : {"mode", "description"}) {
+          if (!templateValues->text[field].empty())
+            body[field] = templateValues->text[field];
+        }
+        if (!templateValues->lists["access"].empty())
+          body["access"] = templateValues->lists["access"];
+        // A flattened image copies the whole disk: wait as long as the broker does.
+        finish(call(s, "POST", "/api/v1/desktops/" + pathSegment(*key) + "/template", body,
+                    "application/json", std::chrono::hours(6)),
+               {"id", "name", "base_disk", "vcpus", "memory_mb", "disk_gb", "pools"});
+      }));
     }
     if (res.name == "groups") {
       auto* add = cmd->add_subcommand("add-members", "add users to a group by name");

@@ -123,4 +123,29 @@ Result<ConsoleTicket> AgentLink::setTicket(const HostAddress& host, const Deskto
   return t;
 }
 
+Result<TemplateImage> AgentLink::makeTemplate(const HostAddress& host, const DesktopSpec& d,
+                                              const std::string& templateDisk, TemplateMode mode) {
+  auto answer = AULA_TRY(call(options_, host, "/v1/templates/from-desktop",
+                              Json{{"domain", d.name},
+                                   {"disk_path", d.diskPath},
+                                   {"template_storage", kTemplateStorage},
+                                   {"template_disk", templateDisk},
+                                   {"mode", templateModeName(mode)}},
+                              options_.templateTimeout));
+  TemplateImage image;
+  if (auto it = answer.find("size_bytes"); it != answer.end() && it->is_number_integer())
+    image.sizeBytes = it->get<std::int64_t>();
+  if (auto it = answer.find("backing"); it != answer.end() && it->is_string())
+    image.backing = it->get<std::string>();
+  return image;
+}
+
+Status AgentLink::deleteBase(const HostAddress& host, const std::string& storage,
+                             const std::string& disk) {
+  // The agent reads the header of every image in its storages first.
+  AULA_TRY(call(options_, host, "/v1/templates/delete-base",
+                Json{{"storage", storage}, {"disk", disk}}, std::chrono::seconds(300)));
+  return {};
+}
+
 }  // namespace aula::broker

@@ -348,6 +348,11 @@ void Api::Impl::routes() {
              return response;
            });
 
+  authedIdBody("POST", "/api/v1/desktops/{id}/template",
+               [&b](const Actor& a, std::int64_t id, const Json& j) {
+                 return ok(b.makeTemplateFromDesktop(a, id, j), 201);
+               });
+
   // Deployments.
   authed("GET", "/api/v1/deployments",
          [&b](const Actor& a, ServerRequest&) { return ok(b.listDeployments(a)); });

@@ -15,8 +15,8 @@ namespace {
 
 constexpr const char* kTemplateSelect =
     "SELECT t.id, t.name, t.description, t.owner_id, t.category_id, t.storage, t.base_disk, "
-    "t.disk_gb, t.vcpus, t.memory_mb, t.video, t.version, t.enabled, t.created_at, t.updated_at "
-    "FROM templates t";
+    "t.disk_gb, t.vcpus, t.memory_mb, t.video, t.version, t.enabled, t.created_at, t.updated_at, "
+    "t.from_desktop_id, t.origin_host_id, t.backing_storage, t.backing_disk FROM templates t";
 
 struct TemplateRow {
   std::int64_t id;
@@ -29,12 +29,17 @@ struct TemplateRow {
   std::string video;
   bool enabled;
   std::int64_t version;
+  // Made from a desktop: its image is Aula's own (see schema.cpp, migration 3).
+  std::optional<std::int64_t> fromDesktopId;
+  std::optional<std::int64_t> originHostId;
+  std::optional<std::string> backingStorage, backingDisk;  // re-based: the base it needs
 };
 
 TemplateRow templateOf(const db::Row& r) {
-  return TemplateRow{r.integer(0), r.text(1),  r.optInteger(3),    r.optInteger(4),
-                     r.text(5),    r.text(6),  r.integer(7),       r.integer(8),
-                     r.integer(9), r.text(10), r.integer(12) != 0, r.integer(11)};
+  return TemplateRow{r.integer(0),     r.text(1),        r.optInteger(3),    r.optInteger(4),
+                     r.text(5),        r.text(6),        r.integer(7),       r.integer(8),
+                     r.integer(9),     r.text(10),       r.integer(12) != 0, r.integer(11),
+                     r.optInteger(15), r.optInteger(16), r.optText(17),      r.optText(18)};
 }
 
 Result<Json> templateJson(db::Transaction& tx, const db::Row& r) {
@@ -52,7 +57,12 @@ Result<Json> templateJson(db::Transaction& tx, const db::Row& r) {
          {"version", r.integer(11)},
          {"enabled", r.integer(12) != 0},
          {"created_at", r.integer(13)},
-         {"updated_at", r.integer(14)}};
+         {"updated_at", r.integer(14)},
+         {"from_desktop_id", nullableInt(r, 15)},
+         {"origin_host_id", nullableInt(r, 16)},
+         {"backing", r.optText(17) && r.optText(18)
+                         ? Json{{"storage", *r.optText(17)}, {"disk", *r.optText(18)}}
+                         : Json()}};
   auto access = AULA_TRY(
       tx.query("SELECT subject FROM template_access WHERE template_id = ? ORDER BY subject",
                {r.integer(0)}));
@@ -130,6 +140,23 @@ Status checkAccessSubject(db::Transaction& tx, const Actor& actor, const std::st
     }
   }
   return {};
+}
+
+// The optional field 'access' of a body: a list of subjects, checked later
+// by checkAccessSubject().
+Result<std::vector<std::string>> accessList(const Json& body) {
+  std::vector<std::string> access;
+  auto it = body.find("access");
+  if (it == body.end() || it->is_null())
+    return access;
+  if (!it->is_array())
+    return Error(Errc::kInvalidArgument, "The field 'access' must be an array of strings.");
+  for (const auto& a : *it) {
+    if (!a.is_string())
+      return Error(Errc::kInvalidArgument, "The field 'access' must be an array of strings.");
+    access.push_back(a.get<std::string>());
+  }
+  return access;
 }
 
 constexpr const char* kDesktopSelect =
@@ -223,6 +250,18 @@ std::string limitMessage(std::string_view who, std::string_view what, std::int64
   return fmt::format("{} reached the limit of {} {}; {}", who, limit, what,
                      who == "You have" ? "free some up first or ask your teacher."
                                        : "ask a teacher or an admin to raise it.");
+}
+
+// Non-admins may own as many templates as their per-user limit allows.
+Status checkTemplateQuota(db::Transaction& tx, const Actor& actor) {
+  if (actor.role == Role::kAdmin)
+    return {};
+  auto limits = AULA_TRY(perUserLimits(tx, actor.userId));
+  auto owned =
+      AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM templates WHERE owner_id = ?", {actor.userId}));
+  if (limits.templates && owned + 1 > *limits.templates)
+    return Error(Errc::kQuotaExceeded, limitMessage("You have", "templates", *limits.templates));
+  return {};
 }
 
 }  // namespace
@@ -434,16 +473,7 @@ Result<Json> Broker::createTemplate(const Actor& actor, const Json& body) {
       return forbidden();
     category = actor.categoryId;
   }
-  std::vector<std::string> access;
-  if (auto it = body.find("access"); it != body.end()) {
-    if (!it->is_array())
-      return Error(Errc::kInvalidArgument, "The field 'access' must be an array of strings.");
-    for (const auto& a : *it) {
-      if (!a.is_string())
-        return Error(Errc::kInvalidArgument, "The field 'access' must be an array of strings.");
-      access.push_back(a.get<std::string>());
-    }
-  }
+  auto access = AULA_TRY(accessList(body));
   std::vector<std::int64_t> pools;
   if (auto it = body.find("pools"); it != body.end()) {
     if (!it->is_array())
@@ -456,15 +486,7 @@ Result<Json> Broker::createTemplate(const Actor& actor, const Json& body) {
   }
   auto now = unixNow(clock_);
   return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
-    if (actor.role != Role::kAdmin) {
-      auto limits = AULA_TRY(perUserLimits(tx, actor.userId));
-      auto owned = AULA_TRY(
-          tx.queryInt("SELECT COUNT(*) FROM templates WHERE owner_id = ?", {actor.userId}));
-      if (limits.templates && owned + 1 > *limits.templates) {
-        return Error(Errc::kQuotaExceeded,
-                     limitMessage("You have", "templates", *limits.templates));
-      }
-    }
+    AULA_TRY_STATUS(checkTemplateQuota(tx, actor));
     if (category) {
       AULA_TRY(tx.queryOne("SELECT id FROM categories WHERE id = ?", {*category},
                            fmt::format("There is no category with id {}.", *category)));
@@ -551,6 +573,15 @@ Result<Json> Broker::updateTemplate(const Actor& actor, std::int64_t id, const J
       return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);
     }
     AULA_TRY(std::move(r));
+    if (newBase) {
+      // The new base is a file the admin placed: neither Aula's to delete nor
+      // known to depend on another. The image made from a desktop stays on
+      // its host for desktops still made from it.
+      AULA_TRY(
+          tx.exec("UPDATE templates SET from_desktop_id = NULL, origin_host_id = NULL, "
+                  "backing_storage = NULL, backing_disk = NULL WHERE id = ?",
+                  {id}));
+    }
     if (auto it = body.find("access"); it != body.end()) {
       if (!it->is_array())
         return Error(Errc::kInvalidArgument, "The field 'access' must be an array of strings.");
@@ -587,9 +618,69 @@ Result<Json> Broker::updateTemplate(const Actor& actor, std::int64_t id, const J
   });
 }
 
+namespace {
+
+// Where templates made from desktops keep their images, inside kTemplateStorage.
+constexpr std::string_view kFromDesktopFolder = "from-desktop/";
+
+// Whether the template's image is one Aula made from a desktop. Only such
+// files are ever deleted: the images an admin placed are the admin's.
+bool imageMadeByAula(const TemplateRow& t) {
+  return t.fromDesktopId && t.storage == kTemplateStorage &&
+         t.baseDisk.starts_with(kFromDesktopFolder);
+}
+
+HostAddress hostAddressOf(const db::Row& h) {
+  return HostAddress{.id = h.integer(0),
+                     .name = h.text(1),
+                     .address = h.text(2),
+                     .agentPort = h.integer(3),
+                     .spiceSubject = h.optText(4).value_or("")};
+}
+
+// The hosts whose agents can reach a made template's image: the host that
+// made it, or, once that host is deleted, the hypervisors of the template's
+// pools (which share the templates storage).
+Result<std::vector<HostAddress>> imageHosts(db::Transaction& tx, const TemplateRow& t) {
+  constexpr const char* kColumns =
+      "SELECT h.id, h.name, h.address, h.agent_port, h.spice_subject FROM hosts h WHERE ";
+  std::vector<db::Row> rows;
+  if (t.originHostId) {
+    rows = AULA_TRY(tx.query(std::string(kColumns) + "h.id = ?", {*t.originHostId}));
+  }
+  if (rows.empty()) {
+    rows = AULA_TRY(tx.query(std::string(kColumns) +
+                                 "h.kind = 'hypervisor' AND h.pool_id IN (SELECT pool_id FROM "
+                                 "template_pools WHERE template_id = ?) ORDER BY h.id",
+                             {t.id}));
+  }
+  std::vector<HostAddress> hosts;
+  for (const auto& h : rows)
+    hosts.push_back(hostAddressOf(h));
+  return hosts;
+}
+
+}  // namespace
+
 Status Broker::deleteTemplate(const Actor& actor, std::int64_t id) {
   auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  // An image Aula made for the template, to delete once the row is gone.
+  struct Image {
+    std::string storage, disk;
+    std::vector<HostAddress> hosts;
+  };
+  std::optional<Image> image;
+  // The row goes first, the file after. One transaction checks every user of
+  // the template and of its image and deletes the row; only after it commits
+  // does an agent delete the file. So at every moment each row names a file
+  // that exists: a broker that dies in between, or an agent that is away or
+  // refuses (it still finds an image on the file, such as a desktop disk
+  // that outlived its desktop), leaves at worst a file that nothing names,
+  // which the log and the audit log point out to the admin. The other order
+  // could delete the file and then fail to delete the row, leaving a
+  // template whose desktops can no longer start.
+  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    image.reset();
     auto row = AULA_TRY(tx.queryOne(std::string(kTemplateSelect) + " WHERE t.id = ?", {id},
                                     fmt::format("There is no template with id {}.", id)));
     auto t = templateOf(row);
@@ -607,10 +698,82 @@ Status Broker::deleteTemplate(const Actor& actor, std::int64_t id) {
           "until they are deleted.",
           t.name, desktops, deployments);
     }
+    // A re-based template holds only its changes on top of this one's image.
+    auto rebased =
+        AULA_TRY(tx.query("SELECT name FROM templates WHERE id <> ? AND backing_storage = ? AND "
+                          "backing_disk = ? ORDER BY name",
+                          {id, t.storage, t.baseDisk}));
+    if (!rebased.empty()) {
+      return makeError(
+          Errc::kConflict,
+          "The template '{}' is kept while the template '{}'{} is re-based on its "
+          "image and needs it; delete {} first.",
+          t.name, rebased[0].text(0),
+          rebased.size() > 1 ? fmt::format(" (and {} more)", rebased.size() - 1) : std::string(),
+          rebased.size() > 1 ? "them" : "that one");
+    }
+    Json detail{{"name", t.name}};
+    if (imageMadeByAula(t)) {
+      // Asked before the row goes: its pools go with it.
+      auto hosts = AULA_TRY(imageHosts(tx, t));
+      auto users = AULA_TRY(tx.queryInt(
+          "SELECT (SELECT COUNT(*) FROM desktops WHERE base_storage = ? AND base_disk = ?) + "
+          "(SELECT COUNT(*) FROM templates WHERE id <> ? AND ((storage = ? AND base_disk = ?) OR "
+          "(backing_storage = ? AND backing_disk = ?)))",
+          {t.storage, t.baseDisk, id, t.storage, t.baseDisk, t.storage, t.baseDisk}));
+      detail["image"] = t.baseDisk;
+      if (users > 0) {
+        detail["image_kept"] = "other desktops or templates use it";
+      } else {
+        image = Image{t.storage, t.baseDisk, std::move(hosts)};
+      }
+    }
     AULA_TRY(tx.exec("DELETE FROM templates WHERE id = ?", {id}));
-    return audit(tx, actor, now, "template.delete", fmt::format("template:{}", id),
-                 Json{{"name", t.name}});
+    return audit(tx, actor, now, "template.delete", fmt::format("template:{}", id), detail);
+  }));
+  if (image)
+    deleteTemplateImage(actor, id, image->storage, image->disk, image->hosts);
+  return {};
+}
+
+void Broker::deleteTemplateImage(const Actor& actor, std::int64_t templateId,
+                                 const std::string& storage, const std::string& disk,
+                                 const std::vector<HostAddress>& hosts) {
+  // With a shared templates storage the first host deletes the file; a host
+  // without it says so, and the next is asked.
+  Json detail{{"storage", storage}, {"disk", disk}, {"result", "absent"}};
+  for (const auto& host : hosts) {
+    auto gone = hosts_.deleteBase(host, storage, disk);
+    if (gone) {
+      detail["result"] = "deleted";
+      detail["host"] = host.name;
+      break;
+    }
+    if (gone.error().code() == Errc::kNotFound)
+      continue;
+    detail["result"] = "kept";
+    detail["host"] = host.name;
+    detail["reason"] = gone.error().message();
+    log::warn("The image {} of deleted template {} stays in storage '{}' on host '{}': {}", disk,
+              templateId, storage, host.name, gone.error().message());
+    break;
+  }
+  if (hosts.empty()) {
+    detail["result"] = "kept";
+    detail["reason"] = "No host is known to hold it.";
+    log::warn(
+        "The image {} of deleted template {} stays in storage '{}': no host is known to "
+        "hold it.",
+        disk, templateId, storage);
+  }
+  auto now = unixNow(clock_);
+  auto recorded = db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    return audit(tx, actor, now, "template.image_delete", fmt::format("template:{}", templateId),
+                 detail);
   });
+  if (!recorded)
+    log::warn("Cannot record the deletion of template {}'s image: {}", templateId,
+              recorded.error().message());
 }
 
 // ---- desktops ----
@@ -768,6 +931,12 @@ Result<Json> Broker::startDesktop(const Actor& actor, std::int64_t id) {
     if (p.desktop.state == "stopping") {
       return makeError(Errc::kConflict,
                        "The desktop '{}' is stopping; start it again when it has stopped.",
+                       p.desktop.name);
+    }
+    if (copying(id)) {
+      return makeError(Errc::kConflict,
+                       "The desktop '{}' is being made into a template; start it when that is "
+                       "done.",
                        p.desktop.name);
     }
     // Teacher deployments are handed out, not asked for: the student's own
@@ -959,6 +1128,12 @@ Status Broker::deleteDesktop(const Actor& actor, std::int64_t id) {
       return makeError(Errc::kConflict,
                        "The desktop '{}' started again while being deleted; try again.", d.name);
     }
+    if (copying(id)) {
+      return makeError(Errc::kConflict,
+                       "The desktop '{}' is being made into a template; delete it when that is "
+                       "done.",
+                       d.name);
+    }
     AULA_TRY(tx.exec("DELETE FROM desktops WHERE id = ?", {id}));
     AULA_TRY_STATUS(audit(tx, actor, now, "desktop.delete", fmt::format("desktop:{}", id),
                           Json{{"name", d.name}}));
@@ -1011,6 +1186,239 @@ Result<Json> Broker::console(const Actor& actor, std::int64_t id) {
       {"expires_at",
        std::chrono::duration_cast<std::chrono::seconds>(ticket.expires.time_since_epoch()).count()},
       {"host_subject", ticket.hostSubject.empty() ? row->hostSubject : ticket.hostSubject}};
+}
+
+// ---- templates from desktops ----
+
+bool Broker::copying(std::int64_t desktopId) {
+  std::lock_guard lock(copyingMutex_);
+  return copying_.contains(desktopId);
+}
+
+namespace {
+
+// Marks a desktop as being copied into a template for as long as it lives.
+class CopyMark {
+ public:
+  CopyMark(std::mutex& mutex, std::set<std::int64_t>& marked) : mutex_(mutex), marked_(marked) {}
+  ~CopyMark() { release(); }
+  CopyMark(const CopyMark&) = delete;
+  CopyMark& operator=(const CopyMark&) = delete;
+
+  bool take(std::int64_t id) {
+    std::lock_guard lock(mutex_);
+    if (!marked_.insert(id).second)
+      return false;
+    id_ = id;
+    return true;
+  }
+  void release() {
+    std::lock_guard lock(mutex_);
+    if (id_)
+      marked_.erase(*id_);
+    id_.reset();
+  }
+
+ private:
+  std::mutex& mutex_;
+  std::set<std::int64_t>& marked_;
+  std::optional<std::int64_t> id_;
+};
+
+// Failures of the host are the host's (503); the rest say what stands in the
+// way (409), with the host's own sentence.
+Error hostCouldNotMakeImage(const Error& error, const std::string& host) {
+  switch (error.code()) {
+    case Errc::kConflict:
+    case Errc::kAlreadyExists:
+    case Errc::kNotFound:
+    case Errc::kInvalidArgument:
+      return Error(Errc::kConflict,
+                   fmt::format("The host '{}' could not make the template's image: {}", host,
+                               error.message()));
+    default:
+      return Error(Errc::kUnavailable,
+                   fmt::format("The host '{}' could not make the template's image: {}", host,
+                               error.message()));
+  }
+}
+
+}  // namespace
+
+Result<Json> Broker::makeTemplateFromDesktop(const Actor& actor, std::int64_t id,
+                                             const Json& body) {
+  AULA_TRY_STATUS(json::checkFields(body, {"name", "mode", "description", "access"}));
+  auto name = AULA_TRY(json::getString(body, "name"));
+  AULA_TRY_STATUS(checkName("template", name));
+  auto modeName = AULA_TRY(optString(body, "mode")).value_or("flatten");
+  TemplateMode mode = TemplateMode::kFlatten;
+  if (modeName == "rebase") {
+    mode = TemplateMode::kRebase;
+  } else if (modeName != "flatten") {
+    return makeError(Errc::kInvalidArgument,
+                     "The field 'mode' must be 'flatten' or 'rebase', not '{}'.",
+                     modeName.substr(0, 40));
+  }
+  auto description = AULA_TRY(optString(body, "description")).value_or("");
+  auto access = AULA_TRY(accessList(body));
+  if (actor.role == Role::kUser) {
+    return Error(Errc::kPermissionDenied,
+                 "Students may not make templates from their desktops; ask your teacher.");
+  }
+  if (!settings_.storage.contains(kTemplateStorage)) {
+    return makeError(Errc::kUnavailable,
+                     "The broker has no storage named '{}' in storage.paths, where templates made "
+                     "from desktops are kept; an admin must add it.",
+                     kTemplateStorage);
+  }
+  auto now = unixNow(clock_);
+
+  struct Plan {
+    DesktopRow desktop;
+    HostAddress host;
+    std::int64_t poolId = 0;
+    std::optional<std::int64_t> categoryId;
+    std::int64_t sourceId = 0;
+    std::int64_t diskGb = 0, vcpus = 0, memoryMb = 0;
+    std::string video;
+    std::string baseDisk;
+  };
+  // Held until the template's row is in: the desktop may neither start nor
+  // be deleted while its disk is read.
+  CopyMark mark(copyingMutex_, copying_);
+  auto plan = db_.transactValue<Plan>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Plan> {
+    mark.release();  // a retried transaction takes it again
+    auto rows = AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id = ?", {id}));
+    if (rows.empty() || !AULA_TRY(mayActOnUser(tx, actor, rows[0].integer(2), true))) {
+      return makeError(Errc::kNotFound, "There is no desktop with id {}.", id);
+    }
+    Plan p;
+    p.desktop = desktopOf(rows[0]);
+    const auto& d = p.desktop;
+    if (d.state != "stopped") {
+      return makeError(Errc::kConflict,
+                       "The desktop '{}' is {}; stop it first, since the disk of a running guest "
+                       "is not consistent.",
+                       d.name, d.state);
+    }
+    if (!d.spec.persistent) {
+      return makeError(Errc::kConflict,
+                       "The desktop '{}' is not persistent: its changes are thrown away when it "
+                       "stops, so there is nothing to make a template from.",
+                       d.name);
+    }
+    if (!d.hostId || !rows[0].optInteger(16)) {
+      return makeError(Errc::kConflict,
+                       "The desktop '{}' has no disk yet: start it once, make your changes, stop "
+                       "it, then make the template.",
+                       d.name);
+    }
+    if (!mark.take(id)) {
+      return makeError(Errc::kConflict,
+                       "A template is already being made from the desktop '{}'; wait until that "
+                       "is done.",
+                       d.name);
+    }
+    AULA_TRY_STATUS(checkTemplateQuota(tx, actor));
+    if (!AULA_TRY(tx.query("SELECT id FROM templates WHERE name = ?", {name})).empty())
+      return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);
+    for (const auto& a : access)
+      AULA_TRY_STATUS(checkAccessSubject(tx, actor, a));
+    auto source =
+        AULA_TRY(tx.queryOne("SELECT disk_gb, vcpus, memory_mb, video FROM templates WHERE id = ?",
+                             {d.templateId}, "gone"));
+    p.sourceId = d.templateId;
+    p.diskGb = source.integer(0);
+    p.vcpus = source.integer(1);
+    p.memoryMb = source.integer(2);
+    p.video = source.text(3);
+    p.poolId = AULA_TRY(tx.queryInt("SELECT pool_id FROM hosts WHERE id = ?", {*d.hostId}));
+    p.host = hostOf(d);
+    // As createTemplate: a template belongs to its maker's category; an
+    // admin's, made for someone, to the desktop owner's.
+    p.categoryId = actor.role == Role::kAdmin ? d.ownerCategory : actor.categoryId;
+    // One new file per template; a second template of the same desktop in
+    // the same second gets a suffix.
+    p.baseDisk = fmt::format("{}{}-{}.qcow2", kFromDesktopFolder, id, now);
+    for (int n = 2; !AULA_TRY(tx.query("SELECT id FROM templates WHERE storage = ? AND "
+                                       "base_disk = ?",
+                                       {std::string(kTemplateStorage), p.baseDisk}))
+                         .empty();
+         ++n) {
+      p.baseDisk = fmt::format("{}{}-{}-{}.qcow2", kFromDesktopFolder, id, now, n);
+    }
+    return p;
+  });
+  if (!plan)
+    return plan.error();
+  auto& p = *plan;
+
+  // The copy, without a transaction open: a flattened image takes as long as
+  // the whole disk takes to copy.
+  auto made = hosts_.makeTemplate(p.host, p.desktop.spec, p.baseDisk, mode);
+  if (!made) {
+    log::warn("No template from desktop {} on host '{}': {}", id, p.host.name,
+              made.error().message());
+    return hostCouldNotMakeImage(made.error(), p.host.name);
+  }
+
+  // The image is whole; now its row. Should the row fail (the name was
+  // taken meanwhile, the quota filled), nothing names the new image: it goes
+  // again, so that nothing is left half-done.
+  auto created =
+      db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+        AULA_TRY_STATUS(checkTemplateQuota(tx, actor));
+        std::optional<std::string> backingStorage, backingDisk;
+        if (mode == TemplateMode::kRebase) {
+          backingStorage = p.desktop.spec.templateStorage;
+          backingDisk = p.desktop.spec.baseDisk;
+        }
+        auto rows = tx.query(
+            "INSERT INTO templates (name, description, owner_id, category_id, storage, base_disk, "
+            "disk_gb, vcpus, memory_mb, video, enabled, created_at, updated_at, from_desktop_id, "
+            "origin_host_id, backing_storage, backing_disk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "1, ?, ?, ?, ?, ?, ?) RETURNING id",
+            {name, description, actor.userId, intOrNull(p.categoryId),
+             std::string(kTemplateStorage), p.baseDisk, p.diskGb, p.vcpus, p.memoryMb, p.video, now,
+             now, id, p.host.id, textOrNull(backingStorage), textOrNull(backingDisk)});
+        if (!rows && rows.error().code() == Errc::kAlreadyExists) {
+          return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);
+        }
+        auto templateId = AULA_TRY(std::move(rows))[0].integer(0);
+        for (const auto& a : access) {
+          AULA_TRY(tx.exec(
+              "INSERT INTO template_access (template_id, subject) VALUES (?, ?) ON CONFLICT DO "
+              "NOTHING",
+              {templateId, a}));
+        }
+        // Other hosts reach the image only where they share the templates
+        // storage: the pool's hosts, by the admin guide's set-up.
+        AULA_TRY(tx.exec("INSERT INTO template_pools (template_id, pool_id) VALUES (?, ?)",
+                         {templateId, p.poolId}));
+        AULA_TRY_STATUS(audit(tx, actor, now, "template.from_desktop",
+                              fmt::format("template:{}", templateId),
+                              Json{{"name", name},
+                                   {"desktop_id", id},
+                                   {"source_template_id", p.sourceId},
+                                   {"mode", templateModeName(mode)},
+                                   {"host", p.host.name},
+                                   {"base_disk", p.baseDisk},
+                                   {"size_bytes", made->sizeBytes}}));
+        auto row = AULA_TRY(
+            tx.queryOne(std::string(kTemplateSelect) + " WHERE t.id = ?", {templateId}, "gone"));
+        return templateJson(tx, row);
+      });
+  if (!created) {
+    auto removed = hosts_.deleteBase(p.host, kTemplateStorage, p.baseDisk);
+    if (!removed) {
+      log::warn("The image {} made for template '{}' stays in storage '{}' on host '{}': {}",
+                p.baseDisk, name, kTemplateStorage, p.host.name, removed.error().message());
+    }
+    return created.error();
+  }
+  log::info("Template '{}' made from desktop {} on host '{}' ({}).", name, id, p.host.name,
+            templateModeName(mode));
+  return created;
 }
 
 // ---- deployments ----

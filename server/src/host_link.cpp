@@ -7,6 +7,10 @@
 
 namespace aula::broker {
 
+std::string_view templateModeName(TemplateMode mode) {
+  return mode == TemplateMode::kRebase ? "rebase" : "flatten";
+}
+
 Status SimulatedHostLink::check(const HostAddress& host) const {
   std::lock_guard lock(mutex_);
   if (unreachable_.contains(host.id)) {
@@ -53,6 +57,57 @@ Result<ConsoleTicket> SimulatedHostLink::setTicket(const HostAddress& host,
   t.expires = std::chrono::system_clock::now() + validFor;
   t.hostSubject = fmt::format("O=Aula,CN={}", host.name);
   return t;
+}
+
+Result<TemplateImage> SimulatedHostLink::makeTemplate(const HostAddress& host,
+                                                      const DesktopSpec& desktop,
+                                                      const std::string& templateDisk,
+                                                      TemplateMode mode) {
+  AULA_TRY_STATUS(check(host));
+  std::lock_guard lock(mutex_);
+  if (running_.contains(desktop.id)) {
+    return makeError(Errc::kConflict, "The desktop {} is running; shut it down first.",
+                     desktop.name);
+  }
+  made_.push_back({host.id, desktop.id, templateDisk, mode});
+  TemplateImage image;
+  image.sizeBytes = 64 << 20;
+  if (mode == TemplateMode::kRebase)
+    image.backing = fmt::format("/simulated/{}/{}", desktop.templateStorage, desktop.baseDisk);
+  return image;
+}
+
+Status SimulatedHostLink::deleteBase(const HostAddress& host, const std::string& storage,
+                                     const std::string& disk) {
+  AULA_TRY_STATUS(check(host));
+  std::lock_guard lock(mutex_);
+  if (basesInUse_.contains(disk)) {
+    return makeError(Errc::kConflict,
+                     "The base image {} in storage '{}' cannot be deleted while 1 image uses it "
+                     "(simulated); delete those first.",
+                     disk, storage);
+  }
+  deleted_.push_back({host.id, storage, disk});
+  return {};
+}
+
+std::vector<SimulatedHostLink::MadeTemplate> SimulatedHostLink::madeTemplates() const {
+  std::lock_guard lock(mutex_);
+  return made_;
+}
+
+std::vector<SimulatedHostLink::DeletedBase> SimulatedHostLink::deletedBases() const {
+  std::lock_guard lock(mutex_);
+  return deleted_;
+}
+
+void SimulatedHostLink::setBaseInUse(const std::string& disk, bool inUse) {
+  std::lock_guard lock(mutex_);
+  if (inUse) {
+    basesInUse_.insert(disk);
+  } else {
+    basesInUse_.erase(disk);
+  }
 }
 
 bool SimulatedHostLink::running(std::int64_t desktopId) const {

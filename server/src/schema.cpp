@@ -203,6 +203,17 @@ CREATE TABLE settings (
         {2, "hosts.unknown_guests",
          "ALTER TABLE hosts ADD COLUMN unknown_guests TEXT NOT NULL DEFAULT '[]'",
          "ALTER TABLE hosts ADD COLUMN unknown_guests TEXT NOT NULL DEFAULT '[]'"},
+        // Templates made from desktops: the desktop and the host whose
+        // templates storage holds the image Aula made (and may delete), and,
+        // for a re-based image, the base it depends on. All NULL for a
+        // template whose base an admin placed.
+        {3, "templates from desktops",
+         "ALTER TABLE templates ADD COLUMN from_desktop_id BIGINT;\n"
+         "ALTER TABLE templates ADD COLUMN origin_host_id BIGINT REFERENCES hosts(id) ON DELETE "
+         "SET NULL;\n"
+         "ALTER TABLE templates ADD COLUMN backing_storage TEXT;\n"
+         "ALTER TABLE templates ADD COLUMN backing_disk TEXT",
+         ""},
     };
   }();
   return kMigrations;

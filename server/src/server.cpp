@@ -201,6 +201,13 @@ class NoAgentLink final : public HostLink {
                                   std::chrono::seconds) override {
     return away(host);
   }
+  Result<TemplateImage> makeTemplate(const HostAddress& host, const DesktopSpec&,
+                                     const std::string&, TemplateMode) override {
+    return away(host);
+  }
+  Status deleteBase(const HostAddress& host, const std::string&, const std::string&) override {
+    return away(host);
+  }
 
  private:
   static Error away(const HostAddress& host) {

@@ -54,25 +54,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kTicketSeconds = 8;
 
-// The guest's block device, through QEMU's own I/O tester on the monitor:
-// what the guest would write and read. QEMU prints qemu-io's report on its
-// stdout, which libvirt keeps in the domain's log; the new lines of that.
-std::string qemuIo(const std::string& domain, const std::string& command) {
-  fs::path log = fmt::format("/var/log/libvirt/qemu/{}.log", domain);
-  std::error_code ec;
-  auto before = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
-  virsh(
-      {"qemu-monitor-command", "--hmp", domain,
-       fmt::format("qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"{}\"", command)});
-  std::string added;
-  for (int i = 0; i < 20 && added.find("bytes at offset") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(100ms);
-    auto text = readFile(log);
-    added = text.size() > before ? text.substr(before) : "";
-  }
-  return added;
-}
-
 // What aula-spice-probe did: its exit code and its output line(s).
 struct ProbeResult {
   int exit = -1;

@@ -25,23 +25,14 @@
 
 #include "aula/common/process.hpp"
 
+#include "support/broker_backend_test.hpp"
 #include "support/broker_fixture.hpp"
 #include "support/postgres_server.hpp"
 #include "support/slapd_server.hpp"
 #include "support/temp_dir.hpp"
 
 namespace aula::test {
-
-// For GoogleTest's messages.
-void PrintTo(Backend backend, std::ostream* out) {
-  *out << backendName(backend);
-}
-
 namespace {
-
-std::string backendTestName(const ::testing::TestParamInfo<Backend>& param) {
-  return param.param == Backend::kSqlite ? "Sqlite" : "Postgres";
-}
 
 using json::Json;
 using ::testing::HasSubstr;
@@ -176,40 +167,8 @@ std::map<std::string, std::string> parseVv(const std::string& text) {
   return keys;
 }
 
-class BrokerApiTest : public ::testing::TestWithParam<Backend> {
+class BrokerApiTest : public BrokerBackendTest {
  protected:
-  // One PostgreSQL for the suite, started by its first PostgreSQL test.
-  static void TearDownTestSuite() { postgres_.reset(); }
-
-  void SetUp() override {
-    options_.backend = GetParam();
-    if (GetParam() != Backend::kPostgres)
-      return;
-    std::string why;
-    if (!PostgresServer::available(&why))
-      GTEST_SKIP() << why;
-    if (!postgres_)
-      postgres_ = std::make_unique<PostgresServer>();
-    // A database per test: nothing one test leaves behind reaches another.
-    const std::string name = "t_" + std::to_string(++databases_);
-    postgres_->createDatabase(name);
-    options_.postgresConninfo = postgres_->conninfo(name);
-  }
-
-  void TearDown() override { broker_.reset(); }
-
-  // The broker, started on first use with options_, which a test may change before.
-  BrokerFixture& broker() {
-    if (!broker_)
-      broker_ = std::make_unique<BrokerFixture>(options_);
-    return *broker_;
-  }
-  ApiClient& api() { return broker().api(); }
-  const SeedIds& seed() { return broker().seed(); }
-  const std::string& token(const std::string& user) {
-    return user == "admin" ? broker().adminToken() : broker().tokenOf(user);
-  }
-
   ApiResponse login(std::string_view username, std::string_view password) {
     return api().call("POST", "/api/v1/session", {},
                       Json{{"username", username}, {"password", password}});
@@ -227,11 +186,6 @@ class BrokerApiTest : public ::testing::TestWithParam<Backend> {
     }
     return counts;
   }
-
-  BrokerOptions options_;
-  std::unique_ptr<BrokerFixture> broker_;
-  static inline std::unique_ptr<PostgresServer> postgres_;
-  static inline int databases_ = 0;
 };
 
 // ---- sessions ----
@@ -1133,8 +1087,7 @@ TEST_P(BrokerApiTest, BrokerAnswers503WhileTheDatabaseIsAwayAndRecovers) {
   EXPECT_EQ(healthy.status, 200) << healthy.text;
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, BrokerApiTest,
-                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backendTestName);
+INSTANTIATE_TEST_SUITE_P(Engines, BrokerApiTest, kBothBackends, backendTestName);
 
 // ---- LDAP sign-in (SQLite: the directory is independent of the engine) ----
 

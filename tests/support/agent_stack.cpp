@@ -25,4 +25,20 @@ std::string domainState(const std::string& name) {
   return out.succeeded() ? text : "absent";
 }
 
+std::string qemuIo(const std::string& domain, const std::string& command) {
+  fs::path log = fmt::format("/var/log/libvirt/qemu/{}.log", domain);
+  std::error_code ec;
+  auto before = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
+  virsh(
+      {"qemu-monitor-command", "--hmp", domain,
+       fmt::format("qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"{}\"", command)});
+  std::string added;
+  for (int i = 0; i < 20 && added.find("bytes at offset") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto text = readFile(log);
+    added = text.size() > before ? text.substr(before) : "";
+  }
+  return added;
+}
+
 }  // namespace aula::test

@@ -43,6 +43,10 @@ process::Outcome runProgram(std::vector<std::string> argv,
 std::string virsh(std::vector<std::string> args);
 // "running", "shut off", ..., or "absent".
 std::string domainState(const std::string& name);
+// Runs one qemu-io command on the guest's disk through QEMU's monitor: what
+// the guest would write or read. QEMU prints qemu-io's report on its stdout,
+// which libvirt keeps in the domain's log; returns the lines added to it.
+std::string qemuIo(const std::string& domain, const std::string& command);
 
 template <typename Predicate>
 bool waitFor(Predicate done, std::chrono::seconds timeout) {

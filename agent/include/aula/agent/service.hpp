@@ -58,6 +58,11 @@ class AgentService {
   Result<json::Json> remove(const std::string& name, const json::Json& body);
   Result<json::Json> ticket(const std::string& name, const json::Json& body);
   Result<json::Json> domains();
+  // Templates: a shut-off desktop's disk made into a template's image
+  // (flatten or rebase), and the deletion of a template's base image while no
+  // image uses it.
+  Result<json::Json> templateFromDesktop(const json::Json& body);
+  Result<json::Json> deleteBase(const json::Json& body);
 
   // The heartbeat's body, sampled now.
   Result<json::Json> heartbeat();

@@ -23,6 +23,9 @@ struct AgentLinkOptions {
   std::chrono::seconds shutdownGrace{60};
   // How long a start may take on the agent (disk, define, QEMU start).
   std::chrono::seconds startTimeout{180};
+  // How long making a template's image may take: a flattened one copies the
+  // whole disk (the agent itself allows qemu-img six hours).
+  std::chrono::seconds templateTimeout{6 * 3600};
 };
 
 class AgentLink final : public HostLink {
@@ -34,6 +37,10 @@ class AgentLink final : public HostLink {
   Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
   Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
                                   std::chrono::seconds validFor) override;
+  Result<TemplateImage> makeTemplate(const HostAddress& host, const DesktopSpec& desktop,
+                                     const std::string& templateDisk, TemplateMode mode) override;
+  Status deleteBase(const HostAddress& host, const std::string& storage,
+                    const std::string& disk) override;
 
  private:
   AgentLinkOptions options_;

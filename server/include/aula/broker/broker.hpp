@@ -10,9 +10,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "aula/broker/database.hpp"
 #include "aula/broker/directory.hpp"
@@ -153,6 +156,10 @@ class Broker {
   Result<Json> stopDesktop(const Actor& actor, std::int64_t id, bool force);
   Status deleteDesktop(const Actor& actor, std::int64_t id);
   Result<Json> console(const Actor& actor, std::int64_t id);
+  // A template from a stopped desktop's disk, made by the agent of the host
+  // that holds the disk ({"name", "mode", "description", "access"}); the new
+  // template, as createTemplate() answers it.
+  Result<Json> makeTemplateFromDesktop(const Actor& actor, std::int64_t id, const Json& body);
 
   // ---- deployments ----
   Result<Json> listDeployments(const Actor& actor);
@@ -218,6 +225,10 @@ class Broker {
 
  private:
   Result<std::int64_t> syncDirectoryUser(const DirectoryUser& entry);
+  // Asks the hosts to delete a deleted template's image and audits the outcome.
+  void deleteTemplateImage(const Actor& actor, std::int64_t templateId, const std::string& storage,
+                           const std::string& disk, const std::vector<HostAddress>& hosts);
+  bool copying(std::int64_t desktopId);
 
   db::Database& db_;
   BrokerSettings settings_;
@@ -229,6 +240,10 @@ class Broker {
   LoginThrottle enrolThrottle_;
   Placer placer_;
   Counters counters_;
+  // Desktops whose disk is being made into a template: they neither start
+  // nor go away until the copy is done.
+  std::mutex copyingMutex_;
+  std::set<std::int64_t> copying_;
 };
 
 }  // namespace aula::broker

@@ -10,8 +10,11 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "aula/common/result.hpp"
 
@@ -38,6 +41,23 @@ struct DesktopSpec {
   bool persistent = true;
 };
 
+// How a template's image is made from a desktop's disk.
+enum class TemplateMode {
+  kFlatten,  // one standalone image: the base and the desktop's changes together
+  kRebase,   // only the desktop's changes, over the desktop's own base
+};
+std::string_view templateModeName(TemplateMode mode);  // "flatten", "rebase"
+
+// The named storage where hosts keep the images of templates made from desktops.
+inline constexpr const char* kTemplateStorage = "templates";
+
+// A template's image made on a host.
+struct TemplateImage {
+  std::int64_t sizeBytes = 0;
+  // Rebase: the image's base, an absolute path on the host; none for flatten.
+  std::optional<std::string> backing;
+};
+
 struct ConsoleTicket {
   std::string host;  // where the greeter connects
   int tlsPort = 0;
@@ -58,6 +78,16 @@ class HostLink {
   virtual Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) = 0;
   virtual Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
                                           std::chrono::seconds validFor) = 0;
+  // Makes the image `templateDisk` (relative to kTemplateStorage) from the
+  // shut-off desktop's disk; returns once it is whole. kConflict while the
+  // desktop runs, kAlreadyExists when the file exists.
+  virtual Result<TemplateImage> makeTemplate(const HostAddress& host, const DesktopSpec& desktop,
+                                             const std::string& templateDisk,
+                                             TemplateMode mode) = 0;
+  // Deletes a template's base image; kConflict (naming them) while images on
+  // the host use it, kNotFound when there is none.
+  virtual Status deleteBase(const HostAddress& host, const std::string& storage,
+                            const std::string& disk) = 0;
 };
 
 // Hosts that exist only in memory: starts succeed after `startDelay`.
@@ -71,6 +101,27 @@ class SimulatedHostLink final : public HostLink {
   Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
   Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
                                   std::chrono::seconds validFor) override;
+  Result<TemplateImage> makeTemplate(const HostAddress& host, const DesktopSpec& desktop,
+                                     const std::string& templateDisk, TemplateMode mode) override;
+  Status deleteBase(const HostAddress& host, const std::string& storage,
+                    const std::string& disk) override;
+
+  // What makeTemplate() and deleteBase() were asked to do, in order.
+  struct MadeTemplate {
+    std::int64_t hostId = 0;
+    std::int64_t desktopId = 0;
+    std::string disk;
+    TemplateMode mode = TemplateMode::kFlatten;
+  };
+  struct DeletedBase {
+    std::int64_t hostId = 0;
+    std::string storage;
+    std::string disk;
+  };
+  std::vector<MadeTemplate> madeTemplates() const;
+  std::vector<DeletedBase> deletedBases() const;
+  // Makes deleteBase() of `disk` refuse, as an agent does while images use it.
+  void setBaseInUse(const std::string& disk, bool inUse);
 
   bool running(std::int64_t desktopId) const;
   std::size_t runningCount() const;
@@ -83,6 +134,9 @@ class SimulatedHostLink final : public HostLink {
   mutable std::mutex mutex_;
   std::set<std::int64_t> running_;
   std::set<std::int64_t> unreachable_;
+  std::vector<MadeTemplate> made_;
+  std::vector<DeletedBase> deleted_;
+  std::set<std::string> basesInUse_;
 };
 
 }  // namespace aula::broker
