@@ -1034,10 +1034,10 @@ Result<Json> Broker::startDesktop(const Actor& actor, std::int64_t id) {
     } else {
       // Nothing runs: forget the host unless the desktop's disk lives there.
       AULA_TRY(
-          tx.exec("UPDATE desktops SET state = 'stopped', host_id = CASE WHEN persistent = 1 AND "
-                  "started_at IS NOT NULL "
+          tx.exec("UPDATE desktops SET state = 'stopped', stopped_at = ?, host_id = CASE WHEN "
+                  "persistent = 1 AND started_at IS NOT NULL "
                   "THEN host_id ELSE NULL END WHERE id = ?",
-                  {id}));
+                  {after, id}));
     }
     return {};
   });
@@ -1099,10 +1099,9 @@ Result<Json> Broker::stopDesktop(const Actor& actor, std::int64_t id, bool force
     }
     // A non-persistent desktop's overlay is gone with the stop; so is its tie to the host.
     AULA_TRY(
-        tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, host_id = CASE WHEN "
-                "persistent = 1 THEN host_id "
-                "ELSE NULL END WHERE id = ?",
-                {id}));
+        tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, stopped_at = ?, host_id = "
+                "CASE WHEN persistent = 1 THEN host_id ELSE NULL END WHERE id = ?",
+                {unixNow(clock_), id}));
     return {};
   }));
   events_.publish(Event{.type = "desktop.state",

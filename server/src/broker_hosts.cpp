@@ -319,11 +319,11 @@ void publishChanges(EventBus& events, const std::vector<DesktopChange>& changes,
 
 // Marks a desktop stopped on its host: a non-persistent one lets go of the
 // host, since its overlay is gone.
-Status markStopped(db::Transaction& tx, std::int64_t id) {
+Status markStopped(db::Transaction& tx, std::int64_t id, std::int64_t now) {
   AULA_TRY(
-      tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, host_id = CASE WHEN "
-              "persistent = 1 THEN host_id ELSE NULL END WHERE id = ?",
-              {id}));
+      tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, stopped_at = ?, host_id = "
+              "CASE WHEN persistent = 1 THEN host_id ELSE NULL END WHERE id = ?",
+              {now, id}));
   return {};
 }
 
@@ -410,7 +410,7 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       bool runs = it != byDesktop.end() && it->second->running;
       if (d.text(1) == "stopping" && !runs) {
         // A stop that the broker did not see end (it restarted meanwhile).
-        AULA_TRY_STATUS(markStopped(tx, d.integer(0)));
+        AULA_TRY_STATUS(markStopped(tx, d.integer(0), now));
         changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
         continue;
       }
@@ -423,7 +423,7 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       }
       if (d.text(1) == "running" && !runs &&
           d.optInteger(2).value_or(0) <= now - settings_.reconcileGrace.count()) {
-        AULA_TRY_STATUS(markStopped(tx, d.integer(0)));
+        AULA_TRY_STATUS(markStopped(tx, d.integer(0), now));
         changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
       }
     }
@@ -431,7 +431,8 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       std::optional<db::Row> desktop;
       if (g.desktopId) {
         auto rows = AULA_TRY(tx.query(
-            "SELECT d.id, d.state, d.host_id, d.owner_id, u.category_id FROM desktops d JOIN "
+            "SELECT d.id, d.state, d.host_id, d.owner_id, u.category_id, d.stopped_at FROM "
+            "desktops d JOIN "
             "users u ON u.id = d.owner_id WHERE d.id = ?",
             {*g.desktopId}));
         if (!rows.empty())
@@ -445,8 +446,11 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
           unknown.push_back(Json{{"name", g.name}, {"state", g.state}});
         continue;
       }
-      if (g.running && desktop->text(1) == "stopped") {
-        // Started while the broker was away (or it lost track of a start).
+      // Started while the broker was away (or it lost track of a start) —
+      // unless it stopped within the grace: then this heartbeat was
+      // sampled before the stop.
+      if (g.running && desktop->text(1) == "stopped" &&
+          desktop->optInteger(5).value_or(0) <= now - settings_.reconcileGrace.count()) {
         AULA_TRY(
             tx.exec("UPDATE desktops SET state = 'running', host_id = ?, started_at = ? "
                     "WHERE id = ?",
@@ -505,7 +509,7 @@ Status Broker::recordAgentEvents(std::int64_t hostId, const Json& body) {
         changes.push_back({id, "running", hostId, d.integer(1), d.optInteger(2)});
       } else if ((kind == "shutdown" || kind == "stopped" || kind == "crashed") &&
                  d.text(0) == "running") {
-        AULA_TRY_STATUS(markStopped(tx, id));
+        AULA_TRY_STATUS(markStopped(tx, id, now));
         changes.push_back({id, "stopped", hostId, d.integer(1), d.optInteger(2)});
         if (kind == "crashed") {
           AULA_TRY_STATUS(audit(tx, agent, now, "desktop.crashed", fmt::format("desktop:{}", id),

@@ -214,6 +214,9 @@ CREATE TABLE settings (
          "ALTER TABLE templates ADD COLUMN backing_storage TEXT;\n"
          "ALTER TABLE templates ADD COLUMN backing_disk TEXT",
          ""},
+        // When a desktop last stopped: a heartbeat sampled on the host before
+        // a stop, arriving after it, must not mark the desktop running again.
+        {4, "desktops.stopped_at", "ALTER TABLE desktops ADD COLUMN stopped_at BIGINT", ""},
     };
   }();
   return kMigrations;

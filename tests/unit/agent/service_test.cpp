@@ -102,9 +102,9 @@ class FakeHypervisor final : public Hypervisor {
   DomainEventHandler handler;
 };
 
-class AgentServiceTest : public ::testing::Test {
+class AgentServiceOverFakeTest : public ::testing::Test {
  protected:
-  AgentServiceTest()
+  AgentServiceOverFakeTest()
       : runner_([](const process::Command& c) -> Result<process::Outcome> {
           // qemu-img create: the overlay appears.
           if (c.argv.size() > 1 && c.argv[1] == "create")
@@ -159,7 +159,7 @@ class AgentServiceTest : public ::testing::Test {
   AgentService service_;
 };
 
-TEST_F(AgentServiceTest, OnlyTheBrokersCertificateMayCommand) {
+TEST_F(AgentServiceOverFakeTest, OnlyTheBrokersCertificateMayCommand) {
   EXPECT_EQ(call("GET", "/v1/domains", nullptr, std::nullopt).status, 401);
   auto other = call("GET", "/v1/domains", nullptr, std::string("hv2"));
   EXPECT_EQ(other.status, 403);
@@ -168,7 +168,7 @@ TEST_F(AgentServiceTest, OnlyTheBrokersCertificateMayCommand) {
   EXPECT_EQ(call("GET", "/v1/nothing", nullptr).status, 404);
 }
 
-TEST_F(AgentServiceTest, StartMakesTheOverlayAndALockedSpiceDisplay) {
+TEST_F(AgentServiceOverFakeTest, StartMakesTheOverlayAndALockedSpiceDisplay) {
   auto r = call("POST", "/v1/domains/aula-42/start", spec(42));
   ASSERT_EQ(r.status, 200) << r.body;
   auto body = json::parse(r.body).value();
@@ -188,7 +188,7 @@ TEST_F(AgentServiceTest, StartMakesTheOverlayAndALockedSpiceDisplay) {
   EXPECT_EQ(hv_.starts, 1);
 }
 
-TEST_F(AgentServiceTest, EachDesktopGetsTheHostsLimitsOrItsOwn) {
+TEST_F(AgentServiceOverFakeTest, EachDesktopGetsTheHostsLimitsOrItsOwn) {
   // The service of this fixture has none: nothing is written.
   ASSERT_EQ(call("POST", "/v1/domains/aula-20/start", spec(20)).status, 200);
   EXPECT_THAT(hv_.domains["aula-20"].xml, Not(HasSubstr("<iotune>")));
@@ -242,7 +242,7 @@ disk_mb_per_sec = 100
   EXPECT_THAT(tooSmall.error().message(), HasSubstr("limits.cpu_shares is 1"));
 }
 
-TEST_F(AgentServiceTest, StartRefusesBadRequests) {
+TEST_F(AgentServiceOverFakeTest, StartRefusesBadRequests) {
   auto mismatch = call("POST", "/v1/domains/aula-41/start", spec(42));
   EXPECT_EQ(mismatch.status, 400);
   EXPECT_THAT(mismatch.body, HasSubstr("'aula-42', not 'aula-41'"));
@@ -259,7 +259,7 @@ TEST_F(AgentServiceTest, StartRefusesBadRequests) {
   EXPECT_EQ(hv_.starts, 0);
 }
 
-TEST_F(AgentServiceTest, ANonPersistentDesktopGetsAFreshOverlayAndLosesItAtStop) {
+TEST_F(AgentServiceOverFakeTest, ANonPersistentDesktopGetsAFreshOverlayAndLosesItAtStop) {
   ASSERT_EQ(call("POST", "/v1/domains/aula-5/start", spec(5, false)).status, 200);
   auto overlay = dir_ / "desktops" / "7" / "5.qcow2";
   ASSERT_TRUE(fs::exists(overlay));
@@ -283,7 +283,7 @@ TEST_F(AgentServiceTest, ANonPersistentDesktopGetsAFreshOverlayAndLosesItAtStop)
   EXPECT_EQ(test::readFile(kept), "changed by the guest");
 }
 
-TEST_F(AgentServiceTest, AShutdownThatHangsEndsInAPowerOff) {
+TEST_F(AgentServiceOverFakeTest, AShutdownThatHangsEndsInAPowerOff) {
   ASSERT_EQ(call("POST", "/v1/domains/aula-8/start", spec(8)).status, 200);
   hv_.obeysShutdown = false;
   auto r = call("POST", "/v1/domains/aula-8/shutdown",
@@ -294,7 +294,7 @@ TEST_F(AgentServiceTest, AShutdownThatHangsEndsInAPowerOff) {
   EXPECT_EQ(hv_.destroys, 1);
 }
 
-TEST_F(AgentServiceTest, TicketsLastAtMostAMinuteAndNeedARunningDesktop) {
+TEST_F(AgentServiceOverFakeTest, TicketsLastAtMostAMinuteAndNeedARunningDesktop) {
   EXPECT_EQ(call("POST", "/v1/domains/aula-9/ticket", Json{{"valid_for_seconds", 30}}).status, 404);
   ASSERT_EQ(call("POST", "/v1/domains/aula-9/start", spec(9)).status, 200);
   EXPECT_EQ(call("POST", "/v1/domains/aula-9/ticket", Json{{"valid_for_seconds", 61}}).status, 400);
@@ -320,7 +320,7 @@ TEST_F(AgentServiceTest, TicketsLastAtMostAMinuteAndNeedARunningDesktop) {
   EXPECT_EQ(call("POST", "/v1/domains/aula-9/ticket", Json{}).status, 409);
 }
 
-TEST_F(AgentServiceTest, DeleteRemovesTheDomainAndItsDisk) {
+TEST_F(AgentServiceOverFakeTest, DeleteRemovesTheDomainAndItsDisk) {
   ASSERT_EQ(call("POST", "/v1/domains/aula-10/start", spec(10)).status, 200);
   auto r = call("POST", "/v1/domains/aula-10/delete", Json{{"disk_path", "7/10.qcow2"}});
   ASSERT_EQ(r.status, 200) << r.body;
@@ -331,7 +331,7 @@ TEST_F(AgentServiceTest, DeleteRemovesTheDomainAndItsDisk) {
             200);
 }
 
-TEST_F(AgentServiceTest, TheHeartbeatCountsRunningGuestsOnlyAndListsThemAll) {
+TEST_F(AgentServiceOverFakeTest, TheHeartbeatCountsRunningGuestsOnlyAndListsThemAll) {
   ASSERT_EQ(call("POST", "/v1/domains/aula-1/start", spec(1)).status, 200);
   ASSERT_EQ(call("POST", "/v1/domains/aula-2/start", spec(2)).status, 200);
   hv_.domains["aula-2"].state = "shut off";
@@ -346,7 +346,7 @@ TEST_F(AgentServiceTest, TheHeartbeatCountsRunningGuestsOnlyAndListsThemAll) {
   EXPECT_THAT((*body)["guests"].dump(), HasSubstr(R"("desktop_id":null,"name":"stray")"));
 }
 
-TEST_F(AgentServiceTest, EventsQueueUpToALimitAndComeBackAfterAFailedSend) {
+TEST_F(AgentServiceOverFakeTest, EventsQueueUpToALimitAndComeBackAfterAFailedSend) {
   service_.recordEvent({.name = "aula-3", .kind = "crashed", .detail = "QEMU failed"});
   auto events = service_.takeEvents();
   ASSERT_EQ(events.size(), 1u);
