@@ -200,17 +200,31 @@ Result<Json> AgentService::start(const std::string& name, const Json& body) {
   // The disk: a persistent desktop keeps its overlay; a non-persistent one
   // starts from a fresh one every time.
   fs::path disk;
+  bool fresh = true;  // this start made the overlay
   if (persistent) {
     auto existing = AULA_TRY(disks_.resolve("desktops", diskPath));
     std::error_code ec;
     if (fs::exists(existing, ec)) {
       disk = existing;
+      fresh = false;
     } else {
       disk = AULA_TRY(disks_.createOverlay(baseStorage, baseDisk, "desktops", diskPath));
     }
   } else {
     disk = AULA_TRY(disks_.resetOverlay(baseStorage, baseDisk, "desktops", diskPath));
   }
+  // A start that fails after making the overlay takes it away again: the
+  // broker forgets the host of a desktop that never ran, and would never ask
+  // for the file to be deleted.
+  struct DropFresh {
+    Disks& disks;
+    const std::string& path;
+    bool armed;
+    ~DropFresh() {
+      if (armed)
+        (void)disks.deleteOverlay("desktops", path);
+    }
+  } dropFresh{disks_, diskPath, fresh};
   DomainSpec spec;
   spec.name = name;
   spec.uuid = uuidFor(desktopId);
@@ -247,11 +261,9 @@ Result<Json> AgentService::start(const std::string& name, const Json& body) {
   spec.spice.passwd = AULA_TRY(crypto::randomToken(24));
   spec.spice.passwdValidTo = kExpiredValidTo;
   auto xml = AULA_TRY(renderDomainXml(spec));
-  if (auto started = hypervisor_.defineAndStart(xml); !started) {
-    if (!persistent)
-      (void)disks_.deleteOverlay("desktops", diskPath);
+  if (auto started = hypervisor_.defineAndStart(xml); !started)
     return started.error().context(fmt::format("The desktop {} could not start.", desktopId));
-  }
+  dropFresh.armed = false;
   auto info = AULA_TRY(hypervisor_.info(name));
   log::info("Started {} (desktop {}, {} vCPUs, {} MiB, {}).", name, desktopId, spec.vcpus,
             spec.memoryMb, persistent ? "persistent" : "fresh overlay");

@@ -38,6 +38,8 @@ class FakeHypervisor final : public Hypervisor {
   };
 
   Status defineAndStart(const std::string& xml) override {
+    if (failStarts)
+      return Error(Errc::kInvalidArgument, "libvirt refused the domain.");
     auto begin = xml.find("<name>") + 6;
     std::string name = xml.substr(begin, xml.find('<', begin) - begin);
     auto& d = domains[name];
@@ -97,6 +99,7 @@ class FakeHypervisor final : public Hypervisor {
 
   std::map<std::string, Domain> domains;
   bool obeysShutdown = true;
+  bool failStarts = false;
   int starts = 0;
   int destroys = 0;
   DomainEventHandler handler;
@@ -281,6 +284,21 @@ TEST_F(AgentServiceOverFakeTest, ANonPersistentDesktopGetsAFreshOverlayAndLosesI
             200);
   ASSERT_EQ(call("POST", "/v1/domains/aula-6/start", spec(6)).status, 200);
   EXPECT_EQ(test::readFile(kept), "changed by the guest");
+}
+
+TEST_F(AgentServiceOverFakeTest, AFailedFirstStartLeavesNoDisk) {
+  hv_.failStarts = true;
+  auto r = call("POST", "/v1/domains/aula-30/start", spec(30));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("could not start"));
+  EXPECT_FALSE(fs::exists(dir_ / "desktops" / "7" / "30.qcow2"));
+  // A persistent desktop's existing disk stays, whatever happens.
+  hv_.failStarts = false;
+  ASSERT_EQ(call("POST", "/v1/domains/aula-31/start", spec(31)).status, 200);
+  hv_.domains["aula-31"].state = "shut off";
+  hv_.failStarts = true;
+  EXPECT_EQ(call("POST", "/v1/domains/aula-31/start", spec(31)).status, 400);
+  EXPECT_TRUE(fs::exists(dir_ / "desktops" / "7" / "31.qcow2"));
 }
 
 TEST_F(AgentServiceOverFakeTest, AShutdownThatHangsEndsInAPowerOff) {
