@@ -5,7 +5,11 @@
 #   - broker_bench: the broker under load over HTTPS on simulated hosts;
 #   - disk_bench: the agent's overlays and templates with the real qemu-img,
 #     in a folder under $AULA_DISK_BENCH_DIR (default /var/tmp; a real disk,
-#     not tmpfs, with about 22 GiB free for the run).
+#     not tmpfs, with about 22 GiB free for the run);
+#   - agent_bench: a desktop's start through broker and agent next to virsh,
+#     and the heartbeat's cost with 0, 10 and 50 running guests, on the real
+#     stack (libvirtd, aula-broker, aula-agent). Needs root; without it, it
+#     prints one line saying it was skipped.
 # Arguments go to broker_bench: --seconds N (default 10), --users N (default
 # 3500), --postgres (also measure on a throw-away PostgreSQL server).
 # docs/performance.md explains the figures and cites a run of this script.
@@ -18,7 +22,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 cmake --preset dev >&2
-cmake --build --preset dev --target broker_bench placement_bench disk_bench >&2
+cmake --build --preset dev --target broker_bench placement_bench disk_bench \
+  agent_bench >&2
 
 echo "## Placement benchmark"
 echo
@@ -32,3 +37,5 @@ echo
 build/dev/bench/broker_bench "$@"
 echo
 build/dev/bench/disk_bench --dir "${AULA_DISK_BENCH_DIR:-/var/tmp}"
+echo
+build/dev/bench/agent_bench
