@@ -325,8 +325,12 @@ Status LibvirtHypervisor::defineAndStart(const std::string& xml) {
   if (!dom) {
     return lastError("Cannot define a domain from its XML");
   }
+  // Read the name before: every libvirt call, virDomainGetName too, clears
+  // the thread's last error, which lastError() then reads.
+  const char* raw = virDomainGetName(dom.get());
+  std::string name = raw != nullptr ? raw : "?";
   if (virDomainCreate(dom.get()) < 0) {
-    return lastError(fmt::format("Cannot start the domain '{}'", virDomainGetName(dom.get())));
+    return lastError(fmt::format("Cannot start the domain '{}'", name));
   }
   return okStatus();
 }

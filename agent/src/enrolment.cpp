@@ -287,27 +287,32 @@ Result<EnrolmentRecord> readEnrolment(const fs::path& stateDir) {
   return out;
 }
 
-Result<Json> postToBroker(const fs::path& stateDir, const std::string& brokerUrl,
-                          std::string_view path, const Json& body) {
-  std::string url = brokerUrl;
-  if (url.empty()) {
-    auto record = json::parse(AULA_TRY(readText(stateDir / kMarker)));
-    if (!record || !record->is_object() || !record->contains("broker_url") ||
-        !(*record)["broker_url"].is_string()) {
-      return makeError(Errc::kParse, "'{}' does not name the broker's URL.",
-                       (stateDir / kMarker).string());
+BrokerChannel::BrokerChannel(fs::path stateDir, std::string brokerUrl)
+    : stateDir_(std::move(stateDir)), brokerUrl_(std::move(brokerUrl)) {}
+
+Result<Json> BrokerChannel::post(std::string_view path, const Json& body) {
+  if (!client_) {
+    std::string url = brokerUrl_;
+    if (url.empty()) {
+      auto record = json::parse(AULA_TRY(readText(stateDir_ / kMarker)));
+      if (!record || !record->is_object() || !record->contains("broker_url") ||
+          !(*record)["broker_url"].is_string()) {
+        return makeError(Errc::kParse, "'{}' does not name the broker's URL.",
+                         (stateDir_ / kMarker).string());
+      }
+      url = (*record)["broker_url"].get<std::string>();
     }
-    url = (*record)["broker_url"].get<std::string>();
+    url_ = trimSlash(url);
+    auto ca = AULA_TRY(readText(stateDir_ / "ca.crt"));
+    auto cert = AULA_TRY(readText(stateDir_ / "agent.crt"));
+    auto key = AULA_TRY(readText(stateDir_ / "agent.key"));
+    client_ = std::make_unique<http::Client>(
+        http::ClientOptions{.tls = {.caPem = ca, .clientCertPem = cert, .clientKeyPem = key}});
   }
-  url = trimSlash(url);
-  auto ca = AULA_TRY(readText(stateDir / "ca.crt"));
-  auto cert = AULA_TRY(readText(stateDir / "agent.crt"));
-  auto key = AULA_TRY(readText(stateDir / "agent.key"));
-  http::Client client(
-      http::ClientOptions{.tls = {.caPem = ca, .clientCertPem = cert, .clientKeyPem = key}});
-  auto sent = client.postJson(url + std::string(path), body.dump());
+  auto sent = client_->postJson(url_ + std::string(path), body.dump());
   if (!sent) {
-    return sent.error().context(fmt::format("Cannot reach the broker at {}.", url));
+    client_.reset();  // a new connection (and a fresh look at the files) next time
+    return sent.error().context(fmt::format("Cannot reach the broker at {}.", url_));
   }
   if (sent->status == 204)
     return Json();
@@ -317,6 +322,12 @@ Result<Json> postToBroker(const fs::path& stateDir, const std::string& brokerUrl
   if (!answer)
     return answer.error().context("The broker's answer is not JSON.");
   return *answer;
+}
+
+Result<Json> postToBroker(const fs::path& stateDir, const std::string& brokerUrl,
+                          std::string_view path, const Json& body) {
+  BrokerChannel channel(stateDir, brokerUrl);
+  return channel.post(path, body);
 }
 
 Status sendHeartbeat(const fs::path& stateDir, const std::string& brokerUrl, const Json& load) {

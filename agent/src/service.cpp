@@ -517,10 +517,7 @@ void AgentService::wakeWaiters() {
 
 BrokerReporter::BrokerReporter(AgentService& service, fs::path stateDir, std::string brokerUrl,
                                std::chrono::seconds interval)
-    : service_(service),
-      stateDir_(std::move(stateDir)),
-      brokerUrl_(std::move(brokerUrl)),
-      interval_(interval) {
+    : service_(service), channel_(std::move(stateDir), std::move(brokerUrl)), interval_(interval) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -550,7 +547,12 @@ void BrokerReporter::run() {
     if (Clock::now() >= nextHeartbeat) {
       nextHeartbeat = Clock::now() + interval_;
       auto body = service_.heartbeat();
-      Status sent = body ? sendHeartbeat(stateDir_, brokerUrl_, *body) : Status(body.error());
+      Status sent;
+      if (!body) {
+        sent = body.error();
+      } else if (auto answer = channel_.post("/api/v1/agent/heartbeat", *body); !answer) {
+        sent = answer.error();
+      }
       if (!sent && !brokerAway) {
         log::warn("Heartbeat not delivered (will keep trying): {}", sent.error().message());
       } else if (sent && brokerAway) {
@@ -560,8 +562,7 @@ void BrokerReporter::run() {
     }
     auto events = service_.takeEvents();
     if (!events.empty()) {
-      auto sent =
-          postToBroker(stateDir_, brokerUrl_, "/api/v1/agent/events", Json{{"events", events}});
+      auto sent = channel_.post("/api/v1/agent/events", Json{{"events", events}});
       if (!sent) {
         Errc code = sent.error().code();
         if (code == Errc::kInvalidArgument || code == Errc::kPermissionDenied ||

@@ -18,9 +18,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "aula/common/http_client.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/result.hpp"
 
@@ -69,6 +72,26 @@ Result<Enrolment> enroll(const EnrolOptions& options);
 // An empty `brokerUrl` means the one recorded at enrolment.
 Status sendHeartbeat(const std::filesystem::path& stateDir, const std::string& brokerUrl,
                      const json::Json& load);
+
+// A kept-alive mutual-TLS connection to the broker for the agent's
+// heartbeats and events: a new handshake for each one cost the broker about
+// 30 times the work of the heartbeat itself (docs/performance.md). The
+// certificates are read on first use and again after a transport failure.
+// Not thread-safe.
+class BrokerChannel {
+ public:
+  // An empty `brokerUrl` means the one recorded at enrolment.
+  BrokerChannel(std::filesystem::path stateDir, std::string brokerUrl);
+  // POSTs `body` to `path` ("/api/v1/agent/heartbeat"); the answer's JSON
+  // (null for 204), or the broker's refusal with its own sentence.
+  Result<json::Json> post(std::string_view path, const json::Json& body);
+
+ private:
+  std::filesystem::path stateDir_;
+  std::string brokerUrl_;
+  std::string url_;  // resolved
+  std::unique_ptr<http::Client> client_;
+};
 
 // POSTs `body` to the broker's `path` ("/api/v1/agent/events") the same way;
 // returns the answer's JSON body (null for 204). The broker's refusals keep

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "aula/agent/disks.hpp"
+#include "aula/agent/enrolment.hpp"
 #include "aula/agent/host_load.hpp"
 #include "aula/agent/hypervisor.hpp"
 #include "aula/agent/settings.hpp"
@@ -108,8 +109,7 @@ class BrokerReporter {
  private:
   void run();
   AgentService& service_;
-  std::filesystem::path stateDir_;
-  std::string brokerUrl_;
+  BrokerChannel channel_;  // used by the reporter's thread only
   std::chrono::seconds interval_;
   std::mutex mutex_;
   std::condition_variable wake_;
