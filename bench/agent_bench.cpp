@@ -648,7 +648,8 @@ class HeartbeatBench {
     loadOnly.erase("guests");
     // The first heartbeat with the guests adopts their desktops; from then on
     // each one is the steady state of a host that runs them.
-    must(agent::sendHeartbeat(stack_.agentState, stack_.url(), full), "A heartbeat");
+    must(agent::postToBroker(stack_.agentState, stack_.url(), "/api/v1/agent/heartbeat", full),
+         "A heartbeat");
     f.adopted = adopted();
 
     auto cert = test::readFile(stack_.agentState / "agent.crt");
@@ -676,14 +677,14 @@ class HeartbeatBench {
     };
     auto fresh = [&](const Json& body) {
       return [&, body] {
-        must(agent::sendHeartbeat(stack_.agentState, stack_.url(), body), "A heartbeat");
+        must(agent::postToBroker(stack_.agentState, stack_.url(), "/api/v1/agent/heartbeat", body),
+             "A heartbeat");
       };
     };
     std::vector<Series> series;
-    series.push_back(
-        {fmt::format("{} guests, new connection (`sendHeartbeat`, as the agent sends it)",
-                     options_.guests),
-         40, fresh(full)});
+    series.push_back({fmt::format("{} guests, new connection (`postToBroker`, a one-off heartbeat)",
+                                  options_.guests),
+                      40, fresh(full)});
     series.push_back({"load only, no guest list, new connection: floor", 40, fresh(loadOnly)});
     series.push_back(
         {fmt::format("{} guests, kept-alive connection", options_.guests), 400, post(full)});

@@ -330,11 +330,4 @@ Result<Json> postToBroker(const fs::path& stateDir, const std::string& brokerUrl
   return channel.post(path, body);
 }
 
-Status sendHeartbeat(const fs::path& stateDir, const std::string& brokerUrl, const Json& load) {
-  auto sent = postToBroker(stateDir, brokerUrl, "/api/v1/agent/heartbeat", load);
-  if (!sent)
-    return sent.error();
-  return {};
-}
-
 }  // namespace aula::agent

@@ -17,26 +17,17 @@
 #include "aula/common/crypto.hpp"
 #include "aula/common/http_client.hpp"
 
+#include "support/broker_backend_test.hpp"
 #include "support/broker_fixture.hpp"
-#include "support/postgres_server.hpp"
 #include "support/temp_dir.hpp"
 
 namespace aula::test {
-
-// For GoogleTest's messages.
-void PrintTo(Backend backend, std::ostream* out) {
-  *out << backendName(backend);
-}
 
 namespace {
 
 namespace fs = std::filesystem;
 using json::Json;
 using ::testing::HasSubstr;
-
-std::string backendTestName(const ::testing::TestParamInfo<Backend>& param) {
-  return param.param == Backend::kSqlite ? "Sqlite" : "Postgres";
-}
 
 mode_t modeOf(const fs::path& path) {
   struct stat st {};
@@ -53,33 +44,18 @@ const Json kLoad = {{"cpus", 8},
                     {"allocated_vcpus", 0},
                     {"storage_free_gb", {{"desktops", 200}}}};
 
-class AgentEnrolmentTest : public ::testing::TestWithParam<Backend> {
+class AgentEnrolmentTest : public BrokerBackendTest {
  protected:
-  static void TearDownTestSuite() { postgres_.reset(); }
-
   void SetUp() override {
-    BrokerOptions options;
-    options.backend = GetParam();
+    BrokerBackendTest::SetUp();
+    if (IsSkipped())
+      return;
     // Reconciliation may stop a desktop the moment a heartbeat lacks it.
-    options.settings.emplace_back("hosts.reconcile_grace_seconds", "0");
-    if (GetParam() == Backend::kPostgres) {
-      std::string why;
-      if (!PostgresServer::available(&why))
-        GTEST_SKIP() << why;
-      if (!postgres_)
-        postgres_ = std::make_unique<PostgresServer>();
-      const std::string name = "e_" + std::to_string(++databases_);
-      postgres_->createDatabase(name);
-      options.postgresConninfo = postgres_->conninfo(name);
-    }
-    broker_ = std::make_unique<BrokerFixture>(options);
-    pool_ = broker_->adminCall("POST", "/api/v1/pools", Json{{"name", "lab"}}, 201)["id"]
+    options_.settings.emplace_back("hosts.reconcile_grace_seconds", "0");
+    pool_ = broker()
+                .adminCall("POST", "/api/v1/pools", Json{{"name", "lab"}}, 201)["id"]
                 .get<std::int64_t>();
   }
-
-  void TearDown() override { broker_.reset(); }
-
-  BrokerFixture& broker() { return *broker_; }
 
   // A join token for `host`, made by an admin through the API.
   std::string joinToken(const std::string& host, const std::string& kind = "hypervisor") {
@@ -131,10 +107,7 @@ class AgentEnrolmentTest : public ::testing::TestWithParam<Backend> {
   }
 
   TempDir dir_;
-  std::unique_ptr<BrokerFixture> broker_;
   std::int64_t pool_ = 0;
-  static inline std::unique_ptr<PostgresServer> postgres_;
-  static inline int databases_ = 0;
 };
 
 TEST_P(AgentEnrolmentTest, EnrolsOnceAndStoresTheIdentityPrivately) {
@@ -315,7 +288,7 @@ TEST_P(AgentEnrolmentTest, HeartbeatCountsOnlyWithAnEnrolledHostsCertificate) {
   auto enrolled = agent::enroll(options(joinToken("hv5"), state));
   ASSERT_TRUE(enrolled) << enrolled.error().message();
 
-  auto sent = agent::sendHeartbeat(state, "", kLoad);
+  auto sent = agent::postToBroker(state, "", "/api/v1/agent/heartbeat", kLoad);
   ASSERT_TRUE(sent) << sent.error().message();
   auto h = host("hv5");
   EXPECT_EQ(h["state"], "online");
@@ -361,7 +334,7 @@ TEST_P(AgentEnrolmentTest, HeartbeatCountsOnlyWithAnEnrolledHostsCertificate) {
   writeFile(fake / "ca.crt", broker().caPem());
   writeFile(fake / "agent.crt", intruder->certPem);
   writeFile(fake / "agent.key", intruder->keyPem);
-  auto refused = agent::sendHeartbeat(fake, broker().baseUrl(), kLoad);
+  auto refused = agent::postToBroker(fake, broker().baseUrl(), "/api/v1/agent/heartbeat", kLoad);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), Errc::kPermissionDenied);
 }
@@ -369,7 +342,7 @@ TEST_P(AgentEnrolmentTest, HeartbeatCountsOnlyWithAnEnrolledHostsCertificate) {
 TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost) {
   const fs::path state = dir_ / "state";
   ASSERT_TRUE(agent::enroll(options(joinToken("hv7"), state)));
-  ASSERT_TRUE(agent::sendHeartbeat(state, "", kLoad));
+  ASSERT_TRUE(agent::postToBroker(state, "", "/api/v1/agent/heartbeat", kLoad));
   auto hostId = host("hv7")["id"].get<std::int64_t>();
 
   // A desktop running on hv7 (the simulated link plays the agent's part).
@@ -401,7 +374,7 @@ TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost
   auto guests = [&](Json list) {
     Json load = kLoad;
     load["guests"] = std::move(list);
-    auto sent = agent::sendHeartbeat(state, "", load);
+    auto sent = agent::postToBroker(state, "", "/api/v1/agent/heartbeat", load);
     ASSERT_TRUE(sent) << sent.error().message();
   };
 
@@ -432,7 +405,7 @@ TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost
   // A bad guest list is refused whole.
   Json bad = kLoad;
   bad["guests"] = "all of them";
-  auto refused = agent::sendHeartbeat(state, "", bad);
+  auto refused = agent::postToBroker(state, "", "/api/v1/agent/heartbeat", bad);
   ASSERT_FALSE(refused);
   EXPECT_THAT(refused.error().message(), HasSubstr("'guests'"));
 
@@ -458,8 +431,7 @@ TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost
   EXPECT_EQ(stateOf(), "running");
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, AgentEnrolmentTest,
-                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backendTestName);
+INSTANTIATE_TEST_SUITE_P(Engines, AgentEnrolmentTest, kBothBackends, backendTestName);
 
 }  // namespace
 

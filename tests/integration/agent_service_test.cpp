@@ -60,46 +60,12 @@ struct ProbeResult {
   std::string output;
 };
 
-class AgentServiceTest : public ::testing::Test {
+class AgentServiceTest : public AgentStackTest {
  protected:
-  static void SetUpTestSuite() {
-    std::string why;
-    if (!Libvirtd::available(&why)) {
-      skipReason_ = why;
-      return;
-    }
-    env_ = new AgentStack(AgentStackOptions{.ticketSeconds = kTicketSeconds});
-  }
-  static void TearDownTestSuite() {
-    delete env_;
-    env_ = nullptr;
-  }
-
-  void SetUp() override {
-    if (!skipReason_.empty())
-      GTEST_SKIP() << skipReason_;
-    ASSERT_NE(env_, nullptr) << "The suite's environment did not come up; see the first failure.";
-  }
-
-  void TearDown() override {
-    if (env_ == nullptr)
-      return;
-    for (auto id : made_)
-      env_->admin("DELETE", fmt::format("/api/v1/desktops/{}", id));
-    made_.clear();
-  }
+  static void SetUpTestSuite() { startStack(AgentStackOptions{.ticketSeconds = kTicketSeconds}); }
 
   std::int64_t newDesktop(const std::string& name, bool persistent) {
-    auto r = env_->api->call("POST", "/api/v1/desktops", env_->adminToken,
-                             Json{{"name", name},
-                                  {"template_id", env_->templateId},
-                                  {"owner_id", env_->studentId},
-                                  {"persistent", persistent}});
-    if (r.status != 201)
-      throw std::runtime_error("Cannot create a desktop: " + r.describe());
-    auto id = r.body["id"].get<std::int64_t>();
-    made_.push_back(id);
-    return id;
+    return AgentStackTest::newDesktop(name, env_->templateId, persistent);
   }
 
   ApiResponse console(std::int64_t id) {
@@ -157,10 +123,6 @@ class AgentServiceTest : public ::testing::Test {
     }
     return descriptor;
   }
-
-  static inline AgentStack* env_ = nullptr;
-  static inline std::string skipReason_;
-  std::vector<std::int64_t> made_;
 };
 
 TEST_F(AgentServiceTest, AgentTakesCommandsFromTheBrokerOnly) {

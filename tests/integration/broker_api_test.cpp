@@ -412,7 +412,7 @@ TEST_P(BrokerApiTest, ConsoleAsAVirtViewerFileCarriesTheTicketCaAndHostSubject) 
 
 // ---- rights ----
 
-// One request and what each role gets for it. {placeholders} in the path and
+// One request and what each role gets for it. Names in braces in the path and
 // body are ids of the seeded school; {role} and {me} are the caller's name and
 // id; {fresh} is made anew (as admin) before each caller, for requests that
 // use up their target.

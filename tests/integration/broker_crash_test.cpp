@@ -10,18 +10,17 @@
 #include <thread>
 #include <vector>
 
-#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "aula/broker/database.hpp"
 #include "aula/broker/server.hpp"
 
+#include "support/broker_backend_test.hpp"
 #include "support/broker_fixture.hpp"
-#include "support/postgres_server.hpp"
+#include "support/child_process.hpp"
 #include "support/temp_dir.hpp"
 
 #ifndef AULA_BROKER_BIN
@@ -30,15 +29,7 @@
 
 namespace aula::test {
 
-void PrintTo(Backend backend, std::ostream* out) {
-  *out << backendName(backend);
-}
-
 namespace {
-
-std::string backendTestName(const ::testing::TestParamInfo<Backend>& param) {
-  return param.param == Backend::kSqlite ? "Sqlite" : "Postgres";
-}
 
 namespace fs = std::filesystem;
 using json::Json;
@@ -50,32 +41,11 @@ constexpr int kClassSize = 30;
 // aula-broker serving from a config file, its output in a log file.
 class BrokerProcess {
  public:
-  BrokerProcess(const fs::path& config, fs::path portFile, fs::path log)
-      : portFile_(std::move(portFile)), log_(std::move(log)) {
-    fs::remove(portFile_);
-    std::vector<std::string> args = {AULA_BROKER_BIN, "--config",    config.string(),   "--listen",
-                                     "127.0.0.1:0",   "--port-file", portFile_.string()};
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int out = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (out < 0)
-      throw std::runtime_error("Cannot open " + log_.string());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(out);
-    if (pid_ < 0)
-      throw std::runtime_error("fork failed");
-  }
-  ~BrokerProcess() { kill(); }
-  BrokerProcess(const BrokerProcess&) = delete;
-  BrokerProcess& operator=(const BrokerProcess&) = delete;
+  BrokerProcess(const fs::path& config, fs::path portFile, const fs::path& log)
+      : portFile_((fs::remove(portFile), std::move(portFile))),
+        process_({AULA_BROKER_BIN, "--config", config.string(), "--listen", "127.0.0.1:0",
+                  "--port-file", portFile_.string()},
+                 log) {}
 
   // "127.0.0.1:<port>" once the broker serves; throws with its log if it dies first.
   std::string waitForAddress() {
@@ -85,59 +55,27 @@ class BrokerProcess {
         auto text = readFile(portFile_);
         return text.substr(0, text.find('\n'));
       }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error("aula-broker exited before serving:\n" + readFile(log_));
-      }
+      if (!process_.running())
+        throw std::runtime_error("aula-broker exited before serving:\n" + process_.log());
       std::this_thread::sleep_for(20ms);
     }
-    throw std::runtime_error("aula-broker did not write its port file in 20 s:\n" + readFile(log_));
+    throw std::runtime_error("aula-broker did not write its port file in 20 s:\n" + process_.log());
   }
 
   // SIGKILL: no shutdown, no flushing, no rollback by the broker itself.
-  void kill() { signalAndWait(SIGKILL); }
+  void kill() { process_.stop(SIGKILL); }
   // SIGTERM; the exit status.
-  int terminate() { return signalAndWait(SIGTERM); }
-  std::string log() const { return readFile(log_); }
+  int terminate() { return process_.stop(SIGTERM); }
+  std::string log() const { return process_.log(); }
 
  private:
-  int signalAndWait(int signal) {
-    if (pid_ <= 0)
-      return -1;
-    ::kill(pid_, signal);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
   fs::path portFile_;
-  fs::path log_;
-  pid_t pid_ = -1;
+  ChildProcess process_;
 };
 
-class BrokerCrashTest : public ::testing::TestWithParam<Backend> {
- protected:
-  static void TearDownTestSuite() { postgres_.reset(); }
-
-  void SetUp() override {
-    if (GetParam() != Backend::kPostgres)
-      return;
-    std::string why;
-    if (!PostgresServer::available(&why))
-      GTEST_SKIP() << why;
-    if (!postgres_)
-      postgres_ = std::make_unique<PostgresServer>();
-    const std::string name = "t_" + std::to_string(++databases_);
-    postgres_->createDatabase(name);
-    conninfo_ = postgres_->conninfo(name);
-  }
-
-  std::string conninfo_;
-  static inline std::unique_ptr<PostgresServer> postgres_;
-  static inline int databases_ = 0;
-};
+// The broker runs as a process of its own here (it is killed); the shared
+// fixture gives each test its database.
+class BrokerCrashTest : public BrokerBackendTest {};
 
 // What an admin sees after the crash: the deployments and the desktops.
 struct Seen {
@@ -179,7 +117,7 @@ TEST_P(BrokerCrashTest, DeploymentIsAllOrNothingWhenTheBrokerIsKilledMidway) {
                                    .adminPassword = std::string(kAdminPassword),
                                    .listen = "127.0.0.1:0",
                                    .databaseBackend = std::string(backendName(GetParam())),
-                                   .postgresConninfo = conninfo_});
+                                   .postgresConninfo = options_.postgresConninfo});
   ASSERT_TRUE(made.ok()) << made.error().message();
   // Each desktop row of a deployment waits 100 ms inside the transaction, so
   // a class of 30 takes 3 s to commit: time enough to kill the broker inside it.
@@ -268,8 +206,7 @@ TEST_P(BrokerCrashTest, DeploymentIsAllOrNothingWhenTheBrokerIsKilledMidway) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, BrokerCrashTest,
-                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backendTestName);
+INSTANTIATE_TEST_SUITE_P(Engines, BrokerCrashTest, kBothBackends, backendTestName);
 
 }  // namespace
 }  // namespace aula::test

@@ -19,22 +19,20 @@
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "aula/common/crypto.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/process.hpp"
 
+#include "support/child_process.hpp"
 #include "support/screen.hpp"
 #include "support/temp_dir.hpp"
 
@@ -191,58 +189,7 @@ class Qmp {
 
 // QEMU as our child, its output in a log file; killed when this goes away
 // (and by the kernel if the test binary dies first).
-class QemuProcess {
- public:
-  QemuProcess(std::vector<std::string> args, const fs::path& log) {
-    std::vector<char*> argv;
-    for (std::string& arg : args) {
-      argv.push_back(arg.data());
-    }
-    argv.push_back(nullptr);
-    const std::string logPath = log.native();
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) {
-      throw std::system_error(errno, std::generic_category(), "Cannot fork for QEMU");
-    }
-    if (pid_ == 0) {
-      // Only async-signal-safe calls until exec: the test may have threads.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) {
-        ::_exit(126);
-      }
-      const int out = ::open(logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (out < 0 || null < 0 || ::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) {
-        ::_exit(126);
-      }
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  ~QemuProcess() {
-    if (running()) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-  }
-  QemuProcess(const QemuProcess&) = delete;
-  QemuProcess& operator=(const QemuProcess&) = delete;
-
-  bool running() {
-    if (exited_) {
-      return false;
-    }
-    int status = 0;
-    exited_ = ::waitpid(pid_, &status, WNOHANG) == pid_;
-    return !exited_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool exited_ = false;
-};
+using QemuProcess = ChildProcess;
 
 // The test guest under QEMU with SPICE on a plain and a TLS port of
 // 127.0.0.1, the first ticket from a secret file (not on QEMU's command line).

@@ -32,26 +32,9 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using namespace std::chrono_literals;
 
-class TemplateFromDesktopTest : public ::testing::Test {
+class TemplateFromDesktopTest : public AgentStackTest {
  protected:
-  static void SetUpTestSuite() {
-    std::string why;
-    if (!Libvirtd::available(&why)) {
-      skipReason_ = why;
-      return;
-    }
-    env_ = new AgentStack();
-  }
-  static void TearDownTestSuite() {
-    delete env_;
-    env_ = nullptr;
-  }
-
-  void SetUp() override {
-    if (!skipReason_.empty())
-      GTEST_SKIP() << skipReason_;
-    ASSERT_NE(env_, nullptr) << "The suite's environment did not come up; see the first failure.";
-  }
+  static void SetUpTestSuite() { startStack(); }
 
   void TearDown() override {
     if (env_ == nullptr)
@@ -62,12 +45,6 @@ class TemplateFromDesktopTest : public ::testing::Test {
       deleteTemplate(*it);
   }
 
-  void deleteDesktops() {
-    for (auto id : desktops_)
-      env_->admin("DELETE", fmt::format("/api/v1/desktops/{}", id));
-    desktops_.clear();
-  }
-
   ApiResponse deleteTemplate(std::int64_t id) {
     auto r = env_->api->call("DELETE", fmt::format("/api/v1/templates/{}", id), env_->adminToken);
     if (r.status == 204)
@@ -76,16 +53,7 @@ class TemplateFromDesktopTest : public ::testing::Test {
   }
 
   std::int64_t newDesktop(const std::string& name, std::int64_t templateId) {
-    auto r = env_->api->call("POST", "/api/v1/desktops", env_->adminToken,
-                             Json{{"name", name},
-                                  {"template_id", templateId},
-                                  {"owner_id", env_->studentId},
-                                  {"persistent", true}});
-    if (r.status != 201)
-      throw std::runtime_error("Cannot create a desktop: " + r.describe());
-    auto id = r.body["id"].get<std::int64_t>();
-    desktops_.push_back(id);
-    return id;
+    return AgentStackTest::newDesktop(name, templateId, true);
   }
 
   ApiResponse asStudent(std::string_view method, const std::string& path) {
@@ -141,9 +109,6 @@ class TemplateFromDesktopTest : public ::testing::Test {
     EXPECT_EQ(r.status, 200) << r.describe();
   }
 
-  static inline AgentStack* env_ = nullptr;
-  static inline std::string skipReason_;
-  std::vector<std::int64_t> desktops_;
   std::vector<std::int64_t> templates_;
 };
 

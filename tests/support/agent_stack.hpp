@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include "aula/broker/server.hpp"
@@ -269,6 +270,59 @@ desktops = "{}"
 
  private:
   AgentStackOptions options_;
+};
+
+// A suite of tests on one AgentStack, built once for the suite (a define,
+// the broker and the agent take seconds), and skipped, with the reason,
+// where libvirt cannot run. Each test's desktops are deleted after it.
+class AgentStackTest : public ::testing::Test {
+ protected:
+  // From the derived suite's SetUpTestSuite().
+  static void startStack(AgentStackOptions options = {}) {
+    std::string why;
+    if (!Libvirtd::available(&why)) {
+      skipReason_ = why;
+      return;
+    }
+    env_ = new AgentStack(options);
+  }
+  static void TearDownTestSuite() {
+    delete env_;
+    env_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (!skipReason_.empty())
+      GTEST_SKIP() << skipReason_;
+    ASSERT_NE(env_, nullptr) << "The suite's environment did not come up; see the first failure.";
+  }
+  void TearDown() override {
+    if (env_ != nullptr)
+      deleteDesktops();
+  }
+
+  // A desktop of the student, made by the admin; deleted after the test.
+  std::int64_t newDesktop(const std::string& name, std::int64_t templateId, bool persistent) {
+    auto r = env_->api->call("POST", "/api/v1/desktops", env_->adminToken,
+                             Json{{"name", name},
+                                  {"template_id", templateId},
+                                  {"owner_id", env_->studentId},
+                                  {"persistent", persistent}});
+    if (r.status != 201)
+      throw std::runtime_error("Cannot create a desktop: " + r.describe());
+    auto id = r.body["id"].get<std::int64_t>();
+    desktops_.push_back(id);
+    return id;
+  }
+  void deleteDesktops() {
+    for (auto id : desktops_)
+      env_->admin("DELETE", fmt::format("/api/v1/desktops/{}", id));
+    desktops_.clear();
+  }
+
+  static inline AgentStack* env_ = nullptr;
+  static inline std::string skipReason_;
+  std::vector<std::int64_t> desktops_;
 };
 
 }  // namespace aula::test

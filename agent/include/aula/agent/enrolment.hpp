@@ -67,12 +67,6 @@ Result<EnrolmentRecord> readEnrolment(const std::filesystem::path& stateDir);
 // for a token that is unknown, used or expired).
 Result<Enrolment> enroll(const EnrolOptions& options);
 
-// Sends one heartbeat with the host's load (the fields of
-// POST /api/v1/agent/heartbeat) over mutual TLS with the stored certificate.
-// An empty `brokerUrl` means the one recorded at enrolment.
-Status sendHeartbeat(const std::filesystem::path& stateDir, const std::string& brokerUrl,
-                     const json::Json& load);
-
 // A kept-alive mutual-TLS connection to the broker for the agent's
 // heartbeats and events: a new handshake for each one cost the broker about
 // 30 times the work of the heartbeat itself (docs/performance.md). The
