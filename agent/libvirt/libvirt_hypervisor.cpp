@@ -12,6 +12,7 @@
 #include <libvirt/virterror.h>
 
 #include "aula/agent/domain_xml.hpp"
+#include "aula/common/callback_guard.hpp"
 
 namespace aula::agent {
 namespace {
@@ -238,17 +239,19 @@ struct LibvirtHypervisor::Impl {
   int callbackId = -1;
 
   static int onLifecycle(virConnectPtr /*conn*/, virDomainPtr dom, int event, int detail,
-                         void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
-    DomainEvent e = describeEvent(virDomainGetName(dom), event, detail);
-    if (e.kind.empty()) {
+                         void* opaque) noexcept {
+    return guardCallback("libvirt lifecycle event", 0, [&] {
+      auto* self = static_cast<Impl*>(opaque);
+      DomainEvent e = describeEvent(virDomainGetName(dom), event, detail);
+      if (e.kind.empty()) {
+        return 0;
+      }
+      std::lock_guard lock(self->handlerMutex);
+      if (self->handler) {
+        self->handler(e);
+      }
       return 0;
-    }
-    std::lock_guard lock(self->handlerMutex);
-    if (self->handler) {
-      self->handler(e);
-    }
-    return 0;
+    });
   }
 
   ~Impl() {

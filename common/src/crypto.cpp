@@ -31,6 +31,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "aula/common/callback_guard.hpp"
 #include "aula/common/mbedtls_handle.hpp"
 
 // mbedTLS 2.28 forgot the C++ guard in this one header.
@@ -116,13 +117,15 @@ class Drbg {
 
 // The f_rng callback mbedTLS takes for key generation and signing; it goes
 // through the same lock as randomBytes.
-int drbgCallback(void* /*unused*/, unsigned char* out, std::size_t size) {
-  const Status status = Drbg::instance().fill(out, size);
-  if (status.ok()) {
-    return 0;
-  }
-  return status.error().native() != 0 ? status.error().native()
-                                      : MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
+int drbgCallback(void* /*unused*/, unsigned char* out, std::size_t size) noexcept {
+  return guardCallback("mbedTLS random source", MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED, [&] {
+    const Status status = Drbg::instance().fill(out, size);
+    if (status.ok()) {
+      return 0;
+    }
+    return status.error().native() != 0 ? status.error().native()
+                                        : MBEDTLS_ERR_CTR_DRBG_ENTROPY_SOURCE_FAILED;
+  });
 }
 
 // ---- Encodings --------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 
+#include "aula/common/callback_guard.hpp"
 #include "aula/common/crypto.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/log.hpp"
@@ -54,22 +55,20 @@ struct Sink {
 size_t onBody(char* data, size_t size, size_t count, void* user) noexcept {
   auto* sink = static_cast<Sink*>(user);
   size_t n = size * count;
-  try {
+  return guardCallback("curl body", size_t{0}, [&]() -> size_t {
     if (sink->body->size() + n > sink->limit) {
       sink->overLimit = true;
       return 0;
     }
     sink->body->append(data, n);
     return n;
-  } catch (...) {
-    return 0;
-  }
+  });
 }
 
 size_t onHeader(char* data, size_t size, size_t count, void* user) noexcept {
   auto* headers = static_cast<std::multimap<std::string, std::string>*>(user);
   size_t n = size * count;
-  try {
+  return guardCallback("curl header", size_t{0}, [&]() -> size_t {
     std::string_view line(data, n);
     if (line.starts_with("HTTP/")) {
       headers->clear();  // a new response (after 100-continue or a redirect)
@@ -80,9 +79,7 @@ size_t onHeader(char* data, size_t size, size_t count, void* user) noexcept {
       headers->emplace(lower(trim(line.substr(0, colon))), trim(line.substr(colon + 1)));
     }
     return n;
-  } catch (...) {
-    return 0;
-  }
+  });
 }
 
 curl_blob blobOf(const std::string& s) {

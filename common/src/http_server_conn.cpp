@@ -35,6 +35,8 @@
 #include <unistd.h>
 
 #include "aula/common/crypto.hpp"
+#include "aula/common/file.hpp"
+#include "aula/common/host_port.hpp"
 #include "aula/common/http_server.hpp"
 #include "aula/common/log.hpp"
 #include "aula/common/mbedtls_handle.hpp"
@@ -84,32 +86,7 @@ constexpr std::array<int, 7> kCipherSuites = {
     0,
 };
 
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-
- private:
-  int fd_ = -1;
-};
+using file::UniqueFd;
 
 std::string errnoText(int error) {
   return std::error_code(error, std::generic_category()).message();
@@ -620,33 +597,12 @@ Result<SocketAddress> parseListen(std::string_view text) {
                      "address, or [IPv6]:PORT.",
                      text);
   };
-  std::string host;
-  std::string_view portText;
-  bool v6 = false;
-  if (text.starts_with('[')) {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos || text.substr(close + 1, 1) != ":") {
-      return bad();
-    }
-    host = std::string(text.substr(1, close - 1));
-    portText = text.substr(close + 2);
-    v6 = true;
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-      return bad();
-    }
-    host = std::string(text.substr(0, colon));
-    portText = text.substr(colon + 1);
-  }
-  if (portText.empty() || portText.size() > 5 ||
-      !std::all_of(portText.begin(), portText.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  auto parsed = parseHostPort(text, PortRule::kRequired, "The listen address");
+  if (!parsed)
     return bad();
-  }
-  const int port = std::stoi(std::string(portText));
-  if (port > 65535) {
-    return bad();
-  }
+  const std::string& host = parsed->host;
+  const int port = *parsed->port;
+  const bool v6 = parsed->ipv6;
   SocketAddress address;
   if (v6) {
     auto* in6 = reinterpret_cast<sockaddr_in6*>(&address.storage);

@@ -13,6 +13,8 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include "aula/common/callback_guard.hpp"
+
 namespace aula::log {
 namespace {
 
@@ -149,3 +151,15 @@ void write(Level lvl, std::string_view message) {
 }
 
 }  // namespace aula::log
+
+namespace aula::detail {
+
+void logEscapedException(std::string_view where, const std::exception* e) noexcept {
+  try {
+    log::error("An exception escaped the callback '{}' and was stopped there: {}.", where,
+               e != nullptr ? e->what() : "an unknown exception");
+  } catch (...) {  // NOLINT(bugprone-empty-catch): nothing may leave a callback
+  }
+}
+
+}  // namespace aula::detail

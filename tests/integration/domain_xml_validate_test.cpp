@@ -3,6 +3,13 @@
 // `virt-xml-validate FILE domain` (libvirt-clients, which runs xmllint from
 // libxml2-utils); and every domain among them is defined, with validation,
 // on the real qemu:///system (libvirtd_fixture), then undefined.
+//
+// Machines differ in KVM: /dev/kvm may be missing, present and working, or
+// present with guests that hang. The schema check covers kvm-typed XML on
+// all of them; the daemon defines a kvm-typed domain only where its emulator
+// offers kvm (libvirt's capabilities say so), and elsewhere defines the same
+// XML typed 'qemu', so every other element is still checked, and says so.
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -175,16 +182,68 @@ TEST_F(DomainXmlValidateTest, TheValidatorRejectsABrokenDomain) {
   EXPECT_FALSE(outcome->succeeded());
 }
 
+// Whether libvirt's capabilities XML (`virsh capabilities`) offers a guest
+// domain of type kvm for x86_64.
+bool capabilitiesOfferKvm(const std::string& capabilities) {
+  for (auto at = capabilities.find("<arch name='x86_64'>"); at != std::string::npos;
+       at = capabilities.find("<arch name='x86_64'>", at + 1)) {
+    auto end = capabilities.find("</arch>", at);
+    if (capabilities.substr(at, end - at).find("<domain type='kvm'") != std::string::npos)
+      return true;
+  }
+  return false;
+}
+
+// The domain as the daemon can define it here: kvm becomes qemu where the
+// emulator offers no kvm.
+std::string definableHere(std::string xml, bool kvmOffered, bool* retyped) {
+  *retyped = false;
+  if (!kvmOffered && xml.starts_with("<domain type='kvm'>")) {
+    xml.replace(0, std::string_view("<domain type='kvm'>").size(), "<domain type='qemu'>");
+    *retyped = true;
+  }
+  return xml;
+}
+
+// The three situations the define test meets. Capabilities as libvirt 9.0
+// prints them: without /dev/kvm the x86_64 guest lists only qemu; with it
+// (working or hanging: defining boots nothing) it lists kvm as well.
+TEST(DomainXmlKvmSituationTest, KvmTypedDomainsAreRetypedOnlyWhereTheEmulatorOffersNoKvm) {
+  const std::string noKvm =
+      "<capabilities><guest><os_type>hvm</os_type><arch name='x86_64'><wordsize>64</wordsize>"
+      "<domain type='qemu'/></arch></guest><guest><arch name='i686'><domain type='kvm'/></arch>"
+      "</guest></capabilities>";
+  const std::string withKvm =
+      "<capabilities><guest><os_type>hvm</os_type><arch name='x86_64'><wordsize>64</wordsize>"
+      "<domain type='qemu'/>\n<domain type='kvm'/></arch></guest></capabilities>";
+  EXPECT_FALSE(capabilitiesOfferKvm(noKvm));   // no /dev/kvm (an i686 kvm does not count)
+  EXPECT_TRUE(capabilitiesOfferKvm(withKvm));  // /dev/kvm working, or present and hanging
+  bool retyped = false;
+  EXPECT_EQ(definableHere("<domain type='kvm'>\n<name>a</name>", false, &retyped),
+            "<domain type='qemu'>\n<name>a</name>");
+  EXPECT_TRUE(retyped);
+  EXPECT_EQ(definableHere("<domain type='kvm'>\n", true, &retyped), "<domain type='kvm'>\n");
+  EXPECT_FALSE(retyped);
+  EXPECT_EQ(definableHere("<domain type='qemu'>\n", false, &retyped), "<domain type='qemu'>\n");
+  EXPECT_FALSE(retyped);
+}
+
 TEST_F(DomainXmlValidateTest, EveryRenderedDomainIsDefinedByTheRealDaemonWithValidation) {
   std::string why;
   if (!test::Libvirtd::available(&why))
     GTEST_SKIP() << why;
   test::Libvirtd libvirtd;
+  auto capabilities = runner_.run({.argv = {"virsh", "-c", test::Libvirtd::kUri, "capabilities"}});
+  ASSERT_TRUE(capabilities.ok() && capabilities->succeeded()) << "virsh capabilities failed";
+  bool kvmOffered = capabilitiesOfferKvm(capabilities->out);
   int defined = 0;
+  int retypedCount = 0;
   for (const auto& variant : renderedVariants()) {
     SCOPED_TRACE(variant.name);
     auto file = dir_ / (variant.name + ".xml");
-    test::writeFile(file, variant.xml);
+    bool retyped = false;
+    test::writeFile(file, definableHere(variant.xml, kvmOffered, &retyped));
+    retypedCount += retyped ? 1 : 0;
     // libvirt's own checks beyond the schema: machine type, devices, SPICE
     // settings against this QEMU (disks and networks need not exist yet).
     auto outcome = runner_.run(
@@ -202,6 +261,13 @@ TEST_F(DomainXmlValidateTest, EveryRenderedDomainIsDefinedByTheRealDaemonWithVal
     EXPECT_TRUE(undefined.ok() && undefined->succeeded()) << "Cannot undefine " << name;
   }
   EXPECT_GE(defined, 10);
+  if (retypedCount > 0) {
+    std::cout << "Note: this machine's QEMU offers no kvm domains (no usable /dev/kvm), so "
+              << retypedCount
+              << " kvm-typed domains were defined as type 'qemu'; their kvm form was checked "
+                 "against the schema only.\n";
+    RecordProperty("kvm_domains_defined_as_qemu", retypedCount);
+  }
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "support/golden.hpp"
 #include "support/temp_dir.hpp"
 
 namespace aula::agent {
@@ -79,19 +80,7 @@ SpiceSpec ticketUpdate() {
 }
 
 void expectMatchesGolden(const std::string& actual, const std::string& fileName) {
-  std::filesystem::path path = std::filesystem::path(AULA_GOLDEN_DIR) / fileName;
-  const char* regenerate = std::getenv("AULA_REGENERATE_GOLDEN");
-  if (regenerate != nullptr && std::string_view(regenerate) == "1") {
-    test::writeFile(path, actual);
-    std::cout << "AULA_REGENERATE_GOLDEN=1: wrote " << path.native() << "\n";
-    return;
-  }
-  ASSERT_TRUE(std::filesystem::exists(path))
-      << "There is no golden file " << path.native()
-      << "; run the test with AULA_REGENERATE_GOLDEN=1 to write it.";
-  EXPECT_EQ(actual, test::readFile(path))
-      << "The output differs from " << path.native()
-      << "; if the change is intended, regenerate with AULA_REGENERATE_GOLDEN=1.";
+  test::expectMatchesGolden(actual, AULA_GOLDEN_DIR, fileName);
 }
 
 TEST(DomainXmlTest, TlsQxlDesktopMatchesGolden) {
