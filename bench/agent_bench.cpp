@@ -582,7 +582,7 @@ class HeartbeatBench {
       return ms;
     };
     constexpr int kSeconds = 3;
-    agent::CpuSampler sampler;
+    agent::HostLoad sampler;
     double before = guestsCpu();
     std::this_thread::sleep_for(std::chrono::seconds(kSeconds));
     p.guestsCpu = (guestsCpu() - before) / (kSeconds * 1000.0);
@@ -601,8 +601,8 @@ class HeartbeatBench {
       auto body = must(service_.heartbeat(), "AgentService::heartbeat()");
       wall.push_back(msSince(start));
       cpu.push_back(processCpuMs() - c0);
-      p.bodyBytes = body.dump().size();
-      p.listed = body["guests"].size();
+      p.bodyBytes = aula::proto::toJson(body).dump().size();
+      p.listed = body.guests ? body.guests->size() : 0;
 
       start = Clock::now();
       must(hypervisor_.list(), "Hypervisor::list()");
@@ -643,7 +643,7 @@ class HeartbeatBench {
   }
 
   void brokerSide(HeartbeatFigures& f) {
-    auto full = must(service_.heartbeat(), "AgentService::heartbeat()");
+    Json full = aula::proto::toJson(must(service_.heartbeat(), "AgentService::heartbeat()"));
     Json loadOnly = full;
     loadOnly.erase("guests");
     // The first heartbeat with the guests adopts their desktops; from then on

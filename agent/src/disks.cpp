@@ -18,6 +18,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "aula/common/file.hpp"
 #include "aula/common/log.hpp"
 
 namespace aula::agent {
@@ -57,21 +58,7 @@ std::uint64_t bigEndian64(const unsigned char* p) {
   return (std::uint64_t{bigEndian32(p)} << 32) | bigEndian32(p + 4);
 }
 
-// One open file descriptor, closed when it goes.
-class FileHandle {
- public:
-  explicit FileHandle(int fd) : fd_(fd) {}
-  ~FileHandle() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  FileHandle(const FileHandle&) = delete;
-  FileHandle& operator=(const FileHandle&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using file::UniqueFd;
 
 // Reads up to `size` bytes at `offset`; fewer only at the end of the file.
 Result<std::size_t> readAt(int fd, unsigned char* buffer, std::size_t size, std::uint64_t offset,
@@ -98,7 +85,7 @@ Result<std::size_t> readAt(int fd, unsigned char* buffer, std::size_t size, std:
 // all, so a scan can pass over other files quietly.
 Result<std::optional<fs::path>> readBackingFile(const fs::path& image, bool& isQcow2) {
   isQcow2 = false;
-  FileHandle file(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd file(::open(image.c_str(), O_RDONLY | O_CLOEXEC));
   if (file.get() < 0) {
     int e = errno;
     if (e == ENOENT)
@@ -182,7 +169,7 @@ Error ioError(int e, std::string message) {
 
 // fsync of a file or folder.
 Status syncPath(const fs::path& path, bool folder) {
-  FileHandle file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | (folder ? O_DIRECTORY : 0)));
+  UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | (folder ? O_DIRECTORY : 0)));
   if (file.get() < 0 || ::fsync(file.get()) != 0) {
     int e = errno;
     return ioError(e, fmt::format("Cannot flush {} to disk: {}.", path.native(), std::strerror(e)));

@@ -4,8 +4,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include <fcntl.h>
@@ -13,7 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "aula/common/agent_protocol.hpp"
 #include "aula/common/crypto.hpp"
+#include "aula/common/file.hpp"
 #include "aula/common/http_client.hpp"
 
 namespace aula::agent {
@@ -39,47 +39,31 @@ Error brokerRefusal(const http::Response& response) {
   return http::errorFromResponse(response, "The broker");
 }
 
+// Files the enrolment stored; a missing one means the host is not enrolled.
 Result<std::string> readText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return Error(Errc::kIo,
-                 fmt::format("Cannot read '{}': {}; is this host enrolled (aula-agent enroll)?",
-                             path.string(), std::strerror(errno)),
-                 errno);
+  auto text = file::readFile(path);
+  if (!text) {
+    return text.error().context(
+        fmt::format("Cannot read '{}'; is this host enrolled (aula-agent enroll)?", path.string()));
   }
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return text;
 }
 
-// Writes `content` to `path` with `mode`, flushed to disk.
+// Writes `content` to a new file `path` with `mode` (set at open, whatever
+// the umask), flushed to disk.
 Status writeFileSynced(const fs::path& path, std::string_view content, mode_t mode) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
+  file::UniqueFd fd(
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) {
     return Error(Errc::kIo,
                  fmt::format("Cannot write '{}': {}.", path.string(), std::strerror(errno)), errno);
   }
-  std::size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      int e = errno;
-      ::close(fd);
-      return Error(Errc::kIo,
-                   fmt::format("Cannot write '{}': {}.", path.string(), std::strerror(e)), e);
-    }
-    done += static_cast<std::size_t>(n);
+  if (::fchmod(fd.get(), mode) != 0) {
+    return Error(Errc::kIo,
+                 fmt::format("Cannot write '{}': {}.", path.string(), std::strerror(errno)), errno);
   }
-  // The umask may have taken bits away; the mode is what we say.
-  if (::fchmod(fd, mode) != 0 || ::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path.string(), std::strerror(e)),
-                 e);
-  }
-  if (::close(fd) != 0) {
+  AULA_TRY_STATUS(file::writeAll(fd.get(), content, path));
+  if (::fsync(fd.get()) != 0) {
     return Error(Errc::kIo,
                  fmt::format("Cannot write '{}': {}.", path.string(), std::strerror(errno)), errno);
   }
@@ -131,20 +115,9 @@ Status writeAll(const fs::path& dir, const std::vector<PendingFile>& files) {
     }
   }
   // The renames are durable once the directory is.
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  if (file::UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); dfd)
+    ::fsync(dfd.get());
   return {};
-}
-
-Result<std::string> stringField(const Json& body, std::string_view field) {
-  auto value = json::getString(body, field);
-  if (!value) {
-    return makeError(Errc::kParse, "The broker's enrolment answer lacks the field '{}'.", field);
-  }
-  return value;
 }
 
 std::string trimSlash(std::string url) {
@@ -176,10 +149,8 @@ Result<Enrolment> enroll(const EnrolOptions& o) {
 
   const std::string url = trimSlash(o.brokerUrl);
   http::Client client(http::ClientOptions{.tls = {.caFingerprint = fingerprint}});
-  Json request{{"token", o.token}};
-  if (!o.agentAddress.empty())
-    request["address"] = o.agentAddress;
-  auto sent = client.postJson(url + "/api/v1/agent/enroll", request.dump());
+  auto request = proto::toJson(proto::EnrolRequest{.token = o.token, .address = o.agentAddress});
+  auto sent = client.postJson(url + std::string(proto::kEnrolRoute), request.dump());
   if (!sent)
     return sent.error().context(fmt::format("Cannot enrol with the broker at {}.", url));
   if (sent->status != 201)
@@ -188,15 +159,15 @@ Result<Enrolment> enroll(const EnrolOptions& o) {
   auto body = json::parse(sent->body, {.maxBytes = 1024 * 1024, .maxDepth = 8});
   if (!body || !body->is_object())
     return Error(Errc::kParse, "The broker's enrolment answer is not a JSON object.");
-  auto hostName = AULA_TRY(stringField(*body, "host_name"));
-  auto hostId = json::getInt(*body, "host_id");
-  if (!hostId)
-    return Error(Errc::kParse, "The broker's enrolment answer lacks the field 'host_id'.");
-  auto ca = AULA_TRY(stringField(*body, "ca"));
-  auto clientCert = AULA_TRY(stringField(*body, "client_cert"));
-  auto clientKey = AULA_TRY(stringField(*body, "client_key"));
-  auto spiceCert = AULA_TRY(stringField(*body, "spice_cert"));
-  auto spiceKey = AULA_TRY(stringField(*body, "spice_key"));
+  auto answer = proto::parseEnrolAnswer(*body);
+  if (!answer)
+    return Error(Errc::kParse, answer.error().message());
+  const std::string& hostName = answer->hostName;
+  const std::string& ca = answer->ca;
+  const std::string& clientCert = answer->clientCert;
+  const std::string& clientKey = answer->clientKey;
+  const std::string& spiceCert = answer->spiceCert;
+  const std::string& spiceKey = answer->spiceKey;
   // What we store must be what we pinned, and what the broker issued must
   // chain to it; otherwise every later connection would fail obscurely.
   auto caFingerprint = AULA_TRY(crypto::certificateFingerprint(ca));
@@ -212,7 +183,7 @@ Result<Enrolment> enroll(const EnrolOptions& o) {
     return s.error().context("The SPICE certificate the broker issued does not verify.");
 
   Enrolment out;
-  out.hostId = *hostId;
+  out.hostId = answer->hostId;
   out.hostName = hostName;
   out.clientCertFingerprint = AULA_TRY(crypto::certificateFingerprint(clientCert));
   out.spiceSubject = AULA_TRY(crypto::certificateSubject(spiceCert));

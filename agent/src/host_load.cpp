@@ -3,18 +3,19 @@
 
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
+
+#include "aula/common/file.hpp"
 
 namespace aula::agent {
 
 namespace {
 
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+// A /proc file; empty when it cannot be read (the parsers then refuse it).
+std::string readProc(const std::filesystem::path& path) {
+  return file::readFile(path).valueOr("");
 }
 
 bool isRunningState(const std::string& state) {
@@ -80,45 +81,51 @@ Result<MemoryInfo> parseMemInfo(std::string_view text) {
   return m;
 }
 
-json::Json heartbeatBody(double cpuIdle, const MemoryInfo& memory, int cpus,
-                         const std::vector<DomainInfo>& domains,
-                         const std::map<std::string, std::int64_t>& storageFreeGb) {
-  std::int64_t vcpus = 0;
-  std::int64_t running = 0;
-  json::Json guests = json::Json::array();
+int parseCpuCount(std::string_view procStat) {
+  int count = 0;
+  for (std::size_t at = 0; at < procStat.size();) {
+    auto end = procStat.find('\n', at);
+    auto line =
+        procStat.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at);
+    if (line.size() > 3 && line.starts_with("cpu") && line[3] >= '0' && line[3] <= '9')
+      ++count;
+    if (end == std::string_view::npos)
+      break;
+    at = end + 1;
+  }
+  return count > 0 ? count : 1;
+}
+
+proto::Heartbeat heartbeatOf(double cpuIdle, const MemoryInfo& memory, int cpus,
+                             const std::vector<DomainInfo>& domains,
+                             const std::map<std::string, std::int64_t>& storageFreeGb) {
+  proto::Heartbeat h;
+  h.cpus = cpus;
+  h.memoryMb = memory.totalMb;
+  h.freeMemoryMb = memory.availableMb;
+  h.cpuIdle = cpuIdle;
+  h.storageFreeGb = storageFreeGb;
+  h.guests.emplace();
   for (const auto& d : domains) {
     bool live = isRunningState(d.state);
     if (live) {
-      vcpus += d.vcpus;
-      ++running;
+      h.allocatedVcpus += d.vcpus;
+      ++h.runningGuests;
     }
-    guests.push_back(
-        json::Json{{"name", d.name},
-                   {"desktop_id", d.desktopId ? json::Json(*d.desktopId) : json::Json()},
-                   {"state", d.state},
-                   {"running", live}});
+    h.guests->push_back(proto::GuestReport{
+        .name = d.name, .desktopId = d.desktopId, .state = d.state, .running = live});
   }
-  json::Json storage = json::Json::object();
-  for (const auto& [name, gb] : storageFreeGb)
-    storage[name] = gb;
-  return json::Json{{"cpus", cpus},
-                    {"memory_mb", memory.totalMb},
-                    {"free_memory_mb", memory.availableMb},
-                    {"cpu_idle", cpuIdle},
-                    {"allocated_vcpus", vcpus},
-                    {"running_guests", running},
-                    {"storage_free_gb", storage},
-                    {"guests", guests}};
+  return h;
 }
 
-CpuSampler::CpuSampler(std::filesystem::path procStat) : path_(std::move(procStat)) {
-  auto t = parseCpuTimes(slurp(path_));
+HostLoad::HostLoad(std::filesystem::path root) : root_(std::move(root)) {
+  auto t = parseCpuTimes(readProc(root_ / "proc/stat"));
   if (t)
     last_ = *t;
 }
 
-double CpuSampler::idleSinceLast() {
-  auto now = parseCpuTimes(slurp(path_));
+double HostLoad::idleSinceLast() {
+  auto now = parseCpuTimes(readProc(root_ / "proc/stat"));
   if (!now)
     return 1.0;
   double idle = last_ ? idleBetween(*last_, *now) : 1.0;
@@ -126,8 +133,12 @@ double CpuSampler::idleSinceLast() {
   return idle;
 }
 
-Result<MemoryInfo> readMemInfo(const std::filesystem::path& path) {
-  return parseMemInfo(slurp(path));
+Result<MemoryInfo> HostLoad::memory() const {
+  return parseMemInfo(readProc(root_ / "proc/meminfo"));
+}
+
+int HostLoad::cpusOnline() const {
+  return parseCpuCount(readProc(root_ / "proc/stat"));
 }
 
 }  // namespace aula::agent

@@ -6,12 +6,12 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include "aula/agent/domain_xml.hpp"
 #include "aula/agent/enrolment.hpp"
 #include "aula/common/crypto.hpp"
 #include "aula/common/log.hpp"
+#include "aula/common/scope_guard.hpp"
 
 namespace aula::agent {
 
@@ -53,33 +53,16 @@ bool isLive(const std::string& state) {
   return state == "running" || state == "blocked" || state == "paused" || state == "shutting down";
 }
 
-Json domainJson(const DomainInfo& d) {
-  return Json{{"name", d.name},
-              {"desktop_id", d.desktopId ? Json(*d.desktopId) : Json()},
-              {"state", d.state},
-              {"running", isLive(d.state)},
-              {"spice_port", d.spicePort > 0 ? Json(d.spicePort) : Json()},
-              {"spice_tls_port", d.spiceTlsPort > 0 ? Json(d.spiceTlsPort) : Json()},
-              {"vcpus", d.vcpus},
-              {"memory_mb", d.memoryMb}};
-}
-
-Result<std::string> optString(const Json& body, std::string_view field, std::string fallback) {
-  if (!body.contains(field) || body[std::string(field)].is_null())
-    return fallback;
-  return json::getString(body, field);
-}
-
-Result<std::int64_t> optInt(const Json& body, std::string_view field, std::int64_t fallback) {
-  if (!body.contains(field) || body[std::string(field)].is_null())
-    return fallback;
-  return json::getInt(body, field);
-}
-
-Result<bool> optBool(const Json& body, std::string_view field, bool fallback) {
-  if (!body.contains(field) || body[std::string(field)].is_null())
-    return fallback;
-  return json::getBool(body, field);
+proto::DomainStatus domainStatus(const DomainInfo& d) {
+  return proto::DomainStatus{
+      .name = d.name,
+      .desktopId = d.desktopId,
+      .state = d.state,
+      .running = isLive(d.state),
+      .spicePort = d.spicePort > 0 ? std::optional(d.spicePort) : std::nullopt,
+      .spiceTlsPort = d.spiceTlsPort > 0 ? std::optional(d.spiceTlsPort) : std::nullopt,
+      .vcpus = d.vcpus,
+      .memoryMb = d.memoryMb};
 }
 
 http::ServerResponse errorResponse(const Error& error) {
@@ -109,7 +92,10 @@ std::optional<std::int64_t> desktopIdOfName(std::string_view name) {
 }
 
 AgentService::AgentService(ServiceOptions options, Hypervisor& hypervisor, Disks& disks)
-    : options_(std::move(options)), hypervisor_(hypervisor), disks_(disks) {
+    : options_(std::move(options)),
+      hypervisor_(hypervisor),
+      disks_(disks),
+      load_(options_.hostRoot) {
   auto withBody = [](auto method) {
     return [method](http::ServerRequest& r) {
       auto body =
@@ -121,22 +107,29 @@ AgentService::AgentService(ServiceOptions options, Hypervisor& hypervisor, Disks
       return answer(method(r.pathParams["name"], *body));
     };
   };
-  router_.add("GET", "/v1/domains", [this](http::ServerRequest&) { return answer(domains()); });
-  router_.add("GET", "/v1/load", [this](http::ServerRequest&) { return answer(heartbeat()); });
-  router_.add("POST", "/v1/domains/{name}/start",
+  using proto::DomainCommand;
+  router_.add("GET", std::string(proto::kDomainsRoute),
+              [this](http::ServerRequest&) { return answer(domains()); });
+  router_.add("GET", std::string(proto::kLoadRoute), [this](http::ServerRequest&) {
+    auto beat = heartbeat();
+    if (!beat)
+      return errorResponse(beat.error());
+    return http::ServerResponse::json(200, proto::toJson(*beat).dump());
+  });
+  router_.add("POST", proto::domainCommandPattern(DomainCommand::kStart),
               withBody([this](const std::string& n, const Json& b) { return start(n, b); }));
-  router_.add("POST", "/v1/domains/{name}/shutdown",
+  router_.add("POST", proto::domainCommandPattern(DomainCommand::kShutdown),
               withBody([this](const std::string& n, const Json& b) { return shutdown(n, b); }));
-  router_.add("POST", "/v1/domains/{name}/poweroff",
+  router_.add("POST", proto::domainCommandPattern(DomainCommand::kPowerOff),
               withBody([this](const std::string& n, const Json& b) { return powerOff(n, b); }));
-  router_.add("POST", "/v1/domains/{name}/delete",
+  router_.add("POST", proto::domainCommandPattern(DomainCommand::kDelete),
               withBody([this](const std::string& n, const Json& b) { return remove(n, b); }));
-  router_.add("POST", "/v1/domains/{name}/ticket",
+  router_.add("POST", proto::domainCommandPattern(DomainCommand::kTicket),
               withBody([this](const std::string& n, const Json& b) { return ticket(n, b); }));
   router_.add(
-      "POST", "/v1/templates/from-desktop",
+      "POST", std::string(proto::kTemplateFromDesktopRoute),
       withBody([this](const std::string&, const Json& b) { return templateFromDesktop(b); }));
-  router_.add("POST", "/v1/templates/delete-base",
+  router_.add("POST", std::string(proto::kDeleteBaseRoute),
               withBody([this](const std::string&, const Json& b) { return deleteBase(b); }));
 }
 
@@ -177,25 +170,29 @@ Result<std::string> AgentService::spiceGraphicsXml(const std::string& passwd,
   return renderGraphicsUpdateXml(spice, options_.settings.spicePlainPort);
 }
 
+proto::DomainStatus AgentService::statusOf(const DomainInfo& info) {
+  auto status = domainStatus(info);
+  status.seq = seq_.next();
+  return status;
+}
+
 Result<Json> AgentService::start(const std::string& name, const Json& body) {
-  AULA_TRY_STATUS(
-      json::checkFields(body, {"desktop_id", "owner", "vcpus", "memory_mb", "video", "base_storage",
-                               "base_disk", "disk_path", "persistent", "mac_address", "limits"}));
-  auto desktopId = AULA_TRY(json::getInt(body, "desktop_id"));
+  const auto request = AULA_TRY(proto::parseStartRequest(body));
+  const auto desktopId = request.desktopId;
   if (name != fmt::format("aula-{}", desktopId)) {
     return makeError(Errc::kInvalidArgument,
                      "The domain of desktop {} is called 'aula-{}', not '{}'.", desktopId,
                      desktopId, name);
   }
-  auto baseStorage = AULA_TRY(optString(body, "base_storage", "templates"));
-  auto baseDisk = AULA_TRY(json::getString(body, "base_disk"));
-  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
-  auto persistent = AULA_TRY(optBool(body, "persistent", true));
+  const auto& baseStorage = request.baseStorage;
+  const auto& baseDisk = request.baseDisk;
+  const auto& diskPath = request.diskPath;
+  const bool persistent = request.persistent;
 
   auto guard = lockFor(name);
   std::lock_guard lock(*guard);
   if (auto existing = hypervisor_.info(name); existing && isLive(existing->state)) {
-    return domainJson(*existing);  // already running: starting again changes nothing
+    return proto::toJson(statusOf(*existing));  // already running: starting again changes nothing
   }
   // The disk: a persistent desktop keeps its overlay; a non-persistent one
   // starts from a fresh one every time.
@@ -216,46 +213,36 @@ Result<Json> AgentService::start(const std::string& name, const Json& body) {
   // A start that fails after making the overlay takes it away again: the
   // broker forgets the host of a desktop that never ran, and would never ask
   // for the file to be deleted.
-  struct DropFresh {
-    Disks& disks;
-    const std::string& path;
-    bool armed;
-    ~DropFresh() {
-      if (armed)
-        (void)disks.deleteOverlay("desktops", path);
-    }
-  } dropFresh{disks_, diskPath, fresh};
+  ScopeGuard dropFresh([&] {
+    if (fresh)
+      (void)disks_.deleteOverlay("desktops", diskPath);
+  });
   DomainSpec spec;
   spec.name = name;
   spec.uuid = uuidFor(desktopId);
   spec.desktopId = desktopId;
-  spec.owner = AULA_TRY(optString(body, "owner", ""));
+  spec.owner = request.owner;
   spec.domainType = options_.domainType;
-  spec.vcpus = AULA_TRY(optInt(body, "vcpus", 1));
-  spec.memoryMb = AULA_TRY(optInt(body, "memory_mb", 1024));
-  spec.video = AULA_TRY(optString(body, "video", "qxl"));
+  spec.vcpus = request.vcpus;
+  spec.memoryMb = request.memoryMb;
+  spec.video = request.video;
   spec.diskPath = disk;
   spec.network = options_.settings.network;
-  spec.macAddress = AULA_TRY(optString(body, "mac_address", ""));
+  spec.macAddress = request.macAddress;
   spec.spice.listenAddress = options_.settings.spiceListen;
   spec.spice.tlsPort = options_.settings.spiceTlsPort;
   spec.spice.plainPort = options_.settings.spicePlainPort;
   spec.allowPlainSpice = options_.settings.spicePlainPort;
   spec.limits = options_.settings.limits;
-  if (body.contains("limits") && !body["limits"].is_null()) {
+  if (request.limits) {
     // The broker may set one desktop's limits instead of the host's.
-    const Json& l = body["limits"];
-    if (!l.is_object())
-      return makeError(Errc::kInvalidArgument, "The field 'limits' must be an object.");
-    AULA_TRY_STATUS(json::checkFields(
-        l, {"cpu_shares", "cpu_percent_per_vcpu", "disk_mb_per_sec", "disk_iops"}));
+    const auto& l = *request.limits;
     const auto& host = options_.settings.limits;
     spec.limits = AULA_TRY(limitsFrom(
-        AULA_TRY(optInt(l, "cpu_shares", static_cast<std::int64_t>(host.cpuShares))),
-        AULA_TRY(optInt(l, "cpu_percent_per_vcpu", host.cpuQuotaUs / 1000)),
-        AULA_TRY(optInt(l, "disk_mb_per_sec",
-                        static_cast<std::int64_t>(host.diskBytesPerSec / (1024 * 1024)))),
-        AULA_TRY(optInt(l, "disk_iops", static_cast<std::int64_t>(host.diskIopsPerSec)))));
+        l.cpuShares.value_or(static_cast<std::int64_t>(host.cpuShares)),
+        l.cpuPercentPerVcpu.value_or(host.cpuQuotaUs / 1000),
+        l.diskMbPerSec.value_or(static_cast<std::int64_t>(host.diskBytesPerSec / (1024 * 1024))),
+        l.diskIops.value_or(static_cast<std::int64_t>(host.diskIopsPerSec))));
   }
   // Nobody gets in until the broker asks for a ticket.
   spec.spice.passwd = AULA_TRY(crypto::randomToken(24));
@@ -263,25 +250,23 @@ Result<Json> AgentService::start(const std::string& name, const Json& body) {
   auto xml = AULA_TRY(renderDomainXml(spec));
   if (auto started = hypervisor_.defineAndStart(xml); !started)
     return started.error().context(fmt::format("The desktop {} could not start.", desktopId));
-  dropFresh.armed = false;
+  dropFresh.dismiss();
   auto info = AULA_TRY(hypervisor_.info(name));
   log::info("Started {} (desktop {}, {} vCPUs, {} MiB, {}).", name, desktopId, spec.vcpus,
             spec.memoryMb, persistent ? "persistent" : "fresh overlay");
-  return domainJson(info);
+  return proto::toJson(statusOf(info));
 }
 
-Status AgentService::dropOverlayIfTransient(const Json& body) {
-  auto persistent = AULA_TRY(optBool(body, "persistent", true));
-  if (persistent)
+Status AgentService::dropOverlayIfTransient(const proto::StopRequest& request) {
+  if (request.persistent)
     return {};
-  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
-  return disks_.deleteOverlay("desktops", diskPath);
+  return disks_.deleteOverlay("desktops", request.diskPath);
 }
 
 Result<Json> AgentService::shutdown(const std::string& name, const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(body, {"grace_seconds", "persistent", "disk_path"}));
-  auto grace = std::chrono::seconds(
-      AULA_TRY(optInt(body, "grace_seconds", options_.defaultShutdownGrace.count())));
+  const auto request = AULA_TRY(proto::parseStopRequest(body));
+  auto grace = request.graceSeconds ? std::chrono::seconds(*request.graceSeconds)
+                                    : options_.defaultShutdownGrace;
   auto guard = lockFor(name);
   std::lock_guard lock(*guard);
   bool forced = false;
@@ -306,12 +291,30 @@ Result<Json> AgentService::shutdown(const std::string& name, const Json& body) {
   } else if (!info && info.error().code() != Errc::kNotFound) {
     return info.error();
   }
-  AULA_TRY_STATUS(dropOverlayIfTransient(body));
-  return Json{{"name", name}, {"state", "shut off"}, {"forced", forced}};
+  AULA_TRY_STATUS(dropOverlayIfTransient(request));
+  return stoppedStatus(name, forced);
+}
+
+Json AgentService::stoppedStatus(const std::string& name, bool forced) {
+  proto::DomainStatus status;
+  if (auto info = hypervisor_.info(name)) {
+    status = domainStatus(*info);
+  } else {
+    status.name = name;
+    status.desktopId = desktopIdOfName(name);
+    status.state = "shut off";
+  }
+  status.forced = forced;
+  status.seq = seq_.next();
+  return proto::toJson(status);
 }
 
 Result<Json> AgentService::powerOff(const std::string& name, const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(body, {"persistent", "disk_path"}));
+  auto request = AULA_TRY(proto::parseStopRequest(body));
+  if (request.graceSeconds) {
+    return Error(Errc::kInvalidArgument,
+                 "A power-off takes no 'grace_seconds': it pulls the plug at once.");
+  }
   auto guard = lockFor(name);
   std::lock_guard lock(*guard);
   auto info = hypervisor_.info(name);
@@ -322,13 +325,12 @@ Result<Json> AgentService::powerOff(const std::string& name, const Json& body) {
   } else if (!info && info.error().code() != Errc::kNotFound) {
     return info.error();
   }
-  AULA_TRY_STATUS(dropOverlayIfTransient(body));
-  return Json{{"name", name}, {"state", "shut off"}};
+  AULA_TRY_STATUS(dropOverlayIfTransient(request));
+  return stoppedStatus(name, false);
 }
 
 Result<Json> AgentService::remove(const std::string& name, const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(body, {"disk_path"}));
-  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
+  const auto diskPath = AULA_TRY(proto::parseDeleteRequest(body)).diskPath;
   auto guard = lockFor(name);
   std::lock_guard lock(*guard);
   auto info = hypervisor_.info(name);
@@ -350,8 +352,7 @@ Result<Json> AgentService::remove(const std::string& name, const Json& body) {
 }
 
 Result<Json> AgentService::ticket(const std::string& name, const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(body, {"valid_for_seconds"}));
-  auto validFor = AULA_TRY(optInt(body, "valid_for_seconds", 30));
+  auto validFor = AULA_TRY(proto::parseTicketRequest(body)).validForSeconds;
   if (validFor < 1 || validFor > kMaxTicketSeconds) {
     return makeError(Errc::kInvalidArgument, "A ticket is valid from 1 to {} seconds, not {}.",
                      kMaxTicketSeconds, validFor);
@@ -365,40 +366,33 @@ Result<Json> AgentService::ticket(const std::string& name, const Json& body) {
   std::int64_t expires = unixNow() + validFor;
   auto xml = AULA_TRY(spiceGraphicsXml(passwd, libvirtTime(expires)));
   AULA_TRY_STATUS(hypervisor_.updateGraphics(name, xml));
-  return Json{{"name", name},
-              {"host", options_.publicHost},
-              {"tls_port", info.spiceTlsPort > 0 ? Json(info.spiceTlsPort) : Json()},
-              {"port", info.spicePort > 0 ? Json(info.spicePort) : Json()},
-              {"ticket", passwd},
-              {"expires_at", expires}};
+  return proto::toJson(proto::TicketAnswer{
+      .name = name,
+      .host = options_.publicHost,
+      .tlsPort = info.spiceTlsPort > 0 ? std::optional(info.spiceTlsPort) : std::nullopt,
+      .port = info.spicePort > 0 ? std::optional(info.spicePort) : std::nullopt,
+      .ticket = passwd,
+      .expiresAt = expires});
 }
 
 Result<Json> AgentService::templateFromDesktop(const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(
-      body, {"domain", "disk_path", "template_storage", "template_disk", "mode"}));
-  auto domain = AULA_TRY(json::getString(body, "domain"));
+  const auto request = AULA_TRY(proto::parseTemplateRequest(body));
+  const auto& domain = request.domain;
   if (!desktopIdOfName(domain)) {
     return makeError(Errc::kInvalidArgument,
                      "The domain '{}' is not an Aula desktop's; its name must be 'aula-<id>'.",
                      domain.substr(0, 80));
   }
-  auto diskPath = AULA_TRY(json::getString(body, "disk_path"));
-  auto storage = AULA_TRY(optString(body, "template_storage", "templates"));
+  const auto& diskPath = request.diskPath;
+  const auto& storage = request.templateStorage;
   if (storage == "desktops") {
     return Error(Errc::kInvalidArgument,
                  "A template's image cannot go into the 'desktops' storage, which holds users' "
                  "own disks; use 'templates'.");
   }
-  auto templateDisk = AULA_TRY(json::getString(body, "template_disk"));
-  auto modeName = AULA_TRY(optString(body, "mode", "flatten"));
-  TemplateMode mode = TemplateMode::kFlatten;
-  if (modeName == "rebase") {
-    mode = TemplateMode::kRebase;
-  } else if (modeName != "flatten") {
-    return makeError(Errc::kInvalidArgument,
-                     "The field 'mode' must be 'flatten' or 'rebase', not '{}'.",
-                     modeName.substr(0, 40));
-  }
+  const auto& templateDisk = request.templateDisk;
+  const TemplateMode mode = request.mode;
+  const auto modeName = proto::templateModeName(mode);
   // Held for the whole copy: a start of this desktop waits until the image is
   // made, so the guest never writes to the disk while it is being read.
   auto guard = lockFor(domain);
@@ -418,7 +412,7 @@ Result<Json> AgentService::templateFromDesktop(const Json& body) {
   auto size = fs::file_size(made, ec);
   // The image is made: a header that cannot be read back now is worth a
   // warning, not a failure that would leave the image without its template.
-  Json backing;
+  std::optional<std::string> backing;
   if (auto named = Disks::backingFile(made); !named) {
     log::warn("Cannot read back the backing file of {}: {}", made.native(),
               named.error().message());
@@ -427,15 +421,16 @@ Result<Json> AgentService::templateFromDesktop(const Json& body) {
   }
   log::info("Made the template image {} ({}, {} bytes) from the disk of {}.", made.native(),
             modeName, ec ? 0 : size, domain);
-  return Json{{"template_disk", templateDisk},
-              {"size_bytes", ec ? std::int64_t{0} : static_cast<std::int64_t>(size)},
-              {"backing", backing}};
+  return proto::toJson(
+      proto::TemplateAnswer{.templateDisk = templateDisk,
+                            .sizeBytes = ec ? std::int64_t{0} : static_cast<std::int64_t>(size),
+                            .backing = backing});
 }
 
 Result<Json> AgentService::deleteBase(const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(body, {"storage", "disk"}));
-  auto storage = AULA_TRY(json::getString(body, "storage"));
-  auto disk = AULA_TRY(json::getString(body, "disk"));
+  const auto request = AULA_TRY(proto::parseDeleteBaseRequest(body));
+  const auto& storage = request.storage;
+  const auto& disk = request.disk;
   if (storage == "desktops") {
     return Error(Errc::kInvalidArgument,
                  "Base images are not kept in the 'desktops' storage, which holds users' own "
@@ -450,30 +445,33 @@ Result<Json> AgentService::domains() {
   auto list = AULA_TRY(hypervisor_.list());
   Json out = Json::array();
   for (const auto& d : list)
-    out.push_back(domainJson(d));
+    out.push_back(proto::toJson(domainStatus(d)));
   return out;
 }
 
-Result<Json> AgentService::heartbeat() {
+Result<proto::Heartbeat> AgentService::heartbeat() {
+  // Numbered before the guests are listed: a command that ends after this
+  // number may not show in this list, and the broker knows it.
+  auto seq = seq_.next();
   auto list = AULA_TRY(hypervisor_.list());
-  auto memory = AULA_TRY(readMemInfo());
+  auto memory = AULA_TRY(load_.memory());
   double idle = 1.0;
   {
     std::lock_guard lock(sampleMutex_);
-    idle = cpu_.idleSinceLast();
+    idle = load_.idleSinceLast();
   }
-  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return heartbeatBody(idle, memory, cpus > 0 ? static_cast<int>(cpus) : 1, list,
-                       disks_.freeSpaceGb());
+  auto beat = heartbeatOf(idle, memory, load_.cpusOnline(), list, disks_.freeSpaceGb());
+  beat.seq = seq;
+  return beat;
 }
 
 void AgentService::recordEvent(const DomainEvent& event) {
-  auto id = desktopIdOfName(event.name);
-  Json e{{"domain", event.name},
-         {"desktop_id", id ? Json(*id) : Json()},
-         {"event", event.kind},
-         {"detail", event.detail},
-         {"at", unixNow()}};
+  proto::LifecycleEvent e{.domain = event.name,
+                          .desktopId = desktopIdOfName(event.name),
+                          .event = event.kind,
+                          .detail = event.detail,
+                          .at = unixNow(),
+                          .seq = seq_.next()};
   log::info("{}: {} ({}).", event.name, event.kind, event.detail);
   {
     std::lock_guard lock(eventsMutex_);
@@ -484,14 +482,14 @@ void AgentService::recordEvent(const DomainEvent& event) {
   eventsChanged_.notify_all();
 }
 
-std::vector<Json> AgentService::takeEvents() {
+std::vector<proto::LifecycleEvent> AgentService::takeEvents() {
   std::lock_guard lock(eventsMutex_);
-  std::vector<Json> out(events_.begin(), events_.end());
+  std::vector<proto::LifecycleEvent> out(events_.begin(), events_.end());
   events_.clear();
   return out;
 }
 
-void AgentService::returnEvents(std::vector<Json> events) {
+void AgentService::returnEvents(std::vector<proto::LifecycleEvent> events) {
   std::lock_guard lock(eventsMutex_);
   for (auto it = events.rbegin(); it != events.rend(); ++it) {
     if (events_.size() >= kMaxQueuedEvents)
@@ -550,7 +548,8 @@ void BrokerReporter::run() {
       Status sent;
       if (!body) {
         sent = body.error();
-      } else if (auto answer = channel_.post("/api/v1/agent/heartbeat", *body); !answer) {
+      } else if (auto answer = channel_.post(proto::kHeartbeatRoute, proto::toJson(*body));
+                 !answer) {
         sent = answer.error();
       }
       if (!sent && !brokerAway) {
@@ -562,7 +561,7 @@ void BrokerReporter::run() {
     }
     auto events = service_.takeEvents();
     if (!events.empty()) {
-      auto sent = channel_.post("/api/v1/agent/events", Json{{"events", events}});
+      auto sent = channel_.post(proto::kEventsRoute, proto::toJson(proto::EventBatch{events}));
       if (!sent) {
         Errc code = sent.error().code();
         if (code == Errc::kInvalidArgument || code == Errc::kPermissionDenied ||

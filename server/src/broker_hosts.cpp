@@ -332,7 +332,7 @@ Status markStopped(db::Transaction& tx, std::int64_t id, std::int64_t now) {
 Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
   AULA_TRY_STATUS(
       json::checkFields(load, {"cpu_idle", "free_memory_mb", "allocated_vcpus", "cpus", "memory_mb",
-                               "running_guests", "storage_free_gb", "guests"}));
+                               "running_guests", "storage_free_gb", "guests", "seq"}));
   double cpuIdle = 0;
   if (auto it = load.find("cpu_idle"); it != load.end()) {
     if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 1) {

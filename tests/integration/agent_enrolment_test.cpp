@@ -6,6 +6,7 @@
 // PostgreSQL, like the other broker suites.
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include <fmt/format.h>
 #include <gmock/gmock.h>
@@ -16,9 +17,12 @@
 #include "aula/broker/broker.hpp"
 #include "aula/common/crypto.hpp"
 #include "aula/common/http_client.hpp"
+#include "aula/common/process.hpp"
 
+#include "agent_server.hpp"
 #include "support/broker_backend_test.hpp"
 #include "support/broker_fixture.hpp"
+#include "support/fake_hypervisor.hpp"
 #include "support/temp_dir.hpp"
 
 namespace aula::test {
@@ -429,6 +433,96 @@ TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost
                 {Json{{"domain", name}, {"desktop_id", id}, {"event", "started"}},
                  Json{{"domain", "aula-99999"}, {"desktop_id", 99999}, {"event", "stopped"}}})}}));
   EXPECT_EQ(stateOf(), "running");
+}
+
+// aula-agent serve as one piece: from its configuration file and the state
+// enrolment left, over a hypervisor in memory, it reports to the broker and
+// serves the broker's commands on its mutual-TLS endpoint, and nobody else's.
+TEST_P(AgentEnrolmentTest, TheAssembledAgentReportsToTheBrokerAndTakesOnlyItsCommands) {
+  const fs::path state = dir_ / "state";
+  const int port = freeLoopbackPort();
+  auto enrol = options(joinToken("hv9"), state);
+  enrol.agentAddress = fmt::format("127.0.0.1:{}", port);
+  ASSERT_TRUE(agent::enroll(enrol));
+  fs::create_directories(dir_ / "templates");
+  fs::create_directories(dir_ / "desktops");
+  fs::create_directories(dir_ / "root" / "proc");
+  writeFile(dir_ / "root" / "proc" / "stat", "cpu  1 0 1 8 0 0 0 0\ncpu0 1 0 1 8\ncpu1 1 0 1 8\n");
+  writeFile(dir_ / "root" / "proc" / "meminfo", "MemTotal: 8192000 kB\nMemAvailable: 4096000 kB\n");
+  writeFile(dir_ / "agent.toml", fmt::format(R"([agent]
+state_dir = "{}"
+listen = "127.0.0.1:{}"
+domain_type = "auto"
+heartbeat_seconds = 1
+
+[storage.paths]
+templates = "{}"
+desktops = "{}"
+)",
+                                             state.string(), port, (dir_ / "templates").string(),
+                                             (dir_ / "desktops").string()));
+  FakeHypervisor hypervisor;
+  hypervisor.domains["aula-99"].state = "running";  // a guest from before the agent started
+  process::RecordingRunner runner;  // the KVM probe "succeeds"; /dev/kvm is the test's
+  writeFile(dir_ / "kvm", "");
+  auto server = agent::AgentServer::start({.configPath = dir_ / "agent.toml",
+                                           .hypervisor = &hypervisor,
+                                           .runner = &runner,
+                                           .devKvm = dir_ / "kvm",
+                                           .hostRoot = dir_ / "root"});
+  ASSERT_TRUE(server) << server.error().message();
+  EXPECT_EQ((*server)->domainType(), "kvm");
+  EXPECT_EQ((*server)->enrolment().hostName, "hv9");
+  EXPECT_EQ((*server)->address(), fmt::format("127.0.0.1:{}", port));
+
+  // Its heartbeats reach the broker: the host is online with this host's
+  // figures, read from the host root's /proc.
+  Json h;
+  for (int i = 0; i < 100 && !(h.is_object() && h["state"] == "online"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    h = host("hv9");
+  }
+  EXPECT_EQ(h["state"], "online") << h.dump();
+  EXPECT_EQ(h["cpus"], 2);
+  EXPECT_EQ(h["memory_mb"], 8000);
+  EXPECT_EQ(h["running_guests"], 1);
+  EXPECT_THAT(h["unknown_guests"].dump(), HasSubstr("aula-99"));
+
+  // The broker's client certificate may command it; another host's may not.
+  auto call = [&](const crypto::Certificate& cert) {
+    http::Client client(http::ClientOptions{.tls = {.caPem = broker().caPem(),
+                                                    .clientCertPem = cert.certPem,
+                                                    .clientKeyPem = cert.keyPem}});
+    auto sent =
+        client.send({.method = "GET", .url = fmt::format("https://127.0.0.1:{}/v1/domains", port)});
+    if (!sent)
+      throw std::runtime_error(sent.error().message());
+    return *sent;
+  };
+  auto asBroker = call({.certPem = readFile(broker().dataDir() / "tls" / "broker-client.crt"),
+                        .keyPem = readFile(broker().dataDir() / "tls" / "broker-client.key")});
+  EXPECT_EQ(asBroker.status, 200) << asBroker.body;
+  EXPECT_THAT(asBroker.body, HasSubstr("aula-99"));
+  auto asHost =
+      call({.certPem = readFile(state / "agent.crt"), .keyPem = readFile(state / "agent.key")});
+  EXPECT_EQ(asHost.status, 403);
+  (*server)->stop();
+  EXPECT_EQ(hypervisor.domains["aula-99"].state, "running") << "stopping the agent stopped a guest";
+}
+
+TEST_P(AgentEnrolmentTest, AnAgentWithoutItsConfigurationOrEnrolmentSaysWhatToDo) {
+  auto missing = agent::AgentServer::start({.configPath = dir_ / "nowhere.toml"});
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.error().message(), HasSubstr("hypervisor-setup.sh writes one"));
+  writeFile(dir_ / "agent.toml",
+            fmt::format("[agent]\nstate_dir = \"{0}\"\n[storage.paths]\ntemplates = \"{0}\"\n"
+                        "desktops = \"{0}\"\n",
+                        (dir_ / "none").string()));
+  FakeHypervisor hypervisor;
+  auto unenrolled =
+      agent::AgentServer::start({.configPath = dir_ / "agent.toml", .hypervisor = &hypervisor});
+  ASSERT_FALSE(unenrolled);
+  EXPECT_THAT(unenrolled.error().message(), HasSubstr("aula-agent enroll"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, AgentEnrolmentTest, kBothBackends, backendTestName);

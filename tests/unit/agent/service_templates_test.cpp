@@ -18,6 +18,7 @@
 #include "aula/common/json.hpp"
 #include "aula/common/process.hpp"
 
+#include "support/fake_hypervisor.hpp"
 #include "support/temp_dir.hpp"
 
 namespace aula::agent {
@@ -27,30 +28,7 @@ namespace fs = std::filesystem;
 using json::Json;
 using ::testing::HasSubstr;
 
-// Domains by name and state; nothing else.
-class FakeHypervisor final : public Hypervisor {
- public:
-  std::map<std::string, std::string> states;
-
-  Status defineAndStart(const std::string&) override { return {}; }
-  Status shutdown(const std::string&) override { return {}; }
-  Status destroy(const std::string&) override { return {}; }
-  Status undefine(const std::string&) override { return {}; }
-  Status updateGraphics(const std::string&, const std::string&) override { return {}; }
-  Result<std::vector<DomainInfo>> list() override {
-    std::vector<DomainInfo> out;
-    for (const auto& [name, state] : states)
-      out.push_back({.name = name, .state = state});
-    return out;
-  }
-  Result<DomainInfo> info(const std::string& name) override {
-    auto it = states.find(name);
-    if (it == states.end())
-      return makeError(Errc::kNotFound, "There is no domain named '{}'.", name);
-    return DomainInfo{.name = name, .state = it->second};
-  }
-  Status watch(DomainEventHandler) override { return {}; }
-};
+using test::FakeHypervisor;
 
 class ServiceTemplatesTest : public ::testing::Test {
  protected:
@@ -72,7 +50,7 @@ class ServiceTemplatesTest : public ::testing::Test {
     auto overlay = disks_.createOverlay("templates", "base.qcow2", "desktops", "3/7.qcow2");
     ASSERT_TRUE(overlay.ok()) << overlay.error().message();
     ASSERT_TRUE(io(*overlay, "write -P 0xab 0 64k"));
-    hypervisor_.states["aula-7"] = "shut off";
+    hypervisor_.domains["aula-7"].state = "shut off";
   }
 
   void run(std::vector<std::string> argv) {
@@ -122,7 +100,7 @@ class ServiceTemplatesTest : public ::testing::Test {
 
 TEST_F(ServiceTemplatesTest, RefusesTheDiskOfARunningDesktop) {
   for (const char* state : {"running", "paused"}) {
-    hypervisor_.states["aula-7"] = state;
+    hypervisor_.domains["aula-7"].state = state;
     auto [status, body] = fromDesktop("from-desktop/7-1.qcow2", "flatten");
     EXPECT_EQ(status, 409) << body.dump();
     EXPECT_EQ(message(body), fmt::format("The desktop aula-7 is {}; shut it down first, since the "
@@ -143,7 +121,7 @@ TEST_F(ServiceTemplatesTest, FlattensOrRebasesAShutOffDesktopsDisk) {
   EXPECT_TRUE(io(flatImage, "read -P 0xcd 1M 64k")) << "the base's data is missing";
 
   // Libvirt may not know the domain at all (never defined here): that is shut off too.
-  hypervisor_.states.clear();
+  hypervisor_.domains.clear();
   auto [status2, rebased] = fromDesktop("from-desktop/7-2.qcow2", "rebase");
   ASSERT_EQ(status2, 200) << rebased.dump();
   EXPECT_EQ(rebased["backing"], (templates_ / "base.qcow2").native());

@@ -18,6 +18,7 @@
 #include "aula/common/config.hpp"
 #include "aula/common/process.hpp"
 
+#include "support/fake_hypervisor.hpp"
 #include "support/temp_dir.hpp"
 
 namespace aula::agent {
@@ -25,85 +26,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using json::Json;
+using test::FakeHypervisor;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-// Domains in memory. Starting gives ports 5900+n (plain) and 5950+n (TLS).
-class FakeHypervisor final : public Hypervisor {
- public:
-  struct Domain {
-    std::string xml;
-    std::string state = "shut off";
-    std::string graphics;  // the last ticket update
-  };
-
-  Status defineAndStart(const std::string& xml) override {
-    if (failStarts)
-      return Error(Errc::kInvalidArgument, "libvirt refused the domain.");
-    auto begin = xml.find("<name>") + 6;
-    std::string name = xml.substr(begin, xml.find('<', begin) - begin);
-    auto& d = domains[name];
-    d.xml = xml;
-    d.state = "running";
-    ++starts;
-    return {};
-  }
-  Status shutdown(const std::string& name) override {
-    if (!domains.contains(name))
-      return Error(Errc::kNotFound, "no domain");
-    if (obeysShutdown)
-      domains[name].state = "shut off";
-    return {};
-  }
-  Status destroy(const std::string& name) override {
-    if (!domains.contains(name))
-      return Error(Errc::kNotFound, "no domain");
-    domains[name].state = "shut off";
-    ++destroys;
-    return {};
-  }
-  Status undefine(const std::string& name) override {
-    domains.erase(name);
-    return {};
-  }
-  Status updateGraphics(const std::string& name, const std::string& xml) override {
-    domains[name].graphics = xml;
-    return {};
-  }
-  Result<std::vector<DomainInfo>> list() override {
-    std::vector<DomainInfo> out;
-    for (const auto& [name, d] : domains)
-      out.push_back(*info(name));
-    return out;
-  }
-  Result<DomainInfo> info(const std::string& name) override {
-    auto it = domains.find(name);
-    if (it == domains.end())
-      return Error(Errc::kNotFound, "Cannot find the domain '" + name + "'.");
-    DomainInfo i;
-    i.name = name;
-    i.state = it->second.state;
-    i.desktopId = desktopIdOfName(name);
-    i.vcpus = 2;
-    i.memoryMb = 1024;
-    if (i.state == "running") {
-      i.spicePort = 5901;
-      i.spiceTlsPort = 5951;
-    }
-    return i;
-  }
-  Status watch(DomainEventHandler h) override {
-    handler = std::move(h);
-    return {};
-  }
-
-  std::map<std::string, Domain> domains;
-  bool obeysShutdown = true;
-  bool failStarts = false;
-  int starts = 0;
-  int destroys = 0;
-  DomainEventHandler handler;
-};
 
 class AgentServiceOverFakeTest : public ::testing::Test {
  protected:
@@ -119,6 +44,13 @@ class AgentServiceOverFakeTest : public ::testing::Test {
     fs::create_directories(dir_ / "templates");
     fs::create_directories(dir_ / "desktops");
     test::writeFile(dir_ / "templates" / "base.qcow2", "base");
+    // The host's /proc as the service reads it: four CPUs, 16000 MiB.
+    fs::create_directories(dir_ / "root" / "proc");
+    test::writeFile(dir_ / "root" / "proc" / "stat",
+                    "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\ncpu1 1 2 3 4\ncpu2 1 2 3 4\n"
+                    "cpu3 1 2 3 4\nintr 1 2 3\n");
+    test::writeFile(dir_ / "root" / "proc" / "meminfo",
+                    "MemTotal:       16384000 kB\nMemFree: 1 kB\nMemAvailable:    8192000 kB\n");
   }
 
   ServiceOptions options() {
@@ -129,6 +61,7 @@ class AgentServiceOverFakeTest : public ::testing::Test {
     o.domainType = "qemu";
     o.publicHost = "hv1.school.lan";
     o.defaultShutdownGrace = std::chrono::seconds(1);
+    o.hostRoot = dir_ / "root";
     return o;
   }
 
@@ -356,26 +289,57 @@ TEST_F(AgentServiceOverFakeTest, TheHeartbeatCountsRunningGuestsOnlyAndListsThem
   hv_.domains["stray"].state = "running";
   auto body = service_.heartbeat();
   ASSERT_TRUE(body) << body.error().message();
-  EXPECT_EQ((*body)["running_guests"], 2);
-  EXPECT_EQ((*body)["allocated_vcpus"], 4);
-  EXPECT_EQ((*body)["guests"].size(), 3u);
-  EXPECT_GT((*body)["memory_mb"].get<std::int64_t>(), 0);
-  EXPECT_TRUE((*body)["storage_free_gb"].contains("desktops"));
-  EXPECT_THAT((*body)["guests"].dump(), HasSubstr(R"("desktop_id":null,"name":"stray")"));
+  EXPECT_EQ(body->runningGuests, 2);
+  EXPECT_EQ(body->allocatedVcpus, 4);
+  ASSERT_TRUE(body->guests.has_value());
+  EXPECT_EQ(body->guests->size(), 3u);
+  EXPECT_EQ(body->cpus, 4);  // from the host root's /proc/stat, not this machine's
+  EXPECT_EQ(body->memoryMb, 16000);
+  EXPECT_EQ(body->freeMemoryMb, 8000);
+  EXPECT_TRUE(body->storageFreeGb.contains("desktops"));
+  EXPECT_THAT(proto::toJson(*body)["guests"].dump(),
+              HasSubstr(R"("desktop_id":null,"name":"stray")"));
+}
+
+// The order the broker relies on: what the agent reports is numbered when
+// it looked, so a heartbeat listed before a command ends carries a smaller
+// number than the command's answer, and one listed after a larger one.
+TEST_F(AgentServiceOverFakeTest, ObservationsAreNumberedInTheOrderTheAgentMadeThem) {
+  auto before = service_.heartbeat();
+  ASSERT_TRUE(before);
+  auto started = call("POST", "/v1/domains/aula-1/start", spec(1));
+  ASSERT_EQ(started.status, 200) << started.body;
+  auto status = proto::parseDomainStatus(Json::parse(started.body));
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_TRUE(status->running);
+  EXPECT_GT(status->seq, before->seq);
+  service_.recordEvent({.name = "aula-1", .kind = "stopped", .detail = "destroyed"});
+  auto stopped = call("POST", "/v1/domains/aula-1/poweroff", Json{{"disk_path", "7/1.qcow2"}});
+  ASSERT_EQ(stopped.status, 200) << stopped.body;
+  auto off = proto::parseDomainStatus(Json::parse(stopped.body));
+  ASSERT_TRUE(off) << off.error().message();
+  EXPECT_FALSE(off->running);
+  auto events = service_.takeEvents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_GT(events[0].seq, status->seq);
+  EXPECT_GT(off->seq, events[0].seq);
+  auto after = service_.heartbeat();
+  ASSERT_TRUE(after);
+  EXPECT_GT(after->seq, off->seq);
 }
 
 TEST_F(AgentServiceOverFakeTest, EventsQueueUpToALimitAndComeBackAfterAFailedSend) {
   service_.recordEvent({.name = "aula-3", .kind = "crashed", .detail = "QEMU failed"});
   auto events = service_.takeEvents();
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_EQ(events[0]["desktop_id"], 3);
-  EXPECT_EQ(events[0]["event"], "crashed");
+  EXPECT_EQ(events[0].desktopId, 3);
+  EXPECT_EQ(events[0].event, "crashed");
   EXPECT_TRUE(service_.takeEvents().empty());
   service_.recordEvent({.name = "aula-4", .kind = "started", .detail = "booted"});
   service_.returnEvents(std::move(events));
   events = service_.takeEvents();
   ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0]["domain"], "aula-3");  // the returned ones first, in order
+  EXPECT_EQ(events[0].domain, "aula-3");  // the returned ones first, in order
   for (std::size_t i = 0; i < AgentService::kMaxQueuedEvents + 5; ++i)
     service_.recordEvent({.name = "aula-5", .kind = "started", .detail = "booted"});
   EXPECT_EQ(service_.takeEvents().size(), AgentService::kMaxQueuedEvents);
@@ -395,6 +359,8 @@ TEST(HostLoad, ParsesProcFiles) {
   EXPECT_EQ(m->totalMb, 16000);
   EXPECT_EQ(m->availableMb, 8000);
   EXPECT_FALSE(parseMemInfo("MemTotal: 1 kB\n"));
+  EXPECT_EQ(parseCpuCount("cpu  1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4\nintr 1\n"), 2);
+  EXPECT_EQ(parseCpuCount(""), 1);
   EXPECT_EQ(desktopIdOfName("aula-12"), 12);
   EXPECT_FALSE(desktopIdOfName("aula-"));
   EXPECT_FALSE(desktopIdOfName("aula-stray"));

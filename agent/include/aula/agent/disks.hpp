@@ -16,16 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "aula/common/agent_protocol.hpp"
 #include "aula/common/process.hpp"
 #include "aula/common/result.hpp"
 
 namespace aula::agent {
 
-// How templateFromDesktop() makes the template's image.
-enum class TemplateMode {
-  kFlatten,  // one standalone image: base and the desktop's changes together
-  kRebase,   // an overlay holding only the desktop's changes, on the desktop's base
-};
+// How templateFromDesktop() makes the template's image: the protocol's.
+using proto::TemplateMode;
 
 class Disks {
  public:

@@ -23,6 +23,7 @@
 #include "aula/agent/host_load.hpp"
 #include "aula/agent/hypervisor.hpp"
 #include "aula/agent/settings.hpp"
+#include "aula/common/agent_protocol.hpp"
 #include "aula/common/http_server.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/result.hpp"
@@ -42,6 +43,8 @@ struct ServiceOptions {
   // How long a clean shutdown may take before the plug is pulled, when the
   // broker does not say.
   std::chrono::seconds defaultShutdownGrace{60};
+  // Where /proc is read from: "/" on a host, a test's folder in tests.
+  std::filesystem::path hostRoot = "/";
 };
 
 class AgentService {
@@ -65,15 +68,16 @@ class AgentService {
   Result<json::Json> templateFromDesktop(const json::Json& body);
   Result<json::Json> deleteBase(const json::Json& body);
 
-  // The heartbeat's body, sampled now.
-  Result<json::Json> heartbeat();
+  // The heartbeat, sampled now.
+  Result<proto::Heartbeat> heartbeat();
 
   // Lifecycle events, queued for the broker (at most kMaxQueuedEvents; the
   // oldest go first, and the next heartbeat's guest list corrects for them).
   static constexpr std::size_t kMaxQueuedEvents = 1000;
   void recordEvent(const DomainEvent& event);
-  std::vector<json::Json> takeEvents();
-  void returnEvents(std::vector<json::Json> events);  // after a failed send, in front
+  std::vector<proto::LifecycleEvent> takeEvents();
+  // After a failed send, in front.
+  void returnEvents(std::vector<proto::LifecycleEvent> events);
   // Waits until an event is queued or `timeout` passes; true when one is.
   bool waitForEvent(std::chrono::milliseconds timeout);
   void wakeWaiters();
@@ -81,7 +85,11 @@ class AgentService {
  private:
   std::shared_ptr<std::mutex> lockFor(const std::string& name);
   Result<std::string> spiceGraphicsXml(const std::string& passwd, const std::string& validTo) const;
-  Status dropOverlayIfTransient(const json::Json& body);
+  Status dropOverlayIfTransient(const proto::StopRequest& request);
+  // The domain's status as the broker reads it, numbered now.
+  proto::DomainStatus statusOf(const DomainInfo& info);
+  // After a stop: what the domain is now (shut off, or gone), numbered now.
+  json::Json stoppedStatus(const std::string& name, bool forced);
 
   ServiceOptions options_;
   Hypervisor& hypervisor_;
@@ -90,10 +98,12 @@ class AgentService {
   std::mutex locksMutex_;
   std::map<std::string, std::shared_ptr<std::mutex>> locks_;
   std::mutex sampleMutex_;
-  CpuSampler cpu_;
+  HostLoad load_;
+  // Numbers every observation this agent reports (see agent_protocol.hpp).
+  proto::ObservationClock seq_;
   std::mutex eventsMutex_;
   std::condition_variable eventsChanged_;
-  std::deque<json::Json> events_;
+  std::deque<proto::LifecycleEvent> events_;
   bool wake_ = false;
 };
 

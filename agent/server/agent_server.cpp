@@ -1,0 +1,150 @@
+// The assembled agent (see agent_server.hpp).
+#include "agent_server.hpp"
+
+#include <fmt/format.h>
+
+#include "aula/agent/disks.hpp"
+#include "aula/agent/domain_xml.hpp"
+#include "aula/agent/settings.hpp"
+#include "aula/common/config.hpp"
+#include "aula/common/file.hpp"
+#include "aula/common/host_port.hpp"
+#include "aula/common/http_server.hpp"
+#include "aula/common/log.hpp"
+
+#include "libvirt_hypervisor.hpp"
+
+namespace aula::agent {
+
+namespace fs = std::filesystem;
+
+struct AgentServer::Impl {
+  AgentSettings settings;
+  EnrolmentRecord enrolment;
+  std::string domainType;
+  process::SystemRunner systemRunner;
+  std::unique_ptr<Hypervisor> ownHypervisor;
+  std::unique_ptr<Disks> disks;
+  std::unique_ptr<AgentService> service;
+  std::unique_ptr<http::Server> server;
+  std::unique_ptr<BrokerReporter> reporter;
+  bool stopped = false;
+};
+
+namespace {
+
+// The host viewers connect to: the setting, else the host of the address
+// the agent enrolled with, else the host's name.
+std::string publicHostOf(const AgentSettings& settings, const EnrolmentRecord& enrolment) {
+  if (!settings.spicePublicHost.empty())
+    return settings.spicePublicHost;
+  if (!enrolment.address.empty()) {
+    if (auto parsed = parseHostPort(enrolment.address, PortRule::kOptional))
+      return parsed->host;
+  }
+  return enrolment.hostName;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions& options) {
+  std::error_code ec;
+  if (!fs::exists(options.configPath, ec)) {
+    return makeError(Errc::kConfig,
+                     "There is no configuration at '{}'. provisioning/hypervisor-setup.sh writes "
+                     "one; see docs/admin-guide.md for the keys.",
+                     options.configPath.string());
+  }
+  auto config = AULA_TRY(config::Config::loadFile(options.configPath, agentSchema()));
+  if (auto level = log::parseLevel(config.getString("agent.log_level")))
+    log::setLevel(*level);
+
+  std::unique_ptr<AgentServer> self(new AgentServer());
+  self->impl_ = std::make_unique<Impl>();
+  Impl& m = *self->impl_;
+  m.settings = AULA_TRY(settingsFrom(config));
+  m.enrolment = AULA_TRY(readEnrolment(m.settings.stateDir));
+  const fs::path& state = m.settings.stateDir;
+  auto ca = AULA_TRY(file::readFile(state / "ca.crt", "broker CA"));
+  auto cert = AULA_TRY(file::readFile(state / "spice" / "server-cert.pem", "host certificate"));
+  auto key = AULA_TRY(file::readFile(state / "spice" / "server-key.pem", "host key"));
+
+  process::Runner& runner = options.runner != nullptr ? *options.runner : m.systemRunner;
+  m.domainType = AULA_TRY(resolveDomainType(m.settings.domainType, options.devKvm, runner));
+  Hypervisor* hypervisor = options.hypervisor;
+  if (hypervisor == nullptr) {
+    auto opened = LibvirtHypervisor::open(m.settings.libvirtUri);
+    if (!opened)
+      return opened.error().context("Cannot connect to libvirt; is libvirtd running?");
+    m.ownHypervisor = std::move(*opened);
+    hypervisor = m.ownHypervisor.get();
+  }
+  m.disks = std::make_unique<Disks>(m.settings.storage, runner);
+
+  ServiceOptions serviceOptions;
+  serviceOptions.settings = m.settings;
+  serviceOptions.domainType = m.domainType;
+  serviceOptions.publicHost = publicHostOf(m.settings, m.enrolment);
+  serviceOptions.hostRoot = options.hostRoot;
+  m.service = std::make_unique<AgentService>(serviceOptions, *hypervisor, *m.disks);
+  AgentService* service = m.service.get();
+  if (auto watching =
+          hypervisor->watch([service](const DomainEvent& e) { service->recordEvent(e); });
+      !watching) {
+    log::warn("{} The broker learns of changes from heartbeats only.", watching.error().message());
+  }
+
+  // Guests that run already are adopted as they are: the agent never stops
+  // a guest because it (re)started.
+  auto running = AULA_TRY(m.service->domains());
+  int live = 0;
+  for (const auto& d : running)
+    live += d["running"].get<bool>() ? 1 : 0;
+  log::info("Found {} domain(s), {} running; they are left as they are.", running.size(), live);
+
+  http::ServerOptions serverOptions;
+  serverOptions.listen = m.settings.listen;
+  serverOptions.tls = http::ServerTls{
+      .certChainPem = cert + ca, .keyPem = key, .clientCaPem = ca, .requireClientCert = true};
+  // A start may wait for libvirt for a while; the broker waits as long.
+  serverOptions.requestTimeout = std::chrono::seconds(30);
+  m.server = AULA_TRY(http::Server::start(
+      serverOptions, [service](http::ServerRequest& r) { return service->handle(r); }));
+  m.reporter = std::make_unique<BrokerReporter>(*m.service, state, m.settings.brokerUrl,
+                                                m.settings.heartbeatInterval);
+  log::info("Host '{}' (id {}): listening on https://{}, domain type {}, SPICE for viewers at {}.",
+            m.enrolment.hostName, m.enrolment.hostId, m.server->address(), m.domainType,
+            serviceOptions.publicHost);
+  return self;
+}
+
+AgentServer::~AgentServer() {
+  stop();
+}
+
+void AgentServer::stop() {
+  if (!impl_ || impl_->stopped)
+    return;
+  impl_->stopped = true;
+  impl_->reporter.reset();
+  if (impl_->server)
+    impl_->server->stop();
+}
+
+std::string AgentServer::address() const {
+  return impl_->server->address();
+}
+
+const EnrolmentRecord& AgentServer::enrolment() const {
+  return impl_->enrolment;
+}
+
+const std::string& AgentServer::domainType() const {
+  return impl_->domainType;
+}
+
+AgentService& AgentServer::service() {
+  return *impl_->service;
+}
+
+}  // namespace aula::agent

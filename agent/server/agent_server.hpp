@@ -1,0 +1,53 @@
+// The assembled agent: its configuration, the enrolment it stored, the
+// hypervisor (libvirt, or one a test passes in), the disks, the mutual-TLS
+// endpoint the broker commands, and the reporter that sends heartbeats and
+// events. aula-agent's `serve` is this plus signal handling; tests start the
+// same thing in-process over a fake hypervisor.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "aula/agent/enrolment.hpp"
+#include "aula/agent/hypervisor.hpp"
+#include "aula/agent/service.hpp"
+#include "aula/common/process.hpp"
+#include "aula/common/result.hpp"
+
+namespace aula::agent {
+
+struct AgentServerOptions {
+  std::filesystem::path configPath = "/etc/aula/agent.toml";
+  // Tests: a hypervisor of their own instead of libvirt's (not owned).
+  Hypervisor* hypervisor = nullptr;
+  // Runs qemu-img and the KVM probe; none: the system's (not owned).
+  process::Runner* runner = nullptr;
+  std::filesystem::path devKvm = "/dev/kvm";
+  std::filesystem::path hostRoot = "/";  // where /proc is read
+};
+
+class AgentServer {
+ public:
+  // Reads the configuration and the enrolment, resolves the domain type,
+  // opens the hypervisor, adopts what runs, and starts the endpoint and the
+  // reporter. Every failure is one sentence saying what to fix.
+  static Result<std::unique_ptr<AgentServer>> start(const AgentServerOptions& options);
+  ~AgentServer();  // stops; the guests keep running
+  AgentServer(const AgentServer&) = delete;
+  AgentServer& operator=(const AgentServer&) = delete;
+
+  std::string address() const;  // where the endpoint listens: "127.0.0.1:9443"
+  const EnrolmentRecord& enrolment() const;
+  const std::string& domainType() const;
+  AgentService& service();
+  void stop();
+
+ private:
+  AgentServer() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace aula::agent
