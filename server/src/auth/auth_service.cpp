@@ -78,11 +78,13 @@ Result<Json> AuthService::login(std::string_view username, std::string_view pass
   };
   std::optional<Found> found;
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    // Columns of the query below, in its order.
+    enum LoginCol : std::size_t { kLoginId, kLoginSource, kLoginHash, kLoginDisabled };
     auto rows = AULA_TRY(tx.query(
         "SELECT id, auth_source, password_hash, disabled FROM users WHERE username = ?", {name}));
     if (!rows.empty()) {
-      found =
-          Found{rows[0].integer(0), rows[0].text(1), rows[0].optText(2), rows[0].integer(3) != 0};
+      found = Found{rows[0].integer(kLoginId), rows[0].text(kLoginSource),
+                    rows[0].optText(kLoginHash), rows[0].integer(kLoginDisabled) != 0};
     }
     return {};
   }));
@@ -248,6 +250,18 @@ Result<Actor> AuthService::authenticate(std::string_view token, const std::strin
   std::int64_t lastUsed = 0;
   std::string kind;
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    // Columns of the query below, in its order.
+    enum SessionCol : std::size_t {
+      kSessionId,
+      kSessionKind,
+      kSessionLastUsed,
+      kSessionExpires,
+      kSessionUserId,
+      kSessionUsername,
+      kSessionRole,
+      kSessionCategory,
+      kSessionDisabled
+    };
     auto rows = AULA_TRY(
         tx.query("SELECT s.id, s.kind, s.last_used_at, s.expires_at, u.id, u.username, u.role, "
                  "u.category_id, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id "
@@ -256,17 +270,17 @@ Result<Actor> AuthService::authenticate(std::string_view token, const std::strin
     if (rows.empty())
       return {};
     const auto& r = rows[0];
-    kind = r.text(1);
-    lastUsed = r.integer(2);
+    kind = r.text(kSessionKind);
+    lastUsed = r.integer(kSessionLastUsed);
     bool idleExpired = kind == "session" && now - lastUsed > ctx_.settings.sessionIdle.count();
-    if (r.integer(3) <= now || idleExpired || r.integer(8) != 0)
+    if (r.integer(kSessionExpires) <= now || idleExpired || r.integer(kSessionDisabled) != 0)
       return {};
-    actor = Actor{.userId = r.integer(4),
-                  .username = r.text(5),
-                  .role = parseRole(r.text(6)).value_or(Role::kUser),
-                  .categoryId = r.optInteger(7),
+    actor = Actor{.userId = r.integer(kSessionUserId),
+                  .username = r.text(kSessionUsername),
+                  .role = parseRole(r.text(kSessionRole)).value_or(Role::kUser),
+                  .categoryId = r.optInteger(kSessionCategory),
                   .address = address,
-                  .sessionId = r.integer(0)};
+                  .sessionId = r.integer(kSessionId)};
     return {};
   }));
   if (!actor) {
@@ -355,17 +369,25 @@ Result<Json> AuthService::changePassword(const Actor& actor, const Json& body) {
 
 Result<Json> AuthService::listTokens(const Actor& actor) {
   return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum TokenCol : std::size_t {
+      kTokenId,
+      kTokenName,
+      kTokenCreated,
+      kTokenLastUsed,
+      kTokenExpires
+    };
     auto rows =
         AULA_TRY(tx.query("SELECT id, name, created_at, last_used_at, expires_at FROM sessions "
                           "WHERE user_id = ? AND kind = 'api' ORDER BY id",
                           {actor.userId}));
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"name", r.text(1)},
-                     {"created_at", r.integer(2)},
-                     {"last_used_at", r.integer(3)},
-                     {"expires_at", r.integer(4)}});
+      out.push_back({{"id", r.integer(kTokenId)},
+                     {"name", r.text(kTokenName)},
+                     {"created_at", r.integer(kTokenCreated)},
+                     {"last_used_at", r.integer(kTokenLastUsed)},
+                     {"expires_at", r.integer(kTokenExpires)}});
     }
     return out;
   });

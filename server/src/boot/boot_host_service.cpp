@@ -10,18 +10,28 @@ using namespace detail;
 Result<Json> BootHostService::list(const Actor& actor) {
   AULA_TRY_STATUS(requireAdmin(actor));
   return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum BootHostCol : std::size_t {
+      kMac,
+      kKind,
+      kChannel,
+      kHostname,
+      kHostId,
+      kFirstSeen,
+      kLastSeen
+    };
     auto rows =
         AULA_TRY(tx.query("SELECT mac, kind, channel, hostname, host_id, first_seen, last_seen "
                           "FROM boot_hosts ORDER BY mac"));
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"mac", r.text(0)},
-                     {"kind", r.text(1)},
-                     {"channel", r.text(2)},
-                     {"hostname", r.text(3)},
-                     {"host_id", nullableInt(r, 4)},
-                     {"first_seen", r.integer(5)},
-                     {"last_seen", nullableInt(r, 6)}});
+      out.push_back({{"mac", r.text(kMac)},
+                     {"kind", r.text(kKind)},
+                     {"channel", r.text(kChannel)},
+                     {"hostname", r.text(kHostname)},
+                     {"host_id", nullableInt(r, kHostId)},
+                     {"first_seen", r.integer(kFirstSeen)},
+                     {"last_seen", nullableInt(r, kLastSeen)}});
     }
     return out;
   });

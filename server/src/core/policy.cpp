@@ -228,22 +228,6 @@ Result<bool> mayActOnUser(db::Transaction& tx, const Actor& actor, std::int64_t 
   return !rows.empty();
 }
 
-// Columns of kUserColumns, in its order.
-namespace UserCol {
-enum : std::size_t {
-  kId,
-  kUsername,
-  kDisplayName,
-  kEmail,
-  kRole,
-  kCategoryId,
-  kAuthSource,
-  kDisabled,
-  kCreatedAt,
-  kLastLoginAt
-};
-}  // namespace UserCol
-
 const char* const kUserColumns =
     "id, username, display_name, email, role, category_id, auth_source, disabled, created_at, "
     "last_login_at";
@@ -265,9 +249,12 @@ namespace {
 
 constexpr const char* kLimitColumns = "desktops, running, vcpus, memory_mb, disk_gb, templates";
 
+// Columns of kLimitColumns, in its order.
+enum LimitCol : std::size_t { kDesktops, kRunning, kVcpus, kMemoryMb, kDiskGb, kTemplates };
+
 Limits limitsOf(const db::Row& r) {
-  return Limits{r.optInteger(0), r.optInteger(1), r.optInteger(2),
-                r.optInteger(3), r.optInteger(4), r.optInteger(5)};
+  return Limits{r.optInteger(kDesktops), r.optInteger(kRunning), r.optInteger(kVcpus),
+                r.optInteger(kMemoryMb), r.optInteger(kDiskGb),  r.optInteger(kTemplates)};
 }
 
 // The more generous of two limits; no limit beats any number.

@@ -147,14 +147,16 @@ Result<Json> DesktopService::makeTemplate(const Actor& actor, std::int64_t id, c
           return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);
         for (const auto& a : access)
           AULA_TRY_STATUS(checkAccessSubject(tx, actor, a));
+        // Columns of the query below, in its order.
+        enum SourceCol : std::size_t { kSourceDiskGb, kSourceVcpus, kSourceMemoryMb, kSourceVideo };
         auto source = AULA_TRY(
             tx.queryOne("SELECT disk_gb, vcpus, memory_mb, video FROM templates WHERE id = ?",
                         {d.templateId}, "gone"));
         p.sourceId = d.templateId;
-        p.diskGb = source.integer(0);
-        p.vcpus = source.integer(1);
-        p.memoryMb = source.integer(2);
-        p.video = source.text(3);
+        p.diskGb = source.integer(kSourceDiskGb);
+        p.vcpus = source.integer(kSourceVcpus);
+        p.memoryMb = source.integer(kSourceMemoryMb);
+        p.video = source.text(kSourceVideo);
         p.poolId = AULA_TRY(tx.queryInt("SELECT pool_id FROM hosts WHERE id = ?", {*d.hostId}));
         p.host = hostOf(d);
         // As createTemplate: a template belongs to its maker's category; an

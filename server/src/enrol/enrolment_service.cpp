@@ -115,18 +115,28 @@ EnrolmentService::EnrolmentService(BrokerContext& ctx)
 Result<Json> EnrolmentService::listTokens(const Actor& actor) {
   AULA_TRY_STATUS(requireAdmin(actor));
   return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum TokenCol : std::size_t {
+      kTokenId,
+      kTokenHostName,
+      kTokenKind,
+      kTokenPoolId,
+      kTokenCreated,
+      kTokenExpires,
+      kTokenUsed
+    };
     auto rows =
         AULA_TRY(tx.query("SELECT id, host_name, kind, pool_id, created_at, expires_at, used_at "
                           "FROM enrolment_tokens ORDER BY id"));
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"host_name", r.text(1)},
-                     {"kind", r.text(2)},
-                     {"pool_id", r.integer(3)},
-                     {"created_at", r.integer(4)},
-                     {"expires_at", r.integer(5)},
-                     {"used_at", nullableInt(r, 6)}});
+      out.push_back({{"id", r.integer(kTokenId)},
+                     {"host_name", r.text(kTokenHostName)},
+                     {"kind", r.text(kTokenKind)},
+                     {"pool_id", r.integer(kTokenPoolId)},
+                     {"created_at", r.integer(kTokenCreated)},
+                     {"expires_at", r.integer(kTokenExpires)},
+                     {"used_at", nullableInt(r, kTokenUsed)}});
     }
     return out;
   });
@@ -194,6 +204,15 @@ Result<Json> EnrolmentService::enroll(std::string_view token, const EnrollReques
   auto result = ctx_.db.transactValue<
       Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     tokenRefused = false;
+    // Columns of the query below, in its order.
+    enum JoinCol : std::size_t {
+      kJoinId,
+      kJoinHostName,
+      kJoinKind,
+      kJoinPoolId,
+      kJoinExpires,
+      kJoinUsed
+    };
     auto rows = AULA_TRY(
         tx.query("SELECT id, host_name, kind, pool_id, expires_at, used_at FROM enrolment_tokens "
                  "WHERE token_hash = ?",
@@ -205,22 +224,22 @@ Result<Json> EnrolmentService::enroll(std::string_view token, const EnrollReques
                    "enrolment-tokens create).");
     }
     const auto& t = rows[0];
-    if (!t.isNull(5)) {
+    if (!t.isNull(kJoinUsed)) {
       tokenRefused = true;
       return makeError(Errc::kUnauthenticated,
                        "The join token was already used at {}; ask an admin for a new one.",
-                       utcTime(t.integer(5)));
+                       utcTime(t.integer(kJoinUsed)));
     }
-    if (t.integer(4) <= now) {
+    if (t.integer(kJoinExpires) <= now) {
       tokenRefused = true;
       return makeError(Errc::kUnauthenticated,
                        "The join token expired at {}; ask an admin for a new one.",
-                       utcTime(t.integer(4)));
+                       utcTime(t.integer(kJoinExpires)));
     }
-    const auto tokenId = t.integer(0);
-    const std::string hostName = t.text(1);
-    const std::string kind = t.text(2);
-    const auto poolId = t.integer(3);
+    const auto tokenId = t.integer(kJoinId);
+    const std::string hostName = t.text(kJoinHostName);
+    const std::string kind = t.text(kJoinKind);
+    const auto poolId = t.integer(kJoinPoolId);
 
     auto existing =
         AULA_TRY(tx.query("SELECT id, cert_fingerprint FROM hosts WHERE name = ?", {hostName}));

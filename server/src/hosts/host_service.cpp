@@ -81,17 +81,19 @@ Json hostJson(const db::Row& r) {
 Result<Json> HostService::listPools(const Actor& actor) {
   AULA_TRY_STATUS(requireManager(actor));
   return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum PoolCol : std::size_t { kPoolId, kPoolName, kPoolDescription, kPoolCreated, kPoolHosts };
     auto rows =
         AULA_TRY(tx.query("SELECT p.id, p.name, p.description, p.created_at, (SELECT COUNT(*) FROM "
                           "hosts h WHERE h.pool_id = p.id) "
                           "FROM pools p ORDER BY p.name"));
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"name", r.text(1)},
-                     {"description", r.text(2)},
-                     {"created_at", r.integer(3)},
-                     {"hosts", r.integer(4)}});
+      out.push_back({{"id", r.integer(kPoolId)},
+                     {"name", r.text(kPoolName)},
+                     {"description", r.text(kPoolDescription)},
+                     {"created_at", r.integer(kPoolCreated)},
+                     {"hosts", r.integer(kPoolHosts)}});
     }
     return out;
   });
@@ -236,7 +238,7 @@ Result<Json> HostService::update(const Actor& actor, std::int64_t id, const Json
     if (pool)
       AULA_TRY(tx.queryOne("SELECT id FROM pools WHERE id = ?", {*pool},
                            fmt::format("There is no pool with id {}.", *pool)));
-    db::Value ratio = row.at(10);
+    db::Value ratio = row.at(HostCol::kVcpuRatioLimit);
     if (auto it = body.find("vcpu_ratio_limit"); it != body.end()) {
       if (it->is_null()) {
         ratio = db::Value();
@@ -249,10 +251,10 @@ Result<Json> HostService::update(const Actor& actor, std::int64_t id, const Json
     }
     AULA_TRY(tx.exec(
         "UPDATE hosts SET state = ?, pool_id = ?, vcpu_ratio_limit = ?, address = ? WHERE id = ?",
-        {state.value_or(row.text(7)), pool.value_or(row.integer(3)), ratio,
-         address.value_or(row.text(5)), id}));
-    AULA_TRY_STATUS(
-        audit(tx, actor, now, "host.update", fmt::format("host:{}", row.text(1)), body));
+        {state.value_or(row.text(HostCol::kState)), pool.value_or(row.integer(HostCol::kPoolId)),
+         ratio, address.value_or(row.text(HostCol::kAddress)), id}));
+    AULA_TRY_STATUS(audit(tx, actor, now, "host.update",
+                          fmt::format("host:{}", row.text(HostCol::kName)), body));
     auto after = AULA_TRY(tx.queryOne(std::string(kHostSelect) + " WHERE h.id = ?", {id}, "gone"));
     return hostJson(after);
   });

@@ -49,6 +49,13 @@ const std::vector<std::string>& quotaColumns() {
 
 Result<Json> OrgService::listCategories(const Actor& actor) {
   return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of both queries below, in their order.
+    enum CategoryCol : std::size_t {
+      kCategoryId,
+      kCategoryName,
+      kCategoryDescription,
+      kCategoryCreated
+    };
     std::vector<db::Row> rows;
     if (actor.role == Role::kAdmin) {
       rows = AULA_TRY(
@@ -60,10 +67,10 @@ Result<Json> OrgService::listCategories(const Actor& actor) {
     }
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"name", r.text(1)},
-                     {"description", r.text(2)},
-                     {"created_at", r.integer(3)}});
+      out.push_back({{"id", r.integer(kCategoryId)},
+                     {"name", r.text(kCategoryName)},
+                     {"description", r.text(kCategoryDescription)},
+                     {"created_at", r.integer(kCategoryCreated)}});
     }
     return out;
   });
@@ -170,7 +177,7 @@ Result<Json> OrgService::getGroup(const Actor& actor, std::int64_t id) {
     auto row = AULA_TRY(tx.queryOne(std::string(kGroupSelect) + " WHERE g.id = ?", {id},
                                     fmt::format("There is no group with id {}.", id)));
     Json out = groupRowJson(row);
-    if (!managesCategory(actor, row.integer(1))) {
+    if (!managesCategory(actor, row.integer(GroupCol::kCategoryId))) {
       // Members see their own group, without the class list.
       auto member = AULA_TRY(tx.query(
           "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", {id, actor.userId}));
@@ -178,16 +185,18 @@ Result<Json> OrgService::getGroup(const Actor& actor, std::int64_t id) {
         return makeError(Errc::kNotFound, "There is no group with id {}.", id);
       return out;
     }
+    // Columns of the query below, in its order.
+    enum MemberCol : std::size_t { kMemberId, kMemberUsername, kMemberDisplayName, kMemberRole };
     auto members = AULA_TRY(tx.query(
         "SELECT u.id, u.username, u.display_name, u.role FROM group_members m JOIN users u "
         "ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.username",
         {id}));
     Json list = Json::array();
     for (const auto& m : members) {
-      list.push_back({{"id", m.integer(0)},
-                      {"username", m.text(1)},
-                      {"display_name", m.text(2)},
-                      {"role", m.text(3)}});
+      list.push_back({{"id", m.integer(kMemberId)},
+                      {"username", m.text(kMemberUsername)},
+                      {"display_name", m.text(kMemberDisplayName)},
+                      {"role", m.text(kMemberRole)}});
     }
     out["member_list"] = list;
     return out;
@@ -242,11 +251,12 @@ Result<Json> OrgService::updateGroup(const Actor& actor, std::int64_t id, const 
   return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kGroupSelect) + " WHERE g.id = ?", {id},
                                     fmt::format("There is no group with id {}.", id)));
-    if (!managesCategory(actor, row.integer(1)))
+    if (!managesCategory(actor, row.integer(GroupCol::kCategoryId)))
       return forbidden();
     auto r = tx.exec("UPDATE groups_ SET name = ?, description = ?, ldap_dn = ? WHERE id = ?",
-                     {name.value_or(row.text(2)), description.value_or(row.text(3)),
-                      ldapDn ? db::Value(*ldapDn) : row.at(4), id});
+                     {name.value_or(row.text(GroupCol::kName)),
+                      description.value_or(row.text(GroupCol::kDescription)),
+                      ldapDn ? db::Value(*ldapDn) : row.at(GroupCol::kLdapDn), id});
     if (!r && r.error().code() == Errc::kAlreadyExists) {
       return makeError(Errc::kAlreadyExists, "A group named '{}' exists already in this category.",
                        *name);
@@ -553,10 +563,11 @@ Result<Json> OrgService::updateUser(const Actor& actor, std::int64_t id, const J
     if (!self) {
       if (!AULA_TRY(mayActOnUser(tx, actor, id, false)))
         return forbidden();
-      if (actor.role == Role::kManager && row.text(4) != "user" && row.text(4) != "advanced")
+      if (actor.role == Role::kManager && row.text(UserCol::kRole) != "user" &&
+          row.text(UserCol::kRole) != "advanced")
         return forbidden();
     }
-    if (hash && row.text(6) != "local") {
+    if (hash && row.text(UserCol::kAuthSource) != "local") {
       return Error(Errc::kConflict,
                    "This user's password is kept by the directory (LDAP); change it there.");
     }
@@ -570,9 +581,10 @@ Result<Json> OrgService::updateUser(const Actor& actor, std::int64_t id, const J
     AULA_TRY(tx.exec(
         "UPDATE users SET display_name = ?, email = ?, role = ?, category_id = ?, disabled = ?, "
         "password_hash = ? WHERE id = ?",
-        {displayName.value_or(row.text(2)), email.value_or(row.text(3)),
-         roleText.value_or(row.text(4)), category ? db::Value(*category) : row.at(5),
-         std::int64_t{disabled ? (*disabled ? 1 : 0) : row.integer(7)},
+        {displayName.value_or(row.text(UserCol::kDisplayName)),
+         email.value_or(row.text(UserCol::kEmail)), roleText.value_or(row.text(UserCol::kRole)),
+         category ? db::Value(*category) : row.at(UserCol::kCategoryId),
+         std::int64_t{disabled ? (*disabled ? 1 : 0) : row.integer(UserCol::kDisabled)},
          hash ? db::Value(*hash)
               : AULA_TRY(tx.queryOne("SELECT password_hash FROM users WHERE id = ?", {id}, "gone"))
                     .at(0),
@@ -585,8 +597,8 @@ Result<Json> OrgService::updateUser(const Actor& actor, std::int64_t id, const J
     Json detail = body;
     if (detail.contains("password"))
       detail["password"] = "(changed)";
-    AULA_TRY_STATUS(
-        audit(tx, actor, now, "user.update", fmt::format("user:{}", row.text(1)), detail));
+    AULA_TRY_STATUS(audit(tx, actor, now, "user.update",
+                          fmt::format("user:{}", row.text(UserCol::kUsername)), detail));
     auto updated = AULA_TRY(
         tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns), {id}, "gone"));
     return userRowJson(updated);
@@ -792,7 +804,5 @@ Result<Json> OrgService::usage(const Actor& actor, std::int64_t userId) {
                   {"templates", lim(limits.templates)}}}};
   });
 }
-
-// ---- templates ----
 
 }  // namespace aula::broker

@@ -8,6 +8,14 @@ namespace aula::broker::detail {
 // Usage of the desktops whose owner matches `ownerCondition` (SQL over users u).
 Result<Usage> usageWhere(db::Transaction& tx, const std::string& ownerCondition,
                          const db::Params& params) {
+  // Columns of the query below, in its order.
+  enum UsageCol : std::size_t {
+    kUsedDesktops,
+    kUsedRunning,
+    kUsedVcpus,
+    kUsedMemoryMb,
+    kUsedDiskGb
+  };
   auto row = AULA_TRY(tx.queryOne(
       // PostgreSQL's SUM over BIGINT is NUMERIC; cast back, as Row::integer() wants an integer.
       "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN 1 "
@@ -20,7 +28,8 @@ Result<Usage> usageWhere(db::Transaction& tx, const std::string& ownerCondition,
       "u.id = d.owner_id WHERE " +
           ownerCondition,
       params, "usage"));
-  return Usage{row.integer(0), row.integer(1), row.integer(2), row.integer(3), row.integer(4), 0};
+  return Usage{row.integer(kUsedDesktops), row.integer(kUsedRunning), row.integer(kUsedVcpus),
+               row.integer(kUsedMemoryMb), row.integer(kUsedDiskGb),  0};
 }
 
 // Checks the owner's own limits (unless `skipPerUser`) and the totals of their

@@ -4,8 +4,6 @@
 
 #include <cstdlib>
 
-#include "org/quota_rules.hpp"
-
 namespace aula::broker::detail {
 
 TemplateRow templateOf(const db::Row& r) {
