@@ -257,7 +257,7 @@ class Site {
   std::int64_t poolSize() const { return poolSize_; }
   // One argon2id hash, timed at set-up: what each login costs in CPU.
   double hashMs() const { return hashMs_; }
-  const broker::Argon2Params& argon2() { return server_->broker().settings().argon2; }
+  const broker::Argon2Params& argon2() { return server_->broker().settings.argon2; }
 
   Figures measure() {
     Figures f;
@@ -303,7 +303,7 @@ class Site {
     auto now = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
-    auto& db = server_->broker().database();
+    auto& db = server_->broker().context.db;
     must(db.transact(
              broker::db::TxMode::kWrite,
              [&](broker::db::Transaction& tx) -> aula::Status {

@@ -239,7 +239,7 @@ TEST_P(AgentEnrolmentTest, RefusesUnknownAndExpiredTokensAndWritesNothing) {
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  auto inserted = broker().server().broker().database().transact(
+  auto inserted = broker().server().broker().context.db.transact(
       broker::db::TxMode::kWrite, [&](broker::db::Transaction& tx) -> Status {
         AULA_TRY(tx.exec(
             "INSERT INTO enrolment_tokens (token_hash, host_name, kind, pool_id, created_at, "

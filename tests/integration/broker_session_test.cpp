@@ -25,11 +25,11 @@ class BrokerSessionTest : public ::testing::Test {
     settings.sessionIdle = 60min;
     settings.sessionMax = 12h;
     broker_ = std::make_unique<Broker>(*db_, settings, clock_, events_, hosts_, nullptr);
-    ASSERT_TRUE(broker_->bootstrap("admin", "admin-password").ok());
+    ASSERT_TRUE(broker_->auth.bootstrap("admin", "admin-password").ok());
   }
 
   std::string login() {
-    auto r = broker_->login("admin", "admin-password", "127.0.0.1");
+    auto r = broker_->auth.login("admin", "admin-password", "127.0.0.1");
     EXPECT_TRUE(r.ok()) << r.error().message();
     return r.ok() ? (*r)["token"].get<std::string>() : std::string();
   }
@@ -45,11 +45,11 @@ class BrokerSessionTest : public ::testing::Test {
 TEST_F(BrokerSessionTest, AnIdleSessionEndsAfterTheIdleTimeout) {
   auto token = login();
   clock_.advance(59min);
-  EXPECT_TRUE(broker_->authenticate(token, "127.0.0.1").ok());
+  EXPECT_TRUE(broker_->auth.authenticate(token, "127.0.0.1").ok());
   clock_.advance(59min);  // used a minute ago: still alive
-  EXPECT_TRUE(broker_->authenticate(token, "127.0.0.1").ok());
+  EXPECT_TRUE(broker_->auth.authenticate(token, "127.0.0.1").ok());
   clock_.advance(61min);
-  auto r = broker_->authenticate(token, "127.0.0.1");
+  auto r = broker_->auth.authenticate(token, "127.0.0.1");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), Errc::kUnauthenticated);
   EXPECT_EQ(r.error().message(), "The session has expired or was ended; log in again.");
@@ -59,25 +59,25 @@ TEST_F(BrokerSessionTest, ABusySessionEndsAtTheAbsoluteLimit) {
   auto token = login();
   for (int i = 0; i < 23; ++i) {  // used every 30 minutes for 11.5 hours
     clock_.advance(30min);
-    ASSERT_TRUE(broker_->authenticate(token, "127.0.0.1").ok())
+    ASSERT_TRUE(broker_->auth.authenticate(token, "127.0.0.1").ok())
         << "after " << (i + 1) * 30 << " min";
   }
   clock_.advance(31min);
-  EXPECT_FALSE(broker_->authenticate(token, "127.0.0.1").ok());
+  EXPECT_FALSE(broker_->auth.authenticate(token, "127.0.0.1").ok());
 }
 
 TEST_F(BrokerSessionTest, ApiTokensDoNotIdleOutButExpire) {
-  auto session = broker_->authenticate(login(), "127.0.0.1");
+  auto session = broker_->auth.authenticate(login(), "127.0.0.1");
   ASSERT_TRUE(session.ok());
   auto created =
-      broker_->createApiToken(*session, json::Json{{"name", "backup"}, {"valid_days", 2}});
+      broker_->auth.createToken(*session, json::Json{{"name", "backup"}, {"valid_days", 2}});
   ASSERT_TRUE(created.ok()) << created.error().message();
   auto token = (*created)["token"].get<std::string>();
   EXPECT_EQ(token.rfind("aula_t_", 0), 0u);
   clock_.advance(36h);  // no use for a day and a half: an API token stays valid
-  EXPECT_TRUE(broker_->authenticate(token, "127.0.0.1").ok());
+  EXPECT_TRUE(broker_->auth.authenticate(token, "127.0.0.1").ok());
   clock_.advance(13h);
-  EXPECT_FALSE(broker_->authenticate(token, "127.0.0.1").ok());
+  EXPECT_FALSE(broker_->auth.authenticate(token, "127.0.0.1").ok());
 }
 
 TEST_F(BrokerSessionTest, TokensAreStoredOnlyAsHashes) {

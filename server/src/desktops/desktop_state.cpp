@@ -1,5 +1,5 @@
 // The desktop state machine (see desktop_state.hpp).
-#include "desktops/desktop_state.hpp"
+#include "aula/broker/desktop_state.hpp"
 
 #include <array>
 #include <cassert>

@@ -1,6 +1,6 @@
 // The desktop state machine, transition by transition: commands, the
 // agent's answers, heartbeats and events, and the order between them.
-#include "desktops/desktop_state.hpp"
+#include "aula/broker/desktop_state.hpp"
 
 #include <gtest/gtest.h>
 

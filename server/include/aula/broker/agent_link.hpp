@@ -12,9 +12,6 @@
 
 namespace aula::broker {
 
-// The CN of the broker's client certificate; no host may take this name.
-inline constexpr const char* kBrokerClientName = "aula-broker";
-
 struct AgentLinkOptions {
   std::string caPem;
   std::string clientCertPem;

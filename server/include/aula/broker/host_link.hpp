@@ -20,6 +20,10 @@
 
 namespace aula::broker {
 
+// The CN of the broker's client certificate (the agent link presents it);
+// no host may take this name, so it lives with the interface the policy uses.
+inline constexpr const char* kBrokerClientName = "aula-broker";
+
 struct HostAddress {
   std::int64_t id = 0;
   std::string name;

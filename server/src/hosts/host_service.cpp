@@ -1,19 +1,45 @@
-// Pools, hosts, heartbeats, enrolment tokens, boot hosts, the audit log, and
-// what the live stream and /metrics show.
-#include <algorithm>
-#include <cctype>
+// Pools and hosts, and what agents report: heartbeats, lifecycle events,
+// and hosts that fell silent.
+#include "aula/broker/host_service.hpp"
 
-#include "aula/broker/agent_link.hpp"
-#include "aula/common/crypto.hpp"
+#include <algorithm>
+
 #include "aula/common/log.hpp"
 
-#include "broker_internal.hpp"
+#include "core/policy.hpp"
 
 namespace aula::broker {
 
 using namespace detail;
 
 namespace {
+
+// Columns of kHostSelect, in its order.
+namespace HostCol {
+enum : std::size_t {
+  kId,
+  kName,
+  kKind,
+  kPoolId,
+  kPool,
+  kAddress,
+  kAgentPort,
+  kState,
+  kCpus,
+  kMemoryMb,
+  kVcpuRatioLimit,
+  kCpuIdle,
+  kFreeMemoryMb,
+  kAllocatedVcpus,
+  kRunningGuests,
+  kStorage,
+  kCertFingerprint,
+  kLastHeartbeat,
+  kCreatedAt,
+  kSpiceSubject,
+  kUnknownGuests
+};
+}  // namespace HostCol
 
 constexpr const char* kHostSelect =
     "SELECT h.id, h.name, h.kind, h.pool_id, p.name, h.address, h.agent_port, h.state, h.cpus, "
@@ -24,98 +50,63 @@ constexpr const char* kHostSelect =
     "hosts h JOIN pools p ON p.id = h.pool_id";
 
 Json hostJson(const db::Row& r) {
-  Json storage = json::parse(r.text(15)).valueOr(Json::object());
-  return Json{{"id", r.integer(0)},
-              {"name", r.text(1)},
-              {"kind", r.text(2)},
-              {"pool_id", r.integer(3)},
-              {"pool", r.text(4)},
-              {"address", r.text(5)},
-              {"agent_port", r.integer(6)},
-              {"state", r.text(7)},
-              {"cpus", r.integer(8)},
-              {"memory_mb", r.integer(9)},
-              {"vcpu_ratio_limit", r.isNull(10) ? Json() : Json(r.real(10))},
-              {"cpu_idle", r.real(11)},
-              {"free_memory_mb", r.integer(12)},
-              {"allocated_vcpus", r.integer(13)},
-              {"running_guests", r.integer(14)},
-              {"storage_free_gb", storage},
-              {"cert_fingerprint", nullableText(r, 16)},
-              {"last_heartbeat", nullableInt(r, 17)},
-              {"created_at", r.integer(18)},
-              {"spice_subject", nullableText(r, 19)},
-              {"unknown_guests", json::parse(r.text(20)).valueOr(Json::array())}};
-}
-
-Status checkHostName(std::string_view name) {
-  bool ok = !name.empty() && name.size() <= 63 && name.front() != '-' && name.back() != '-';
-  for (unsigned char c : name)
-    ok = ok && (std::islower(c) || std::isdigit(c) || c == '-' || c == '.');
-  if (!ok) {
-    return makeError(
-        Errc::kInvalidArgument,
-        "The host name '{}' is not allowed: use 1 to 63 lower-case letters, digits, '-' or '.'.",
-        name.substr(0, 80));
-  }
-  // Agents take commands from the certificate with this CN only.
-  if (name == kBrokerClientName) {
-    return makeError(Errc::kInvalidArgument,
-                     "The host name '{}' is reserved for the broker's own certificate; choose "
-                     "another.",
-                     name);
-  }
-  return {};
-}
-
-// A host's address is where the broker reaches its agent and viewers its
-// SPICE ports: a host name or an IP address, without a port (the agent's
-// port is agent_port).
-Status checkHostAddress(std::string_view address) {
-  if (address.size() > 255)
-    return Error(Errc::kInvalidArgument, "The field 'address' is longer than 255 characters.");
-  bool ok = true;
-  for (unsigned char c : address)
-    ok = ok && (std::isalnum(c) || c == '.' || c == '-' || c == ':');
-  // One colon is "host:port"; an IPv6 address has at least two.
-  if (!ok || std::count(address.begin(), address.end(), ':') == 1) {
-    return makeError(Errc::kInvalidArgument,
-                     "The address '{}' is not a host name or an IP address; give the host only "
-                     "(the agent's port is the field 'agent_port').",
-                     address.substr(0, 80));
-  }
-  return {};
+  Json storage = json::parse(r.text(HostCol::kStorage)).valueOr(Json::object());
+  return Json{
+      {"id", r.integer(HostCol::kId)},
+      {"name", r.text(HostCol::kName)},
+      {"kind", r.text(HostCol::kKind)},
+      {"pool_id", r.integer(HostCol::kPoolId)},
+      {"pool", r.text(HostCol::kPool)},
+      {"address", r.text(HostCol::kAddress)},
+      {"agent_port", r.integer(HostCol::kAgentPort)},
+      {"state", r.text(HostCol::kState)},
+      {"cpus", r.integer(HostCol::kCpus)},
+      {"memory_mb", r.integer(HostCol::kMemoryMb)},
+      {"vcpu_ratio_limit",
+       r.isNull(HostCol::kVcpuRatioLimit) ? Json() : Json(r.real(HostCol::kVcpuRatioLimit))},
+      {"cpu_idle", r.real(HostCol::kCpuIdle)},
+      {"free_memory_mb", r.integer(HostCol::kFreeMemoryMb)},
+      {"allocated_vcpus", r.integer(HostCol::kAllocatedVcpus)},
+      {"running_guests", r.integer(HostCol::kRunningGuests)},
+      {"storage_free_gb", storage},
+      {"cert_fingerprint", nullableText(r, HostCol::kCertFingerprint)},
+      {"last_heartbeat", nullableInt(r, HostCol::kLastHeartbeat)},
+      {"created_at", r.integer(HostCol::kCreatedAt)},
+      {"spice_subject", nullableText(r, HostCol::kSpiceSubject)},
+      {"unknown_guests", json::parse(r.text(HostCol::kUnknownGuests)).valueOr(Json::array())}};
 }
 
 }  // namespace
 
-Result<Json> Broker::listPools(const Actor& actor) {
+Result<Json> HostService::listPools(const Actor& actor) {
   AULA_TRY_STATUS(requireManager(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum PoolCol : std::size_t { kPoolId, kPoolName, kPoolDescription, kPoolCreated, kPoolHosts };
     auto rows =
         AULA_TRY(tx.query("SELECT p.id, p.name, p.description, p.created_at, (SELECT COUNT(*) FROM "
                           "hosts h WHERE h.pool_id = p.id) "
                           "FROM pools p ORDER BY p.name"));
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"name", r.text(1)},
-                     {"description", r.text(2)},
-                     {"created_at", r.integer(3)},
-                     {"hosts", r.integer(4)}});
+      out.push_back({{"id", r.integer(kPoolId)},
+                     {"name", r.text(kPoolName)},
+                     {"description", r.text(kPoolDescription)},
+                     {"created_at", r.integer(kPoolCreated)},
+                     {"hosts", r.integer(kPoolHosts)}});
     }
     return out;
   });
 }
 
-Result<Json> Broker::createPool(const Actor& actor, const Json& body) {
+Result<Json> HostService::createPool(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(requireAdmin(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "description"}));
   auto name = AULA_TRY(json::getString(body, "name"));
   AULA_TRY_STATUS(checkName("pool", name));
   auto description = AULA_TRY(optString(body, "description")).value_or("");
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto rows =
         tx.query("INSERT INTO pools (name, description, created_at) VALUES (?, ?, ?) RETURNING id",
                  {name, description, now});
@@ -133,10 +124,10 @@ Result<Json> Broker::createPool(const Actor& actor, const Json& body) {
   });
 }
 
-Status Broker::deletePool(const Actor& actor, std::int64_t id) {
+Status HostService::deletePool(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireAdmin(actor));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     AULA_TRY(tx.queryOne("SELECT id FROM pools WHERE id = ?", {id},
                          fmt::format("There is no pool with id {}.", id)));
     auto hosts = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM hosts WHERE pool_id = ?", {id}));
@@ -158,9 +149,9 @@ Status Broker::deletePool(const Actor& actor, std::int64_t id) {
   });
 }
 
-Result<Json> Broker::listHosts(const Actor& actor) {
+Result<Json> HostService::list(const Actor& actor) {
   AULA_TRY_STATUS(requireAdmin(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     auto rows = AULA_TRY(tx.query(std::string(kHostSelect) + " ORDER BY h.name"));
     Json out = Json::array();
     for (const auto& r : rows)
@@ -169,16 +160,16 @@ Result<Json> Broker::listHosts(const Actor& actor) {
   });
 }
 
-Result<Json> Broker::getHost(const Actor& actor, std::int64_t id) {
+Result<Json> HostService::get(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireAdmin(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kHostSelect) + " WHERE h.id = ?", {id},
                                     fmt::format("There is no host with id {}.", id)));
     return hostJson(row);
   });
 }
 
-Result<Json> Broker::createHost(const Actor& actor, const Json& body) {
+Result<Json> HostService::create(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(requireAdmin(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "kind", "pool_id", "address", "agent_port",
                                            "cpus", "memory_mb", "vcpu_ratio_limit"}));
@@ -206,8 +197,8 @@ Result<Json> Broker::createHost(const Actor& actor, const Json& body) {
     }
     ratio = it->get<double>();
   }
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     AULA_TRY(tx.queryOne("SELECT id FROM pools WHERE id = ?", {poolId},
                          fmt::format("There is no pool with id {}.", poolId)));
     auto rows = tx.query(
@@ -226,7 +217,7 @@ Result<Json> Broker::createHost(const Actor& actor, const Json& body) {
   });
 }
 
-Result<Json> Broker::updateHost(const Actor& actor, std::int64_t id, const Json& body) {
+Result<Json> HostService::update(const Actor& actor, std::int64_t id, const Json& body) {
   AULA_TRY_STATUS(requireAdmin(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"state", "pool_id", "vcpu_ratio_limit", "address"}));
   auto state = AULA_TRY(optString(body, "state"));
@@ -239,15 +230,15 @@ Result<Json> Broker::updateHost(const Actor& actor, std::int64_t id, const Json&
   auto address = AULA_TRY(optString(body, "address"));
   if (address)
     AULA_TRY_STATUS(checkHostAddress(*address));
-  auto now = unixNow(clock_);
-  auto updated = db_.transactValue<
+  auto now = unixNow(ctx_.clock);
+  auto updated = ctx_.db.transactValue<
       Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kHostSelect) + " WHERE h.id = ?", {id},
                                     fmt::format("There is no host with id {}.", id)));
     if (pool)
       AULA_TRY(tx.queryOne("SELECT id FROM pools WHERE id = ?", {*pool},
                            fmt::format("There is no pool with id {}.", *pool)));
-    db::Value ratio = row.at(10);
+    db::Value ratio = row.at(HostCol::kVcpuRatioLimit);
     if (auto it = body.find("vcpu_ratio_limit"); it != body.end()) {
       if (it->is_null()) {
         ratio = db::Value();
@@ -260,24 +251,24 @@ Result<Json> Broker::updateHost(const Actor& actor, std::int64_t id, const Json&
     }
     AULA_TRY(tx.exec(
         "UPDATE hosts SET state = ?, pool_id = ?, vcpu_ratio_limit = ?, address = ? WHERE id = ?",
-        {state.value_or(row.text(7)), pool.value_or(row.integer(3)), ratio,
-         address.value_or(row.text(5)), id}));
-    AULA_TRY_STATUS(
-        audit(tx, actor, now, "host.update", fmt::format("host:{}", row.text(1)), body));
+        {state.value_or(row.text(HostCol::kState)), pool.value_or(row.integer(HostCol::kPoolId)),
+         ratio, address.value_or(row.text(HostCol::kAddress)), id}));
+    AULA_TRY_STATUS(audit(tx, actor, now, "host.update",
+                          fmt::format("host:{}", row.text(HostCol::kName)), body));
     auto after = AULA_TRY(tx.queryOne(std::string(kHostSelect) + " WHERE h.id = ?", {id}, "gone"));
     return hostJson(after);
   });
   if (updated && state) {
-    events_.publish(Event{
+    ctx_.events.publish(Event{
         .type = "host.state", .data = Json{{"id", id}, {"state", *state}}, .adminOnly = true});
   }
   return updated;
 }
 
-Status Broker::deleteHost(const Actor& actor, std::int64_t id) {
+Status HostService::remove(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireAdmin(actor));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto row = AULA_TRY(tx.queryOne("SELECT name FROM hosts WHERE id = ?", {id},
                                     fmt::format("There is no host with id {}.", id)));
     auto desktops = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM desktops WHERE host_id = ?", {id}));
@@ -329,7 +320,7 @@ Status markStopped(db::Transaction& tx, std::int64_t id, std::int64_t now) {
 
 }  // namespace
 
-Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
+Status HostService::recordHeartbeat(std::int64_t hostId, const Json& load) {
   AULA_TRY_STATUS(
       json::checkFields(load, {"cpu_idle", "free_memory_mb", "allocated_vcpus", "cpus", "memory_mb",
                                "running_guests", "storage_free_gb", "guests", "seq"}));
@@ -372,12 +363,12 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       guestList->push_back(std::move(guest));
     }
   }
-  auto now = unixNow(clock_);
+  auto now = unixNow(ctx_.clock);
   std::string before;
   std::vector<DesktopChange> changes;
   std::string unknownBefore;
   Json unknown = Json::array();
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     changes.clear();
     unknown = Json::array();
     auto row = AULA_TRY(tx.queryOne("SELECT state, unknown_guests, name FROM hosts WHERE id = ?",
@@ -422,7 +413,7 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
         continue;
       }
       if (d.text(1) == "running" && !runs &&
-          d.optInteger(2).value_or(0) <= now - settings_.reconcileGrace.count()) {
+          d.optInteger(2).value_or(0) <= now - ctx_.settings.reconcileGrace.count()) {
         AULA_TRY_STATUS(markStopped(tx, d.integer(0), now));
         changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
       }
@@ -450,7 +441,7 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
       // unless it stopped within the grace: then this heartbeat was
       // sampled before the stop.
       if (g.running && desktop->text(1) == "stopped" &&
-          desktop->optInteger(5).value_or(0) <= now - settings_.reconcileGrace.count()) {
+          desktop->optInteger(5).value_or(0) <= now - ctx_.settings.reconcileGrace.count()) {
         AULA_TRY(
             tx.exec("UPDATE desktops SET state = 'running', host_id = ?, started_at = ? "
                     "WHERE id = ?",
@@ -463,11 +454,11 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
     return {};
   }));
   if (before == "new" || before == "lost") {
-    events_.publish(Event{.type = "host.state",
-                          .data = Json{{"id", hostId}, {"state", "online"}},
-                          .adminOnly = true});
+    ctx_.events.publish(Event{.type = "host.state",
+                              .data = Json{{"id", hostId}, {"state", "online"}},
+                              .adminOnly = true});
   }
-  publishChanges(events_, changes, "the host's heartbeat");
+  publishChanges(ctx_.events, changes, "the host's heartbeat");
   if (guestList && unknown.dump() != unknownBefore && !unknown.empty()) {
     log::warn("Host {} runs guests the broker does not know: {}; they are left alone.", hostId,
               unknown.dump());
@@ -475,16 +466,16 @@ Status Broker::recordHeartbeat(std::int64_t hostId, const Json& load) {
   return {};
 }
 
-Status Broker::recordAgentEvents(std::int64_t hostId, const Json& body) {
+Status HostService::recordAgentEvents(std::int64_t hostId, const Json& body) {
   AULA_TRY_STATUS(json::checkFields(body, {"events"}));
   auto it = body.find("events");
   if (it == body.end() || !it->is_array())
     return Error(Errc::kInvalidArgument, "The field 'events' must be an array.");
   if (it->size() > 1000)
     return Error(Errc::kInvalidArgument, "Send at most 1000 events at a time.");
-  auto now = unixNow(clock_);
+  auto now = unixNow(ctx_.clock);
   std::vector<DesktopChange> changes;
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     changes.clear();
     auto host = AULA_TRY(tx.queryOne("SELECT name FROM hosts WHERE id = ?", {hostId},
                                      fmt::format("There is no host with id {}.", hostId)));
@@ -519,19 +510,19 @@ Status Broker::recordAgentEvents(std::int64_t hostId, const Json& body) {
     }
     return {};
   }));
-  publishChanges(events_, changes, "the host's lifecycle events");
+  publishChanges(ctx_.events, changes, "the host's lifecycle events");
   return {};
 }
 
-Result<int> Broker::markLostHosts() {
-  auto now = unixNow(clock_);
+Result<int> HostService::markLost() {
+  auto now = unixNow(ctx_.clock);
   std::vector<std::int64_t> lost;
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     lost.clear();
     auto rows =
         AULA_TRY(tx.query("SELECT id FROM hosts WHERE state = 'online' AND (last_heartbeat IS NULL "
                           "OR last_heartbeat < ?)",
-                          {now - settings_.hostLostAfter.count()}));
+                          {now - ctx_.settings.hostLostAfter.count()}));
     for (const auto& r : rows) {
       lost.push_back(r.integer(0));
       AULA_TRY(tx.exec("UPDATE hosts SET state = 'lost' WHERE id = ?", {r.integer(0)}));
@@ -539,213 +530,10 @@ Result<int> Broker::markLostHosts() {
     return {};
   }));
   for (auto id : lost) {
-    events_.publish(Event{
+    ctx_.events.publish(Event{
         .type = "host.state", .data = Json{{"id", id}, {"state", "lost"}}, .adminOnly = true});
   }
   return static_cast<int>(lost.size());
-}
-
-Result<Json> Broker::listEnrolmentTokens(const Actor& actor) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
-    auto rows =
-        AULA_TRY(tx.query("SELECT id, host_name, kind, pool_id, created_at, expires_at, used_at "
-                          "FROM enrolment_tokens ORDER BY id"));
-    Json out = Json::array();
-    for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"host_name", r.text(1)},
-                     {"kind", r.text(2)},
-                     {"pool_id", r.integer(3)},
-                     {"created_at", r.integer(4)},
-                     {"expires_at", r.integer(5)},
-                     {"used_at", nullableInt(r, 6)}});
-    }
-    return out;
-  });
-}
-
-Result<Json> Broker::createEnrolmentToken(const Actor& actor, const Json& body) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  AULA_TRY_STATUS(json::checkFields(body, {"host_name", "kind", "pool_id", "valid_minutes"}));
-  auto hostName = AULA_TRY(json::getString(body, "host_name"));
-  AULA_TRY_STATUS(checkHostName(hostName));
-  auto kind = AULA_TRY(optString(body, "kind")).value_or("hypervisor");
-  if (kind != "hypervisor" && kind != "workstation") {
-    return Error(Errc::kInvalidArgument, "The field 'kind' must be 'hypervisor' or 'workstation'.");
-  }
-  auto poolId = AULA_TRY(json::getInt(body, "pool_id"));
-  auto minutes = AULA_TRY(optInt(body, "valid_minutes")).value_or(60);
-  if (minutes < 1 || minutes > 7 * 24 * 60) {
-    return Error(Errc::kInvalidArgument,
-                 "The field 'valid_minutes' must be between 1 and 10080 (a week).");
-  }
-  auto token = fmt::format("aula_j_{}", AULA_TRY(crypto::randomToken(24)));
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
-    AULA_TRY(tx.queryOne("SELECT id FROM pools WHERE id = ?", {poolId},
-                         fmt::format("There is no pool with id {}.", poolId)));
-    auto rows = AULA_TRY(tx.query(
-        "INSERT INTO enrolment_tokens (token_hash, host_name, kind, pool_id, created_by, "
-        "created_at, expires_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        {crypto::sha256Hex(token), hostName, kind, poolId, actor.userId, now, now + minutes * 60}));
-    auto id = rows[0].integer(0);
-    AULA_TRY_STATUS(
-        audit(tx, actor, now, "enrolment_token.create", fmt::format("host:{}", hostName)));
-    return Json{{"id", id},     {"token", token},    {"host_name", hostName},
-                {"kind", kind}, {"pool_id", poolId}, {"expires_at", now + minutes * 60}};
-  });
-}
-
-Status Broker::deleteEnrolmentToken(const Actor& actor, std::int64_t id) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-    auto n = AULA_TRY(tx.exec("DELETE FROM enrolment_tokens WHERE id = ?", {id}));
-    if (n == 0)
-      return makeError(Errc::kNotFound, "There is no enrolment token with id {}.", id);
-    return audit(tx, actor, now, "enrolment_token.delete", fmt::format("token:{}", id));
-  });
-}
-
-Result<Json> Broker::listBootHosts(const Actor& actor) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
-    auto rows =
-        AULA_TRY(tx.query("SELECT mac, kind, channel, hostname, host_id, first_seen, last_seen "
-                          "FROM boot_hosts ORDER BY mac"));
-    Json out = Json::array();
-    for (const auto& r : rows) {
-      out.push_back({{"mac", r.text(0)},
-                     {"kind", r.text(1)},
-                     {"channel", r.text(2)},
-                     {"hostname", r.text(3)},
-                     {"host_id", nullableInt(r, 4)},
-                     {"first_seen", r.integer(5)},
-                     {"last_seen", nullableInt(r, 6)}});
-    }
-    return out;
-  });
-}
-
-Result<Json> Broker::putBootHost(const Actor& actor, std::string_view macText, const Json& body) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  auto mac = AULA_TRY(normalizeMac(macText));
-  AULA_TRY_STATUS(json::checkFields(body, {"kind", "channel", "hostname", "host_id"}));
-  auto kind = AULA_TRY(json::getString(body, "kind"));
-  if (kind != "thin_client" && kind != "workstation" && kind != "unknown") {
-    return Error(Errc::kInvalidArgument,
-                 "The field 'kind' must be 'thin_client', 'workstation' or 'unknown'.");
-  }
-  auto channel = AULA_TRY(optString(body, "channel")).value_or("stable");
-  AULA_TRY_STATUS(checkName("channel", channel));
-  auto hostname = AULA_TRY(optString(body, "hostname")).value_or("");
-  if (!hostname.empty())
-    AULA_TRY_STATUS(checkHostName(hostname));
-  auto hostId = AULA_TRY(optInt(body, "host_id"));
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
-    if (hostId)
-      AULA_TRY(tx.queryOne("SELECT id FROM hosts WHERE id = ?", {*hostId},
-                           fmt::format("There is no host with id {}.", *hostId)));
-    auto existing =
-        AULA_TRY(tx.query("SELECT first_seen, last_seen FROM boot_hosts WHERE mac = ?", {mac}));
-    std::int64_t firstSeen = existing.empty() ? now : existing[0].integer(0);
-    AULA_TRY(tx.exec("DELETE FROM boot_hosts WHERE mac = ?", {mac}));
-    AULA_TRY(
-        tx.exec("INSERT INTO boot_hosts (mac, kind, channel, hostname, host_id, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                {mac, kind, channel, hostname, intOrNull(hostId), firstSeen,
-                 existing.empty() ? db::Value() : existing[0].at(1)}));
-    AULA_TRY_STATUS(audit(tx, actor, now, "boot_host.set", fmt::format("mac:{}", mac), body));
-    return Json{{"mac", mac},
-                {"kind", kind},
-                {"channel", channel},
-                {"hostname", hostname},
-                {"host_id", hostId ? Json(*hostId) : Json()},
-                {"first_seen", firstSeen}};
-  });
-}
-
-Status Broker::deleteBootHost(const Actor& actor, std::string_view macText) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  auto mac = AULA_TRY(normalizeMac(macText));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-    auto n = AULA_TRY(tx.exec("DELETE FROM boot_hosts WHERE mac = ?", {mac}));
-    if (n == 0)
-      return makeError(Errc::kNotFound, "There is no boot host with MAC {}.", mac);
-    return audit(tx, actor, now, "boot_host.delete", fmt::format("mac:{}", mac));
-  });
-}
-
-Result<Json> Broker::listAudit(const Actor& actor,
-                               const std::map<std::string, std::string>& filter) {
-  AULA_TRY_STATUS(requireAdmin(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
-    std::string sql =
-        "SELECT id, at, actor_id, actor, address, action, object, detail FROM audit_log WHERE 1 = "
-        "1";
-    db::Params params;
-    if (auto it = filter.find("actor"); it != filter.end()) {
-      sql += " AND actor = ?";
-      params.push_back(it->second);
-    }
-    if (auto it = filter.find("action"); it != filter.end()) {
-      sql += " AND action LIKE ?";
-      params.push_back(it->second + "%");
-    }
-    if (auto it = filter.find("since"); it != filter.end()) {
-      sql += " AND at >= ?";
-      params.push_back(std::int64_t{std::atoll(it->second.c_str())});
-    }
-    std::int64_t limit = 200;
-    if (auto it = filter.find("limit"); it != filter.end())
-      limit = std::clamp<std::int64_t>(std::atoll(it->second.c_str()), 1, 10000);
-    sql += " ORDER BY id DESC LIMIT ?";
-    params.push_back(limit);
-    auto rows = AULA_TRY(tx.query(sql, params));
-    Json out = Json::array();
-    for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"at", r.integer(1)},
-                     {"actor_id", nullableInt(r, 2)},
-                     {"actor", r.text(3)},
-                     {"address", r.text(4)},
-                     {"action", r.text(5)},
-                     {"object", r.text(6)},
-                     {"detail", json::parse(r.text(7)).valueOr(Json())}});
-    }
-    return out;
-  });
-}
-
-bool Broker::canSee(const Actor& actor, const Event& event) const {
-  if (actor.role == Role::kAdmin)
-    return true;
-  if (event.adminOnly)
-    return false;
-  if (event.ownerId && *event.ownerId == actor.userId)
-    return true;
-  return actor.role == Role::kManager && actor.categoryId && event.categoryId &&
-         *event.categoryId == *actor.categoryId;
-}
-
-Result<Json> Broker::gauges() {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
-    Json out{{"desktops", Json::object()}, {"hosts", Json::object()}};
-    for (const auto& r :
-         AULA_TRY(tx.query("SELECT state, COUNT(*) FROM desktops GROUP BY state"))) {
-      out["desktops"][r.text(0)] = r.integer(1);
-    }
-    for (const auto& r : AULA_TRY(tx.query("SELECT state, COUNT(*) FROM hosts GROUP BY state"))) {
-      out["hosts"][r.text(0)] = r.integer(1);
-    }
-    out["users"] = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM users"));
-    out["sessions"] = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM sessions WHERE kind = 'session'"));
-    return out;
-  });
 }
 
 }  // namespace aula::broker

@@ -311,7 +311,7 @@ Result<InitResult> initDataDir(const InitOptions& o) {
   EventBus events;
   NoAgentLink link;
   Broker broker(*database, settingsFrom(config), SystemClock::instance(), events, link, nullptr);
-  AULA_TRY_STATUS(broker.bootstrap(o.adminName, result.adminPassword));
+  AULA_TRY_STATUS(broker.auth.bootstrap(o.adminName, result.adminPassword));
   result.caFingerprint = AULA_TRY(crypto::certificateFingerprint(ca.certPem));
   cleanup.armed = false;
   return result;
@@ -440,7 +440,7 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
       if (raw->stopping)
         break;
       lock.unlock();
-      auto lost = raw->broker->markLostHosts();
+      auto lost = raw->broker->hosts.markLost();
       if (lost && *lost > 0)
         log::warn("{} host(s) stopped sending heartbeats and are marked lost.", *lost);
       lock.lock();

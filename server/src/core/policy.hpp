@@ -1,11 +1,13 @@
-// Helpers shared by the broker's policy files (not a public header).
+// Helpers every broker service shares (not a public header): the clock in
+// Unix seconds, name checks, rights checks, the audit entry, typed fields of
+// JSON bodies, and users' limits.
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "aula/broker/broker.hpp"
+#include "aula/broker/context.hpp"
 
 namespace aula::broker::detail {
 
@@ -16,6 +18,8 @@ std::int64_t unixNow(const Clock& clock);
 Status checkName(std::string_view what, std::string_view name);
 Status checkUsername(std::string_view name);
 Result<std::string> normalizeMac(std::string_view mac);
+Status checkHostName(std::string_view name);
+Status checkHostAddress(std::string_view address);
 
 Error forbidden();  // the one sentence for "not allowed"
 Status requireAdmin(const Actor& actor);
@@ -51,6 +55,21 @@ Result<bool> mayActOnUser(db::Transaction& tx, const Actor& actor, std::int64_t 
 
 // The users columns every query that returns a user selects, and their JSON.
 extern const char* const kUserColumns;
+// Columns of kUserColumns, in its order.
+namespace UserCol {
+enum : std::size_t {
+  kId,
+  kUsername,
+  kDisplayName,
+  kEmail,
+  kRole,
+  kCategoryId,
+  kAuthSource,
+  kDisabled,
+  kCreatedAt,
+  kLastLoginAt
+};
+}  // namespace UserCol
 Json userRowJson(const db::Row& row);
 
 // Effective limits for one user or one total; nullopt is "no limit".
@@ -59,5 +78,8 @@ struct Limits {
 };
 Result<Limits> perUserLimits(db::Transaction& tx, std::int64_t userId);
 Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject);
+
+// "<who> reached the limit of <n> <what>; ..." for kQuotaExceeded.
+std::string limitMessage(std::string_view who, std::string_view what, std::int64_t limit);
 
 }  // namespace aula::broker::detail

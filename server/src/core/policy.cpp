@@ -1,5 +1,5 @@
-// Validation, rights and audit helpers shared by the broker's policy files.
-#include "broker_internal.hpp"
+// Validation, rights and audit helpers shared by the broker's services.
+#include "core/policy.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -63,6 +63,45 @@ Result<std::string> normalizeMac(std::string_view mac) {
     out += hex.substr(i, 2);
   }
   return out;
+}
+
+Status checkHostName(std::string_view name) {
+  bool ok = !name.empty() && name.size() <= 63 && name.front() != '-' && name.back() != '-';
+  for (unsigned char c : name)
+    ok = ok && (std::islower(c) || std::isdigit(c) || c == '-' || c == '.');
+  if (!ok) {
+    return makeError(
+        Errc::kInvalidArgument,
+        "The host name '{}' is not allowed: use 1 to 63 lower-case letters, digits, '-' or '.'.",
+        name.substr(0, 80));
+  }
+  // Agents take commands from the certificate with this CN only.
+  if (name == kBrokerClientName) {
+    return makeError(Errc::kInvalidArgument,
+                     "The host name '{}' is reserved for the broker's own certificate; choose "
+                     "another.",
+                     name);
+  }
+  return {};
+}
+
+// A host's address is where the broker reaches its agent and viewers its
+// SPICE ports: a host name or an IP address, without a port (the agent's
+// port is agent_port).
+Status checkHostAddress(std::string_view address) {
+  if (address.size() > 255)
+    return Error(Errc::kInvalidArgument, "The field 'address' is longer than 255 characters.");
+  bool ok = true;
+  for (unsigned char c : address)
+    ok = ok && (std::isalnum(c) || c == '.' || c == '-' || c == ':');
+  // One colon is "host:port"; an IPv6 address has at least two.
+  if (!ok || std::count(address.begin(), address.end(), ':') == 1) {
+    return makeError(Errc::kInvalidArgument,
+                     "The address '{}' is not a host name or an IP address; give the host only "
+                     "(the agent's port is the field 'agent_port').",
+                     address.substr(0, 80));
+  }
+  return {};
 }
 
 Error forbidden() {
@@ -194,20 +233,28 @@ const char* const kUserColumns =
     "last_login_at";
 
 Json userRowJson(const db::Row& r) {
-  return Json{{"id", r.integer(0)},         {"username", r.text(1)},
-              {"display_name", r.text(2)},  {"email", r.text(3)},
-              {"role", r.text(4)},          {"category_id", nullableInt(r, 5)},
-              {"auth_source", r.text(6)},   {"disabled", r.integer(7) != 0},
-              {"created_at", r.integer(8)}, {"last_login_at", nullableInt(r, 9)}};
+  return Json{{"id", r.integer(UserCol::kId)},
+              {"username", r.text(UserCol::kUsername)},
+              {"display_name", r.text(UserCol::kDisplayName)},
+              {"email", r.text(UserCol::kEmail)},
+              {"role", r.text(UserCol::kRole)},
+              {"category_id", nullableInt(r, UserCol::kCategoryId)},
+              {"auth_source", r.text(UserCol::kAuthSource)},
+              {"disabled", r.integer(UserCol::kDisabled) != 0},
+              {"created_at", r.integer(UserCol::kCreatedAt)},
+              {"last_login_at", nullableInt(r, UserCol::kLastLoginAt)}};
 }
 
 namespace {
 
 constexpr const char* kLimitColumns = "desktops, running, vcpus, memory_mb, disk_gb, templates";
 
+// Columns of kLimitColumns, in its order.
+enum LimitCol : std::size_t { kDesktops, kRunning, kVcpus, kMemoryMb, kDiskGb, kTemplates };
+
 Limits limitsOf(const db::Row& r) {
-  return Limits{r.optInteger(0), r.optInteger(1), r.optInteger(2),
-                r.optInteger(3), r.optInteger(4), r.optInteger(5)};
+  return Limits{r.optInteger(kDesktops), r.optInteger(kRunning), r.optInteger(kVcpus),
+                r.optInteger(kMemoryMb), r.optInteger(kDiskGb),  r.optInteger(kTemplates)};
 }
 
 // The more generous of two limits; no limit beats any number.
@@ -262,6 +309,12 @@ Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject) {
   if (rows.empty())
     return Limits{};
   return limitsOf(rows[0]);
+}
+
+std::string limitMessage(std::string_view who, std::string_view what, std::int64_t limit) {
+  return fmt::format("{} reached the limit of {} {}; {}", who, limit, what,
+                     who == "You have" ? "free some up first or ask your teacher."
+                                       : "ask a teacher or an admin to raise it.");
 }
 
 }  // namespace aula::broker::detail

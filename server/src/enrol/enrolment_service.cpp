@@ -7,6 +7,8 @@
 // bounded: the join token works once and for a limited time, and the agent
 // talks to the broker over TLS pinned to the CA's fingerprint, so only the
 // holder of the token receives the keys, and nobody can read them on the way.
+#include "aula/broker/enrolment_service.hpp"
+
 #include <cctype>
 #include <ctime>
 #include <string>
@@ -17,7 +19,7 @@
 #include "aula/common/crypto.hpp"
 #include "aula/common/log.hpp"
 
-#include "broker_internal.hpp"
+#include "core/policy.hpp"
 
 namespace aula::broker {
 
@@ -101,24 +103,116 @@ std::string utcTime(std::int64_t unix) {
 
 }  // namespace
 
-Result<Json> Broker::enrollHost(std::string_view token, const EnrollRequest& request) {
+EnrolmentService::EnrolmentService(BrokerContext& ctx)
+    : ctx_(ctx),
+      throttle_(ctx.clock,
+                ThrottleSettings{.maxFailuresPerUser = ctx.settings.maxEnrolFailuresPerAddress,
+                                 .maxFailuresPerAddress = ctx.settings.maxEnrolFailuresPerAddress,
+                                 .window = ctx.settings.throttle.window,
+                                 .firstLockout = ctx.settings.throttle.firstLockout,
+                                 .maxLockout = ctx.settings.throttle.maxLockout}) {}
+
+Result<Json> EnrolmentService::listTokens(const Actor& actor) {
+  AULA_TRY_STATUS(requireAdmin(actor));
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum TokenCol : std::size_t {
+      kTokenId,
+      kTokenHostName,
+      kTokenKind,
+      kTokenPoolId,
+      kTokenCreated,
+      kTokenExpires,
+      kTokenUsed
+    };
+    auto rows =
+        AULA_TRY(tx.query("SELECT id, host_name, kind, pool_id, created_at, expires_at, used_at "
+                          "FROM enrolment_tokens ORDER BY id"));
+    Json out = Json::array();
+    for (const auto& r : rows) {
+      out.push_back({{"id", r.integer(kTokenId)},
+                     {"host_name", r.text(kTokenHostName)},
+                     {"kind", r.text(kTokenKind)},
+                     {"pool_id", r.integer(kTokenPoolId)},
+                     {"created_at", r.integer(kTokenCreated)},
+                     {"expires_at", r.integer(kTokenExpires)},
+                     {"used_at", nullableInt(r, kTokenUsed)}});
+    }
+    return out;
+  });
+}
+
+Result<Json> EnrolmentService::createToken(const Actor& actor, const Json& body) {
+  AULA_TRY_STATUS(requireAdmin(actor));
+  AULA_TRY_STATUS(json::checkFields(body, {"host_name", "kind", "pool_id", "valid_minutes"}));
+  auto hostName = AULA_TRY(json::getString(body, "host_name"));
+  AULA_TRY_STATUS(checkHostName(hostName));
+  auto kind = AULA_TRY(optString(body, "kind")).value_or("hypervisor");
+  if (kind != "hypervisor" && kind != "workstation") {
+    return Error(Errc::kInvalidArgument, "The field 'kind' must be 'hypervisor' or 'workstation'.");
+  }
+  auto poolId = AULA_TRY(json::getInt(body, "pool_id"));
+  auto minutes = AULA_TRY(optInt(body, "valid_minutes")).value_or(60);
+  if (minutes < 1 || minutes > 7 * 24 * 60) {
+    return Error(Errc::kInvalidArgument,
+                 "The field 'valid_minutes' must be between 1 and 10080 (a week).");
+  }
+  auto token = fmt::format("aula_j_{}", AULA_TRY(crypto::randomToken(24)));
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+    AULA_TRY(tx.queryOne("SELECT id FROM pools WHERE id = ?", {poolId},
+                         fmt::format("There is no pool with id {}.", poolId)));
+    auto rows = AULA_TRY(tx.query(
+        "INSERT INTO enrolment_tokens (token_hash, host_name, kind, pool_id, created_by, "
+        "created_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        {crypto::sha256Hex(token), hostName, kind, poolId, actor.userId, now, now + minutes * 60}));
+    auto id = rows[0].integer(0);
+    AULA_TRY_STATUS(
+        audit(tx, actor, now, "enrolment_token.create", fmt::format("host:{}", hostName)));
+    return Json{{"id", id},     {"token", token},    {"host_name", hostName},
+                {"kind", kind}, {"pool_id", poolId}, {"expires_at", now + minutes * 60}};
+  });
+}
+
+Status EnrolmentService::deleteToken(const Actor& actor, std::int64_t id) {
+  AULA_TRY_STATUS(requireAdmin(actor));
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    auto n = AULA_TRY(tx.exec("DELETE FROM enrolment_tokens WHERE id = ?", {id}));
+    if (n == 0)
+      return makeError(Errc::kNotFound, "There is no enrolment token with id {}.", id);
+    return audit(tx, actor, now, "enrolment_token.delete", fmt::format("token:{}", id));
+  });
+}
+
+Result<Json> EnrolmentService::enroll(std::string_view token, const EnrollRequest& request) {
   const std::string& from = request.remoteAddress;
-  if (auto block = enrolThrottle_.check(from, from)) {
+  if (auto block = throttle_.check(from, from)) {
     return makeError(Errc::kRateLimited,
                      "Too many failed enrolments from this address; try again in {} s.",
                      block->retryAfter.count());
   }
-  if (settings_.ca.certPem.empty() || settings_.ca.keyPem.empty()) {
+  if (ctx_.settings.ca.certPem.empty() || ctx_.settings.ca.keyPem.empty()) {
     return Error(Errc::kUnavailable,
                  "This broker has no CA key (tls.ca_key), so it cannot enrol hosts; the admin "
                  "must give it one.");
   }
   auto address = AULA_TRY(parseAgentAddress(request.agentAddress));
-  auto now = unixNow(clock_);
+  auto now = unixNow(ctx_.clock);
   bool tokenRefused = false;
-  auto result = db_.transactValue<
+  auto result = ctx_.db.transactValue<
       Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     tokenRefused = false;
+    // Columns of the query below, in its order.
+    enum JoinCol : std::size_t {
+      kJoinId,
+      kJoinHostName,
+      kJoinKind,
+      kJoinPoolId,
+      kJoinExpires,
+      kJoinUsed
+    };
     auto rows = AULA_TRY(
         tx.query("SELECT id, host_name, kind, pool_id, expires_at, used_at FROM enrolment_tokens "
                  "WHERE token_hash = ?",
@@ -130,22 +224,22 @@ Result<Json> Broker::enrollHost(std::string_view token, const EnrollRequest& req
                    "enrolment-tokens create).");
     }
     const auto& t = rows[0];
-    if (!t.isNull(5)) {
+    if (!t.isNull(kJoinUsed)) {
       tokenRefused = true;
       return makeError(Errc::kUnauthenticated,
                        "The join token was already used at {}; ask an admin for a new one.",
-                       utcTime(t.integer(5)));
+                       utcTime(t.integer(kJoinUsed)));
     }
-    if (t.integer(4) <= now) {
+    if (t.integer(kJoinExpires) <= now) {
       tokenRefused = true;
       return makeError(Errc::kUnauthenticated,
                        "The join token expired at {}; ask an admin for a new one.",
-                       utcTime(t.integer(4)));
+                       utcTime(t.integer(kJoinExpires)));
     }
-    const auto tokenId = t.integer(0);
-    const std::string hostName = t.text(1);
-    const std::string kind = t.text(2);
-    const auto poolId = t.integer(3);
+    const auto tokenId = t.integer(kJoinId);
+    const std::string hostName = t.text(kJoinHostName);
+    const std::string kind = t.text(kJoinKind);
+    const auto poolId = t.integer(kJoinPoolId);
 
     auto existing =
         AULA_TRY(tx.query("SELECT id, cert_fingerprint FROM hosts WHERE name = ?", {hostName}));
@@ -156,7 +250,7 @@ Result<Json> Broker::enrollHost(std::string_view token, const EnrollRequest& req
                        hostName);
     }
 
-    crypto::Certificate ca{.certPem = settings_.ca.certPem, .keyPem = settings_.ca.keyPem};
+    crypto::Certificate ca{.certPem = ctx_.settings.ca.certPem, .keyPem = ctx_.settings.ca.keyPem};
     auto client = AULA_TRY(crypto::issueCertificate(
         ca, {.commonName = hostName, .usage = crypto::CertUsage::kClient}));
     std::vector<std::string> dns{hostName};
@@ -200,21 +294,21 @@ Result<Json> Broker::enrollHost(std::string_view token, const EnrollRequest& req
                 {"spice_cert", spice.certPem},
                 {"spice_key", spice.keyPem},
                 {"spice_subject", subject},
-                {"ca", settings_.ca.certPem}};
+                {"ca", ctx_.settings.ca.certPem}};
   });
   if (!result && tokenRefused) {
-    enrolThrottle_.recordFailure(from, from);
+    throttle_.recordFailure(from, from);
   } else if (result) {
     log::info("Host '{}' enrolled from {}.", (*result)["host_name"].get<std::string>(), from);
   }
   return result;
 }
 
-Result<std::int64_t> Broker::hostByCertificate(std::string_view fingerprint) {
+Result<std::int64_t> EnrolmentService::hostByCertificate(std::string_view fingerprint) {
   auto canonical = crypto::normalizeFingerprint(fingerprint);
   if (!canonical)
     return Error(Errc::kPermissionDenied, "This certificate does not belong to an enrolled host.");
-  return db_.transactValue<std::int64_t>(
+  return ctx_.db.transactValue<std::int64_t>(
       db::TxMode::kRead, [&](db::Transaction& tx) -> Result<std::int64_t> {
         auto rows =
             AULA_TRY(tx.query("SELECT id FROM hosts WHERE cert_fingerprint = ?", {*canonical}));

@@ -1,7 +1,10 @@
 // Categories, groups, users and quotas.
+#include "aula/broker/org_service.hpp"
+
 #include "aula/common/crypto.hpp"
 
-#include "broker_internal.hpp"
+#include "core/policy.hpp"
+#include "org/quota_rules.hpp"
 
 namespace aula::broker {
 
@@ -9,17 +12,24 @@ using namespace detail;
 
 namespace {
 
-Json groupRowJson(const db::Row& r) {
-  // id, category_id, name, description, ldap_dn, created_at, members
-  return Json{
-      {"id", r.integer(0)},       {"category_id", r.integer(1)},   {"name", r.text(2)},
-      {"description", r.text(3)}, {"ldap_dn", nullableText(r, 4)}, {"created_at", r.integer(5)},
-      {"members", r.integer(6)}};
-}
-
 constexpr const char* kGroupSelect =
     "SELECT g.id, g.category_id, g.name, g.description, g.ldap_dn, g.created_at, "
     "(SELECT COUNT(*) FROM group_members m WHERE m.group_id = g.id) FROM groups_ g";
+
+// Columns of kGroupSelect, in its order.
+namespace GroupCol {
+enum : std::size_t { kId, kCategoryId, kName, kDescription, kLdapDn, kCreatedAt, kMembers };
+}  // namespace GroupCol
+
+Json groupRowJson(const db::Row& r) {
+  return Json{{"id", r.integer(GroupCol::kId)},
+              {"category_id", r.integer(GroupCol::kCategoryId)},
+              {"name", r.text(GroupCol::kName)},
+              {"description", r.text(GroupCol::kDescription)},
+              {"ldap_dn", nullableText(r, GroupCol::kLdapDn)},
+              {"created_at", r.integer(GroupCol::kCreatedAt)},
+              {"members", r.integer(GroupCol::kMembers)}};
+}
 
 Result<std::int64_t> groupCategory(db::Transaction& tx, std::int64_t groupId) {
   auto row = AULA_TRY(tx.queryOne("SELECT category_id FROM groups_ WHERE id = ?", {groupId},
@@ -37,8 +47,15 @@ const std::vector<std::string>& quotaColumns() {
 
 // ---- categories ----
 
-Result<Json> Broker::listCategories(const Actor& actor) {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+Result<Json> OrgService::listCategories(const Actor& actor) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of both queries below, in their order.
+    enum CategoryCol : std::size_t {
+      kCategoryId,
+      kCategoryName,
+      kCategoryDescription,
+      kCategoryCreated
+    };
     std::vector<db::Row> rows;
     if (actor.role == Role::kAdmin) {
       rows = AULA_TRY(
@@ -50,23 +67,23 @@ Result<Json> Broker::listCategories(const Actor& actor) {
     }
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"name", r.text(1)},
-                     {"description", r.text(2)},
-                     {"created_at", r.integer(3)}});
+      out.push_back({{"id", r.integer(kCategoryId)},
+                     {"name", r.text(kCategoryName)},
+                     {"description", r.text(kCategoryDescription)},
+                     {"created_at", r.integer(kCategoryCreated)}});
     }
     return out;
   });
 }
 
-Result<Json> Broker::createCategory(const Actor& actor, const Json& body) {
+Result<Json> OrgService::createCategory(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(requireAdmin(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "description"}));
   auto name = AULA_TRY(json::getString(body, "name"));
   AULA_TRY_STATUS(checkName("category", name));
   auto description = AULA_TRY(optString(body, "description")).value_or("");
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto rows = tx.query(
         "INSERT INTO categories (name, description, created_at) VALUES (?, ?, ?) RETURNING id",
         {name, description, now});
@@ -80,15 +97,15 @@ Result<Json> Broker::createCategory(const Actor& actor, const Json& body) {
   });
 }
 
-Result<Json> Broker::updateCategory(const Actor& actor, std::int64_t id, const Json& body) {
+Result<Json> OrgService::updateCategory(const Actor& actor, std::int64_t id, const Json& body) {
   AULA_TRY_STATUS(requireAdmin(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "description"}));
   auto name = AULA_TRY(optString(body, "name"));
   auto description = AULA_TRY(optString(body, "description"));
   if (name)
     AULA_TRY_STATUS(checkName("category", *name));
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row =
         AULA_TRY(tx.queryOne("SELECT name, description, created_at FROM categories WHERE id = ?",
                              {id}, fmt::format("There is no category with id {}.", id)));
@@ -108,10 +125,10 @@ Result<Json> Broker::updateCategory(const Actor& actor, std::int64_t id, const J
   });
 }
 
-Status Broker::deleteCategory(const Actor& actor, std::int64_t id) {
+Status OrgService::deleteCategory(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireAdmin(actor));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     AULA_TRY(tx.queryOne("SELECT id FROM categories WHERE id = ?", {id},
                          fmt::format("There is no category with id {}.", id)));
     auto groups = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM groups_ WHERE category_id = ?", {id}));
@@ -133,8 +150,8 @@ Status Broker::deleteCategory(const Actor& actor, std::int64_t id) {
 
 // ---- groups ----
 
-Result<Json> Broker::listGroups(const Actor& actor) {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+Result<Json> OrgService::listGroups(const Actor& actor) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     std::vector<db::Row> rows;
     if (actor.role == Role::kAdmin) {
       rows = AULA_TRY(tx.query(std::string(kGroupSelect) + " ORDER BY g.name"));
@@ -155,12 +172,12 @@ Result<Json> Broker::listGroups(const Actor& actor) {
   });
 }
 
-Result<Json> Broker::getGroup(const Actor& actor, std::int64_t id) {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+Result<Json> OrgService::getGroup(const Actor& actor, std::int64_t id) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kGroupSelect) + " WHERE g.id = ?", {id},
                                     fmt::format("There is no group with id {}.", id)));
     Json out = groupRowJson(row);
-    if (!managesCategory(actor, row.integer(1))) {
+    if (!managesCategory(actor, row.integer(GroupCol::kCategoryId))) {
       // Members see their own group, without the class list.
       auto member = AULA_TRY(tx.query(
           "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", {id, actor.userId}));
@@ -168,23 +185,25 @@ Result<Json> Broker::getGroup(const Actor& actor, std::int64_t id) {
         return makeError(Errc::kNotFound, "There is no group with id {}.", id);
       return out;
     }
+    // Columns of the query below, in its order.
+    enum MemberCol : std::size_t { kMemberId, kMemberUsername, kMemberDisplayName, kMemberRole };
     auto members = AULA_TRY(tx.query(
         "SELECT u.id, u.username, u.display_name, u.role FROM group_members m JOIN users u "
         "ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.username",
         {id}));
     Json list = Json::array();
     for (const auto& m : members) {
-      list.push_back({{"id", m.integer(0)},
-                      {"username", m.text(1)},
-                      {"display_name", m.text(2)},
-                      {"role", m.text(3)}});
+      list.push_back({{"id", m.integer(kMemberId)},
+                      {"username", m.text(kMemberUsername)},
+                      {"display_name", m.text(kMemberDisplayName)},
+                      {"role", m.text(kMemberRole)}});
     }
     out["member_list"] = list;
     return out;
   });
 }
 
-Result<Json> Broker::createGroup(const Actor& actor, const Json& body) {
+Result<Json> OrgService::createGroup(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(requireManager(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "category_id", "description", "ldap_dn"}));
   auto name = AULA_TRY(json::getString(body, "name"));
@@ -200,8 +219,8 @@ Result<Json> Broker::createGroup(const Actor& actor, const Json& body) {
     return forbidden();
   auto description = AULA_TRY(optString(body, "description")).value_or("");
   auto ldapDn = AULA_TRY(optString(body, "ldap_dn"));
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     AULA_TRY(tx.queryOne("SELECT id FROM categories WHERE id = ?", {*category},
                          fmt::format("There is no category with id {}.", *category)));
     auto rows = tx.query(
@@ -220,7 +239,7 @@ Result<Json> Broker::createGroup(const Actor& actor, const Json& body) {
   });
 }
 
-Result<Json> Broker::updateGroup(const Actor& actor, std::int64_t id, const Json& body) {
+Result<Json> OrgService::updateGroup(const Actor& actor, std::int64_t id, const Json& body) {
   AULA_TRY_STATUS(requireManager(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "description", "ldap_dn"}));
   auto name = AULA_TRY(optString(body, "name"));
@@ -228,15 +247,16 @@ Result<Json> Broker::updateGroup(const Actor& actor, std::int64_t id, const Json
     AULA_TRY_STATUS(checkName("group", *name));
   auto description = AULA_TRY(optString(body, "description"));
   auto ldapDn = AULA_TRY(optString(body, "ldap_dn"));
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kGroupSelect) + " WHERE g.id = ?", {id},
                                     fmt::format("There is no group with id {}.", id)));
-    if (!managesCategory(actor, row.integer(1)))
+    if (!managesCategory(actor, row.integer(GroupCol::kCategoryId)))
       return forbidden();
     auto r = tx.exec("UPDATE groups_ SET name = ?, description = ?, ldap_dn = ? WHERE id = ?",
-                     {name.value_or(row.text(2)), description.value_or(row.text(3)),
-                      ldapDn ? db::Value(*ldapDn) : row.at(4), id});
+                     {name.value_or(row.text(GroupCol::kName)),
+                      description.value_or(row.text(GroupCol::kDescription)),
+                      ldapDn ? db::Value(*ldapDn) : row.at(GroupCol::kLdapDn), id});
     if (!r && r.error().code() == Errc::kAlreadyExists) {
       return makeError(Errc::kAlreadyExists, "A group named '{}' exists already in this category.",
                        *name);
@@ -249,10 +269,10 @@ Result<Json> Broker::updateGroup(const Actor& actor, std::int64_t id, const Json
   });
 }
 
-Status Broker::deleteGroup(const Actor& actor, std::int64_t id) {
+Status OrgService::deleteGroup(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireManager(actor));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto category = AULA_TRY(groupCategory(tx, id));
     if (!managesCategory(actor, category))
       return forbidden();
@@ -273,11 +293,11 @@ Status Broker::deleteGroup(const Actor& actor, std::int64_t id) {
   });
 }
 
-Result<Json> Broker::addMembers(const Actor& actor, std::int64_t groupId, const Json& body) {
+Result<Json> OrgService::addMembers(const Actor& actor, std::int64_t groupId, const Json& body) {
   AULA_TRY_STATUS(requireManager(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"user_ids", "usernames"}));
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto category = AULA_TRY(groupCategory(tx, groupId));
     if (!managesCategory(actor, category))
       return forbidden();
@@ -334,10 +354,10 @@ Result<Json> Broker::addMembers(const Actor& actor, std::int64_t groupId, const 
   });
 }
 
-Status Broker::removeMember(const Actor& actor, std::int64_t groupId, std::int64_t userId) {
+Status OrgService::removeMember(const Actor& actor, std::int64_t groupId, std::int64_t userId) {
   AULA_TRY_STATUS(requireManager(actor));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto category = AULA_TRY(groupCategory(tx, groupId));
     if (!managesCategory(actor, category))
       return forbidden();
@@ -352,10 +372,10 @@ Status Broker::removeMember(const Actor& actor, std::int64_t groupId, std::int64
 
 // ---- users ----
 
-Result<Json> Broker::listUsers(const Actor& actor,
-                               const std::map<std::string, std::string>& filter) {
+Result<Json> OrgService::listUsers(const Actor& actor,
+                                   const std::map<std::string, std::string>& filter) {
   AULA_TRY_STATUS(requireManager(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     std::string sql = fmt::format("SELECT {} FROM users u WHERE 1 = 1", kUserColumns);
     db::Params params;
     if (actor.role != Role::kAdmin) {
@@ -401,8 +421,8 @@ Result<Json> Broker::listUsers(const Actor& actor,
   });
 }
 
-Result<Json> Broker::getUser(const Actor& actor, std::int64_t id) {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+Result<Json> OrgService::getUser(const Actor& actor, std::int64_t id) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
                                     {id}, fmt::format("There is no user with id {}.", id)));
     if (actor.userId != id && actor.role != Role::kAdmin) {
@@ -417,7 +437,7 @@ Result<Json> Broker::getUser(const Actor& actor, std::int64_t id) {
   });
 }
 
-Result<Json> Broker::createUser(const Actor& actor, const Json& body) {
+Result<Json> OrgService::createUser(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(requireManager(actor));
   AULA_TRY_STATUS(json::checkFields(
       body, {"username", "display_name", "email", "role", "category_id", "password", "group_ids"}));
@@ -449,7 +469,7 @@ Result<Json> Broker::createUser(const Actor& actor, const Json& body) {
   std::optional<std::string> hash;
   if (password) {
     AULA_TRY_STATUS(checkPasswordPolicy(*password));
-    hash = AULA_TRY(hashPassword(*password, settings_.argon2));
+    hash = AULA_TRY(hashPassword(*password, ctx_.settings.argon2));
   }
   auto displayName = AULA_TRY(optString(body, "display_name")).value_or("");
   auto email = AULA_TRY(optString(body, "email")).value_or("");
@@ -467,8 +487,8 @@ Result<Json> Broker::createUser(const Actor& actor, const Json& body) {
       groupIds.push_back(g.get<std::int64_t>());
     }
   }
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     if (category) {
       AULA_TRY(tx.queryOne("SELECT id FROM categories WHERE id = ?", {*category},
                            fmt::format("There is no category with id {}.", *category)));
@@ -498,7 +518,7 @@ Result<Json> Broker::createUser(const Actor& actor, const Json& body) {
   });
 }
 
-Result<Json> Broker::updateUser(const Actor& actor, std::int64_t id, const Json& body) {
+Result<Json> OrgService::updateUser(const Actor& actor, std::int64_t id, const Json& body) {
   AULA_TRY_STATUS(json::checkFields(
       body, {"display_name", "email", "role", "category_id", "password", "disabled"}));
   bool self = actor.userId == id;
@@ -534,19 +554,20 @@ Result<Json> Broker::updateUser(const Actor& actor, std::int64_t id, const Json&
   std::optional<std::string> hash;
   if (password) {
     AULA_TRY_STATUS(checkPasswordPolicy(*password));
-    hash = AULA_TRY(hashPassword(*password, settings_.argon2));
+    hash = AULA_TRY(hashPassword(*password, ctx_.settings.argon2));
   }
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
                                     {id}, fmt::format("There is no user with id {}.", id)));
     if (!self) {
       if (!AULA_TRY(mayActOnUser(tx, actor, id, false)))
         return forbidden();
-      if (actor.role == Role::kManager && row.text(4) != "user" && row.text(4) != "advanced")
+      if (actor.role == Role::kManager && row.text(UserCol::kRole) != "user" &&
+          row.text(UserCol::kRole) != "advanced")
         return forbidden();
     }
-    if (hash && row.text(6) != "local") {
+    if (hash && row.text(UserCol::kAuthSource) != "local") {
       return Error(Errc::kConflict,
                    "This user's password is kept by the directory (LDAP); change it there.");
     }
@@ -560,9 +581,10 @@ Result<Json> Broker::updateUser(const Actor& actor, std::int64_t id, const Json&
     AULA_TRY(tx.exec(
         "UPDATE users SET display_name = ?, email = ?, role = ?, category_id = ?, disabled = ?, "
         "password_hash = ? WHERE id = ?",
-        {displayName.value_or(row.text(2)), email.value_or(row.text(3)),
-         roleText.value_or(row.text(4)), category ? db::Value(*category) : row.at(5),
-         std::int64_t{disabled ? (*disabled ? 1 : 0) : row.integer(7)},
+        {displayName.value_or(row.text(UserCol::kDisplayName)),
+         email.value_or(row.text(UserCol::kEmail)), roleText.value_or(row.text(UserCol::kRole)),
+         category ? db::Value(*category) : row.at(UserCol::kCategoryId),
+         std::int64_t{disabled ? (*disabled ? 1 : 0) : row.integer(UserCol::kDisabled)},
          hash ? db::Value(*hash)
               : AULA_TRY(tx.queryOne("SELECT password_hash FROM users WHERE id = ?", {id}, "gone"))
                     .at(0),
@@ -575,20 +597,20 @@ Result<Json> Broker::updateUser(const Actor& actor, std::int64_t id, const Json&
     Json detail = body;
     if (detail.contains("password"))
       detail["password"] = "(changed)";
-    AULA_TRY_STATUS(
-        audit(tx, actor, now, "user.update", fmt::format("user:{}", row.text(1)), detail));
+    AULA_TRY_STATUS(audit(tx, actor, now, "user.update",
+                          fmt::format("user:{}", row.text(UserCol::kUsername)), detail));
     auto updated = AULA_TRY(
         tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns), {id}, "gone"));
     return userRowJson(updated);
   });
 }
 
-Status Broker::deleteUser(const Actor& actor, std::int64_t id) {
+Status OrgService::deleteUser(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireManager(actor));
   if (actor.userId == id)
     return Error(Errc::kConflict, "You cannot delete your own account.");
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto row = AULA_TRY(tx.queryOne("SELECT username, role FROM users WHERE id = ?", {id},
                                     fmt::format("There is no user with id {}.", id)));
     if (!AULA_TRY(mayActOnUser(tx, actor, id, false)))
@@ -650,9 +672,9 @@ Result<Subject> parseSubject(std::string_view text) {
 
 }  // namespace
 
-Result<Json> Broker::listQuotas(const Actor& actor) {
+Result<Json> OrgService::listQuotas(const Actor& actor) {
   AULA_TRY_STATUS(requireManager(actor));
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     // Teachers see the role defaults and the quotas of their own groups.
     std::string sql =
         "SELECT subject, desktops, running, vcpus, memory_mb, disk_gb, templates FROM quotas";
@@ -676,7 +698,8 @@ Result<Json> Broker::listQuotas(const Actor& actor) {
   });
 }
 
-Result<Json> Broker::setQuota(const Actor& actor, std::string_view subjectText, const Json& body) {
+Result<Json> OrgService::setQuota(const Actor& actor, std::string_view subjectText,
+                                  const Json& body) {
   AULA_TRY_STATUS(requireManager(actor));
   auto subject = AULA_TRY(parseSubject(subjectText));
   AULA_TRY_STATUS(json::checkFields(
@@ -705,8 +728,8 @@ Result<Json> Broker::setQuota(const Actor& actor, std::string_view subjectText, 
     values.emplace_back(it->get<std::int64_t>());
     out[column] = it->get<std::int64_t>();
   }
-  auto now = unixNow(clock_);
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     if (actor.role != Role::kAdmin) {
       // Teachers set limits for their own groups only.
       if (subject.kind != "group" && subject.kind != "group-member") {
@@ -736,11 +759,11 @@ Result<Json> Broker::setQuota(const Actor& actor, std::string_view subjectText, 
   });
 }
 
-Status Broker::deleteQuota(const Actor& actor, std::string_view subjectText) {
+Status OrgService::deleteQuota(const Actor& actor, std::string_view subjectText) {
   AULA_TRY_STATUS(requireManager(actor));
   auto subject = AULA_TRY(parseSubject(subjectText));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     if (actor.role != Role::kAdmin) {
       if (subject.kind != "group" && subject.kind != "group-member")
         return forbidden();
@@ -751,6 +774,34 @@ Status Broker::deleteQuota(const Actor& actor, std::string_view subjectText) {
     if (n == 0)
       return makeError(Errc::kNotFound, "There is no quota for '{}'.", subjectText);
     return audit(tx, actor, now, "quota.delete", fmt::format("quota:{}", subject.text()));
+  });
+}
+
+// ---- quotas in use ----
+
+Result<Json> OrgService::usage(const Actor& actor, std::int64_t userId) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    if (!AULA_TRY(mayActOnUser(tx, actor, userId, true)))
+      return forbidden();
+    auto limits = AULA_TRY(perUserLimits(tx, userId));
+    auto used = AULA_TRY(usageWhere(tx, "u.id = ?", {userId}));
+    auto templates =
+        AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM templates WHERE owner_id = ?", {userId}));
+    auto lim = [](const std::optional<std::int64_t>& v) { return v ? Json(*v) : Json(); };
+    return Json{{"used",
+                 {{"desktops", used.desktops},
+                  {"running", used.running},
+                  {"vcpus", used.vcpus},
+                  {"memory_mb", used.memoryMb},
+                  {"disk_gb", used.diskGb},
+                  {"templates", templates}}},
+                {"limits",
+                 {{"desktops", lim(limits.desktops)},
+                  {"running", lim(limits.running)},
+                  {"vcpus", lim(limits.vcpus)},
+                  {"memory_mb", lim(limits.memoryMb)},
+                  {"disk_gb", lim(limits.diskGb)},
+                  {"templates", lim(limits.templates)}}}};
   });
 }
 

@@ -1,11 +1,13 @@
 // Sessions, API tokens, passwords, and LDAP sign-in.
+#include "aula/broker/auth_service.hpp"
+
 #include <algorithm>
 #include <set>
 
 #include "aula/common/crypto.hpp"
 #include "aula/common/log.hpp"
 
-#include "broker_internal.hpp"
+#include "core/policy.hpp"
 
 namespace aula::broker {
 
@@ -19,55 +21,15 @@ constexpr std::string_view kApiTokenPrefix = "aula_t_";
 
 }  // namespace
 
-std::string_view roleName(Role role) {
-  switch (role) {
-    case Role::kAdmin:
-      return "admin";
-    case Role::kManager:
-      return "manager";
-    case Role::kAdvanced:
-      return "advanced";
-    case Role::kUser:
-      return "user";
-  }
-  return "user";
-}
+AuthService::AuthService(BrokerContext& ctx)
+    : ctx_(ctx), throttle_(ctx.clock, ctx.settings.throttle) {}
 
-std::optional<Role> parseRole(std::string_view name) {
-  if (name == "admin")
-    return Role::kAdmin;
-  if (name == "manager")
-    return Role::kManager;
-  if (name == "advanced")
-    return Role::kAdvanced;
-  if (name == "user")
-    return Role::kUser;
-  return std::nullopt;
-}
-
-Broker::Broker(db::Database& database, BrokerSettings settings, const Clock& clock,
-               EventBus& events, HostLink& hosts, Directory* directory)
-    : db_(database),
-      settings_(std::move(settings)),
-      clock_(clock),
-      events_(events),
-      hosts_(hosts),
-      directory_(directory),
-      throttle_(clock, settings_.throttle),
-      enrolThrottle_(clock,
-                     ThrottleSettings{.maxFailuresPerUser = settings_.maxEnrolFailuresPerAddress,
-                                      .maxFailuresPerAddress = settings_.maxEnrolFailuresPerAddress,
-                                      .window = settings_.throttle.window,
-                                      .firstLockout = settings_.throttle.firstLockout,
-                                      .maxLockout = settings_.throttle.maxLockout}),
-      placer_(settings_.placement) {}
-
-Status Broker::bootstrap(std::string_view adminName, std::string_view adminPassword) {
+Status AuthService::bootstrap(std::string_view adminName, std::string_view adminPassword) {
   AULA_TRY_STATUS(checkUsername(adminName));
   AULA_TRY_STATUS(checkPasswordPolicy(adminPassword));
-  auto hash = AULA_TRY(hashPassword(adminPassword, settings_.argon2));
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto hash = AULA_TRY(hashPassword(adminPassword, ctx_.settings.argon2));
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto users = AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM users"));
     if (users > 0) {
       return Error(Errc::kConflict, "The broker already has users; the first admin exists.");
@@ -86,11 +48,11 @@ Status Broker::bootstrap(std::string_view adminName, std::string_view adminPassw
   });
 }
 
-Result<Json> Broker::login(std::string_view username, std::string_view password,
-                           const std::string& address) {
+Result<Json> AuthService::login(std::string_view username, std::string_view password,
+                                const std::string& address) {
   std::string name(username);
   if (auto block = throttle_.check(name, address)) {
-    counters_.loginsThrottled++;
+    ctx_.counters.loginsThrottled++;
     if (block->byAddress) {
       return makeError(Errc::kRateLimited,
                        "Too many failed logins from this address; try again in {} s.",
@@ -100,7 +62,7 @@ Result<Json> Broker::login(std::string_view username, std::string_view password,
                      block->retryAfter.count());
   }
   auto fail = [&]() -> Error {
-    counters_.loginFailures++;
+    ctx_.counters.loginFailures++;
     throttle_.recordFailure(name, address);
     return Error(Errc::kUnauthenticated, std::string(kWrongCredentials));
   };
@@ -115,12 +77,14 @@ Result<Json> Broker::login(std::string_view username, std::string_view password,
     bool disabled;
   };
   std::optional<Found> found;
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    // Columns of the query below, in its order.
+    enum LoginCol : std::size_t { kLoginId, kLoginSource, kLoginHash, kLoginDisabled };
     auto rows = AULA_TRY(tx.query(
         "SELECT id, auth_source, password_hash, disabled FROM users WHERE username = ?", {name}));
     if (!rows.empty()) {
-      found =
-          Found{rows[0].integer(0), rows[0].text(1), rows[0].optText(2), rows[0].integer(3) != 0};
+      found = Found{rows[0].integer(kLoginId), rows[0].text(kLoginSource),
+                    rows[0].optText(kLoginHash), rows[0].integer(kLoginDisabled) != 0};
     }
     return {};
   }));
@@ -133,8 +97,8 @@ Result<Json> Broker::login(std::string_view username, std::string_view password,
     if (!ok)
       return fail();
     userId = found->id;
-  } else if (directory_ != nullptr && (!found || found->source == "ldap")) {
-    auto entry = directory_->authenticate(username, password);
+  } else if (ctx_.directory != nullptr && (!found || found->source == "ldap")) {
+    auto entry = ctx_.directory->authenticate(username, password);
     if (!entry) {
       if (entry.error().code() == Errc::kUnauthenticated)
         return fail();
@@ -144,7 +108,7 @@ Result<Json> Broker::login(std::string_view username, std::string_view password,
   } else {
     // Spend the time a hash check would, so a missing name is not told apart
     // by the answer's speed.
-    (void)hashPassword(password, settings_.argon2);
+    (void)hashPassword(password, ctx_.settings.argon2);
     return fail();
   }
   if (found && found->disabled) {
@@ -153,10 +117,10 @@ Result<Json> Broker::login(std::string_view username, std::string_view password,
   }
 
   auto token = fmt::format("{}{}", kSessionPrefix, AULA_TRY(crypto::randomToken(32)));
-  auto now = unixNow(clock_);
-  auto expires = now + settings_.sessionMax.count();
+  auto now = unixNow(ctx_.clock);
+  auto expires = now + ctx_.settings.sessionMax.count();
   Json out;
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     AULA_TRY(tx.exec(
         "INSERT INTO sessions (token_hash, user_id, kind, address, created_at, last_used_at, "
         "expires_at) VALUES (?, ?, 'session', ?, ?, ?, ?)",
@@ -166,17 +130,17 @@ Result<Json> Broker::login(std::string_view username, std::string_view password,
                                     {userId}, "The user vanished while logging in."));
     out = Json{{"token", token},
                {"expires_at", expires},
-               {"idle_timeout", settings_.sessionIdle.count()},
+               {"idle_timeout", ctx_.settings.sessionIdle.count()},
                {"user", userRowJson(row)}};
     return {};
   }));
   throttle_.recordSuccess(name);
-  counters_.logins++;
+  ctx_.counters.logins++;
   return out;
 }
 
-Result<std::int64_t> Broker::syncDirectoryUser(const DirectoryUser& entry) {
-  const auto& mapping = settings_.directoryMapping;
+Result<std::int64_t> AuthService::syncDirectoryUser(const DirectoryUser& entry) {
+  const auto& mapping = ctx_.settings.directoryMapping;
   Role role = parseRole(mapping.defaultRole).value_or(Role::kUser);
   std::vector<std::pair<std::string, std::string>> groups;  // category, group
   for (const auto& dn : entry.groupDns) {
@@ -192,12 +156,12 @@ Result<std::int64_t> Broker::syncDirectoryUser(const DirectoryUser& entry) {
     }
   }
   std::string category = !groups.empty() ? groups.front().first : mapping.defaultCategory;
-  auto now = unixNow(clock_);
+  auto now = unixNow(ctx_.clock);
   std::string username = entry.username;
   std::transform(username.begin(), username.end(), username.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   AULA_TRY_STATUS(checkUsername(username));
-  return db_.transactValue<
+  return ctx_.db.transactValue<
       std::int64_t>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<std::int64_t> {
     auto ensureCategory = [&](const std::string& name) -> Result<std::int64_t> {
       auto rows = AULA_TRY(tx.query("SELECT id FROM categories WHERE name = ?", {name}));
@@ -276,16 +240,28 @@ Result<std::int64_t> Broker::syncDirectoryUser(const DirectoryUser& entry) {
   });
 }
 
-Result<Actor> Broker::authenticate(std::string_view token, const std::string& address) {
+Result<Actor> AuthService::authenticate(std::string_view token, const std::string& address) {
   if (!token.starts_with(kSessionPrefix) && !token.starts_with(kApiTokenPrefix)) {
     return Error(Errc::kUnauthenticated, "The session token is not valid; log in again.");
   }
-  auto now = unixNow(clock_);
+  auto now = unixNow(ctx_.clock);
   std::string hash = crypto::sha256Hex(token);
   std::optional<Actor> actor;
   std::int64_t lastUsed = 0;
   std::string kind;
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    // Columns of the query below, in its order.
+    enum SessionCol : std::size_t {
+      kSessionId,
+      kSessionKind,
+      kSessionLastUsed,
+      kSessionExpires,
+      kSessionUserId,
+      kSessionUsername,
+      kSessionRole,
+      kSessionCategory,
+      kSessionDisabled
+    };
     auto rows = AULA_TRY(
         tx.query("SELECT s.id, s.kind, s.last_used_at, s.expires_at, u.id, u.username, u.role, "
                  "u.category_id, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id "
@@ -294,17 +270,17 @@ Result<Actor> Broker::authenticate(std::string_view token, const std::string& ad
     if (rows.empty())
       return {};
     const auto& r = rows[0];
-    kind = r.text(1);
-    lastUsed = r.integer(2);
-    bool idleExpired = kind == "session" && now - lastUsed > settings_.sessionIdle.count();
-    if (r.integer(3) <= now || idleExpired || r.integer(8) != 0)
+    kind = r.text(kSessionKind);
+    lastUsed = r.integer(kSessionLastUsed);
+    bool idleExpired = kind == "session" && now - lastUsed > ctx_.settings.sessionIdle.count();
+    if (r.integer(kSessionExpires) <= now || idleExpired || r.integer(kSessionDisabled) != 0)
       return {};
-    actor = Actor{.userId = r.integer(4),
-                  .username = r.text(5),
-                  .role = parseRole(r.text(6)).value_or(Role::kUser),
-                  .categoryId = r.optInteger(7),
+    actor = Actor{.userId = r.integer(kSessionUserId),
+                  .username = r.text(kSessionUsername),
+                  .role = parseRole(r.text(kSessionRole)).value_or(Role::kUser),
+                  .categoryId = r.optInteger(kSessionCategory),
                   .address = address,
-                  .sessionId = r.integer(0)};
+                  .sessionId = r.integer(kSessionId)};
     return {};
   }));
   if (!actor) {
@@ -313,7 +289,7 @@ Result<Actor> Broker::authenticate(std::string_view token, const std::string& ad
   // Touch the idle clock at most once a minute: one write per minute per
   // session instead of one per request.
   if (now - lastUsed >= 60) {
-    AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
       AULA_TRY(
           tx.exec("UPDATE sessions SET last_used_at = ? WHERE id = ?", {now, actor->sessionId}));
       return {};
@@ -322,8 +298,8 @@ Result<Actor> Broker::authenticate(std::string_view token, const std::string& ad
   return *actor;
 }
 
-Status Broker::logout(const Actor& actor) {
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+Status AuthService::logout(const Actor& actor) {
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto n = AULA_TRY(
         tx.exec("DELETE FROM sessions WHERE id = ? AND kind = 'session'", {actor.sessionId}));
     if (n == 0) {
@@ -335,8 +311,8 @@ Status Broker::logout(const Actor& actor) {
   });
 }
 
-Result<Json> Broker::me(const Actor& actor) {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+Result<Json> AuthService::me(const Actor& actor) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
                                     {actor.userId}, "Your account no longer exists."));
     Json out = userRowJson(row);
@@ -353,13 +329,13 @@ Result<Json> Broker::me(const Actor& actor) {
   });
 }
 
-Result<Json> Broker::changePassword(const Actor& actor, const Json& body) {
+Result<Json> AuthService::changePassword(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(json::checkFields(body, {"current_password", "new_password"}));
   auto current = AULA_TRY(json::getString(body, "current_password"));
   auto next = AULA_TRY(json::getString(body, "new_password"));
   AULA_TRY_STATUS(checkPasswordPolicy(next));
   std::optional<std::string> stored;
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
     auto row = AULA_TRY(tx.queryOne("SELECT auth_source, password_hash FROM users WHERE id = ?",
                                     {actor.userId}, "Your account no longer exists."));
     if (row.text(0) != "local") {
@@ -379,9 +355,9 @@ Result<Json> Broker::changePassword(const Actor& actor, const Json& body) {
     throttle_.recordFailure(actor.username, actor.address);
     return Error(Errc::kPermissionDenied, "The current password is wrong.");
   }
-  auto hash = AULA_TRY(hashPassword(next, settings_.argon2));
-  auto now = unixNow(clock_);
-  AULA_TRY_STATUS(db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  auto hash = AULA_TRY(hashPassword(next, ctx_.settings.argon2));
+  auto now = unixNow(ctx_.clock);
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     AULA_TRY(tx.exec("UPDATE users SET password_hash = ? WHERE id = ?", {hash, actor.userId}));
     // Other sessions end: a changed password is often a reaction to a leak.
     AULA_TRY(tx.exec("DELETE FROM sessions WHERE user_id = ? AND kind = 'session' AND id <> ?",
@@ -391,25 +367,33 @@ Result<Json> Broker::changePassword(const Actor& actor, const Json& body) {
   return Json{{"changed", true}};
 }
 
-Result<Json> Broker::listApiTokens(const Actor& actor) {
-  return db_.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+Result<Json> AuthService::listTokens(const Actor& actor) {
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    // Columns of the query below, in its order.
+    enum TokenCol : std::size_t {
+      kTokenId,
+      kTokenName,
+      kTokenCreated,
+      kTokenLastUsed,
+      kTokenExpires
+    };
     auto rows =
         AULA_TRY(tx.query("SELECT id, name, created_at, last_used_at, expires_at FROM sessions "
                           "WHERE user_id = ? AND kind = 'api' ORDER BY id",
                           {actor.userId}));
     Json out = Json::array();
     for (const auto& r : rows) {
-      out.push_back({{"id", r.integer(0)},
-                     {"name", r.text(1)},
-                     {"created_at", r.integer(2)},
-                     {"last_used_at", r.integer(3)},
-                     {"expires_at", r.integer(4)}});
+      out.push_back({{"id", r.integer(kTokenId)},
+                     {"name", r.text(kTokenName)},
+                     {"created_at", r.integer(kTokenCreated)},
+                     {"last_used_at", r.integer(kTokenLastUsed)},
+                     {"expires_at", r.integer(kTokenExpires)}});
     }
     return out;
   });
 }
 
-Result<Json> Broker::createApiToken(const Actor& actor, const Json& body) {
+Result<Json> AuthService::createToken(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(json::checkFields(body, {"name", "valid_days"}));
   auto name = AULA_TRY(json::getString(body, "name"));
   AULA_TRY_STATUS(checkName("token", name));
@@ -418,9 +402,9 @@ Result<Json> Broker::createApiToken(const Actor& actor, const Json& body) {
     return Error(Errc::kInvalidArgument, "The field 'valid_days' must be between 1 and 3650.");
   }
   auto token = fmt::format("{}{}", kApiTokenPrefix, AULA_TRY(crypto::randomToken(32)));
-  auto now = unixNow(clock_);
+  auto now = unixNow(ctx_.clock);
   auto expires = now + days * 86400;
-  return db_.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto rows = AULA_TRY(
         tx.query("INSERT INTO sessions (token_hash, user_id, kind, name, address, created_at, "
                  "last_used_at, expires_at) VALUES (?, ?, 'api', ?, ?, ?, ?, ?) RETURNING id",
@@ -431,9 +415,9 @@ Result<Json> Broker::createApiToken(const Actor& actor, const Json& body) {
   });
 }
 
-Status Broker::deleteApiToken(const Actor& actor, std::int64_t id) {
-  auto now = unixNow(clock_);
-  return db_.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+Status AuthService::deleteToken(const Actor& actor, std::int64_t id) {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto n = AULA_TRY(tx.exec("DELETE FROM sessions WHERE id = ? AND user_id = ? AND kind = 'api'",
                               {id, actor.userId}));
     if (n == 0)

@@ -1,0 +1,40 @@
+// Sign-in and who is asking: the first admin, sessions (password or LDAP),
+// the current user, password changes and API tokens.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "aula/broker/context.hpp"
+
+namespace aula::broker {
+
+class AuthService {
+ public:
+  explicit AuthService(BrokerContext& ctx);
+
+  // Creates the first admin and the default quotas if there are no users yet
+  // (aula-broker init).
+  Status bootstrap(std::string_view adminName, std::string_view adminPassword);
+
+  // {"token","expires_at","user"}; kUnauthenticated, kRateLimited ("try again in N s").
+  Result<Json> login(std::string_view username, std::string_view password,
+                     const std::string& address);
+  Result<Actor> authenticate(std::string_view token, const std::string& address);
+  Status logout(const Actor& actor);
+  Result<Json> me(const Actor& actor);
+  Result<Json> changePassword(const Actor& actor, const Json& body);
+
+  Result<Json> listTokens(const Actor& actor);
+  Result<Json> createToken(const Actor& actor, const Json& body);
+  Status deleteToken(const Actor& actor, std::int64_t id);
+
+ private:
+  Result<std::int64_t> syncDirectoryUser(const DirectoryUser& entry);
+
+  BrokerContext& ctx_;
+  LoginThrottle throttle_;
+};
+
+}  // namespace aula::broker

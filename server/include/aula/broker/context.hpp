@@ -1,0 +1,108 @@
+// What every broker service shares: who asks (Actor, Role), the broker's
+// settings, its counters, and BrokerContext, the references to the database,
+// clock, event bus, host link and directory that each service is built with.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "aula/broker/database.hpp"
+#include "aula/broker/directory.hpp"
+#include "aula/broker/events.hpp"
+#include "aula/broker/host_link.hpp"
+#include "aula/broker/password.hpp"
+#include "aula/broker/placement.hpp"
+#include "aula/broker/throttle.hpp"
+#include "aula/common/clock.hpp"
+#include "aula/common/json.hpp"
+
+namespace aula::broker {
+
+using json::Json;
+
+enum class Role { kUser = 0, kAdvanced = 1, kManager = 2, kAdmin = 3 };
+std::string_view roleName(Role role);
+std::optional<Role> parseRole(std::string_view name);
+
+struct Actor {
+  std::int64_t userId = 0;
+  std::string username;
+  Role role = Role::kUser;
+  std::optional<std::int64_t> categoryId;
+  std::string address;
+  std::int64_t sessionId = 0;
+};
+
+// How LDAP identities become Aula users.
+struct DirectoryMapping {
+  std::map<std::string, std::string> groupRoles;  // group DN (lower case) -> role name
+  std::map<std::string, std::string> groupMap;    // group DN (lower case) -> "Category/Group"
+  std::string defaultRole = "user";
+  std::string defaultCategory;  // category of users no mapped group places
+};
+
+// The broker's certificate authority, which signs each enrolled host's
+// client and SPICE certificates. Empty: this broker cannot enrol hosts.
+struct CertificateAuthority {
+  std::string certPem;
+  std::string keyPem;
+};
+
+// What an agent sends to enrol, with where it came from.
+struct EnrollRequest {
+  std::string agentAddress;   // "host:port" the broker reaches the agent at; may be empty
+  std::string remoteAddress;  // the peer's IP, for rate limiting and the audit log
+};
+
+struct BrokerSettings {
+  std::chrono::seconds sessionIdle{3600};
+  std::chrono::seconds sessionMax{12 * 3600};
+  Argon2Params argon2;
+  ThrottleSettings throttle;
+  PlacementWeights placement;
+  std::map<std::string, std::string> storage;  // name -> path; template disks must lie inside
+  std::chrono::seconds hostLostAfter{90};
+  std::chrono::seconds ticketValidity{60};
+  // A desktop recorded as running must have run this long before a
+  // heartbeat that lacks it marks it stopped: the heartbeat may have been
+  // sampled on the host before the start finished.
+  std::chrono::seconds reconcileGrace{30};
+  // How long a console request waits for a start another request began.
+  std::chrono::seconds consoleStartWait{180};
+  DirectoryMapping directoryMapping;
+  CertificateAuthority ca;
+  // Failed enrolments (wrong, used or expired join tokens) allowed per
+  // address before a lockout of throttle.firstLockout, doubling.
+  int maxEnrolFailuresPerAddress = 10;
+  // Fault injection for the crash test: a pause after each desktop row of a
+  // deployment, inside its transaction. Zero in production.
+  std::chrono::milliseconds deploymentStepDelay{0};
+};
+
+// Counters for /metrics.
+struct Counters {
+  std::atomic<std::uint64_t> logins{0};
+  std::atomic<std::uint64_t> loginFailures{0};
+  std::atomic<std::uint64_t> loginsThrottled{0};
+  std::atomic<std::uint64_t> desktopStarts{0};
+  std::atomic<std::uint64_t> desktopStartFailures{0};
+};
+
+// The broker's collaborators, as one value each service keeps a reference
+// to. The Broker owns the settings and counters; the rest outlive it.
+struct BrokerContext {
+  db::Database& db;
+  const BrokerSettings& settings;
+  const Clock& clock;
+  EventBus& events;
+  HostLink& hosts;
+  Directory* directory;  // null: no LDAP
+  Counters& counters;
+};
+
+}  // namespace aula::broker

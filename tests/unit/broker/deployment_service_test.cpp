@@ -1,0 +1,85 @@
+// DeploymentService, and DesktopService's start through it: a teacher hands
+// a class its desktops and starts them on the hosts that reported in.
+#include "unit/broker/service_fixture.hpp"
+
+namespace aula::broker::test {
+namespace {
+
+class DeploymentServiceTest : public ServiceTest {
+ protected:
+  void SetUp() override {
+    ServiceTest::SetUp();
+    physics_ = makeCategory("Physics");
+    makeUser("teacher", "manager", physics_);
+    makeUser("alice", "user", physics_);
+    makeUser("bob", "user", physics_);
+    teacher_ = signIn("teacher");
+    group_ =
+        must(broker().org.createGroup(teacher_, Json{{"name", "7b"}}))["id"].get<std::int64_t>();
+    must(broker().org.addMembers(teacher_, group_,
+                                 Json{{"usernames", Json::array({"alice", "bob"})}}));
+    template_ = makeTemplate();
+  }
+
+  // A hypervisor that reported room for the class.
+  void onlineHost() {
+    auto host = must(broker().hosts.create(
+        admin_, Json{{"name", "hv1"}, {"pool_id", makePool()}, {"address", "10.0.0.1"}}))["id"]
+                    .get<std::int64_t>();
+    auto load = roomyLoad();
+    load["storage_free_gb"] = Json{{"desktops", 500}, {"templates", 500}};
+    must(broker().hosts.recordHeartbeat(host, load));
+  }
+
+  std::int64_t physics_ = 0;
+  std::int64_t group_ = 0;
+  std::int64_t template_ = 0;
+  Actor teacher_;
+};
+
+TEST_F(DeploymentServiceTest, ADeploymentGivesEveryMemberADesktopAndStartsThemTogether) {
+  auto deployment = must(broker().deployments.create(
+      teacher_, Json{{"name", "Lesson 1"}, {"template_id", template_}, {"group_id", group_}}));
+  EXPECT_EQ(deployment["desktops"], 2);
+  auto alice = signIn("alice");
+  auto hers = must(broker().desktops.list(alice, {}));
+  ASSERT_EQ(hers.size(), 1u);
+  EXPECT_EQ(hers[0]["state"], "stopped");
+
+  onlineHost();
+  auto started = must(broker().deployments.start(teacher_, deployment["id"].get<std::int64_t>()));
+  EXPECT_EQ(started["succeeded"], 2);
+  EXPECT_TRUE(started["failed"].empty());
+  EXPECT_EQ(must(broker().desktops.get(alice, hers[0]["id"].get<std::int64_t>()))["state"],
+            "running");
+  EXPECT_EQ(broker().counters.desktopStarts.load(), 2u);
+}
+
+TEST_F(DeploymentServiceTest, ADesktopWithNoHostOnlineDoesNotStart) {
+  auto alice = signIn("alice");
+  auto id = makeDesktop(alice, template_, "alice-desk");
+  auto r = broker().desktops.start(alice, id);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().code(), Errc::kInternal);
+  EXPECT_EQ(must(broker().desktops.get(alice, id))["state"], "stopped");
+}
+
+TEST_F(DeploymentServiceTest, ATeacherOfAnotherCategoryCannotDeployToTheClass) {
+  auto music = makeCategory("Music");
+  makeUser("other-teacher", "manager", music);
+  auto r = broker().deployments.create(
+      signIn("other-teacher"),
+      Json{{"name", "Not mine"}, {"template_id", template_}, {"group_id", group_}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kPermissionDenied);
+}
+
+TEST_F(DeploymentServiceTest, AStudentCannotDeploy) {
+  auto r = broker().deployments.create(
+      signIn("alice"), Json{{"name", "Mine"}, {"template_id", template_}, {"group_id", group_}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kPermissionDenied);
+}
+
+}  // namespace
+}  // namespace aula::broker::test
