@@ -53,6 +53,16 @@ std::optional<std::string> Row::optText(std::size_t i) const {
   return text(i);
 }
 
+Status Database::notify(std::string_view /*channel*/, std::string_view /*payload*/) {
+  return okStatus();
+}
+
+Result<std::unique_ptr<Subscription>> Database::listen(
+    std::string /*channel*/, std::function<void(std::string_view)> /*onMessage*/,
+    std::function<void()> /*onGap*/) {
+  return std::unique_ptr<Subscription>();
+}
+
 Result<Row> Transaction::queryOne(std::string_view sql, const Params& params,
                                   std::string_view notFoundMessage) {
   auto rows = AULA_TRY(query(sql, params));

@@ -13,8 +13,13 @@
 #include <thread>
 
 #include <libpq-fe.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "aula/broker/database.hpp"
+#include "aula/common/callback_guard.hpp"
+#include "aula/common/file.hpp"
 #include "aula/common/log.hpp"
 
 #include "db/database_internal.hpp"
@@ -81,11 +86,9 @@ Error tooBusy() {
 }
 
 void logNotice(void* /*unused*/, const char* message) noexcept {
-  // A C callback: nothing may escape it.
-  try {
+  guardCallback("libpq's notice processor", [&] {
     log::debug("PostgreSQL says: {}", detail::oneLine(message == nullptr ? "" : message));
-  } catch (...) {
-  }
+  });
 }
 
 // Rewrites '?' to $1..$n outside literals, quoted names and comments; returns
@@ -181,6 +184,7 @@ class Connection {
       : handle_(std::move(handle)), settings_(settings) {}
 
   bool broken() const { return broken_ || PQstatus(handle_.get()) != CONNECTION_OK; }
+  PGconn* raw() const { return handle_.get(); }
 
   // Runs one statement. On failure, `failure` says whether to retry the
   // transaction or drop the connection.
@@ -465,6 +469,151 @@ void backOff(int attempt) {
   std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds(random)));
 }
 
+// The key of the advisory lock that kExclusive transactions take: "aula" in
+// ASCII, so that it is recognisable in pg_locks.
+constexpr std::int64_t kExclusiveLockKey = 0x61756c61;
+constexpr std::string_view kTakeExclusiveLock = "SELECT pg_advisory_lock(1635085409)";
+static_assert(kExclusiveLockKey == 1635085409);
+
+// Holds the session-level advisory lock of kExclusive transactions on one
+// connection, and lets go of it when it goes (after the transaction ended).
+// A connection that broke has lost it with its session.
+class AdvisoryLock {
+ public:
+  explicit AdvisoryLock(Connection& connection) : connection_(connection) {}
+  ~AdvisoryLock() {
+    if (!held_ || connection_.broken())
+      return;
+    Failure failure = Failure::kNone;
+    if (auto done =
+            connection_.execute("SELECT pg_advisory_unlock(?)", {kExclusiveLockKey}, &failure);
+        !done) {
+      log::warn("Releasing a PostgreSQL advisory lock failed. {}", done.error().message());
+    }
+  }
+  AdvisoryLock(const AdvisoryLock&) = delete;
+  AdvisoryLock& operator=(const AdvisoryLock&) = delete;
+  void held() { held_ = true; }
+
+ private:
+  Connection& connection_;
+  bool held_ = false;
+};
+
+// A LISTEN on a connection of its own, on a thread that waits for the
+// server's messages or for the stop signal, whichever comes first, and
+// reconnects (with a growing pause, up to 5 s) when the server went away.
+class PgSubscription final : public Subscription {
+ public:
+  PgSubscription(Pool& pool, const Settings& settings, std::string channel,
+                 std::function<void(std::string_view)> onMessage, std::function<void()> onGap)
+      : pool_(pool),
+        settings_(settings),
+        channel_(std::move(channel)),
+        onMessage_(std::move(onMessage)),
+        onGap_(std::move(onGap)) {}
+
+  ~PgSubscription() override {
+    const std::uint64_t one = 1;
+    if (stop_.valid()) {
+      auto written = ::write(stop_.get(), &one, sizeof one);
+      (void)written;
+    }
+    if (thread_.joinable())
+      thread_.join();
+  }
+  PgSubscription(const PgSubscription&) = delete;
+  PgSubscription& operator=(const PgSubscription&) = delete;
+
+  // Listens once before returning, so that a message sent after start()
+  // is heard, and a database that is away fails here.
+  Status start() {
+    stop_ = file::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!stop_.valid())
+      return makeError(Errc::kInternal, "eventfd failed: {}.", std::strerror(errno));
+    connection_ = AULA_TRY(subscribe());
+    thread_ = std::thread([this] { run(); });
+    return okStatus();
+  }
+
+ private:
+  Result<std::unique_ptr<Connection>> subscribe() {
+    auto connection = AULA_TRY(pool_.connect());
+    Failure failure = Failure::kNone;
+    AULA_TRY(connection->execute(fmt::format("LISTEN \"{}\"", channel_), {}, &failure));
+    return connection;
+  }
+
+  // Waits for the socket (or nothing: -1) or the stop signal for up to
+  // `timeout` ms; false when it is time to stop.
+  bool wait(int socket, int timeout) const {
+    pollfd fds[2] = {{.fd = stop_.get(), .events = POLLIN, .revents = 0},
+                     {.fd = socket, .events = POLLIN, .revents = 0}};
+    const int n = ::poll(fds, socket >= 0 ? 2 : 1, timeout);
+    return !(n > 0 && (fds[0].revents & POLLIN) != 0);
+  }
+
+  void run() {
+    int pause = 100;
+    while (true) {
+      if (!connection_) {
+        if (!wait(-1, pause))
+          return;
+        auto again = subscribe();
+        if (!again) {
+          if (pause == 100)
+            log::warn("Not hearing the other brokers' events: {} Trying again.",
+                      again.error().message());
+          pause = std::min(pause * 2, 5000);
+          continue;
+        }
+        connection_ = std::move(again).value();
+        pause = 100;
+        if (onGap_)
+          guardCallback("the PostgreSQL listener's gap handler", onGap_);
+      }
+      PGconn* raw = connection_->raw();
+      if (!wait(PQsocket(raw), -1))
+        return;
+      if (PQconsumeInput(raw) == 0) {
+        log::warn("Lost the connection that hears the other brokers' events ({}): {}.",
+                  settings_.address, firstLine(PQerrorMessage(raw)));
+        connection_.reset();
+        continue;
+      }
+      while (PGnotify* note = PQnotifies(raw)) {
+        std::string payload = note->extra == nullptr ? std::string() : std::string(note->extra);
+        PQfreemem(note);
+        guardCallback("the PostgreSQL listener's message handler", [&] { onMessage_(payload); });
+      }
+    }
+  }
+
+  Pool& pool_;
+  const Settings& settings_;
+  std::string channel_;
+  std::function<void(std::string_view)> onMessage_;
+  std::function<void()> onGap_;
+  file::UniqueFd stop_;
+  std::unique_ptr<Connection> connection_;
+  std::thread thread_;
+};
+
+// A channel name is an identifier: letters, digits and '_', so that it
+// needs no quoting rules beyond double quotes.
+Status checkChannel(std::string_view channel) {
+  const bool valid = !channel.empty() && channel.size() < 64 &&
+                     std::all_of(channel.begin(), channel.end(), [](char c) {
+                       return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+                     });
+  if (!valid) {
+    return makeError(Errc::kInvalidArgument,
+                     "'{}' is not a channel name: use 1 to 63 lower-case letters, digits and '_'.",
+                     channel);
+  }
+  return okStatus();
+}
+
 class PostgresDatabase final : public Database {
  public:
   explicit PostgresDatabase(Settings settings) : settings_(std::move(settings)), pool_(settings_) {}
@@ -478,7 +627,7 @@ class PostgresDatabase final : public Database {
   Dialect dialect() const override { return Dialect::kPostgres; }
 
   Status transact(TxMode mode, const std::function<Status(Transaction&)>& body) override {
-    const std::string_view begin = mode == TxMode::kWrite
+    const std::string_view begin = mode != TxMode::kRead
                                        ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
                                        : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
     for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
@@ -487,7 +636,15 @@ class PostgresDatabase final : public Database {
                    attempt + 1);
         backOff(attempt);
       }
-      auto lease = AULA_TRY(leaseAndRun(begin));
+      // kExclusive waits for the lock before BEGIN, so that its snapshot is
+      // taken after the transaction before it committed.
+      auto lease = AULA_TRY(leaseAndRun(mode == TxMode::kExclusive ? kTakeExclusiveLock : begin));
+      AdvisoryLock lock(*lease);
+      if (mode == TxMode::kExclusive) {
+        lock.held();
+        Failure failure = Failure::kNone;
+        AULA_TRY(lease->execute(begin, {}, &failure));
+      }
       OpenTransaction open(*lease);
       PgTransaction tx(*lease);
       Status status = body(tx);
@@ -525,16 +682,38 @@ class PostgresDatabase final : public Database {
     return okStatus();
   }
 
+  Status notify(std::string_view channel, std::string_view payload) override {
+    AULA_TRY_STATUS(checkChannel(channel));
+    if (payload.size() >= 8000) {
+      return makeError(Errc::kInvalidArgument,
+                       "A message between brokers holds at most 7,999 bytes, not {}.",
+                       payload.size());
+    }
+    auto lease = AULA_TRY(
+        leaseAndRun("SELECT pg_notify(?, ?)", {std::string(channel), std::string(payload)}));
+    return okStatus();
+  }
+
+  Result<std::unique_ptr<Subscription>> listen(std::string channel,
+                                               std::function<void(std::string_view)> onMessage,
+                                               std::function<void()> onGap) override {
+    AULA_TRY_STATUS(checkChannel(channel));
+    auto subscription = std::make_unique<PgSubscription>(pool_, settings_, std::move(channel),
+                                                         std::move(onMessage), std::move(onGap));
+    AULA_TRY_STATUS(subscription->start());
+    return std::unique_ptr<Subscription>(std::move(subscription));
+  }
+
  private:
   // A connection with `sql` run on it. A pooled connection whose server went
   // away since its last use fails here, before any of a caller's work: the
   // pool is emptied and a new connection tried, so that callers see an error
   // only while the server is really away.
-  Result<Pool::Lease> leaseAndRun(std::string_view sql) {
+  Result<Pool::Lease> leaseAndRun(std::string_view sql, const Params& params = {}) {
     for (int attempt = 0;; ++attempt) {
       auto lease = AULA_TRY(pool_.acquire());
       Failure failure = Failure::kNone;
-      auto done = lease->execute(sql, {}, &failure);
+      auto done = lease->execute(sql, params, &failure);
       if (done)
         return lease;
       if (failure == Failure::kBroken && !lease.fresh() && attempt <= settings_.poolSize) {

@@ -405,7 +405,7 @@ class SqliteDatabase final : public Database {
     auto connection = pool_.acquire();
     // IMMEDIATE takes the write lock up front: a writer waits (busy_timeout)
     // at BEGIN rather than failing when it first writes, after its reads.
-    AULA_TRY_STATUS(connection->run(mode == TxMode::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED"));
+    AULA_TRY_STATUS(connection->run(mode != TxMode::kRead ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED"));
     OpenTransaction open(*connection);
     SqliteTransaction tx(*connection, mode);
     Status status = body(tx);

@@ -74,12 +74,39 @@ struct Migration {
 enum class TxMode {
   kRead,   // a snapshot read
   kWrite,  // serializable writes: SQLite BEGIN IMMEDIATE, PostgreSQL SERIALIZABLE with retries
+  // Writes that many run at once over the same rows (a desktop's start:
+  // placement over every host's load, quota sums): like kWrite, but they
+  // wait for each other instead of failing and retrying. PostgreSQL takes a
+  // session-level advisory lock before BEGIN, so the transaction's snapshot
+  // is taken after the one before it committed, on every broker of the
+  // database; SQLite's BEGIN IMMEDIATE serializes writers already.
+  kExclusive,
+};
+
+// A running LISTEN: hears messages until it is destroyed.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
 };
 
 class Database {
  public:
   virtual ~Database() = default;
   virtual Dialect dialect() const = 0;
+
+  // Messages between the brokers that share this database (PostgreSQL's
+  // NOTIFY and LISTEN). `notify` sends `payload` (at most 7,999 bytes) on
+  // `channel` to every listener, the sender's own included, at once (not in
+  // a transaction). `listen` calls `onMessage` on a thread of its own for
+  // each message, in the order they were sent, until the Subscription goes;
+  // it reconnects by itself when the server goes away, and calls `onGap`
+  // (if set) when it is listening again after messages may have been missed.
+  // SQLite has one broker, so there is nobody to tell: `notify` does
+  // nothing and `listen` returns null.
+  virtual Status notify(std::string_view channel, std::string_view payload);
+  virtual Result<std::unique_ptr<Subscription>> listen(
+      std::string channel, std::function<void(std::string_view payload)> onMessage,
+      std::function<void()> onGap = {});
 
   // Runs `body` in a transaction and commits if it returns ok, else rolls
   // back. A PostgreSQL serialization failure or deadlock runs `body` again (a
