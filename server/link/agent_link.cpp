@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "aula/common/agent_protocol.hpp"
 #include "aula/common/http_client.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/log.hpp"
@@ -19,13 +20,20 @@ std::string baseUrl(const HostAddress& host) {
                      host.agentPort);
 }
 
-Json diskFields(const DesktopSpec& d) {
-  return Json{{"persistent", d.persistent}, {"disk_path", d.diskPath}};
+// The agent's answer read as the protocol's message, or why it cannot be.
+template <typename M, typename Parse>
+Result<M> read(const HostAddress& host, const Json& answer, Parse parse) {
+  auto message = parse(answer);
+  if (!message) {
+    return makeError(Errc::kInternal, "The agent on host '{}' answered something unexpected: {}",
+                     host.name, message.error().message());
+  }
+  return std::move(*message);
 }
 
 // One command to one agent; the answer's JSON, or the agent's refusal with
 // its own sentence, or why it could not be reached.
-Result<Json> call(const AgentLinkOptions& o, const HostAddress& host, const std::string& path,
+Result<Json> call(const AgentLinkOptions& o, const HostAddress& host, std::string_view path,
                   const Json& body, std::chrono::seconds timeout) {
   if (host.address.empty() || host.agentPort <= 0) {
     return makeError(Errc::kUnavailable,
@@ -38,7 +46,7 @@ Result<Json> call(const AgentLinkOptions& o, const HostAddress& host, const std:
       .totalTimeout = timeout,
       .tls = {.caPem = o.caPem, .clientCertPem = o.clientCertPem, .clientKeyPem = o.clientKeyPem}});
   http::Request request{.method = "POST",
-                        .url = baseUrl(host) + path,
+                        .url = baseUrl(host) + std::string(path),
                         .headers = {{"Content-Type", "application/json"}},
                         .body = body.dump()};
   auto sent = client.send(request);
@@ -60,61 +68,65 @@ Result<Json> call(const AgentLinkOptions& o, const HostAddress& host, const std:
 
 }  // namespace
 
-Status AgentLink::startDesktop(const HostAddress& host, const DesktopSpec& d) {
-  Json body{
-      {"desktop_id", d.id},      {"owner", d.owner},        {"vcpus", d.vcpus},
-      {"memory_mb", d.memoryMb}, {"video", d.video},        {"base_storage", d.templateStorage},
-      {"base_disk", d.baseDisk}, {"disk_path", d.diskPath}, {"persistent", d.persistent}};
-  auto answer = AULA_TRY(call(options_, host, fmt::format("/v1/domains/{}/start", d.name), body,
-                              options_.startTimeout));
-  if (!answer.value("running", false)) {
+Result<Observed> AgentLink::startDesktop(const HostAddress& host, const DesktopSpec& d) {
+  proto::StartRequest request{.desktopId = d.id,
+                              .owner = d.owner,
+                              .vcpus = d.vcpus,
+                              .memoryMb = d.memoryMb,
+                              .video = d.video,
+                              .baseStorage = d.templateStorage,
+                              .baseDisk = d.baseDisk,
+                              .diskPath = d.diskPath,
+                              .persistent = d.persistent};
+  auto answer =
+      AULA_TRY(call(options_, host, proto::domainCommandPath(proto::DomainCommand::kStart, d.name),
+                    proto::toJson(request), options_.startTimeout));
+  auto status = AULA_TRY(read<proto::DomainStatus>(host, answer, proto::parseDomainStatus));
+  if (!status.running) {
     return makeError(Errc::kUnavailable, "The desktop '{}' is {} on host '{}', not running.",
-                     d.name, answer.value("state", "unknown"), host.name);
+                     d.name, status.state, host.name);
   }
-  return {};
+  return Observed{.seq = status.seq};
 }
 
-Status AgentLink::stopDesktop(const HostAddress& host, const DesktopSpec& d, bool force) {
-  Json body = diskFields(d);
+Result<Observed> AgentLink::stopDesktop(const HostAddress& host, const DesktopSpec& d, bool force) {
+  proto::StopRequest request{.persistent = d.persistent, .diskPath = d.diskPath};
   std::chrono::seconds timeout(60);
   if (!force) {
-    body["grace_seconds"] = options_.shutdownGrace.count();
+    request.graceSeconds = options_.shutdownGrace.count();
     timeout += options_.shutdownGrace;
   }
-  auto answer = AULA_TRY(call(
-      options_, host, fmt::format("/v1/domains/{}/{}", d.name, force ? "poweroff" : "shutdown"),
-      body, timeout));
-  if (answer.value("forced", false)) {
+  auto command = force ? proto::DomainCommand::kPowerOff : proto::DomainCommand::kShutdown;
+  auto answer = AULA_TRY(call(options_, host, proto::domainCommandPath(command, d.name),
+                              proto::toJson(request), timeout));
+  auto status = AULA_TRY(read<proto::DomainStatus>(host, answer, proto::parseDomainStatus));
+  if (status.forced) {
     log::info("Desktop {} did not shut down within {} s and was powered off.", d.id,
               options_.shutdownGrace.count());
   }
-  return {};
+  return Observed{.seq = status.seq, .forced = status.forced};
 }
 
 Status AgentLink::deleteDesktop(const HostAddress& host, const DesktopSpec& d) {
-  AULA_TRY(call(options_, host, fmt::format("/v1/domains/{}/delete", d.name),
-                Json{{"disk_path", d.diskPath}}, std::chrono::seconds(60)));
+  AULA_TRY(call(options_, host, proto::domainCommandPath(proto::DomainCommand::kDelete, d.name),
+                proto::toJson(proto::DeleteRequest{.diskPath = d.diskPath}),
+                std::chrono::seconds(60)));
   return {};
 }
 
 Result<ConsoleTicket> AgentLink::setTicket(const HostAddress& host, const DesktopSpec& d,
                                            std::chrono::seconds validFor) {
   auto answer =
-      AULA_TRY(call(options_, host, fmt::format("/v1/domains/{}/ticket", d.name),
-                    Json{{"valid_for_seconds", validFor.count()}}, std::chrono::seconds(30)));
+      AULA_TRY(call(options_, host, proto::domainCommandPath(proto::DomainCommand::kTicket, d.name),
+                    proto::toJson(proto::TicketRequest{.validForSeconds = validFor.count()}),
+                    std::chrono::seconds(30)));
+  auto ticket = AULA_TRY(read<proto::TicketAnswer>(host, answer, proto::parseTicketAnswer));
   ConsoleTicket t;
-  t.host = answer.value("host", "");
-  if (t.host.empty())
-    t.host = host.address;
-  auto port = [&](const char* field) {
-    auto it = answer.find(field);
-    return it != answer.end() && it->is_number_integer() ? it->get<int>() : 0;
-  };
-  t.tlsPort = port("tls_port");
-  t.plainPort = port("port");
-  t.ticket = answer.value("ticket", "");
-  t.expires = std::chrono::system_clock::time_point(
-      std::chrono::seconds(answer.value("expires_at", std::int64_t{0})));
+  t.host = ticket.host.empty() ? host.address : ticket.host;
+  t.tlsPort = ticket.tlsPort.value_or(0);
+  t.plainPort = ticket.port.value_or(0);
+  t.ticket = ticket.ticket;
+  t.expires = std::chrono::system_clock::time_point(std::chrono::seconds(ticket.expiresAt));
   t.hostSubject = host.spiceSubject;
   if (t.ticket.empty() || (t.tlsPort == 0 && t.plainPort == 0)) {
     return makeError(Errc::kInternal, "The agent on host '{}' set no usable ticket for '{}'.",
@@ -125,26 +137,23 @@ Result<ConsoleTicket> AgentLink::setTicket(const HostAddress& host, const Deskto
 
 Result<TemplateImage> AgentLink::makeTemplate(const HostAddress& host, const DesktopSpec& d,
                                               const std::string& templateDisk, TemplateMode mode) {
-  auto answer = AULA_TRY(call(options_, host, "/v1/templates/from-desktop",
-                              Json{{"domain", d.name},
-                                   {"disk_path", d.diskPath},
-                                   {"template_storage", kTemplateStorage},
-                                   {"template_disk", templateDisk},
-                                   {"mode", templateModeName(mode)}},
-                              options_.templateTimeout));
-  TemplateImage image;
-  if (auto it = answer.find("size_bytes"); it != answer.end() && it->is_number_integer())
-    image.sizeBytes = it->get<std::int64_t>();
-  if (auto it = answer.find("backing"); it != answer.end() && it->is_string())
-    image.backing = it->get<std::string>();
-  return image;
+  proto::TemplateRequest request{.domain = d.name,
+                                 .diskPath = d.diskPath,
+                                 .templateStorage = kTemplateStorage,
+                                 .templateDisk = templateDisk,
+                                 .mode = mode};
+  auto answer = AULA_TRY(call(options_, host, proto::kTemplateFromDesktopRoute,
+                              proto::toJson(request), options_.templateTimeout));
+  auto made = AULA_TRY(read<proto::TemplateAnswer>(host, answer, proto::parseTemplateAnswer));
+  return TemplateImage{.sizeBytes = made.sizeBytes, .backing = made.backing};
 }
 
 Status AgentLink::deleteBase(const HostAddress& host, const std::string& storage,
                              const std::string& disk) {
   // The agent reads the header of every image in its storages first.
-  AULA_TRY(call(options_, host, "/v1/templates/delete-base",
-                Json{{"storage", storage}, {"disk", disk}}, std::chrono::seconds(300)));
+  AULA_TRY(call(options_, host, proto::kDeleteBaseRoute,
+                proto::toJson(proto::DeleteBaseRequest{.storage = storage, .disk = disk}),
+                std::chrono::seconds(300)));
   return {};
 }
 

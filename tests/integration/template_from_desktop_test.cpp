@@ -83,16 +83,20 @@ class TemplateFromDesktopTest : public AgentStackTest {
     r = asStudent("POST", fmt::format("/api/v1/desktops/{}/stop?force=true", id));
     EXPECT_EQ(r.status, 200) << r.describe();
     EXPECT_EQ(domainState(domain), "shut off");
-    // A heartbeat the agent sampled just before the stop may reach the broker
-    // after it and mark the desktop running again, until
-    // hosts.reconcile_grace_seconds have passed (a race of the heartbeat's
-    // reconciliation, not of templates): let the broker settle on "stopped".
-    std::this_thread::sleep_for(1500ms);
-    EXPECT_TRUE(waitFor(
-        [&] {
-          return env_->admin("GET", fmt::format("/api/v1/desktops/{}", id))["state"] == "stopped";
-        },
-        45s));
+    auto state = [&] {
+      return env_->admin("GET", fmt::format("/api/v1/desktops/{}", id))["state"];
+    };
+    EXPECT_EQ(state(), "stopped");
+    // A heartbeat the agent sampled before the stop and delivered after it is
+    // older than the stop: it must not mark the desktop running again. Two
+    // more heartbeats later, one sampled before the stop has surely arrived.
+    auto lastBeat = [&] {
+      return env_->admin("GET", "/api/v1/hosts")[0]["last_heartbeat"].get<std::int64_t>();
+    };
+    const auto beatAtStop = lastBeat();
+    EXPECT_TRUE(waitFor([&] { return lastBeat() >= beatAtStop + 2; }, 30s))
+        << "the agent stopped sending heartbeats";
+    EXPECT_EQ(state(), "stopped");
     return id;
   }
 

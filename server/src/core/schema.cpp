@@ -217,6 +217,15 @@ CREATE TABLE settings (
         // When a desktop last stopped: a heartbeat sampled on the host before
         // a stop, arriving after it, must not mark the desktop running again.
         {4, "desktops.stopped_at", "ALTER TABLE desktops ADD COLUMN stopped_at BIGINT", ""},
+        // The desktop state machine's record: when the state began, and the
+        // newest agent observation acted on (its number and host), so an
+        // older observation never undoes a newer command.
+        {5, "desktop state order",
+         "ALTER TABLE desktops ADD COLUMN state_since BIGINT;\n"
+         "ALTER TABLE desktops ADD COLUMN observed_seq BIGINT NOT NULL DEFAULT 0;\n"
+         "ALTER TABLE desktops ADD COLUMN observed_host_id BIGINT;\n"
+         "UPDATE desktops SET state_since = COALESCE(stopped_at, started_at, created_at)",
+         ""},
     };
   }();
   return kMigrations;

@@ -2,11 +2,12 @@
 // the console descriptor.
 #include "aula/broker/desktop_service.hpp"
 
-#include <thread>
+#include <algorithm>
 
 #include "aula/common/log.hpp"
 
 #include "core/policy.hpp"
+#include "core/state_store.hpp"
 #include "desktops/desktop_rows.hpp"
 #include "org/quota_rules.hpp"
 #include "templates/template_rows.hpp"
@@ -139,11 +140,13 @@ Result<Json> DesktopService::create(const Actor& actor, const Json& body) {
 
 Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
   auto now = unixNow(ctx_.clock);
+  const auto timing = stateTiming(ctx_.settings);
   struct Plan {
     DesktopRow desktop;
     HostAddress host;
     PlacementRequest request;
     bool alreadyRunning = false;
+    StateRow state;
   };
   // The Placer's reservation for this start. A PostgreSQL retry runs the body
   // below again, and a failed COMMIT passes none of its error paths: each run
@@ -155,8 +158,10 @@ Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
       placer_.release(reserved->first, reserved->second);
     reserved.reset();
   };
+  // Exclusive: starts on several brokers queue for the placement instead of
+  // failing each other's serializable transactions and retrying.
   auto plan = ctx_.db.transactValue<
-      Plan>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Plan> {
+      Plan>(db::TxMode::kExclusive, [&](db::Transaction& tx) -> Result<Plan> {
     giveBack();
     auto rows = AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id = ?", {id}));
     if (rows.empty() ||
@@ -164,14 +169,17 @@ Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
       return makeError(Errc::kNotFound, "There is no desktop with id {}.", id);
     }
     Plan p{desktopOf(rows[0]), {}, {}, false};
-    if (p.desktop.state == "running" || p.desktop.state == "starting") {
-      p.alreadyRunning = true;
-      return p;
-    }
-    if (p.desktop.state == "stopping") {
+    p.state = AULA_TRY(loadState(tx, id)).value();
+    auto asked =
+        decide(p.state.record, Observation{.what = Happening::kStartRequested, .at = now}, timing);
+    if (asked.verdict == Verdict::kRefused) {
       return makeError(Errc::kConflict,
                        "The desktop '{}' is stopping; start it again when it has stopped.",
                        p.desktop.name);
+    }
+    if (!asked.changed()) {
+      p.alreadyRunning = true;
+      return p;
     }
     if (copying(id)) {
       return makeError(Errc::kConflict,
@@ -263,8 +271,11 @@ Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
     auto hostId = AULA_TRY(placer_.place(std::move(candidates), p.request));
     reserved.emplace(hostId, p.request);
     p.host = addresses[hostId];
-    AULA_TRY(
-        tx.exec("UPDATE desktops SET state = 'starting', host_id = ? WHERE id = ?", {hostId, id}));
+    auto starting = decide(
+        p.state.record,
+        Observation{.what = Happening::kStartRequested, .at = now, .hostId = hostId}, timing);
+    AULA_TRY_STATUS(storeTransition(tx, p.state, starting));
+    p.state.record = starting.record;
     AULA_TRY_STATUS(audit(tx, actor, now, "desktop.start", fmt::format("desktop:{}", id),
                           Json{{"host", p.host.name}}));
     return p;
@@ -277,36 +288,36 @@ Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
     return get(actor, id);
 
   auto& p = *plan;
-  ctx_.events.publish(Event{.type = "desktop.state",
-                            .data = desktopEventData(id, "starting", p.host.id),
-                            .ownerId = p.desktop.ownerId,
-                            .categoryId = p.desktop.ownerCategory});
+  publishChanges(ctx_.events,
+                 {StateChange{.id = id,
+                              .state = DesktopState::kStarting,
+                              .hostId = p.host.id,
+                              .ownerId = p.desktop.ownerId,
+                              .categoryId = p.desktop.ownerCategory}},
+                 "a start");
   ctx_.counters.desktopStarts++;
   auto started = ctx_.hosts.startDesktop(p.host, p.desktop.spec);
-  std::string state = started ? "running" : "stopped";
   auto after = unixNow(ctx_.clock);
+  std::vector<StateChange> changes;
   auto recorded = ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-    if (started) {
-      AULA_TRY(tx.exec("UPDATE desktops SET state = 'running', started_at = ? WHERE id = ?",
-                       {after, id}));
-    } else {
-      // Nothing runs: forget the host unless the desktop's disk lives there.
-      AULA_TRY(
-          tx.exec("UPDATE desktops SET state = 'stopped', stopped_at = ?, host_id = CASE WHEN "
-                  "persistent = 1 AND started_at IS NOT NULL "
-                  "THEN host_id ELSE NULL END WHERE id = ?",
-                  {after, id}));
-    }
+    changes.clear();
+    auto row = AULA_TRY(loadState(tx, id));
+    if (!row)
+      return {};  // deleted meanwhile
+    Observation answer{.what = started ? Happening::kStartSucceeded : Happening::kStartFailed,
+                       .at = after,
+                       .hostId = p.host.id,
+                       .seq = started ? started->seq : 0};
+    auto t = decide(row->record, answer, timing);
+    AULA_TRY_STATUS(storeTransition(tx, *row, t));
+    if (t.changed())
+      changes.push_back(changeOf(*row, t));
     return {};
   });
   // Only now does the 'running' row count the desktop's vCPUs on its host.
   giveBack();
   AULA_TRY_STATUS(recorded);
-  ctx_.events.publish(
-      Event{.type = "desktop.state",
-            .data = desktopEventData(id, state, started ? std::optional(p.host.id) : std::nullopt),
-            .ownerId = p.desktop.ownerId,
-            .categoryId = p.desktop.ownerCategory});
+  publishChanges(ctx_.events, changes, started ? "the agent's start" : "a failed start");
   if (!started) {
     ctx_.counters.desktopStartFailures++;
     log::warn("Desktop {} did not start on host '{}': {}", id, p.host.name,
@@ -319,54 +330,70 @@ Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
 
 Result<Json> DesktopService::stop(const Actor& actor, std::int64_t id, bool force) {
   auto now = unixNow(ctx_.clock);
-  auto desktop = ctx_.db.transactValue<DesktopRow>(
-      db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<DesktopRow> {
+  const auto timing = stateTiming(ctx_.settings);
+  struct Plan {
+    DesktopRow desktop;
+    bool stopping = false;  // false: stopped already
+  };
+  auto plan =
+      ctx_.db.transactValue<Plan>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Plan> {
         auto rows = AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id = ?", {id}));
         if (rows.empty() ||
             !AULA_TRY(mayActOnUser(tx, actor, rows[0].integer(DesktopCol::kOwnerId), true))) {
           return makeError(Errc::kNotFound, "There is no desktop with id {}.", id);
         }
-        auto d = desktopOf(rows[0]);
-        if (d.state == "stopped")
-          return d;
-        if (d.state == "stopping" && !force) {
-          return makeError(Errc::kConflict, "The desktop '{}' is already stopping.", d.name);
-        }
-        AULA_TRY(tx.exec("UPDATE desktops SET state = 'stopping' WHERE id = ?", {id}));
+        Plan p{desktopOf(rows[0]), false};
+        auto row = AULA_TRY(loadState(tx, id)).value();
+        auto t = decide(
+            row.record,
+            Observation{.what = force ? Happening::kForceStopRequested : Happening::kStopRequested,
+                        .at = now},
+            timing);
+        if (t.verdict == Verdict::kRefused)
+          return makeError(Errc::kConflict, "The desktop '{}' is already stopping.",
+                           p.desktop.name);
+        if (!t.changed())
+          return p;
+        AULA_TRY_STATUS(storeTransition(tx, row, t));
         AULA_TRY_STATUS(audit(tx, actor, now, force ? "desktop.poweroff" : "desktop.stop",
                               fmt::format("desktop:{}", id)));
-        return d;
+        p.stopping = true;
+        return p;
       });
-  if (!desktop)
-    return desktop.error();
-  auto& d = *desktop;
-  if (d.state == "stopped")
+  if (!plan)
+    return plan.error();
+  auto& d = plan->desktop;
+  if (!plan->stopping)
     return get(actor, id);
-  ctx_.events.publish(Event{.type = "desktop.state",
-                            .data = desktopEventData(id, "stopping", d.hostId),
-                            .ownerId = d.ownerId,
-                            .categoryId = d.ownerCategory});
-  Status stopped;
-  if (d.hostId) {
+  publishChanges(ctx_.events,
+                 {StateChange{.id = id,
+                              .state = DesktopState::kStopping,
+                              .hostId = d.hostId,
+                              .ownerId = d.ownerId,
+                              .categoryId = d.ownerCategory}},
+                 force ? "a power-off" : "a stop");
+  Result<Observed> stopped = Observed{};
+  if (d.hostId)
     stopped = ctx_.hosts.stopDesktop(hostOf(d), d.spec, force);
-  }
+  std::vector<StateChange> changes;
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-    if (!stopped) {
-      // The agent did not confirm: the desktop may still run. Keep it as it was.
-      AULA_TRY(tx.exec("UPDATE desktops SET state = ? WHERE id = ?", {d.state, id}));
+    changes.clear();
+    auto row = AULA_TRY(loadState(tx, id));
+    if (!row)
       return {};
-    }
-    // A non-persistent desktop's overlay is gone with the stop; so is its tie to the host.
-    AULA_TRY(
-        tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, stopped_at = ?, host_id = "
-                "CASE WHEN persistent = 1 THEN host_id ELSE NULL END WHERE id = ?",
-                {unixNow(ctx_.clock), id}));
+    // Unconfirmed, the desktop may still run: the state machine says what
+    // it is until the next heartbeat knows.
+    Observation answer{.what = stopped ? Happening::kStopSucceeded : Happening::kStopFailed,
+                       .at = unixNow(ctx_.clock),
+                       .hostId = d.hostId,
+                       .seq = stopped ? stopped->seq : 0};
+    auto t = decide(row->record, answer, timing);
+    AULA_TRY_STATUS(storeTransition(tx, *row, t));
+    if (t.changed())
+      changes.push_back(changeOf(*row, t));
     return {};
   }));
-  ctx_.events.publish(Event{.type = "desktop.state",
-                            .data = desktopEventData(id, stopped ? "stopped" : d.state, d.hostId),
-                            .ownerId = d.ownerId,
-                            .categoryId = d.ownerCategory});
+  publishChanges(ctx_.events, changes, stopped ? "the agent's stop" : "an unconfirmed stop");
   if (!stopped)
     return stopped.error().context("The desktop could not be stopped.");
   return get(actor, id);
@@ -414,16 +441,35 @@ Status DesktopService::remove(const Actor& actor, std::int64_t id) {
 
 Result<Json> DesktopService::console(const Actor& actor, std::int64_t id) {
   auto desktop = AULA_TRY(start(actor, id));
-  // Another request may be starting it: wait for that start to end.
+  // Another request may be starting it: wait for that start to end, woken by
+  // the desktop's state events. The database is read again only when one
+  // comes, or every kRecheck in case another broker finished the start.
+  constexpr std::chrono::seconds kRecheck(5);
   Result<DesktopRow> row = Error(Errc::kInternal, "unreached");
   for (auto deadline = std::chrono::steady_clock::now() + ctx_.settings.consoleStartWait;;) {
+    auto seen = ctx_.events.lastId();
     row = ctx_.db.transactValue<DesktopRow>(
         db::TxMode::kRead, [&](db::Transaction& tx) { return loadDesktop(tx, id); });
     if (!row)
       return row.error();
-    if (row->state != "starting" || std::chrono::steady_clock::now() >= deadline)
+    auto left = deadline - std::chrono::steady_clock::now();
+    if (row->state != "starting" || left <= std::chrono::seconds(0))
       break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    while (!ctx_.events.closed()) {
+      auto wait = std::min<std::chrono::steady_clock::duration>(left, kRecheck);
+      auto events =
+          ctx_.events.waitAfter(seen, std::chrono::duration_cast<std::chrono::milliseconds>(wait));
+      bool ours = events.empty();  // timed out: look again
+      for (const auto& e : events) {
+        seen = std::max<std::uint64_t>(seen, e.id);
+        ours = ours || (e.type == "desktop.state" && e.data.value("id", std::int64_t{0}) == id);
+      }
+      if (ours)
+        break;
+      left = deadline - std::chrono::steady_clock::now();
+    }
+    if (ctx_.events.closed())
+      break;
   }
   if (row->state != "running" || !row->hostId) {
     return makeError(Errc::kConflict, "The desktop '{}' is {}; try again in a moment.", row->name,

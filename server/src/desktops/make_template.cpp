@@ -68,14 +68,7 @@ Result<Json> DesktopService::makeTemplate(const Actor& actor, std::int64_t id, c
   auto name = AULA_TRY(json::getString(body, "name"));
   AULA_TRY_STATUS(checkName("template", name));
   auto modeName = AULA_TRY(optString(body, "mode")).value_or("flatten");
-  TemplateMode mode = TemplateMode::kFlatten;
-  if (modeName == "rebase") {
-    mode = TemplateMode::kRebase;
-  } else if (modeName != "flatten") {
-    return makeError(Errc::kInvalidArgument,
-                     "The field 'mode' must be 'flatten' or 'rebase', not '{}'.",
-                     modeName.substr(0, 40));
-  }
+  const TemplateMode mode = AULA_TRY(proto::parseTemplateMode(modeName));
   auto description = AULA_TRY(optString(body, "description")).value_or("");
   auto access = AULA_TRY(accessList(body));
   if (actor.role == Role::kUser) {

@@ -7,10 +7,6 @@
 
 namespace aula::broker {
 
-std::string_view templateModeName(TemplateMode mode) {
-  return mode == TemplateMode::kRebase ? "rebase" : "flatten";
-}
-
 Status SimulatedHostLink::check(const HostAddress& host) const {
   std::lock_guard lock(mutex_);
   if (unreachable_.contains(host.id)) {
@@ -19,20 +15,22 @@ Status SimulatedHostLink::check(const HostAddress& host) const {
   return {};
 }
 
-Status SimulatedHostLink::startDesktop(const HostAddress& host, const DesktopSpec& desktop) {
+Result<Observed> SimulatedHostLink::startDesktop(const HostAddress& host,
+                                                 const DesktopSpec& desktop) {
   AULA_TRY_STATUS(check(host));
   if (startDelay_.count() > 0)
     std::this_thread::sleep_for(startDelay_);
   std::lock_guard lock(mutex_);
   running_.insert(desktop.id);
-  return {};
+  return Observed{.seq = seq_.next()};
 }
 
-Status SimulatedHostLink::stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool) {
+Result<Observed> SimulatedHostLink::stopDesktop(const HostAddress& host, const DesktopSpec& desktop,
+                                                bool) {
   AULA_TRY_STATUS(check(host));
   std::lock_guard lock(mutex_);
   running_.erase(desktop.id);
-  return {};
+  return Observed{.seq = seq_.next()};
 }
 
 Status SimulatedHostLink::deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) {

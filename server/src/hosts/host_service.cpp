@@ -3,10 +3,14 @@
 #include "aula/broker/host_service.hpp"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
+#include "aula/common/agent_protocol.hpp"
 #include "aula/common/log.hpp"
 
 #include "core/policy.hpp"
+#include "core/state_store.hpp"
 
 namespace aula::broker {
 
@@ -283,89 +287,15 @@ Status HostService::remove(const Actor& actor, std::int64_t id) {
   });
 }
 
-namespace {
-
-// A desktop the broker saw change on a host, to publish after the commit.
-struct DesktopChange {
-  std::int64_t id;
-  std::string state;
-  std::optional<std::int64_t> hostId;
-  std::int64_t ownerId;
-  std::optional<std::int64_t> categoryId;
-};
-
-// Tells the event stream (and the log) what the host's account changed.
-void publishChanges(EventBus& events, const std::vector<DesktopChange>& changes,
-                    std::string_view source) {
-  for (const auto& c : changes) {
-    log::info("Desktop {} is {} on host {}, by {}.", c.id, c.state, c.hostId.value_or(0), source);
-    events.publish(Event{.type = "desktop.state",
-                         .data = Json{{"id", c.id},
-                                      {"state", c.state},
-                                      {"host_id", c.hostId ? Json(*c.hostId) : Json()}},
-                         .ownerId = c.ownerId,
-                         .categoryId = c.categoryId});
-  }
-}
-
-// Marks a desktop stopped on its host: a non-persistent one lets go of the
-// host, since its overlay is gone.
-Status markStopped(db::Transaction& tx, std::int64_t id, std::int64_t now) {
-  AULA_TRY(
-      tx.exec("UPDATE desktops SET state = 'stopped', connected = 0, stopped_at = ?, host_id = "
-              "CASE WHEN persistent = 1 THEN host_id ELSE NULL END WHERE id = ?",
-              {now, id}));
-  return {};
-}
-
-}  // namespace
-
 Status HostService::recordHeartbeat(std::int64_t hostId, const Json& load) {
-  AULA_TRY_STATUS(
-      json::checkFields(load, {"cpu_idle", "free_memory_mb", "allocated_vcpus", "cpus", "memory_mb",
-                               "running_guests", "storage_free_gb", "guests", "seq"}));
-  double cpuIdle = 0;
-  if (auto it = load.find("cpu_idle"); it != load.end()) {
-    if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 1) {
-      return Error(Errc::kInvalidArgument, "The field 'cpu_idle' must be a number from 0 to 1.");
-    }
-    cpuIdle = it->get<double>();
-  }
-  auto freeMemory = AULA_TRY(json::getInt(load, "free_memory_mb"));
-  auto cpus = AULA_TRY(json::getInt(load, "cpus"));
-  auto memory = AULA_TRY(json::getInt(load, "memory_mb"));
-  auto allocated = AULA_TRY(optInt(load, "allocated_vcpus")).value_or(0);
-  auto guests = AULA_TRY(optInt(load, "running_guests")).value_or(0);
-  Json storage = load.value("storage_free_gb", Json::object());
-  if (!storage.is_object())
-    return Error(Errc::kInvalidArgument, "The field 'storage_free_gb' must be an object.");
-  // The guests libvirt knows on the host (agents before the reconciling
-  // protocol send none, and nothing is reconciled).
-  struct Guest {
-    std::string name;
-    std::optional<std::int64_t> desktopId;
-    std::string state;
-    bool running = false;
-  };
-  std::optional<std::vector<Guest>> guestList;
-  if (auto it = load.find("guests"); it != load.end()) {
-    if (!it->is_array())
-      return Error(Errc::kInvalidArgument, "The field 'guests' must be an array.");
-    guestList.emplace();
-    for (const auto& g : *it) {
-      if (!g.is_object() || !g.contains("name") || !g["name"].is_string()) {
-        return Error(Errc::kInvalidArgument, "Each of 'guests' must be an object with a 'name'.");
-      }
-      Guest guest{g["name"].get<std::string>(), std::nullopt, g.value("state", ""),
-                  g.value("running", false)};
-      if (g.contains("desktop_id") && g["desktop_id"].is_number_integer())
-        guest.desktopId = g["desktop_id"].get<std::int64_t>();
-      guestList->push_back(std::move(guest));
-    }
-  }
+  const auto beat = AULA_TRY(proto::parseHeartbeat(load));
+  Json storage = Json::object();
+  for (const auto& [name, gb] : beat.storageFreeGb)
+    storage[name] = gb;
+  const auto timing = stateTiming(ctx_.settings);
   auto now = unixNow(ctx_.clock);
   std::string before;
-  std::vector<DesktopChange> changes;
+  std::vector<StateChange> changes;
   std::string unknownBefore;
   Json unknown = Json::array();
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
@@ -382,73 +312,49 @@ Status HostService::recordHeartbeat(std::int64_t hostId, const Json& load) {
         tx.exec("UPDATE hosts SET state = ?, cpu_idle = ?, free_memory_mb = ?, allocated_vcpus = "
                 "?, cpus = ?, memory_mb = ?, "
                 "running_guests = ?, storage = ?, last_heartbeat = ? WHERE id = ?",
-                {state, cpuIdle, freeMemory, allocated, cpus, memory, guests, storage.dump(), now,
-                 hostId}));
-    if (!guestList)
-      return {};
-    // Reconcile: libvirt's view on the host is the truth about what runs.
-    std::map<std::int64_t, const Guest*> byDesktop;
-    for (const auto& g : *guestList) {
+                {state, beat.cpuIdle, beat.freeMemoryMb, beat.allocatedVcpus, beat.cpus,
+                 beat.memoryMb, beat.runningGuests, storage.dump(), now, hostId}));
+    if (!beat.guests)
+      return {};  // an agent that does not reconcile
+    // Reconcile: libvirt's view on the host is the truth about what runs,
+    // and the state machine says what follows from it.
+    std::map<std::int64_t, bool> runs;  // desktop id -> its guest runs here
+    for (const auto& g : *beat.guests) {
       if (g.desktopId)
-        byDesktop[*g.desktopId] = &g;
+        runs[*g.desktopId] = runs[*g.desktopId] || g.running;
     }
-    auto mine = AULA_TRY(tx.query(
-        "SELECT d.id, d.state, d.started_at, d.owner_id, u.category_id FROM desktops d JOIN "
-        "users u ON u.id = d.owner_id WHERE d.host_id = ?",
-        {hostId}));
-    for (const auto& d : mine) {
-      auto it = byDesktop.find(d.integer(0));
-      bool runs = it != byDesktop.end() && it->second->running;
-      if (d.text(1) == "stopping" && !runs) {
-        // A stop that the broker did not see end (it restarted meanwhile).
-        AULA_TRY_STATUS(markStopped(tx, d.integer(0), now));
-        changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
-        continue;
-      }
-      if (d.text(1) == "starting" && runs) {
-        // A start that the broker did not see end.
-        AULA_TRY(tx.exec("UPDATE desktops SET state = 'running', started_at = ? WHERE id = ?",
-                         {now, d.integer(0)}));
-        changes.push_back({d.integer(0), "running", hostId, d.integer(3), d.optInteger(4)});
-        continue;
-      }
-      if (d.text(1) == "running" && !runs &&
-          d.optInteger(2).value_or(0) <= now - ctx_.settings.reconcileGrace.count()) {
-        AULA_TRY_STATUS(markStopped(tx, d.integer(0), now));
-        changes.push_back({d.integer(0), "stopped", hostId, d.integer(3), d.optInteger(4)});
-      }
+    auto observe = [&](const StateRow& d, bool running) -> Status {
+      Observation seen{.what = running ? Happening::kSeenRunning : Happening::kSeenStopped,
+                       .source = Source::kHeartbeat,
+                       .at = now,
+                       .hostId = hostId,
+                       .seq = beat.seq};
+      auto t = decide(d.record, seen, timing);
+      AULA_TRY_STATUS(storeTransition(tx, d, t));
+      if (t.changed())
+        changes.push_back(changeOf(d, t));
+      return {};
+    };
+    std::set<std::int64_t> mine;
+    for (const auto& d : AULA_TRY(loadStatesOnHost(tx, hostId))) {
+      mine.insert(d.id);
+      auto it = runs.find(d.id);
+      AULA_TRY_STATUS(observe(d, it != runs.end() && it->second));
     }
-    for (const auto& g : *guestList) {
-      std::optional<db::Row> desktop;
-      if (g.desktopId) {
-        auto rows = AULA_TRY(tx.query(
-            "SELECT d.id, d.state, d.host_id, d.owner_id, u.category_id, d.stopped_at FROM "
-            "desktops d JOIN "
-            "users u ON u.id = d.owner_id WHERE d.id = ?",
-            {*g.desktopId}));
-        if (!rows.empty())
-          desktop = rows[0];
-      }
-      bool ours = desktop && (desktop->isNull(2) || desktop->integer(2) == hostId);
-      if (!ours) {
-        // Not the broker's to judge: a running one is reported, never
-        // stopped; a definition that does not run costs nothing.
-        if (g.running)
-          unknown.push_back(Json{{"name", g.name}, {"state", g.state}});
+    for (const auto& g : *beat.guests) {
+      if (!g.running || (g.desktopId && mine.contains(*g.desktopId)))
+        continue;  // seen above, or a definition that does not run
+      std::optional<StateRow> d;
+      if (g.desktopId)
+        d = AULA_TRY(loadState(tx, *g.desktopId));
+      if (d && !d->record.hostId) {
+        // A desktop with no host yet: adopted where its guest runs.
+        AULA_TRY_STATUS(observe(*d, true));
         continue;
       }
-      // Started while the broker was away (or it lost track of a start) —
-      // unless it stopped within the grace: then this heartbeat was
-      // sampled before the stop.
-      if (g.running && desktop->text(1) == "stopped" &&
-          desktop->optInteger(5).value_or(0) <= now - ctx_.settings.reconcileGrace.count()) {
-        AULA_TRY(
-            tx.exec("UPDATE desktops SET state = 'running', host_id = ?, started_at = ? "
-                    "WHERE id = ?",
-                    {hostId, now, desktop->integer(0)}));
-        changes.push_back(
-            {desktop->integer(0), "running", hostId, desktop->integer(3), desktop->optInteger(4)});
-      }
+      // Not the broker's to judge (no desktop of ours, or one whose disk is
+      // on another host): reported, never stopped.
+      unknown.push_back(Json{{"name", g.name}, {"state", g.state}});
     }
     AULA_TRY(tx.exec("UPDATE hosts SET unknown_guests = ? WHERE id = ?", {unknown.dump(), hostId}));
     return {};
@@ -459,7 +365,7 @@ Status HostService::recordHeartbeat(std::int64_t hostId, const Json& load) {
                               .adminOnly = true});
   }
   publishChanges(ctx_.events, changes, "the host's heartbeat");
-  if (guestList && unknown.dump() != unknownBefore && !unknown.empty()) {
+  if (beat.guests && unknown.dump() != unknownBefore && !unknown.empty()) {
     log::warn("Host {} runs guests the broker does not know: {}; they are left alone.", hostId,
               unknown.dump());
   }
@@ -467,45 +373,37 @@ Status HostService::recordHeartbeat(std::int64_t hostId, const Json& load) {
 }
 
 Status HostService::recordAgentEvents(std::int64_t hostId, const Json& body) {
-  AULA_TRY_STATUS(json::checkFields(body, {"events"}));
-  auto it = body.find("events");
-  if (it == body.end() || !it->is_array())
-    return Error(Errc::kInvalidArgument, "The field 'events' must be an array.");
-  if (it->size() > 1000)
-    return Error(Errc::kInvalidArgument, "Send at most 1000 events at a time.");
+  const auto batch = AULA_TRY(proto::parseEventBatch(body));
+  const auto timing = stateTiming(ctx_.settings);
   auto now = unixNow(ctx_.clock);
-  std::vector<DesktopChange> changes;
+  std::vector<StateChange> changes;
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     changes.clear();
     auto host = AULA_TRY(tx.queryOne("SELECT name FROM hosts WHERE id = ?", {hostId},
                                      fmt::format("There is no host with id {}.", hostId)));
     Actor agent{.username = fmt::format("agent:{}", host.text(0))};
-    for (const auto& e : *it) {
-      if (!e.is_object() || !e.contains("event") || !e["event"].is_string())
-        return Error(Errc::kInvalidArgument, "Each event must be an object with an 'event'.");
-      if (!e.contains("desktop_id") || !e["desktop_id"].is_number_integer())
+    for (const auto& e : batch.events) {
+      if (!e.desktopId)
         continue;  // not an Aula desktop: the heartbeat reports it
-      auto id = e["desktop_id"].get<std::int64_t>();
-      auto kind = e["event"].get<std::string>();
-      auto rows = AULA_TRY(
-          tx.query("SELECT d.state, d.owner_id, u.category_id FROM desktops d JOIN users u ON "
-                   "u.id = d.owner_id WHERE d.id = ? AND d.host_id = ?",
-                   {id, hostId}));
-      if (rows.empty())
+      bool started = e.event == "started";
+      if (!started && e.event != "shutdown" && e.event != "stopped" && e.event != "crashed")
+        continue;  // a kind this broker does not act on
+      auto d = AULA_TRY(loadState(tx, *e.desktopId));
+      if (!d || d->record.hostId != hostId)
         continue;
-      const auto& d = rows[0];
-      if (kind == "started" && d.text(0) == "stopped") {
-        AULA_TRY(tx.exec("UPDATE desktops SET state = 'running', started_at = ? WHERE id = ?",
-                         {now, id}));
-        changes.push_back({id, "running", hostId, d.integer(1), d.optInteger(2)});
-      } else if ((kind == "shutdown" || kind == "stopped" || kind == "crashed") &&
-                 d.text(0) == "running") {
-        AULA_TRY_STATUS(markStopped(tx, id, now));
-        changes.push_back({id, "stopped", hostId, d.integer(1), d.optInteger(2)});
-        if (kind == "crashed") {
-          AULA_TRY_STATUS(audit(tx, agent, now, "desktop.crashed", fmt::format("desktop:{}", id),
-                                Json{{"detail", e.value("detail", "")}}));
-        }
+      Observation seen{.what = started ? Happening::kSeenRunning : Happening::kSeenStopped,
+                       .source = Source::kEvent,
+                       .at = now,
+                       .hostId = hostId,
+                       .seq = e.seq};
+      auto t = decide(d->record, seen, timing);
+      AULA_TRY_STATUS(storeTransition(tx, *d, t));
+      if (!t.changed())
+        continue;
+      changes.push_back(changeOf(*d, t));
+      if (e.event == "crashed") {
+        AULA_TRY_STATUS(audit(tx, agent, now, "desktop.crashed",
+                              fmt::format("desktop:{}", *e.desktopId), Json{{"detail", e.detail}}));
       }
     }
     return {};

@@ -1,9 +1,13 @@
 // DeploymentService, and DesktopService's start through it: a teacher hands
 // a class its desktops and starts them on the hosts that reported in.
+#include <gmock/gmock.h>
+
 #include "unit/broker/service_fixture.hpp"
 
 namespace aula::broker::test {
 namespace {
+
+using ::testing::HasSubstr;
 
 class DeploymentServiceTest : public ServiceTest {
  protected:
@@ -21,15 +25,25 @@ class DeploymentServiceTest : public ServiceTest {
     template_ = makeTemplate();
   }
 
-  // A hypervisor that reported room for the class.
-  void onlineHost() {
+  // A hypervisor that reported room for the class, with `desktopsFreeGb` free
+  // in its desktop storage.
+  std::int64_t onlineHost(const std::string& name = "hv1", std::int64_t desktopsFreeGb = 500) {
+    if (pool_ == 0)
+      pool_ = makePool();
     auto host = must(broker().hosts.create(
-        admin_, Json{{"name", "hv1"}, {"pool_id", makePool()}, {"address", "10.0.0.1"}}))["id"]
+        admin_, Json{{"name", name}, {"pool_id", pool_}, {"address", "10.0.0.1"}}))["id"]
                     .get<std::int64_t>();
+    reportStorage(host, desktopsFreeGb);
+    return host;
+  }
+
+  void reportStorage(std::int64_t host, std::int64_t desktopsFreeGb) {
     auto load = roomyLoad();
-    load["storage_free_gb"] = Json{{"desktops", 500}, {"templates", 500}};
+    load["storage_free_gb"] = Json{{"desktops", desktopsFreeGb}, {"templates", 500}};
     must(broker().hosts.recordHeartbeat(host, load));
   }
+
+  std::int64_t pool_ = 0;
 
   std::int64_t physics_ = 0;
   std::int64_t group_ = 0;
@@ -62,6 +76,35 @@ TEST_F(DeploymentServiceTest, ADesktopWithNoHostOnlineDoesNotStart) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().code(), Errc::kInternal);
   EXPECT_EQ(must(broker().desktops.get(alice, id))["state"], "stopped");
+}
+
+TEST_F(DeploymentServiceTest, ADesktopStartsOnAHostWithRoomInItsDesktopStorage) {
+  // The template's disk is 10 GiB: hv-full has 4 GiB left, hv-roomy 200.
+  onlineHost("hv-full", 4);
+  auto roomy = onlineHost("hv-roomy", 200);
+  auto alice = signIn("alice");
+  for (int i = 0; i < 3; ++i) {  // her quota of desktops
+    auto id = makeDesktop(alice, template_, fmt::format("desk-{}", i));
+    auto started = must(broker().desktops.start(alice, id));
+    EXPECT_EQ(started["state"], "running");
+    EXPECT_EQ(must(broker().desktops.get(admin_, id))["host_id"], roomy) << "desktop " << i;
+    must(broker().desktops.stop(alice, id, true));  // a student runs one at a time
+  }
+}
+
+TEST_F(DeploymentServiceTest, WithNoRoomInAnyDesktopStorageTheStartSaysWhatIsMissing) {
+  auto host = onlineHost("hv1", 4);
+  auto alice = signIn("alice");
+  auto id = makeDesktop(alice, template_, "alice-desk");
+  auto r = broker().desktops.start(alice, id);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kUnavailable);
+  EXPECT_THAT(r.error().message(), HasSubstr("lack 10 GiB in storage 'desktops'"));
+  EXPECT_EQ(must(broker().desktops.get(alice, id))["state"], "stopped");
+
+  // Once the admin frees space and the next heartbeat says so, it starts.
+  reportStorage(host, 40);
+  EXPECT_EQ(must(broker().desktops.start(alice, id))["state"], "running");
 }
 
 TEST_F(DeploymentServiceTest, ATeacherOfAnotherCategoryCannotDeployToTheClass) {

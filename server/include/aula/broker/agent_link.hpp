@@ -29,8 +29,9 @@ class AgentLink final : public HostLink {
  public:
   explicit AgentLink(AgentLinkOptions options) : options_(std::move(options)) {}
 
-  Status startDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
-  Status stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool force) override;
+  Result<Observed> startDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
+  Result<Observed> stopDesktop(const HostAddress& host, const DesktopSpec& desktop,
+                               bool force) override;
   Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
   Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
                                   std::chrono::seconds validFor) override;

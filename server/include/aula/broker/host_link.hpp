@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "aula/common/agent_protocol.hpp"
 #include "aula/common/result.hpp"
 
 namespace aula::broker {
@@ -45,12 +46,17 @@ struct DesktopSpec {
   bool persistent = true;
 };
 
-// How a template's image is made from a desktop's disk.
-enum class TemplateMode {
-  kFlatten,  // one standalone image: the base and the desktop's changes together
-  kRebase,   // only the desktop's changes, over the desktop's own base
+// How a template's image is made from a desktop's disk: the protocol's.
+using proto::TemplateMode;
+using proto::templateModeName;
+
+// What an agent answers to a start or a stop: the number it gave what it saw
+// when the command was done (0 when it gives none), so that the broker can
+// tell older observations from newer ones (see desktop_state.hpp).
+struct Observed {
+  std::int64_t seq = 0;
+  bool forced = false;  // a shutdown that ran out of time and was powered off
 };
-std::string_view templateModeName(TemplateMode mode);  // "flatten", "rebase"
 
 // The named storage where hosts keep the images of templates made from desktops.
 inline constexpr const char* kTemplateStorage = "templates";
@@ -75,9 +81,10 @@ class HostLink {
  public:
   virtual ~HostLink() = default;
   // Creates the desktop's disk if needed and starts it; returns once running.
-  virtual Status startDesktop(const HostAddress& host, const DesktopSpec& desktop) = 0;
+  virtual Result<Observed> startDesktop(const HostAddress& host, const DesktopSpec& desktop) = 0;
   // force: power off instead of a clean shutdown.
-  virtual Status stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool force) = 0;
+  virtual Result<Observed> stopDesktop(const HostAddress& host, const DesktopSpec& desktop,
+                                       bool force) = 0;
   // Removes the desktop's disk (and domain) from the host.
   virtual Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) = 0;
   virtual Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
@@ -100,8 +107,9 @@ class SimulatedHostLink final : public HostLink {
   explicit SimulatedHostLink(std::chrono::milliseconds startDelay = std::chrono::milliseconds(0))
       : startDelay_(startDelay) {}
 
-  Status startDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
-  Status stopDesktop(const HostAddress& host, const DesktopSpec& desktop, bool force) override;
+  Result<Observed> startDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
+  Result<Observed> stopDesktop(const HostAddress& host, const DesktopSpec& desktop,
+                               bool force) override;
   Status deleteDesktop(const HostAddress& host, const DesktopSpec& desktop) override;
   Result<ConsoleTicket> setTicket(const HostAddress& host, const DesktopSpec& desktop,
                                   std::chrono::seconds validFor) override;
@@ -141,6 +149,7 @@ class SimulatedHostLink final : public HostLink {
   std::vector<MadeTemplate> made_;
   std::vector<DeletedBase> deleted_;
   std::set<std::string> basesInUse_;
+  proto::ObservationClock seq_;  // numbers answers as an agent does
 };
 
 }  // namespace aula::broker
