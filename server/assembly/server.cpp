@@ -2,15 +2,16 @@
 #include "aula/broker/server.hpp"
 
 #include <condition_variable>
-#include <fstream>
 #include <thread>
 
 #include <sys/stat.h>
 
 #include "aula/broker/agent_link.hpp"
 #include "aula/broker/api.hpp"
+#include "aula/broker/event_relay.hpp"
 #include "aula/broker/schema.hpp"
 #include "aula/common/crypto.hpp"
+#include "aula/common/file.hpp"
 #include "aula/common/http_server.hpp"
 #include "aula/common/log.hpp"
 
@@ -80,28 +81,18 @@ config::Schema brokerSchema() {
 
 namespace {
 
+// A file the configuration names; a failure is the configuration's.
 Result<std::string> readText(const fs::path& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return makeError(Errc::kConfig, "Cannot read the {} at '{}': {}.", what, path.string(),
-                     std::strerror(errno));
-  }
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  auto text = file::readFile(path, what);
+  if (!text)
+    return Error(Errc::kConfig, text.error().message());
+  return text;
 }
 
+// Key material and the configuration: mode set when the file is made, never
+// wider for a moment, and replaced whole.
 Status writePrivate(const fs::path& path, std::string_view content, mode_t mode) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    return makeError(Errc::kIo, "Cannot write '{}': {}.", path.string(), std::strerror(errno));
-  }
-  out << content;
-  out.close();
-  if (!out || ::chmod(path.c_str(), mode) != 0) {
-    return makeError(Errc::kIo, "Cannot write '{}': {}.", path.string(), std::strerror(errno));
-  }
-  return {};
+  return file::writeFileAtomic(path, content, {.mode = mode});
 }
 
 // The broker's client certificate for agents (CN "aula-broker"), made from
@@ -192,8 +183,10 @@ BrokerSettings settingsFrom(const config::Config& c) {
 // Until the agent link exists, a broker without simulated hosts says so.
 class NoAgentLink final : public HostLink {
  public:
-  Status startDesktop(const HostAddress& host, const DesktopSpec&) override { return away(host); }
-  Status stopDesktop(const HostAddress& host, const DesktopSpec&, bool) override {
+  Result<Observed> startDesktop(const HostAddress& host, const DesktopSpec&) override {
+    return away(host);
+  }
+  Result<Observed> stopDesktop(const HostAddress& host, const DesktopSpec&, bool) override {
     return away(host);
   }
   Status deleteDesktop(const HostAddress& host, const DesktopSpec&) override { return away(host); }
@@ -320,6 +313,7 @@ Result<InitResult> initDataDir(const InitOptions& o) {
 struct BrokerServer::Impl {
   std::unique_ptr<db::Database> database;
   EventBus events;
+  std::unique_ptr<EventRelay> relay;  // events to and from the other brokers
   std::unique_ptr<HostLink> ownLink;
   std::unique_ptr<Directory> directory;
   std::unique_ptr<Broker> broker;
@@ -414,6 +408,7 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     }
     link = impl.ownLink.get();
   }
+  impl.relay = AULA_TRY(EventRelay::start(*impl.database, impl.events));
   impl.broker =
       std::make_unique<Broker>(*impl.database, std::move(settings), SystemClock::instance(),
                                impl.events, *link, impl.directory.get());
@@ -470,6 +465,7 @@ void BrokerServer::stop() {
     impl_->server->stop();
   if (impl_->watchdog.joinable())
     impl_->watchdog.join();
+  impl_->relay.reset();
 }
 
 int BrokerServer::port() const {

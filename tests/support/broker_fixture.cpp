@@ -110,32 +110,45 @@ void replaceAll(std::string& text, std::string_view from, std::string_view to) {
 std::unique_ptr<broker::BrokerServer> startBroker(const fs::path& dataDir, const fs::path& scratch,
                                                   const BrokerOptions& options,
                                                   broker::SimulatedHostLink& hosts) {
-  auto made = broker::initDataDir({.dataDir = dataDir,
-                                   .adminPassword = std::string(BrokerFixture::kAdminPassword),
-                                   .listen = "127.0.0.1:0",
-                                   .databaseBackend = std::string(backendName(options.backend)),
-                                   .postgresConninfo = options.postgresConninfo});
-  if (!made)
-    throw std::runtime_error("initDataDir failed: " + made.error().message());
+  fs::path configPath = dataDir / "broker.toml";
+  if (options.joinDataDir) {
+    // What an admin copies to the next broker, modes kept.
+    fs::create_directories(dataDir);
+    fs::copy_file(*options.joinDataDir / "broker.toml", configPath);
+    for (const char* sub : {"ca", "tls"}) {
+      fs::copy(*options.joinDataDir / sub, dataDir / sub, fs::copy_options::recursive);
+    }
+  } else {
+    auto made = broker::initDataDir({.dataDir = dataDir,
+                                     .adminPassword = std::string(BrokerFixture::kAdminPassword),
+                                     .listen = "127.0.0.1:0",
+                                     .databaseBackend = std::string(backendName(options.backend)),
+                                     .postgresConninfo = options.postgresConninfo});
+    if (!made)
+      throw std::runtime_error("initDataDir failed: " + made.error().message());
+    configPath = made->configPath;
 
-  // Storage paths are a table, which config.set cannot reach: point them into
-  // the test's directory in the file itself.
-  fs::create_directories(scratch / "templates");
-  fs::create_directories(scratch / "desktops");
-  std::string toml = readFile(made->configPath);
-  replaceAll(toml, "\"/var/lib/aula/templates\"", tomlString((scratch / "templates").string()));
-  replaceAll(toml, "\"/var/lib/aula/desktops\"", tomlString((scratch / "desktops").string()));
-  toml += "\n" + options.extraToml + "\n";
-  writeFile(made->configPath, toml);
+    // Storage paths are a table, which config.set cannot reach: point them
+    // into the test's directory in the file itself.
+    fs::create_directories(scratch / "templates");
+    fs::create_directories(scratch / "desktops");
+    std::string toml = readFile(configPath);
+    replaceAll(toml, "\"/var/lib/aula/templates\"", tomlString((scratch / "templates").string()));
+    replaceAll(toml, "\"/var/lib/aula/desktops\"", tomlString((scratch / "desktops").string()));
+    toml += "\n" + options.extraToml + "\n";
+    writeFile(configPath, toml);
+  }
 
   auto config =
-      config::Config::loadFile(made->configPath, broker::brokerSchema(), config::noEnvironment());
+      config::Config::loadFile(configPath, broker::brokerSchema(), config::noEnvironment());
   if (!config)
     throw std::runtime_error("Loading broker.toml failed: " + config.error().message());
   // Cheap hashes: a test logs in dozens of times.
   std::vector<std::pair<std::string, std::string>> settings = {{"auth.argon2_memory_kib", "1024"},
                                                                {"auth.argon2_iterations", "1"},
                                                                {"broker.log_level", "warn"}};
+  if (options.joinDataDir)
+    settings.emplace_back("broker.data_dir", dataDir.string());
   settings.insert(settings.end(), options.settings.begin(), options.settings.end());
   for (const auto& [key, value] : settings) {
     if (auto set = config->set(key, value); !set) {

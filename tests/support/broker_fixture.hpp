@@ -73,6 +73,10 @@ struct BrokerOptions {
   // TOML appended to broker.toml before it is loaded, for what config.set
   // cannot say: tables such as [ldap.group_map].
   std::string extraToml;
+  // Another broker's data dir: this broker joins its database, as the admin
+  // guide's "Several brokers on one PostgreSQL" says (a copy of broker.toml,
+  // ca/ and tls/), instead of running init.
+  std::optional<std::filesystem::path> joinDataDir;
 };
 
 // What seed() made.

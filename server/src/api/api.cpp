@@ -67,24 +67,39 @@ ServerResponse Api::Impl::eventStream(const Actor& actor, ServerRequest& request
       eventStreams--;
       return;
     }
+    // The stream lives as long as its session: it checks at every
+    // keep-alive, and at once when the user's sessions change on any broker.
+    auto sessionHolds = [&] {
+      auto held = broker.auth.checkSession(actor);
+      if (held || held.error().code() != Errc::kUnauthenticated)
+        return true;  // the database being away is not the session's end
+      writer.write(fmt::format("event: session.ended\ndata: {}\n\n",
+                               Json{{"reason", held.error().message()}}.dump()));
+      return false;
+    };
     while (!writer.stopping()) {
       auto batch = events.waitAfter(after, options.eventKeepAlive);
       if (batch.empty() && events.closed())
         break;  // the broker is stopping
       bool alive = true;
+      bool check = batch.empty();
       if (batch.empty()) {
         alive = writer.write(": keep-alive\n\n");
       }
       for (const auto& e : batch) {
         after = e.id;
-        if (!broker.access.canSee(actor, e))
+        if (e.internal) {
+          check = check || (e.type == "session.ended" && e.ownerId == actor.userId);
+          continue;
+        }
+        if (!e.everyone && !broker.access.canSee(actor, e))
           continue;
         alive = writer.write(
             fmt::format("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.type, e.data.dump()));
         if (!alive)
           break;
       }
-      if (!alive)
+      if (!alive || (check && !sessionHolds()))
         break;
     }
     eventStreams--;

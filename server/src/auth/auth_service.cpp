@@ -298,8 +298,33 @@ Result<Actor> AuthService::authenticate(std::string_view token, const std::strin
   return *actor;
 }
 
+Status AuthService::checkSession(const Actor& actor) {
+  auto now = unixNow(ctx_.clock);
+  return ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    enum : std::size_t { kDisabled, kKind, kLastUsed, kExpires };
+    // The account first: disabling or deleting it also ends its sessions,
+    // and the stream should say which.
+    auto rows =
+        AULA_TRY(tx.query("SELECT u.disabled, s.kind, s.last_used_at, s.expires_at FROM users u "
+                          "LEFT JOIN sessions s ON s.id = ? AND s.user_id = u.id WHERE u.id = ?",
+                          {actor.sessionId, actor.userId}));
+    if (rows.empty())
+      return Error(Errc::kUnauthenticated, "The account was deleted.");
+    const auto& r = rows[0];
+    if (r.integer(kDisabled) != 0)
+      return Error(Errc::kUnauthenticated, "The account was disabled.");
+    if (r.isNull(kKind))
+      return Error(Errc::kUnauthenticated, "The session was ended; log in again.");
+    const bool idle = r.text(kKind) == "session" &&
+                      now - r.integer(kLastUsed) > ctx_.settings.sessionIdle.count();
+    if (r.integer(kExpires) <= now || idle)
+      return Error(Errc::kUnauthenticated, "The session has expired; log in again.");
+    return {};
+  });
+}
+
 Status AuthService::logout(const Actor& actor) {
-  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto n = AULA_TRY(
         tx.exec("DELETE FROM sessions WHERE id = ? AND kind = 'session'", {actor.sessionId}));
     if (n == 0) {
@@ -308,7 +333,9 @@ Status AuthService::logout(const Actor& actor) {
                    "/api/v1/api-tokens/{id}.");
     }
     return {};
-  });
+  }));
+  publishSessionEnded(ctx_.events, actor.userId);
+  return {};
 }
 
 Result<Json> AuthService::me(const Actor& actor) {
@@ -417,13 +444,15 @@ Result<Json> AuthService::createToken(const Actor& actor, const Json& body) {
 
 Status AuthService::deleteToken(const Actor& actor, std::int64_t id) {
   auto now = unixNow(ctx_.clock);
-  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto n = AULA_TRY(tx.exec("DELETE FROM sessions WHERE id = ? AND user_id = ? AND kind = 'api'",
                               {id, actor.userId}));
     if (n == 0)
       return makeError(Errc::kNotFound, "You have no API token with id {}.", id);
     return audit(tx, actor, now, "token.delete", fmt::format("token:{}", id));
-  });
+  }));
+  publishSessionEnded(ctx_.events, actor.userId);
+  return {};
 }
 
 }  // namespace aula::broker

@@ -104,6 +104,13 @@ Status checkHostAddress(std::string_view address) {
   return {};
 }
 
+void publishSessionEnded(EventBus& events, std::int64_t userId) {
+  events.publish(Event{.type = "session.ended",
+                       .data = Json{{"user_id", userId}},
+                       .ownerId = userId,
+                       .internal = true});
+}
+
 Error forbidden() {
   return Error(Errc::kPermissionDenied, "You are not allowed to do this.");
 }

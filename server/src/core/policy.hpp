@@ -22,6 +22,11 @@ Status checkHostName(std::string_view name);
 Status checkHostAddress(std::string_view address);
 
 Error forbidden();  // the one sentence for "not allowed"
+
+// Tells the event streams of this user, on every broker, that one of the
+// user's sessions ended or the account changed: they check their session
+// and close if it no longer holds. Call after the change committed.
+void publishSessionEnded(EventBus& events, std::int64_t userId);
 Status requireAdmin(const Actor& actor);
 Status requireManager(const Actor& actor);  // manager or admin
 bool managesCategory(const Actor& actor, std::optional<std::int64_t> categoryId);

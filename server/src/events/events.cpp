@@ -1,12 +1,25 @@
 // The event bus behind /api/v1/events.
 #include "aula/broker/events.hpp"
 
+#include <algorithm>
+
 namespace aula::broker {
 
-void EventBus::publish(Event event) {
+namespace {
+
+std::uint64_t nowMicroseconds() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+}  // namespace
+
+void EventBus::deliver(Event event) {
   {
     std::lock_guard lock(mutex_);
-    event.id = nextId_++;
+    lastId_ = std::max(lastId_ + 1, nowMicroseconds());
+    event.id = lastId_;
     events_.push_back(std::move(event));
     while (events_.size() > history_)
       events_.pop_front();
@@ -14,9 +27,28 @@ void EventBus::publish(Event event) {
   changed_.notify_all();
 }
 
+void EventBus::publish(Event event) {
+  std::function<void(const Event&)> relay;
+  {
+    std::lock_guard lock(relayMutex_);
+    relay = relay_;
+  }
+  if (!relay) {
+    deliver(std::move(event));
+    return;
+  }
+  deliver(event);
+  relay(event);
+}
+
+void EventBus::setRelay(std::function<void(const Event&)> relay) {
+  std::lock_guard lock(relayMutex_);
+  relay_ = std::move(relay);
+}
+
 std::vector<Event> EventBus::waitAfter(std::uint64_t after, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  changed_.wait_for(lock, timeout, [&] { return closed_ || nextId_ - 1 > after; });
+  changed_.wait_for(lock, timeout, [&] { return closed_ || lastId_ > after; });
   std::vector<Event> out;
   for (const auto& e : events_) {
     if (e.id > after)
@@ -27,7 +59,7 @@ std::vector<Event> EventBus::waitAfter(std::uint64_t after, std::chrono::millise
 
 std::uint64_t EventBus::lastId() const {
   std::lock_guard lock(mutex_);
-  return nextId_ - 1;
+  return lastId_;
 }
 
 bool EventBus::closed() const {

@@ -557,7 +557,8 @@ Result<Json> OrgService::updateUser(const Actor& actor, std::int64_t id, const J
     hash = AULA_TRY(hashPassword(*password, ctx_.settings.argon2));
   }
   auto now = unixNow(ctx_.clock);
-  return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
+  auto updated = ctx_.db.transactValue<
+      Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns),
                                     {id}, fmt::format("There is no user with id {}.", id)));
     if (!self) {
@@ -599,10 +600,13 @@ Result<Json> OrgService::updateUser(const Actor& actor, std::int64_t id, const J
       detail["password"] = "(changed)";
     AULA_TRY_STATUS(audit(tx, actor, now, "user.update",
                           fmt::format("user:{}", row.text(UserCol::kUsername)), detail));
-    auto updated = AULA_TRY(
+    auto stored = AULA_TRY(
         tx.queryOne(fmt::format("SELECT {} FROM users WHERE id = ?", kUserColumns), {id}, "gone"));
-    return userRowJson(updated);
+    return userRowJson(stored);
   });
+  if (updated && (disabled.value_or(false) || hash))
+    publishSessionEnded(ctx_.events, id);
+  return updated;
 }
 
 Status OrgService::deleteUser(const Actor& actor, std::int64_t id) {
@@ -610,7 +614,7 @@ Status OrgService::deleteUser(const Actor& actor, std::int64_t id) {
   if (actor.userId == id)
     return Error(Errc::kConflict, "You cannot delete your own account.");
   auto now = unixNow(ctx_.clock);
-  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     auto row = AULA_TRY(tx.queryOne("SELECT username, role FROM users WHERE id = ?", {id},
                                     fmt::format("There is no user with id {}.", id)));
     if (!AULA_TRY(mayActOnUser(tx, actor, id, false)))
@@ -627,7 +631,9 @@ Status OrgService::deleteUser(const Actor& actor, std::int64_t id) {
         tx.exec("DELETE FROM template_access WHERE subject = ?", {fmt::format("user:{}", id)}));
     AULA_TRY(tx.exec("DELETE FROM users WHERE id = ?", {id}));
     return audit(tx, actor, now, "user.delete", fmt::format("user:{}", row.text(0)));
-  });
+  }));
+  publishSessionEnded(ctx_.events, id);
+  return {};
 }
 
 // ---- quotas ----

@@ -50,6 +50,44 @@ TEST_F(AuthServiceTest, ALoggedOutSessionNoLongerAuthenticates) {
   EXPECT_EQ(r.error().code(), Errc::kUnauthenticated);
 }
 
+// What an open event stream asks at each keep-alive, and the event that
+// makes it ask at once.
+TEST_F(AuthServiceTest, ASessionHoldsUntilItEndsAndSaysWhyItEnded) {
+  auto aliceId = makeUser("alice", "user");
+  auto bobId = makeUser("bob", "user");
+  makeUser("carol", "user");
+  auto alice = signIn("alice");
+  auto bob = signIn("bob");
+  auto carol = signIn("carol");
+  EXPECT_TRUE(broker().auth.checkSession(alice).ok());
+  auto why = [&](const Actor& a) {
+    auto held = broker().auth.checkSession(a);
+    EXPECT_FALSE(held.ok());
+    return held.ok() ? std::string() : held.error().message();
+  };
+  const auto before = events_.lastId();
+
+  must(broker().auth.logout(carol));
+  EXPECT_EQ(why(carol), "The session was ended; log in again.");
+  must(broker().org.updateUser(admin_, aliceId, Json{{"disabled", true}}));
+  EXPECT_EQ(why(alice), "The account was disabled.");
+  must(broker().org.deleteUser(admin_, bobId));
+  EXPECT_EQ(why(bob), "The account was deleted.");
+  // Each told the streams, and no stream shows it.
+  int ended = 0;
+  for (const auto& e : events_.waitAfter(before, std::chrono::milliseconds(0))) {
+    if (e.type == "session.ended") {
+      EXPECT_TRUE(e.internal);
+      ++ended;
+    }
+  }
+  EXPECT_EQ(ended, 3);
+
+  auto admin = signIn("admin");
+  clock_.advance(std::chrono::hours(13));
+  EXPECT_EQ(why(admin), "The session has expired; log in again.");
+}
+
 TEST_F(AuthServiceTest, AnApiTokenAuthenticatesUntilItIsDeleted) {
   auto made = must(broker().auth.createToken(admin_, Json{{"name", "backup"}, {"valid_days", 2}}));
   auto token = made["token"].get<std::string>();

@@ -22,6 +22,10 @@ class AuthService {
   Result<Json> login(std::string_view username, std::string_view password,
                      const std::string& address);
   Result<Actor> authenticate(std::string_view token, const std::string& address);
+  // Whether the actor's session (or API token) still holds: not ended,
+  // expired or idle too long, and its user not disabled. kUnauthenticated
+  // says which. For what stays open past its request (the event stream).
+  Status checkSession(const Actor& actor);
   Status logout(const Actor& actor);
   Result<Json> me(const Actor& actor);
   Result<Json> changePassword(const Actor& actor, const Json& body);

@@ -1,13 +1,16 @@
 // The live event stream: desktop and host state changes, fanned out to
 // subscribers (the greeter, admin tools) as server-sent events. Each event
 // says who may see it; the API filters per subscriber. A short history lets
-// a client that reconnects with Last-Event-ID catch up.
+// a client that reconnects with Last-Event-ID catch up. With several brokers
+// on one PostgreSQL, an EventRelay carries each event raised here to the
+// others' buses and theirs to this one (event_relay.hpp).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -26,24 +29,33 @@ struct Event {
   std::optional<std::int64_t> ownerId;
   std::optional<std::int64_t> categoryId;
   bool adminOnly = false;
+  // For every stream (a notice such as "events.gap"), whoever holds it.
+  bool everyone = false;
+  // For the broker itself, never written to a stream: "session.ended"
+  // makes the streams of that user check that their session still holds.
+  bool internal = false;
 };
 
 class EventBus {
  public:
-  // Ids start at the current time in microseconds, so they keep growing
-  // across broker restarts and a client's Last-Event-ID stays comparable.
-  explicit EventBus(std::size_t history = 1024)
-      : history_(history),
-        nextId_(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                               std::chrono::system_clock::now().time_since_epoch())
-                                               .count())) {}
+  // An event's id is the wall clock in microseconds when it reached this
+  // bus, or one more than the last id if that is larger: ids keep growing
+  // across broker restarts, and the buses of several brokers number about
+  // alike, so a client's Last-Event-ID stays meaningful on another broker.
+  explicit EventBus(std::size_t history = 1024) : history_(history) {}
 
+  // An event raised on this broker: stored, then handed to the relay.
   void publish(Event event);
+  // An event another broker raised: stored only.
+  void deliver(Event event);
+  // Who hears of each event this broker raises (the EventRelay); empty
+  // for none. Set it before events flow, or while none are published.
+  void setRelay(std::function<void(const Event&)> relay);
   // Events with id > `after`, waiting up to `timeout` for the first one.
   // Returns empty on timeout or when the bus closes.
   std::vector<Event> waitAfter(std::uint64_t after, std::chrono::milliseconds timeout);
-  std::uint64_t lastId() const;
-  void close();  // wakes every waiter; used at shutdown
+  std::uint64_t lastId() const;  // 0 before the first event
+  void close();                  // wakes every waiter; used at shutdown
   bool closed() const;
 
  private:
@@ -51,8 +63,10 @@ class EventBus {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Event> events_;
-  std::uint64_t nextId_;
+  std::uint64_t lastId_ = 0;
   bool closed_ = false;
+  std::mutex relayMutex_;
+  std::function<void(const Event&)> relay_;
 };
 
 }  // namespace aula::broker
