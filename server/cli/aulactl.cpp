@@ -10,7 +10,6 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -21,6 +20,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "aula/common/file.hpp"
 #include "aula/common/http_client.hpp"
 #include "aula/common/json.hpp"
 
@@ -195,18 +195,9 @@ fs::path credentialsPath() {
   return base / "aula" / "aulactl.json";
 }
 
-std::optional<std::string> readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return std::nullopt;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 Result<Session> loadSession() {
   Session s;
-  if (auto text = readFile(credentialsPath().string())) {
+  if (auto text = file::readFile(credentialsPath())) {
     auto j = json::parse(*text);
     if (j && j->is_object()) {
       s.url = j->value("url", "");
@@ -222,7 +213,7 @@ Result<Session> loadSession() {
   if (const char* v = std::getenv("AULA_TOKEN"))
     s.token = v;
   if (const char* v = std::getenv("AULA_CA_FILE")) {
-    auto pem = readFile(v);
+    auto pem = file::readFile(v);
     if (!pem)
       return makeError(Errc::kConfig, "Cannot read the CA file '{}' named by AULA_CA_FILE.", v);
     s.caPem = *pem;
@@ -490,41 +481,11 @@ std::string shellQuote(const std::string& word) {
   return out + "'";
 }
 
-Status writeAll(int fd, const std::string& text, const std::string& path) {
-  std::size_t done = 0;
-  while (done < text.size()) {
-    auto n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path, std::strerror(errno)),
-                   errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return {};
-}
-
-// Writes a file only its owner may read (it holds a live ticket), replacing
-// a file of that name but never following a symbolic link.
+// Writes a file only its owner may read (it holds a live ticket): made
+// private before the ticket goes in, and renamed over a file of that name,
+// so a symbolic link there is replaced, never followed.
 Status writePrivateFile(const std::string& path, const std::string& text) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path, std::strerror(errno)),
-                 errno);
-  }
-  // An existing file keeps its mode through O_TRUNC: make it private before
-  // the ticket goes in.
-  Status written =
-      ::fchmod(fd, 0600) == 0
-          ? writeAll(fd, text, path)
-          : Status(Error(Errc::kIo,
-                         fmt::format("Cannot make '{}' private: {}.", path, std::strerror(errno)),
-                         errno));
-  if (::close(fd) != 0 && written)
-    return Error(Errc::kIo, fmt::format("Cannot write '{}': {}.", path, std::strerror(errno)),
-                 errno);
-  return written;
+  return file::writeFileAtomic(path, text, {.mode = 0600});
 }
 
 // A new private file for the connection, in $XDG_RUNTIME_DIR (a directory
@@ -555,8 +516,9 @@ Result<std::string> writePrivateTempFile(const std::string& desktopId, const std
                              std::strerror(errno)),
                  errno);
   }
-  auto written = writeAll(fd, text, name);
-  ::close(fd);
+  file::UniqueFd owned(fd);
+  auto written = file::writeAll(owned.get(), text, name);
+  owned.reset();
   if (!written) {
     ::unlink(name.c_str());
     return written.error();
@@ -688,7 +650,7 @@ int run(const std::vector<std::string>& args) {
     while (!s.url.empty() && s.url.back() == '/')
       s.url.pop_back();
     if (!caFile.empty()) {
-      auto pem = readFile(caFile);
+      auto pem = file::readFile(caFile);
       if (!pem) {
         std::cerr << "aulactl: cannot read the CA file '" << caFile << "'.\n";
         exitCode = 2;
@@ -704,7 +666,7 @@ int run(const std::vector<std::string>& args) {
     }
     std::string password;
     if (!passwordFile.empty()) {
-      auto pw = readFile(passwordFile);
+      auto pw = file::readFile(passwordFile);
       if (!pw) {
         std::cerr << "aulactl: cannot read the password file '" << passwordFile << "'.\n";
         exitCode = 2;
@@ -741,11 +703,14 @@ int run(const std::vector<std::string>& args) {
     auto path = credentialsPath();
     std::error_code ec;
     fs::create_directories(path.parent_path(), ec);
-    {
-      std::ofstream out(path, std::ios::trunc);
-      out << saved.dump(2) << "\n";
+    // The token is a credential: never readable by others, not for a moment.
+    if (auto written = file::writeFileAtomic(path, saved.dump(2) + "\n", {.mode = 0600});
+        !written) {
+      std::cerr << "aulactl: logged in, but the session was not saved: "
+                << written.error().message() << "\n";
+      exitCode = 1;
+      return;
     }
-    ::chmod(path.c_str(), 0600);
     std::cout << "Logged in to " << s.url << " as " << user << " ("
               << (*j)["user"]["role"].get<std::string>() << ").\n";
   });

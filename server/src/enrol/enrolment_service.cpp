@@ -9,14 +9,11 @@
 // holder of the token receives the keys, and nobody can read them on the way.
 #include "aula/broker/enrolment_service.hpp"
 
-#include <cctype>
 #include <ctime>
 #include <string>
 
-#include <arpa/inet.h>
-#include <sys/socket.h>
-
 #include "aula/common/crypto.hpp"
+#include "aula/common/host_port.hpp"
 #include "aula/common/log.hpp"
 
 #include "core/policy.hpp"
@@ -33,62 +30,22 @@ struct AgentAddress {
   bool isIp = false;
 };
 
-bool isIpAddress(const std::string& text) {
-  unsigned char buffer[16];
-  return ::inet_pton(AF_INET, text.c_str(), buffer) == 1 ||
-         ::inet_pton(AF_INET6, text.c_str(), buffer) == 1;
-}
-
-// "host:port", "[v6 address]:port", or a host without a port.
+// "host:port", "[v6 address]:port", or a host without a port; none at all
+// when the agent gave none.
 Result<AgentAddress> parseAgentAddress(std::string_view text) {
   AgentAddress out;
   if (text.empty())
     return out;
-  auto invalid = [&] {
+  auto parsed = AULA_TRY(parseHostPort(text, PortRule::kOptional, "The agent address"));
+  if (parsed.port && *parsed.port == 0) {
     return makeError(Errc::kInvalidArgument,
-                     "The agent address '{}' is not valid: give HOST:PORT, such as "
-                     "'10.0.0.5:9443' or 'hv1.school.lan:9443', or [IPv6]:PORT.",
+                     "The agent address '{}' has port 0; give the port the agent listens on, "
+                     "such as '10.0.0.5:9443'.",
                      text.substr(0, 80));
-  };
-  std::string_view host = text;
-  std::string_view port;
-  if (text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string_view::npos)
-      return invalid();
-    host = text.substr(1, close - 1);
-    auto rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':')
-        return invalid();
-      port = rest.substr(1);
-    }
-  } else if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
-    if (text.find(':') != colon)
-      return invalid();  // a bare IPv6 address would be ambiguous
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
   }
-  if (host.empty() || host.size() > 253)
-    return invalid();
-  out.host = std::string(host);
-  for (auto& c : out.host)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  out.host = parsed.host;
+  out.port = parsed.port.value_or(0);
   out.isIp = isIpAddress(out.host);
-  if (!out.isIp) {
-    for (unsigned char c : out.host) {
-      if (!(std::isalnum(c) || c == '-' || c == '.'))
-        return invalid();
-    }
-  }
-  if (!port.empty() || text.back() == ':') {
-    if (port.empty() || port.size() > 5 ||
-        port.find_first_not_of("0123456789") != std::string_view::npos)
-      return invalid();
-    out.port = std::stoll(std::string(port));
-    if (out.port < 1 || out.port > 65535)
-      return invalid();
-  }
   return out;
 }
 
