@@ -318,6 +318,30 @@ Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject) {
   return limitsOf(rows[0]);
 }
 
+Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int64_t userId) {
+  // Columns: kLimitColumns, then these.
+  enum : std::size_t { kOf = kTemplates + 1, kSubjectId, kGroupName };
+  const std::string limits = "q.desktops, q.running, q.vcpus, q.memory_mb, q.disk_gb, q.templates";
+  auto rows = AULA_TRY(tx.query(
+      fmt::format("SELECT {0}, 0, g.id, g.name FROM group_members m JOIN groups_ g ON g.id = "
+                  "m.group_id JOIN quotas q ON q.subject = 'group:' || CAST(g.id AS TEXT) "
+                  "WHERE m.user_id = ? "
+                  "UNION ALL SELECT {0}, 1, u.category_id, '' FROM users u JOIN quotas q ON "
+                  "q.subject = 'category:' || CAST(u.category_id AS TEXT) WHERE u.id = ? "
+                  "ORDER BY 7, 8",
+                  limits),
+      {userId, userId}));
+  std::vector<TotalLimit> out;
+  for (const auto& r : rows) {
+    out.push_back(
+        TotalLimit{.of = r.integer(kOf) == 0 ? TotalLimit::Of::kGroup : TotalLimit::Of::kCategory,
+                   .id = r.integer(kSubjectId),
+                   .groupName = r.text(kGroupName),
+                   .limits = limitsOf(r)});
+  }
+  return out;
+}
+
 std::string limitMessage(std::string_view who, std::string_view what, std::int64_t limit) {
   return fmt::format("{} reached the limit of {} {}; {}", who, limit, what,
                      who == "You have" ? "free some up first or ask your teacher."

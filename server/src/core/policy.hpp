@@ -84,6 +84,18 @@ struct Limits {
 Result<Limits> perUserLimits(db::Transaction& tx, std::int64_t userId);
 Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject);
 
+// A total that applies to one user's desktops: of a group they are in, or of
+// their category.
+struct TotalLimit {
+  enum class Of { kGroup, kCategory } of = Of::kGroup;
+  std::int64_t id = 0;
+  std::string groupName;  // for kGroup
+  Limits limits;
+};
+// Every total set for the user's groups (by group id) and then their
+// category, in one query: a start's placement holds a lock while it runs.
+Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int64_t userId);
+
 // "<who> reached the limit of <n> <what>; ..." for kQuotaExceeded.
 std::string limitMessage(std::string_view who, std::string_view what, std::int64_t limit);
 

@@ -62,20 +62,17 @@ Status checkQuotas(db::Transaction& tx, std::int64_t ownerId, QuotaCheck check, 
     auto used = AULA_TRY(usageWhere(tx, "u.id = ?", {ownerId}));
     AULA_TRY_STATUS(evaluate(limits, used, "You have"));
   }
-  for (auto gid : AULA_TRY(userGroups(tx, ownerId))) {
-    auto limits = AULA_TRY(totalLimits(tx, fmt::format("group:{}", gid)));
-    if (!limits.desktops && !limits.running && !limits.vcpus && !limits.memoryMb && !limits.diskGb)
+  for (const auto& total : AULA_TRY(totalLimitsOfUser(tx, ownerId))) {
+    const auto& l = total.limits;
+    if (!l.desktops && !l.running && !l.vcpus && !l.memoryMb && !l.diskGb)
       continue;
-    auto used = AULA_TRY(
-        usageWhere(tx, "u.id IN (SELECT user_id FROM group_members WHERE group_id = ?)", {gid}));
-    auto name = AULA_TRY(tx.queryOne("SELECT name FROM groups_ WHERE id = ?", {gid}, "gone"));
-    AULA_TRY_STATUS(evaluate(limits, used, fmt::format("The group '{}' has", name.text(0))));
-  }
-  if (auto category = AULA_TRY(userCategory(tx, ownerId))) {
-    auto limits = AULA_TRY(totalLimits(tx, fmt::format("category:{}", *category)));
-    if (limits.desktops || limits.running || limits.vcpus || limits.memoryMb || limits.diskGb) {
-      auto used = AULA_TRY(usageWhere(tx, "u.category_id = ?", {*category}));
-      AULA_TRY_STATUS(evaluate(limits, used, "Your category has"));
+    if (total.of == TotalLimit::Of::kGroup) {
+      auto used = AULA_TRY(usageWhere(
+          tx, "u.id IN (SELECT user_id FROM group_members WHERE group_id = ?)", {total.id}));
+      AULA_TRY_STATUS(evaluate(l, used, fmt::format("The group '{}' has", total.groupName)));
+    } else {
+      auto used = AULA_TRY(usageWhere(tx, "u.category_id = ?", {total.id}));
+      AULA_TRY_STATUS(evaluate(l, used, "Your category has"));
     }
   }
   return {};

@@ -107,6 +107,31 @@ TEST_F(DeploymentServiceTest, WithNoRoomInAnyDesktopStorageTheStartSaysWhatIsMis
   EXPECT_EQ(must(broker().desktops.start(alice, id))["state"], "running");
 }
 
+TEST_F(DeploymentServiceTest, TheGroupsAndTheCategorysTotalsHoldForDeployments) {
+  onlineHost();
+  auto deployment = must(broker().deployments.create(
+      teacher_, Json{{"name", "Lesson 1"}, {"template_id", template_}, {"group_id", group_}}));
+  const auto id = deployment["id"].get<std::int64_t>();
+  // The students' own limits do not hold for a teacher's deployment; the
+  // class's total does.
+  must(broker().org.setQuota(admin_, fmt::format("group:{}", group_), Json{{"running", 1}}));
+  auto started = must(broker().deployments.start(teacher_, id));
+  EXPECT_EQ(started["succeeded"], 1);
+  ASSERT_EQ(started["failed"].size(), 1u) << started.dump();
+  EXPECT_THAT(started["failed"][0]["error"].get<std::string>(),
+              HasSubstr("The group '7b' has reached the limit of 1 running desktops"));
+
+  must(broker().deployments.stop(teacher_, id, true));
+  must(broker().org.deleteQuota(admin_, fmt::format("group:{}", group_)));
+  must(broker().org.setQuota(admin_, fmt::format("category:{}", physics_),
+                             Json{{"vcpus", 2}}));  // one desktop of 2 vCPUs
+  started = must(broker().deployments.start(teacher_, id));
+  EXPECT_EQ(started["succeeded"], 1);
+  ASSERT_EQ(started["failed"].size(), 1u) << started.dump();
+  EXPECT_THAT(started["failed"][0]["error"].get<std::string>(),
+              HasSubstr("Your category has reached the limit of 2 vCPUs in use"));
+}
+
 TEST_F(DeploymentServiceTest, ATeacherOfAnotherCategoryCannotDeployToTheClass) {
   auto music = makeCategory("Music");
   makeUser("other-teacher", "manager", music);
