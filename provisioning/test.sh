@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Aula's whole test run, from a bare Debian 12 machine (as root):
 #   installs dependencies, checks formatting, configures and builds with
-#   warnings as errors, runs every test (unit, integration, e2e) through CTest,
+#   warnings as errors, runs clang-tidy (provisioning/lint.sh), runs every
+#   test (unit, integration, e2e) through CTest,
 #   then the unit tests again under ASan+UBSan. Exits non-zero on any failure.
 #
 #   provisioning/test.sh              # everything
@@ -37,6 +38,9 @@ rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 
 status=0
+step "Lint (clang-tidy over common/, server/, agent/; warnings as errors)"
+"$ROOT/provisioning/lint.sh" "$ROOT/build/dev" || status=1
+
 step "Tests: unit, integration, e2e (dev preset)"
 ctest --preset dev -j "$JOBS" --output-junit "$RESULTS/dev.xml" || status=1
 

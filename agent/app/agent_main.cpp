@@ -38,9 +38,7 @@ int serve(const std::filesystem::path& configPath) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   aula::log::setComponent("agent");
   CLI::App app{
       "Aula agent: runs desktops on a hypervisor or workstation for the Aula broker.\n"
@@ -103,4 +101,19 @@ int main(int argc, char** argv) {
     return 0;
   }
   return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Errors are values below; what still throws (out of memory, a bug) ends
+  // the program with a message instead of std::terminate.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    aula::log::error("The agent stopped on an unexpected error: {}", e.what());
+  } catch (...) {
+    aula::log::error("The agent stopped on an unexpected error.");
+  }
+  return 70;
 }

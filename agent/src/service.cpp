@@ -36,7 +36,7 @@ std::string libvirtTime(std::int64_t unix) {
   std::tm tm{};
   ::gmtime_r(&t, &tm);
   char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  (void)std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
   return text;
 }
 

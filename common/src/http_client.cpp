@@ -46,8 +46,8 @@ std::string trim(std::string_view s) {
 }
 
 struct Sink {
-  std::string* body;
-  std::size_t limit;
+  std::string* body = nullptr;
+  std::size_t limit = 0;
   bool overLimit = false;
 };
 

@@ -46,7 +46,6 @@ namespace {
 
 using tls::CtrDrbgContext;
 using tls::EntropyContext;
-using tls::Handle;
 using tls::PkContext;
 using tls::SslConfig;
 using tls::SslContext;

@@ -58,7 +58,7 @@ std::string timestamp() {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  (void)std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   return fmt::format("{}.{:03}Z", buf, ms.count());
 }
 
@@ -147,7 +147,7 @@ void write(Level lvl, std::string_view message) {
   }
   std::string line =
       fmt::format("{} {:<5} {}: {}\n", timestamp(), levelName(lvl), s.component, message);
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  (void)std::fwrite(line.data(), 1, line.size(), stderr);  // nowhere to report it
 }
 
 }  // namespace aula::log

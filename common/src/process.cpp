@@ -96,9 +96,14 @@ Result<Outcome> SystemRunner::run(const Command& command) {
     if (!replaced)
       envStrings.emplace_back(entry);
   }
-  for (const auto& [k, v] : command.env)
-    envStrings.push_back(k + "=" + v);
+  for (const auto& [k, v] : command.env) {
+    std::string entry = k;
+    entry += '=';
+    entry += v;
+    envStrings.push_back(std::move(entry));
+  }
   std::vector<char*> envp;
+  envp.reserve(envStrings.size() + 1);
   for (auto& e : envStrings)
     envp.push_back(e.data());
   envp.push_back(nullptr);

@@ -1,13 +1,12 @@
 // aula-broker: start-up only. `init` makes a data dir; without a subcommand
 // it serves the API until SIGTERM or SIGINT.
-#include <cstdio>
-#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <signal.h>
 
 #include "aula/broker/server.hpp"
+#include "aula/common/file.hpp"
 #include "aula/common/log.hpp"
 
 namespace {
@@ -20,7 +19,7 @@ int serve(const std::string& configPath, const std::string& listen, const std::s
   sigaddset(&stopSignals, SIGTERM);
   sigaddset(&stopSignals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  (void)signal(SIGPIPE, SIG_IGN);
 
   auto config = config::Config::loadFile(configPath, broker::brokerSchema());
   if (!config) {
@@ -36,10 +35,12 @@ int serve(const std::string& configPath, const std::string& listen, const std::s
     return 1;
   }
   if (!portFile.empty()) {
-    std::ofstream out(portFile + ".tmp");
-    out << (*server)->address() << "\n";
-    out.close();
-    std::rename((portFile + ".tmp").c_str(), portFile.c_str());
+    auto written = file::writeFileAtomic(portFile, (*server)->address() + "\n", {.mode = 0644});
+    if (!written) {
+      log::error("The broker cannot write its port file. {}", written.error().message());
+      (*server)->stop();
+      return 1;
+    }
   }
   int signal = 0;
   sigwait(&stopSignals, &signal);
@@ -49,9 +50,7 @@ int serve(const std::string& configPath, const std::string& listen, const std::s
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   aula::log::setComponent("broker");
   CLI::App app{"Aula broker: users, templates, desktops and hosts, over an HTTPS API."};
   std::string configPath = "/etc/aula/broker.toml";
@@ -90,14 +89,12 @@ int main(int argc, char** argv) {
   if (*init) {
     initOptions.dataDir = dataDir;
     if (!passwordFile.empty()) {
-      std::ifstream in(passwordFile);
-      if (!in) {
-        aula::log::error("Cannot read the password file '{}'.", passwordFile);
+      auto pw = aula::file::readFile(passwordFile, "password file");
+      if (!pw) {
+        aula::log::error("{}", pw.error().message());
         return 2;
       }
-      std::string pw;
-      std::getline(in, pw);
-      initOptions.adminPassword = pw;
+      initOptions.adminPassword = pw->substr(0, pw->find('\n'));
     }
     auto result = aula::broker::initDataDir(initOptions);
     if (!result) {
@@ -116,4 +113,19 @@ int main(int argc, char** argv) {
     return 0;
   }
   return serve(configPath, listen, portFile);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Errors are values below; what still throws (out of memory, a bug) ends
+  // the program with a message instead of std::terminate.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    aula::log::error("The broker stopped on an unexpected error: {}", e.what());
+  } catch (...) {
+    aula::log::error("The broker stopped on an unexpected error.");
+  }
+  return 70;
 }

@@ -234,7 +234,7 @@ Result<InitResult> initDataDir(const InitOptions& o) {
   // On any failure from here on, take away what this run made.
   struct Cleanup {
     const fs::path& dir;
-    bool created;
+    bool created = false;
     bool armed = true;
     ~Cleanup() {
       if (!armed)
@@ -327,7 +327,7 @@ struct BrokerServer::Impl {
 };
 
 Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& c,
-                                                          StartOptions options) {
+                                                          const StartOptions& options) {
   auto self = std::unique_ptr<BrokerServer>(new BrokerServer());
   self->impl_ = std::make_unique<Impl>();
   auto& impl = *self->impl_;

@@ -301,12 +301,13 @@ std::string timeCell(const Json& v) {
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  (void)std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
   return buf;
 }
 
 void printTable(const Json& rows, const std::vector<std::string>& columns) {
   std::vector<std::size_t> width;
+  width.reserve(columns.size());
   for (const auto& c : columns)
     width.push_back(c.size());
   std::vector<std::vector<std::string>> cells;

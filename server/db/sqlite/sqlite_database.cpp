@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "aula/broker/database.hpp"
+#include "aula/common/callback_guard.hpp"
 #include "aula/common/log.hpp"
 
 #include "db/database_internal.hpp"
@@ -353,7 +354,7 @@ class OpenTransaction {
   explicit OpenTransaction(Connection& connection) : connection_(connection) {}
   ~OpenTransaction() {
     if (open_)
-      connection_.rollback();
+      guardCallback("rolling back a SQLite transaction", [this] { connection_.rollback(); });
   }
   OpenTransaction(const OpenTransaction&) = delete;
   OpenTransaction& operator=(const OpenTransaction&) = delete;

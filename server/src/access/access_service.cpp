@@ -11,9 +11,9 @@ namespace aula::broker {
 using namespace detail;
 
 // Columns of listAudit()'s query, in its order.
-namespace AuditCol {
-enum : std::size_t { kId, kAt, kActorId, kActor, kAddress, kAction, kObject, kDetail };
-}  // namespace AuditCol
+struct AuditCol {
+  enum : std::size_t { kId, kAt, kActorId, kActor, kAddress, kAction, kObject, kDetail };
+};
 
 Result<Json> AccessService::listAudit(const Actor& actor,
                                       const std::map<std::string, std::string>& filter) {

@@ -53,6 +53,7 @@ struct Api::Impl {
 
   // Adds a route whose handler gets the authenticated actor.
   template <typename F>
+  // NOLINTNEXTLINE(performance-unnecessary-value-param): both are moved into the router
   void authed(std::string method, std::string pattern, F f) {
     router.add(std::move(method), std::move(pattern),
                [this, f](ServerRequest& request) -> ServerResponse {

@@ -38,7 +38,7 @@ ServerResponse ok(Result<Json> result, int status) {
   return ServerResponse::json(status, result->dump());
 }
 
-ServerResponse done(Status status) {
+ServerResponse done(const Status& status) {
   if (!status)
     return errorResponse(status.error());
   return ServerResponse{.status = 204};

@@ -19,7 +19,7 @@ http::ServerResponse errorResponse(const Error& error);
 // A result as JSON with `status`, or its error.
 http::ServerResponse ok(Result<Json> result, int status = 200);
 // 204, or the error.
-http::ServerResponse done(Status status);
+http::ServerResponse done(const Status& status);
 // The positive id in the path parameter `name`.
 Result<std::int64_t> pathId(const http::ServerRequest& request, const std::string& name = "id");
 // Whether ?force (or force=1/true) was given.

@@ -210,6 +210,7 @@ Result<std::optional<std::int64_t>> userCategory(db::Transaction& tx, std::int64
 Result<std::vector<std::int64_t>> userGroups(db::Transaction& tx, std::int64_t userId) {
   auto rows = AULA_TRY(tx.query("SELECT group_id FROM group_members WHERE user_id = ?", {userId}));
   std::vector<std::int64_t> out;
+  out.reserve(rows.size());
   for (const auto& r : rows)
     out.push_back(r.integer(0));
   return out;
@@ -332,6 +333,7 @@ Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int6
                   limits),
       {userId, userId}));
   std::vector<TotalLimit> out;
+  out.reserve(rows.size());
   for (const auto& r : rows) {
     out.push_back(
         TotalLimit{.of = r.integer(kOf) == 0 ? TotalLimit::Of::kGroup : TotalLimit::Of::kCategory,

@@ -61,20 +61,20 @@ Result<bool> mayActOnUser(db::Transaction& tx, const Actor& actor, std::int64_t 
 // The users columns every query that returns a user selects, and their JSON.
 extern const char* const kUserColumns;
 // Columns of kUserColumns, in its order.
-namespace UserCol {
-enum : std::size_t {
-  kId,
-  kUsername,
-  kDisplayName,
-  kEmail,
-  kRole,
-  kCategoryId,
-  kAuthSource,
-  kDisabled,
-  kCreatedAt,
-  kLastLoginAt
+struct UserCol {
+  enum : std::size_t {
+    kId,
+    kUsername,
+    kDisplayName,
+    kEmail,
+    kRole,
+    kCategoryId,
+    kAuthSource,
+    kDisabled,
+    kCreatedAt,
+    kLastLoginAt
+  };
 };
-}  // namespace UserCol
 Json userRowJson(const db::Row& row);
 
 // Effective limits for one user or one total; nullopt is "no limit".

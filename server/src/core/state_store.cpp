@@ -10,20 +10,20 @@ namespace aula::broker::detail {
 namespace {
 
 // Columns of kStateSelect, in its order.
-namespace StateCol {
-enum : std::size_t {
-  kId,
-  kState,
-  kHostId,
-  kStateSince,
-  kObservedSeq,
-  kObservedHostId,
-  kPersistent,
-  kStartedAt,
-  kOwnerId,
-  kCategoryId
+struct StateCol {
+  enum : std::size_t {
+    kId,
+    kState,
+    kHostId,
+    kStateSince,
+    kObservedSeq,
+    kObservedHostId,
+    kPersistent,
+    kStartedAt,
+    kOwnerId,
+    kCategoryId
+  };
 };
-}  // namespace StateCol
 
 constexpr const char* kStateSelect =
     "SELECT d.id, d.state, d.host_id, COALESCE(d.state_since, d.stopped_at, d.started_at, "
@@ -62,6 +62,7 @@ Result<std::optional<StateRow>> loadState(db::Transaction& tx, std::int64_t id) 
 Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t hostId) {
   auto rows = AULA_TRY(tx.query(std::string(kStateSelect) + " WHERE d.host_id = ?", {hostId}));
   std::vector<StateRow> out;
+  out.reserve(rows.size());
   for (const auto& r : rows)
     out.push_back(AULA_TRY(stateOf(r)));
   return out;

@@ -17,23 +17,23 @@ using namespace detail;
 namespace {
 
 // Columns of kDeploymentSelect, in its order.
-namespace DeploymentCol {
-enum : std::size_t {
-  kId,
-  kName,
-  kTemplateId,
-  kTemplate,
-  kGroupId,
-  kGroup,
-  kCategoryId,
-  kOwnerId,
-  kPersistent,
-  kCreatedAt,
-  kDesktops,
-  kRunning,
-  kConnected
+struct DeploymentCol {
+  enum : std::size_t {
+    kId,
+    kName,
+    kTemplateId,
+    kTemplate,
+    kGroupId,
+    kGroup,
+    kCategoryId,
+    kOwnerId,
+    kPersistent,
+    kCreatedAt,
+    kDesktops,
+    kRunning,
+    kConnected
+  };
 };
-}  // namespace DeploymentCol
 
 constexpr const char* kDeploymentSelect =
     "SELECT p.id, p.name, p.template_id, t.name, p.group_id, g.name, g.category_id, p.owner_id, "
@@ -196,6 +196,7 @@ Result<std::vector<std::int64_t>> deploymentDesktops(db::Database& db, const Act
         auto rows =
             AULA_TRY(tx.query("SELECT id FROM desktops WHERE deployment_id = ? ORDER BY id", {id}));
         std::vector<std::int64_t> ids;
+        ids.reserve(rows.size());
         for (const auto& r : rows)
           ids.push_back(r.integer(0));
         return ids;

@@ -13,35 +13,35 @@
 namespace aula::broker::detail {
 
 // Columns of kDesktopSelect, in its order.
-namespace DesktopCol {
-enum : std::size_t {
-  kId,
-  kName,
-  kOwnerId,
-  kOwner,
-  kTemplateId,
-  kTemplate,
-  kDeploymentId,
-  kPersistent,
-  kState,
-  kHostId,
-  kHost,
-  kVcpus,
-  kMemoryMb,
-  kDiskGb,
-  kConnected,
-  kCreatedAt,
-  kStartedAt,
-  kOwnerCategory,
-  kDiskPath,
-  kVideo,
-  kBaseStorage,
-  kBaseDisk,
-  kHostAddress,
-  kHostPort,
-  kHostSubject
+struct DesktopCol {
+  enum : std::size_t {
+    kId,
+    kName,
+    kOwnerId,
+    kOwner,
+    kTemplateId,
+    kTemplate,
+    kDeploymentId,
+    kPersistent,
+    kState,
+    kHostId,
+    kHost,
+    kVcpus,
+    kMemoryMb,
+    kDiskGb,
+    kConnected,
+    kCreatedAt,
+    kStartedAt,
+    kOwnerCategory,
+    kDiskPath,
+    kVideo,
+    kBaseStorage,
+    kBaseDisk,
+    kHostAddress,
+    kHostPort,
+    kHostSubject
+  };
 };
-}  // namespace DesktopCol
 
 inline constexpr const char* kDesktopSelect =
     "SELECT d.id, d.name, d.owner_id, u.username, d.template_id, t.name, d.deployment_id, "
@@ -52,9 +52,9 @@ inline constexpr const char* kDesktopSelect =
     "t.id = d.template_id LEFT JOIN hosts h ON h.id = d.host_id";
 
 struct DesktopRow {
-  std::int64_t id;
+  std::int64_t id = 0;
   std::string name;
-  std::int64_t ownerId;
+  std::int64_t ownerId = 0;
   std::string state;
   std::optional<std::int64_t> hostId;
   std::string hostName;
@@ -62,7 +62,7 @@ struct DesktopRow {
   std::int64_t hostPort = 0;
   std::string hostSubject;
   std::optional<std::int64_t> ownerCategory;
-  std::int64_t templateId;
+  std::int64_t templateId = 0;
   DesktopSpec spec;
 };
 

@@ -54,7 +54,7 @@ std::string utcTime(std::int64_t unix) {
   std::tm tm{};
   ::gmtime_r(&t, &tm);
   char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  (void)std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%S UTC", &tm);
   return buffer;
 }
 

@@ -19,31 +19,31 @@ using namespace detail;
 namespace {
 
 // Columns of kHostSelect, in its order.
-namespace HostCol {
-enum : std::size_t {
-  kId,
-  kName,
-  kKind,
-  kPoolId,
-  kPool,
-  kAddress,
-  kAgentPort,
-  kState,
-  kCpus,
-  kMemoryMb,
-  kVcpuRatioLimit,
-  kCpuIdle,
-  kFreeMemoryMb,
-  kAllocatedVcpus,
-  kRunningGuests,
-  kStorage,
-  kCertFingerprint,
-  kLastHeartbeat,
-  kCreatedAt,
-  kSpiceSubject,
-  kUnknownGuests
+struct HostCol {
+  enum : std::size_t {
+    kId,
+    kName,
+    kKind,
+    kPoolId,
+    kPool,
+    kAddress,
+    kAgentPort,
+    kState,
+    kCpus,
+    kMemoryMb,
+    kVcpuRatioLimit,
+    kCpuIdle,
+    kFreeMemoryMb,
+    kAllocatedVcpus,
+    kRunningGuests,
+    kStorage,
+    kCertFingerprint,
+    kLastHeartbeat,
+    kCreatedAt,
+    kSpiceSubject,
+    kUnknownGuests
+  };
 };
-}  // namespace HostCol
 
 constexpr const char* kHostSelect =
     "SELECT h.id, h.name, h.kind, h.pool_id, p.name, h.address, h.agent_port, h.state, h.cpus, "

@@ -17,9 +17,9 @@ constexpr const char* kGroupSelect =
     "(SELECT COUNT(*) FROM group_members m WHERE m.group_id = g.id) FROM groups_ g";
 
 // Columns of kGroupSelect, in its order.
-namespace GroupCol {
-enum : std::size_t { kId, kCategoryId, kName, kDescription, kLdapDn, kCreatedAt, kMembers };
-}  // namespace GroupCol
+struct GroupCol {
+  enum : std::size_t { kId, kCategoryId, kName, kDescription, kLdapDn, kCreatedAt, kMembers };
+};
 
 Json groupRowJson(const db::Row& r) {
   return Json{{"id", r.integer(GroupCol::kId)},

@@ -164,9 +164,9 @@ bool imageMadeByAula(const TemplateRow& t) {
 }
 
 // Columns of imageHosts()'s query, in its order.
-namespace ImageHostCol {
-enum : std::size_t { kHostId, kHostName, kHostAddress, kHostAgentPort, kHostSpiceSubject };
-}  // namespace ImageHostCol
+struct ImageHostCol {
+  enum : std::size_t { kHostId, kHostName, kHostAddress, kHostAgentPort, kHostSpiceSubject };
+};
 
 HostAddress hostAddressOf(const db::Row& h) {
   return HostAddress{.id = h.integer(ImageHostCol::kHostId),
@@ -193,6 +193,7 @@ Result<std::vector<HostAddress>> imageHosts(db::Transaction& tx, const TemplateR
                              {t.id}));
   }
   std::vector<HostAddress> hosts;
+  hosts.reserve(rows.size());
   for (const auto& h : rows)
     hosts.push_back(hostAddressOf(h));
   return hosts;

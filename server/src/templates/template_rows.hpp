@@ -14,29 +14,29 @@
 namespace aula::broker::detail {
 
 // Columns of kTemplateSelect, in its order.
-namespace TemplateCol {
-enum : std::size_t {
-  kId,
-  kName,
-  kDescription,
-  kOwnerId,
-  kCategoryId,
-  kStorage,
-  kBaseDisk,
-  kDiskGb,
-  kVcpus,
-  kMemoryMb,
-  kVideo,
-  kVersion,
-  kEnabled,
-  kCreatedAt,
-  kUpdatedAt,
-  kFromDesktopId,
-  kOriginHostId,
-  kBackingStorage,
-  kBackingDisk
+struct TemplateCol {
+  enum : std::size_t {
+    kId,
+    kName,
+    kDescription,
+    kOwnerId,
+    kCategoryId,
+    kStorage,
+    kBaseDisk,
+    kDiskGb,
+    kVcpus,
+    kMemoryMb,
+    kVideo,
+    kVersion,
+    kEnabled,
+    kCreatedAt,
+    kUpdatedAt,
+    kFromDesktopId,
+    kOriginHostId,
+    kBackingStorage,
+    kBackingDisk
+  };
 };
-}  // namespace TemplateCol
 
 inline constexpr const char* kTemplateSelect =
     "SELECT t.id, t.name, t.description, t.owner_id, t.category_id, t.storage, t.base_disk, "

@@ -59,6 +59,7 @@ Result<std::string> checkedBaseDisk(const std::map<std::string, std::string>& st
   auto it = storage.find(storageName);
   if (it == storage.end()) {
     std::vector<std::string> names;
+    names.reserve(storage.size());
     for (const auto& [k, v] : storage)
       names.push_back(k);
     return makeError(

@@ -158,19 +158,19 @@ inline Status okStatus() {
 // enclosing function, else yield the value. (A GNU statement expression, which
 // GCC and Clang both support; the variable is unique so the macro nests.)
 #define AULA_TRY(expr) AULA_TRY_IMPL_(expr, AULA_CONCAT_(aulaTryResult_, __COUNTER__))
-#define AULA_TRY_IMPL_(expr, var)    \
-  ({                                 \
-    auto&& var = (expr);             \
-    if (!var.ok())                   \
-      return std::move(var).error(); \
-    std::move(var).value();          \
+#define AULA_TRY_IMPL_(expr, var)                                         \
+  ({                                                                      \
+    auto&& var = (expr); /* NOLINT(bugprone-macro-parentheses): a name */ \
+    if (!(var).ok())                                                      \
+      return std::move(var).error();                                      \
+    std::move(var).value();                                               \
   })
 
 // AULA_TRY_STATUS(expr): the same for a Status, as a statement.
 #define AULA_TRY_STATUS(expr) AULA_TRY_STATUS_IMPL_(expr, AULA_CONCAT_(aulaTryStatus_, __COUNTER__))
-#define AULA_TRY_STATUS_IMPL_(expr, var) \
-  do {                                   \
-    auto&& var = (expr);                 \
-    if (!var.ok())                       \
-      return std::move(var).error();     \
+#define AULA_TRY_STATUS_IMPL_(expr, var)                                  \
+  do {                                                                    \
+    auto&& var = (expr); /* NOLINT(bugprone-macro-parentheses): a name */ \
+    if (!(var).ok())                                                      \
+      return std::move(var).error();                                      \
   } while (false)

@@ -47,7 +47,7 @@ struct StartOptions {
 class BrokerServer {
  public:
   static Result<std::unique_ptr<BrokerServer>> start(const config::Config& config,
-                                                     StartOptions options = {});
+                                                     const StartOptions& options = {});
   ~BrokerServer();
 
   int port() const;
