@@ -1,14 +1,13 @@
 // Loading and validating TOML configuration against a Schema.
 #include "aula/common/config.hpp"
 
-#include <cerrno>
 #include <charconv>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <sstream>
 
 #include <toml++/toml.h>
+
+#include "aula/common/file.hpp"
 
 namespace aula::config {
 namespace {
@@ -326,17 +325,10 @@ EnvLookup noEnvironment() {
 
 Result<Config> Config::loadFile(const std::filesystem::path& path, const Schema& schema,
                                 const EnvLookup& env) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    int err = errno;
-    return Error(Errc::kConfig,
-                 fmt::format("Cannot read the configuration file '{}': {}.", path.string(),
-                             std::strerror(err)),
-                 err);
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), path.string(), schema, env);
+  auto text = file::readFile(path, "configuration file");
+  if (!text)
+    return Error(Errc::kConfig, text.error().message(), text.error().native());
+  return parse(*text, path.string(), schema, env);
 }
 
 Result<Config> Config::fromDefaults(const Schema& schema, const EnvLookup& env) {

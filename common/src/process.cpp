@@ -11,22 +11,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "aula/common/file.hpp"
+
 namespace aula::process {
 namespace {
 
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  void reset() {
-    if (fd >= 0)
-      ::close(fd);
-    fd = -1;
-  }
-};
+using Fd = file::UniqueFd;
 
 struct Pipe {
   Fd read;
@@ -35,8 +25,8 @@ struct Pipe {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
       return false;
-    read.fd = fds[0];
-    write.fd = fds[1];
+    read.reset(fds[0]);
+    write.reset(fds[1]);
     return true;
   }
 };
@@ -114,12 +104,12 @@ Result<Outcome> SystemRunner::run(const Command& command) {
   if (pid == 0) {
     // Child: only async-signal-safe calls until exec.
     ::setpgid(0, 0);
-    ::dup2(in.read.fd, STDIN_FILENO);
-    ::dup2(out.write.fd, STDOUT_FILENO);
-    ::dup2(err.write.fd, STDERR_FILENO);
+    ::dup2(in.read.get(), STDIN_FILENO);
+    ::dup2(out.write.get(), STDOUT_FILENO);
+    ::dup2(err.write.get(), STDERR_FILENO);
     if (command.workingDir && ::chdir(command.workingDir->c_str()) != 0) {
       int e = errno;
-      [[maybe_unused]] auto n = ::write(execStatus.write.fd, &e, sizeof e);
+      [[maybe_unused]] auto n = ::write(execStatus.write.get(), &e, sizeof e);
       ::_exit(127);
     }
     sigset_t none;
@@ -127,7 +117,7 @@ Result<Outcome> SystemRunner::run(const Command& command) {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::execvpe(argv[0], argv.data(), envp.data());
     int e = errno;
-    [[maybe_unused]] auto n = ::write(execStatus.write.fd, &e, sizeof e);
+    [[maybe_unused]] auto n = ::write(execStatus.write.get(), &e, sizeof e);
     ::_exit(127);
   }
 
@@ -137,7 +127,7 @@ Result<Outcome> SystemRunner::run(const Command& command) {
   execStatus.write.reset();
 
   int execErrno = 0;
-  if (::read(execStatus.read.fd, &execErrno, sizeof execErrno) == sizeof execErrno) {
+  if (::read(execStatus.read.get(), &execErrno, sizeof execErrno) == sizeof execErrno) {
     ::waitpid(pid, nullptr, 0);
     if (execErrno == ENOENT) {
       return Error(Errc::kNotFound,
@@ -156,11 +146,11 @@ Result<Outcome> SystemRunner::run(const Command& command) {
   if (pending.empty())
     in.write.reset();
   else
-    ::fcntl(in.write.fd, F_SETFL, O_NONBLOCK);
+    ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
 
   auto deadline = std::chrono::steady_clock::now() + command.timeout;
   bool timedOut = false;
-  while (out.read.fd >= 0 || err.read.fd >= 0 || in.write.fd >= 0) {
+  while (out.read.get() >= 0 || err.read.get() >= 0 || in.write.get() >= 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -169,12 +159,12 @@ Result<Outcome> SystemRunner::run(const Command& command) {
     }
     pollfd fds[3];
     int n = 0;
-    if (out.read.fd >= 0)
-      fds[n++] = {out.read.fd, POLLIN, 0};
-    if (err.read.fd >= 0)
-      fds[n++] = {err.read.fd, POLLIN, 0};
-    if (in.write.fd >= 0)
-      fds[n++] = {in.write.fd, POLLOUT, 0};
+    if (out.read.get() >= 0)
+      fds[n++] = {out.read.get(), POLLIN, 0};
+    if (err.read.get() >= 0)
+      fds[n++] = {err.read.get(), POLLIN, 0};
+    if (in.write.get() >= 0)
+      fds[n++] = {in.write.get(), POLLOUT, 0};
     int r = ::poll(fds, static_cast<nfds_t>(n),
                    static_cast<int>(std::min<long long>(left.count(), 1000)));
     if (r < 0 && errno != EINTR)
@@ -182,8 +172,8 @@ Result<Outcome> SystemRunner::run(const Command& command) {
     for (int i = 0; i < n && r > 0; ++i) {
       if (fds[i].revents == 0)
         continue;
-      if (fds[i].fd == in.write.fd) {
-        ssize_t w = ::write(in.write.fd, pending.data(), pending.size());
+      if (fds[i].fd == in.write.get()) {
+        ssize_t w = ::write(in.write.get(), pending.data(), pending.size());
         if (w > 0)
           pending.remove_prefix(static_cast<std::size_t>(w));
         if (w < 0 && errno != EAGAIN)
@@ -194,7 +184,7 @@ Result<Outcome> SystemRunner::run(const Command& command) {
       }
       char buf[65536];
       ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
-      bool isOut = fds[i].fd == out.read.fd;
+      bool isOut = fds[i].fd == out.read.get();
       if (got > 0) {
         (isOut ? outcome.out : outcome.err).append(buf, static_cast<std::size_t>(got));
       } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
