@@ -27,6 +27,7 @@
 
 #include "support/broker_backend_test.hpp"
 #include "support/broker_fixture.hpp"
+#include "support/event_stream.hpp"
 #include "support/postgres_server.hpp"
 #include "support/slapd_server.hpp"
 #include "support/temp_dir.hpp"
@@ -60,14 +61,6 @@ std::string fill(std::string text, const std::map<std::string, std::string>& val
   return text;
 }
 
-// The file's content, or "" while it does not exist yet.
-std::string readIfThere(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // The status of a streaming GET (server-sent events), which never ends by
 // itself: curl reports the status it got before its time runs out.
 long streamStatus(const BrokerFixture& broker, const std::string& path, const std::string& token) {
@@ -84,34 +77,6 @@ long streamStatus(const BrokerFixture& broker, const std::string& path, const st
   if (!ran)
     throw std::runtime_error("curl did not run: " + ran.error().message());
   return std::atol(ran->out.c_str());
-}
-
-struct StreamEvent {
-  std::string type;
-  Json data;
-};
-
-// Parses a text/event-stream: blocks separated by blank lines, comments ignored.
-std::vector<StreamEvent> parseEvents(const std::string& text) {
-  std::vector<StreamEvent> out;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    auto end = text.find("\n\n", start);
-    std::string block =
-        text.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    start = end == std::string::npos ? text.size() : end + 2;
-    StreamEvent event;
-    std::istringstream lines(block);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.starts_with("event: "))
-        event.type = line.substr(7);
-      if (line.starts_with("data: "))
-        event.data = Json::parse(line.substr(6), nullptr, false);
-    }
-    if (!event.type.empty())
-      out.push_back(std::move(event));
-  }
-  return out;
 }
 
 // A remote-viewer connection file read the way virt-viewer's GKeyFile reads

@@ -5,8 +5,6 @@
 // it. The streams are read by curl, as a greeter or a script would.
 #include <chrono>
 #include <csignal>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -14,6 +12,7 @@
 
 #include "support/broker_fixture.hpp"
 #include "support/child_process.hpp"
+#include "support/event_stream.hpp"
 #include "support/postgres_server.hpp"
 #include "support/temp_dir.hpp"
 
@@ -23,39 +22,6 @@ namespace {
 using json::Json;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
-
-std::string readIfThere(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-struct StreamEvent {
-  std::uint64_t id = 0;
-  std::string type;
-  Json data;
-};
-
-std::vector<StreamEvent> parseEvents(const std::string& text) {
-  std::vector<StreamEvent> out;
-  std::istringstream blocks(text);
-  StreamEvent event;
-  for (std::string line; std::getline(blocks, line);) {
-    if (line.starts_with("id: "))
-      event.id = std::stoull(line.substr(4));
-    else if (line.starts_with("event: "))
-      event.type = line.substr(7);
-    else if (line.starts_with("data: "))
-      event.data = Json::parse(line.substr(6), nullptr, false);
-    else if (line.empty()) {
-      if (!event.type.empty())
-        out.push_back(std::move(event));
-      event = StreamEvent{};
-    }
-  }
-  return out;
-}
 
 // GET /api/v1/events on one broker, open until the broker closes it or the
 // test ends.
