@@ -7,6 +7,8 @@
 #include <cctype>
 #include <chrono>
 
+#include <fmt/format.h>
+
 #include "aula/common/log.hpp"
 
 #include "db/database_internal.hpp"
@@ -57,6 +59,12 @@ Status Database::notify(std::string_view /*channel*/, std::string_view /*payload
   return okStatus();
 }
 
+Status Database::notifyEach(std::string_view channel, const std::vector<std::string>& payloads) {
+  for (const auto& payload : payloads)
+    AULA_TRY_STATUS(notify(channel, payload));
+  return {};
+}
+
 // Adapters keep what they are given: the interface takes it by value.
 // NOLINTBEGIN(performance-unnecessary-value-param)
 Result<std::unique_ptr<Subscription>> Database::listen(
@@ -72,6 +80,104 @@ Result<Row> Transaction::queryOne(std::string_view sql, const Params& params,
   if (rows.empty())
     return Error(Errc::kNotFound, std::string(notFoundMessage));
   return std::move(rows.front());
+}
+
+std::string placeholders(std::size_t count) {
+  std::string out;
+  out.reserve(count * 3);
+  for (std::size_t i = 0; i < count; ++i)
+    out += i == 0 ? "?" : ", ?";
+  return out;
+}
+
+Result<std::vector<std::vector<Row>>> Transaction::queryEach(std::string_view sql,
+                                                             const std::vector<Params>& sets) {
+  std::vector<std::vector<Row>> out;
+  out.reserve(sets.size());
+  for (const auto& params : sets)
+    out.push_back(AULA_TRY(query(sql, params)));
+  return out;
+}
+
+namespace {
+
+// Rows per statement: well under SQLite's 32,766 values and PostgreSQL's
+// 65,535 for any of our tables.
+constexpr std::size_t kRowsPerStatement = 200;
+
+std::string valuesRow(const std::vector<Column>& columns, bool withKey) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < columns.size(); ++i)
+    out += fmt::format("{}CAST(? AS {})", i == 0 ? "" : ", ", columns[i].type);
+  if (withKey)
+    out += columns.empty() ? "CAST(? AS BIGINT)" : ", CAST(? AS BIGINT)";
+  return out + ")";
+}
+
+Status checkWidth(const std::vector<Params>& rows, std::size_t width, std::string_view table) {
+  for (const auto& row : rows) {
+    if (row.size() != width) {
+      return makeError(Errc::kInternal,
+                       "A batch for the table '{}' has a row of {} values, not {}.", table,
+                       row.size(), width);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Status insertRows(Transaction& tx, std::string_view table, const std::vector<Column>& columns,
+                  const std::vector<Params>& rows) {
+  AULA_TRY_STATUS(checkWidth(rows, columns.size(), table));
+  std::string names;
+  for (const auto& c : columns)
+    names += (names.empty() ? "" : ", ") + c.name;
+  for (std::size_t start = 0; start < rows.size(); start += kRowsPerStatement) {
+    const std::size_t end = std::min(rows.size(), start + kRowsPerStatement);
+    std::string sql = fmt::format("INSERT INTO {} ({}) VALUES ", table, names);
+    Params params;
+    for (std::size_t i = start; i < end; ++i) {
+      sql += (i == start ? "" : ", ") + valuesRow(columns, false);
+      params.insert(params.end(), rows[i].begin(), rows[i].end());
+    }
+    AULA_TRY(tx.exec(sql, params));
+  }
+  return {};
+}
+
+Status updateRows(Transaction& tx, std::string_view table, const std::vector<Column>& columns,
+                  std::string_view key, const std::vector<Params>& rows) {
+  AULA_TRY_STATUS(checkWidth(rows, columns.size() + 1, table));
+  if (rows.empty())
+    return {};
+  if (tx.dialect() == Dialect::kSqlite) {
+    std::string sets;
+    for (const auto& c : columns)
+      sets += fmt::format("{}{} = ?", sets.empty() ? "" : ", ", c.name);
+    AULA_TRY(tx.queryEach(fmt::format("UPDATE {} SET {} WHERE {} = ?", table, sets, key), rows));
+    return {};
+  }
+  std::string sets;
+  std::string names;
+  for (const auto& c : columns) {
+    sets += fmt::format("{}{} = v.{}", sets.empty() ? "" : ", ", c.name, c.name);
+    names += c.name + ", ";
+  }
+  for (std::size_t start = 0; start < rows.size(); start += kRowsPerStatement) {
+    const std::size_t end = std::min(rows.size(), start + kRowsPerStatement);
+    std::string values;
+    Params params;
+    for (std::size_t i = start; i < end; ++i) {
+      values += (i == start ? "" : ", ") + valuesRow(columns, true);
+      params.insert(params.end(), rows[i].begin(), rows[i].end());
+    }
+    AULA_TRY(tx.exec(fmt::format("UPDATE {0} AS t SET {1} FROM (VALUES {2}) AS v({3}aula_key) "
+                                 "WHERE t.{4} = v.aula_key",
+                                 table, sets, values, names, key),
+                     params));
+  }
+  return {};
 }
 
 Result<std::int64_t> Transaction::queryInt(std::string_view sql, const Params& params) {

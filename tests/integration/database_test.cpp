@@ -411,6 +411,125 @@ TEST_P(DatabaseTest, BadSqlIsInternalAndNamesTheStatement) {
   EXPECT_EQ(readInt("SELECT 3"), 3);
 }
 
+TEST_P(DatabaseTest, QueryEachRunsEverySetInOrderAndReturnsEachOnesRows) {
+  createSchema();
+  std::vector<Params> names;
+  for (const char* name : {"ana", "bob", "carol"})
+    names.push_back({std::string(name)});
+  auto ids = db_->transactValue<std::vector<std::int64_t>>(
+      TxMode::kWrite, [&](Transaction& tx) -> Result<std::vector<std::int64_t>> {
+        auto runs =
+            AULA_TRY(tx.queryEach("INSERT INTO owners (name) VALUES (?) RETURNING id", names));
+        std::vector<std::int64_t> out;
+        for (const auto& rows : runs) {
+          EXPECT_EQ(rows.size(), 1U);
+          out.push_back(rows.at(0).integer(0));
+        }
+        // A batch sees what the transaction wrote before it, and reads back.
+        auto counts = AULA_TRY(tx.queryEach("SELECT COUNT(*), MAX(name) FROM owners WHERE id <= ?",
+                                            {{out[0]}, {out[2]}}));
+        EXPECT_EQ(counts.at(0).at(0).integer(0), 1);
+        EXPECT_EQ(counts.at(1).at(0).integer(0), 3);
+        EXPECT_EQ(counts.at(1).at(0).text(1), "carol");
+        // No sets: nothing runs.
+        EXPECT_TRUE(AULA_TRY(tx.queryEach("SELECT 1", {})).empty());
+        return out;
+      });
+  ASSERT_TRUE(ids.ok()) << ids.error().message();
+  ASSERT_EQ(ids->size(), 3U);
+  EXPECT_LT((*ids)[0], (*ids)[1]);
+  EXPECT_LT((*ids)[1], (*ids)[2]);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 3);
+}
+
+TEST_P(DatabaseTest, AnErrorInTheMiddleOfQueryEachUndoesTheWholeTransaction) {
+  createSchema();
+  ASSERT_GT(addOwner("ana"), 0);
+  auto status = db_->transact(TxMode::kWrite, [](Transaction& tx) -> Status {
+    AULA_TRY(tx.exec("INSERT INTO owners (name) VALUES (?)", {"zoe"}));
+    AULA_TRY(tx.queryEach("INSERT INTO owners (name) VALUES (?)",
+                          {{std::string("bob")}, {std::string("ana")}, {std::string("carol")}}));
+    return okStatus();
+  });
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().code(), Errc::kAlreadyExists);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 1);
+  // A set with the wrong number of values is a bug, reported as one.
+  auto wrong = db_->transact(TxMode::kWrite, [](Transaction& tx) -> Status {
+    AULA_TRY(tx.queryEach("INSERT INTO owners (name) VALUES (?)",
+                          {{std::string("dave")}, {std::string("eve"), std::int64_t{1}}}));
+    return okStatus();
+  });
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.error().code(), Errc::kInternal);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 1);
+  // The connections the batches failed on are still good.
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners WHERE name = ?", {"ana"}), 1);
+}
+
+TEST_P(DatabaseTest, InsertRowsAndUpdateRowsWriteEveryRowWithItsOwnValues) {
+  createSchema();
+  auto owner = addOwner("ana");
+  ASSERT_GT(owner, 0);
+  const std::vector<Column> columns{{"owner_id", "BIGINT"},
+                                    {"name", "TEXT"},
+                                    {"size", "BIGINT"},
+                                    {"ratio", "DOUBLE PRECISION"},
+                                    {"note", "TEXT"}};
+  // More rows than go into one statement, NULLs among them.
+  std::vector<Params> rows;
+  for (std::int64_t i = 0; i < 450; ++i) {
+    rows.push_back({owner, fmt::format("item {}", i), i % 3 == 0 ? Value() : Value(i), 0.5 * i,
+                    i % 2 == 0 ? Value(std::string("it's ") + std::to_string(i)) : Value()});
+  }
+  auto inserted = db_->transact(
+      TxMode::kWrite, [&](Transaction& tx) { return insertRows(tx, "items", columns, rows); });
+  ASSERT_TRUE(inserted.ok()) << inserted.error().message();
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM items"), 450);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM items WHERE size IS NULL"), 150);
+  EXPECT_EQ(readInt("SELECT size FROM items WHERE name = ?", {"item 7"}), 7);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM items WHERE note = ?", {"it's 8"}), 1);
+
+  // New sizes and notes by id, one of them back to NULL; the others are left alone.
+  std::vector<Params> updates;
+  auto ids = db_->transactValue<std::vector<std::int64_t>>(
+      TxMode::kRead, [](Transaction& tx) -> Result<std::vector<std::int64_t>> {
+        std::vector<std::int64_t> out;
+        for (const auto& r :
+             AULA_TRY(tx.query("SELECT id FROM items WHERE name IN (?, ?, ?) ORDER BY name",
+                               {"item 1", "item 2", "item 3"})))
+          out.push_back(r.integer(0));
+        return out;
+      });
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 3U);
+  updates.push_back({std::int64_t{100}, Value(std::string("first")), (*ids)[0]});
+  updates.push_back({Value(), Value(std::string("second")), (*ids)[1]});
+  updates.push_back({std::int64_t{300}, Value(), (*ids)[2]});
+  auto updated = db_->transact(TxMode::kWrite, [&](Transaction& tx) {
+    return updateRows(tx, "items", {{"size", "BIGINT"}, {"note", "TEXT"}}, "id", updates);
+  });
+  ASSERT_TRUE(updated.ok()) << updated.error().message();
+  EXPECT_EQ(readInt("SELECT size FROM items WHERE name = ?", {"item 1"}), 100);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM items WHERE name = ? AND size IS NULL AND note = ?",
+                    {"item 2", "second"}),
+            1);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM items WHERE name = ? AND size = 300 AND note IS NULL",
+                    {"item 3"}),
+            1);
+  EXPECT_EQ(readInt("SELECT size FROM items WHERE name = ?", {"item 4"}), 4);
+
+  // A row of the wrong width is a bug: nothing is written.
+  auto wrong = db_->transact(TxMode::kWrite, [&](Transaction& tx) {
+    return updateRows(tx, "items", {{"size", "BIGINT"}}, "id",
+                      {{std::int64_t{1}, (*ids)[0]}, {std::int64_t{2}}});
+  });
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.error().code(), Errc::kInternal);
+  EXPECT_EQ(readInt("SELECT size FROM items WHERE name = ?", {"item 1"}), 100);
+}
+
 TEST_P(DatabaseTest, ConcurrentIncrementsInWriteTransactionsAreNotLost) {
   createSchema();
   ASSERT_TRUE(run("INSERT INTO counters (id, value) VALUES (1, 0)").ok());

@@ -192,38 +192,64 @@ class Connection {
     *failure = Failure::kNone;
     std::string text;
     const std::size_t count = rewritePlaceholders(sql, &text);
-    if (count != params.size()) {
-      *failure = Failure::kOther;
-      return makeError(Errc::kInternal, "The SQL statement '{}' takes {} values but was given {}.",
-                       detail::sqlExcerpt(sql), count, params.size());
-    }
-    std::vector<std::string> storage(params.size());
-    std::vector<const char*> values(params.size(), nullptr);
-    // Typed integers and reals keep `SELECT ?` an integer, as in SQLite; text
-    // stays untyped so that PostgreSQL infers the column's type.
-    std::vector<Oid> types(params.size(), 0);
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      if (const auto* whole = std::get_if<std::int64_t>(&params[i])) {
-        storage[i] = std::to_string(*whole);
-        types[i] = kInt8Oid;
-      } else if (const auto* real = std::get_if<double>(&params[i])) {
-        storage[i] = floatText(*real);
-        types[i] = kFloat8Oid;
-      } else if (const auto* string = std::get_if<std::string>(&params[i])) {
-        values[i] = string->c_str();
-        continue;
-      } else {
-        continue;  // NULL
-      }
-      values[i] = storage[i].c_str();
-    }
+    AULA_TRY_STATUS(checkCount(sql, count, params.size(), failure));
+    const BoundValues bound(params);
     ResultHandle result(PQexecParams(handle_.get(), text.c_str(), static_cast<int>(params.size()),
-                                     types.data(), values.data(), nullptr, nullptr, 0));
+                                     bound.types.data(), bound.values.data(), nullptr, nullptr, 0));
     const ExecStatusType status =
         result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result.get());
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
       return result;
     return classify(result.get(), sql, failure);
+  }
+
+  // Runs one statement once per set of values in one round trip: libpq's
+  // pipeline mode sends them all, then a Sync, then reads every result. After
+  // the first error the server skips the rest (PGRES_PIPELINE_ABORTED).
+  Result<std::vector<ResultHandle>> executeEach(std::string_view sql,
+                                                const std::vector<Params>& sets, Failure* failure) {
+    *failure = Failure::kNone;
+    std::string text;
+    const std::size_t count = rewritePlaceholders(sql, &text);
+    for (const auto& params : sets)
+      AULA_TRY_STATUS(checkCount(sql, count, params.size(), failure));
+    PGconn* conn = handle_.get();
+    if (PQenterPipelineMode(conn) != 1)
+      return lost(sql, failure);
+    for (const auto& params : sets) {
+      const BoundValues bound(params);
+      if (PQsendQueryParams(conn, text.c_str(), static_cast<int>(params.size()), bound.types.data(),
+                            bound.values.data(), nullptr, nullptr, 0) != 1) {
+        return lost(sql, failure);
+      }
+    }
+    if (PQpipelineSync(conn) != 1)
+      return lost(sql, failure);
+    std::vector<ResultHandle> out;
+    out.reserve(sets.size());
+    std::optional<Error> first;
+    // Each statement's results end with a null; the Sync's result ends all.
+    for (std::size_t i = 0; i < sets.size(); ++i) {
+      while (PGresult* raw = PQgetResult(conn)) {
+        ResultHandle result(raw);
+        const ExecStatusType status = PQresultStatus(raw);
+        if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+          out.push_back(std::move(result));
+        } else if (status != PGRES_PIPELINE_ABORTED && !first) {
+          first = classify(raw, sql, failure);
+        }
+      }
+    }
+    ResultHandle sync(PQgetResult(conn));
+    if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC ||
+        PQexitPipelineMode(conn) != 1) {
+      return lost(sql, failure);
+    }
+    if (first)
+      return *std::move(first);
+    if (out.size() != sets.size())
+      return lost(sql, failure);
+    return out;
   }
 
   // Ends the open transaction; a connection that cannot is not reused.
@@ -238,6 +264,53 @@ class Connection {
   }
 
  private:
+  // The values of one statement as libpq takes them. Typed integers and reals
+  // keep `SELECT ?` an integer, as in SQLite; text stays untyped so that
+  // PostgreSQL infers the column's type.
+  struct BoundValues {
+    explicit BoundValues(const Params& params)
+        : storage(params.size()), values(params.size(), nullptr), types(params.size(), 0) {
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        if (const auto* whole = std::get_if<std::int64_t>(&params[i])) {
+          storage[i] = std::to_string(*whole);
+          types[i] = kInt8Oid;
+        } else if (const auto* real = std::get_if<double>(&params[i])) {
+          storage[i] = floatText(*real);
+          types[i] = kFloat8Oid;
+        } else if (const auto* string = std::get_if<std::string>(&params[i])) {
+          values[i] = string->c_str();
+          continue;
+        } else {
+          continue;  // NULL
+        }
+        values[i] = storage[i].c_str();
+      }
+    }
+    std::vector<std::string> storage;
+    std::vector<const char*> values;
+    std::vector<Oid> types;
+  };
+
+  static Status checkCount(std::string_view sql, std::size_t expected, std::size_t given,
+                           Failure* failure) {
+    if (expected == given)
+      return {};
+    *failure = Failure::kOther;
+    return makeError(Errc::kInternal, "The SQL statement '{}' takes {} values but was given {}.",
+                     detail::sqlExcerpt(sql), expected, given);
+  }
+
+  // A pipeline that libpq could not send or read whole leaves the connection
+  // in a state nobody should reuse.
+  Error lost(std::string_view sql, Failure* failure) {
+    broken_ = true;
+    *failure = Failure::kBroken;
+    if (PQstatus(handle_.get()) != CONNECTION_OK)
+      return unreachable(settings_, firstLine(PQerrorMessage(handle_.get())));
+    return makeError(Errc::kInternal, "Running '{}' as a batch failed: {}", detail::sqlExcerpt(sql),
+                     firstLine(PQerrorMessage(handle_.get())));
+  }
+
   Error classify(const PGresult* result, std::string_view sql, Failure* failure) {
     const char* field = result == nullptr ? nullptr : PQresultErrorField(result, PG_DIAG_SQLSTATE);
     const std::string_view state = field == nullptr ? std::string_view() : field;
@@ -391,18 +464,22 @@ class PgTransaction final : public Transaction {
 
   Result<std::vector<Row>> query(std::string_view sql, const Params& params) override {
     auto result = AULA_TRY(run(sql, params));
-    const int rowCount = PQntuples(result.get());
-    const int columnCount = PQnfields(result.get());
+    return rowsOf(result.get());
+  }
+
+  static std::vector<Row> rowsOf(const PGresult* result) {
+    const int rowCount = PQntuples(result);
+    const int columnCount = PQnfields(result);
     std::vector<Oid> types(static_cast<std::size_t>(columnCount));
     for (int c = 0; c < columnCount; ++c)
-      types[static_cast<std::size_t>(c)] = PQftype(result.get(), c);
+      types[static_cast<std::size_t>(c)] = PQftype(result, c);
     std::vector<Row> rows;
     rows.reserve(static_cast<std::size_t>(rowCount));
     for (int r = 0; r < rowCount; ++r) {
       std::vector<Value> columns;
       columns.reserve(types.size());
       for (int c = 0; c < columnCount; ++c) {
-        columns.push_back(columnValue(result.get(), r, c, types[static_cast<std::size_t>(c)]));
+        columns.push_back(columnValue(result, r, c, types[static_cast<std::size_t>(c)]));
       }
       rows.emplace_back(std::move(columns));
     }
@@ -418,6 +495,23 @@ class PgTransaction final : public Transaction {
     return count;
   }
 
+  Result<std::vector<std::vector<Row>>> queryEach(std::string_view sql,
+                                                  const std::vector<Params>& sets) override {
+    if (sets.empty())
+      return std::vector<std::vector<Row>>();
+    Failure failure = Failure::kNone;
+    auto results = connection_.executeEach(sql, sets, &failure);
+    if (!results) {
+      note(results.error(), failure);
+      return std::move(results).error();
+    }
+    std::vector<std::vector<Row>> out;
+    out.reserve(results->size());
+    for (const auto& result : *results)
+      out.push_back(rowsOf(result.get()));
+    return out;
+  }
+
   Dialect dialect() const override { return Dialect::kPostgres; }
 
   const std::optional<Error>& firstError() const { return firstError_; }
@@ -427,14 +521,17 @@ class PgTransaction final : public Transaction {
   Result<ResultHandle> run(std::string_view sql, const Params& params) {
     Failure failure = Failure::kNone;
     auto result = connection_.execute(sql, params, &failure);
-    if (!result) {
-      // PostgreSQL ends a transaction at its first error; everything after
-      // fails, so the first error is the one worth reporting.
-      if (!firstError_)
-        firstError_ = result.error();
-      retry_ = retry_ || failure == Failure::kRetry;
-    }
+    if (!result)
+      note(result.error(), failure);
     return result;
+  }
+
+  // PostgreSQL ends a transaction at its first error; everything after
+  // fails, so the first error is the one worth reporting.
+  void note(const Error& error, Failure failure) {
+    if (!firstError_)
+      firstError_ = error;
+    retry_ = retry_ || failure == Failure::kRetry;
   }
 
   Connection& connection_;
@@ -683,15 +780,36 @@ class PostgresDatabase final : public Database {
   }
 
   Status notify(std::string_view channel, std::string_view payload) override {
+    return notifyEach(channel, {std::string(payload)});
+  }
+
+  // One pipeline: its statements run in one implicit transaction, so the
+  // listeners hear all the messages at once, in order.
+  Status notifyEach(std::string_view channel, const std::vector<std::string>& payloads) override {
     AULA_TRY_STATUS(checkChannel(channel));
-    if (payload.size() >= 8000) {
-      return makeError(Errc::kInvalidArgument,
-                       "A message between brokers holds at most 7,999 bytes, not {}.",
-                       payload.size());
+    std::vector<Params> sets;
+    for (const auto& payload : payloads) {
+      if (payload.size() >= 8000) {
+        return makeError(Errc::kInvalidArgument,
+                         "A message between brokers holds at most 7,999 bytes, not {}.",
+                         payload.size());
+      }
+      sets.push_back({std::string(channel), payload});
     }
-    auto lease = AULA_TRY(
-        leaseAndRun("SELECT pg_notify(?, ?)", {std::string(channel), std::string(payload)}));
-    return okStatus();
+    if (sets.empty())
+      return okStatus();
+    for (int attempt = 0;; ++attempt) {
+      auto lease = AULA_TRY(pool_.acquire());
+      Failure failure = Failure::kNone;
+      auto done = lease->executeEach("SELECT pg_notify(?, ?)", sets, &failure);
+      if (done)
+        return okStatus();
+      if (failure == Failure::kBroken && !lease.fresh() && attempt <= settings_.poolSize) {
+        pool_.dropIdle();
+        continue;
+      }
+      return std::move(done).error();
+    }
   }
 
   Result<std::unique_ptr<Subscription>> listen(std::string channel,

@@ -136,16 +136,43 @@ bool managesCategory(const Actor& actor, std::optional<std::int64_t> categoryId)
          *actor.categoryId == *categoryId;
 }
 
+namespace {
+
+constexpr const char* kAuditInsert =
+    "INSERT INTO audit_log (at, actor_id, actor, address, action, object, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+db::Params auditParams(const Actor& actor, std::int64_t at, std::string_view action,
+                       std::string_view object, const Json& detail) {
+  return {at,
+          actor.userId > 0 ? db::Value(actor.userId) : db::Value(),
+          actor.username,
+          actor.address,
+          std::string(action),
+          std::string(object),
+          detail.dump()};
+}
+
+}  // namespace
+
 Status audit(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
              std::string_view object, const Json& detail) {
-  auto r = tx.exec(
-      "INSERT INTO audit_log (at, actor_id, actor, address, action, object, detail) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?)",
-      {at, actor.userId > 0 ? db::Value(actor.userId) : db::Value(), actor.username, actor.address,
-       std::string(action), std::string(object), detail.dump()});
+  auto r = tx.exec(kAuditInsert, auditParams(actor, at, action, object, detail));
   if (!r)
     return std::move(r).error();
   return {};
+}
+
+Status auditEach(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
+                 const std::vector<std::pair<std::string, Json>>& entries) {
+  static const std::vector<db::Column> kColumns{
+      {"at", "BIGINT"},   {"actor_id", "BIGINT"}, {"actor", "TEXT"}, {"address", "TEXT"},
+      {"action", "TEXT"}, {"object", "TEXT"},     {"detail", "TEXT"}};
+  std::vector<db::Params> rows;
+  rows.reserve(entries.size());
+  for (const auto& [object, detail] : entries)
+    rows.push_back(auditParams(actor, at, action, object, detail));
+  return db::insertRows(tx, "audit_log", kColumns, rows);
 }
 
 Result<std::optional<std::string>> optString(const Json& body, std::string_view field) {
@@ -319,28 +346,58 @@ Result<Limits> totalLimits(db::Transaction& tx, std::string_view subject) {
   return limitsOf(rows[0]);
 }
 
-Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int64_t userId) {
-  // Columns: kLimitColumns, then these.
-  enum : std::size_t { kOf = kTemplates + 1, kSubjectId, kGroupName };
+namespace {
+
+// Columns: kLimitColumns, then these.
+enum : std::size_t { kTotalOf = kTemplates + 1, kTotalSubjectId, kTotalGroupName, kTotalUserId };
+
+// The totals of the users in `userCondition` (SQL over u, the user, and
+// m.user_id), and the user each is of, as the last column.
+std::string totalLimitsSql(std::string_view userCondition) {
   const std::string limits = "q.desktops, q.running, q.vcpus, q.memory_mb, q.disk_gb, q.templates";
-  auto rows = AULA_TRY(tx.query(
-      fmt::format("SELECT {0}, 0, g.id, g.name FROM group_members m JOIN groups_ g ON g.id = "
-                  "m.group_id JOIN quotas q ON q.subject = 'group:' || CAST(g.id AS TEXT) "
-                  "WHERE m.user_id = ? "
-                  "UNION ALL SELECT {0}, 1, u.category_id, '' FROM users u JOIN quotas q ON "
-                  "q.subject = 'category:' || CAST(u.category_id AS TEXT) WHERE u.id = ? "
-                  "ORDER BY 7, 8",
-                  limits),
-      {userId, userId}));
+  return fmt::format(
+      "SELECT {0}, 0, g.id, g.name, m.user_id FROM group_members m JOIN groups_ g ON g.id = "
+      "m.group_id JOIN quotas q ON q.subject = 'group:' || CAST(g.id AS TEXT) "
+      "WHERE m.user_id {1} "
+      "UNION ALL SELECT {0}, 1, u.category_id, '', u.id FROM users u JOIN quotas q ON "
+      "q.subject = 'category:' || CAST(u.category_id AS TEXT) WHERE u.id {1} "
+      "ORDER BY 7, 8",
+      limits, userCondition);
+}
+
+std::vector<TotalLimit> totalLimitsOf(const std::vector<db::Row>& rows) {
   std::vector<TotalLimit> out;
   out.reserve(rows.size());
   for (const auto& r : rows) {
-    out.push_back(
-        TotalLimit{.of = r.integer(kOf) == 0 ? TotalLimit::Of::kGroup : TotalLimit::Of::kCategory,
-                   .id = r.integer(kSubjectId),
-                   .groupName = r.text(kGroupName),
-                   .limits = limitsOf(r)});
+    out.push_back(TotalLimit{
+        .of = r.integer(kTotalOf) == 0 ? TotalLimit::Of::kGroup : TotalLimit::Of::kCategory,
+        .id = r.integer(kTotalSubjectId),
+        .groupName = r.text(kTotalGroupName),
+        .limits = limitsOf(r)});
   }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int64_t userId) {
+  return totalLimitsOf(AULA_TRY(tx.query(totalLimitsSql("= ?"), {userId, userId})));
+}
+
+Result<std::map<std::int64_t, std::vector<TotalLimit>>> totalLimitsOfUsers(
+    db::Transaction& tx, const std::vector<std::int64_t>& userIds) {
+  std::map<std::int64_t, std::vector<TotalLimit>> out;
+  if (userIds.empty())
+    return out;
+  for (auto id : userIds)
+    out[id];
+  const std::string in = "IN (" + db::placeholders(userIds.size()) + ")";
+  db::Params params(userIds.begin(), userIds.end());
+  params.insert(params.end(), userIds.begin(), userIds.end());
+  // Rows come ordered by kind and subject, so each user's list keeps that order.
+  auto rows = AULA_TRY(tx.query(totalLimitsSql(in), params));
+  for (const auto& r : rows)
+    out[r.integer(kTotalUserId)].push_back(totalLimitsOf({r}).front());
   return out;
 }
 

@@ -34,6 +34,9 @@ bool managesCategory(const Actor& actor, std::optional<std::int64_t> categoryId)
 // The audit entry for a change, written in the change's transaction.
 Status audit(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
              std::string_view object, const Json& detail = Json::object());
+// The same action on many objects ({object, detail} each), in one round trip.
+Status auditEach(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
+                 const std::vector<std::pair<std::string, Json>>& entries);
 
 // Optional typed fields of a JSON body; absent is nullopt, wrong type an error.
 Result<std::optional<std::string>> optString(const Json& body, std::string_view field);
@@ -95,6 +98,9 @@ struct TotalLimit {
 // Every total set for the user's groups (by group id) and then their
 // category, in one query: a start's placement holds a lock while it runs.
 Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int64_t userId);
+// The same for many users, by user id, in one round trip.
+Result<std::map<std::int64_t, std::vector<TotalLimit>>> totalLimitsOfUsers(
+    db::Transaction& tx, const std::vector<std::int64_t>& userIds);
 
 // "<who> reached the limit of <n> <what>; ..." for kQuotaExceeded.
 std::string limitMessage(std::string_view who, std::string_view what, std::int64_t limit);

@@ -59,6 +59,21 @@ Result<std::optional<StateRow>> loadState(db::Transaction& tx, std::int64_t id) 
   return std::optional<StateRow>(AULA_TRY(stateOf(rows[0])));
 }
 
+Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
+                                                    const std::vector<std::int64_t>& ids) {
+  std::map<std::int64_t, StateRow> out;
+  if (ids.empty())
+    return out;
+  auto rows = AULA_TRY(
+      tx.query(std::string(kStateSelect) + " WHERE d.id IN (" + db::placeholders(ids.size()) + ")",
+               db::Params(ids.begin(), ids.end())));
+  for (const auto& r : rows) {
+    auto row = AULA_TRY(stateOf(r));
+    out.emplace(row.id, std::move(row));
+  }
+  return out;
+}
+
 Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t hostId) {
   auto rows = AULA_TRY(tx.query(std::string(kStateSelect) + " WHERE d.host_id = ?", {hostId}));
   std::vector<StateRow> out;
@@ -68,27 +83,38 @@ Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t
   return out;
 }
 
-Status storeTransition(db::Transaction& tx, const StateRow& row, const Transition& t) {
+namespace {
+
+// The columns a transition writes, their values, and the desktop.
+struct Write {
+  std::vector<db::Column> columns;
+  db::Params values;  // then the desktop's id
+};
+
+// What stores a transition, or none when there is nothing to store.
+std::optional<Write> transitionWrite(const StateRow& row, const Transition& t) {
   const auto& r = t.record;
   db::Value seqHost = r.seqHostId ? db::Value(*r.seqHostId) : db::Value();
+  const db::Column seq{"observed_seq", "BIGINT"};
+  const db::Column seqHostColumn{"observed_host_id", "BIGINT"};
   if (!t.changed()) {
     if (t.verdict != Verdict::kKeep || r.seq == row.record.seq)
-      return {};
-    AULA_TRY(tx.exec("UPDATE desktops SET observed_seq = ?, observed_host_id = ? WHERE id = ?",
-                     {r.seq, seqHost, row.id}));
-    return {};
+      return std::nullopt;
+    return Write{{seq, seqHostColumn}, {r.seq, seqHost, row.id}};
   }
+  Write w{{{"state", "TEXT"}, {"state_since", "BIGINT"}, seq, seqHostColumn},
+          {std::string(desktopStateName(r.state)), r.since, r.seq, seqHost}};
   std::optional<std::int64_t> host = r.hostId;
-  std::string extra;
-  db::Params params{std::string(desktopStateName(r.state)), r.since, r.seq, seqHost};
   switch (r.state) {
     case DesktopState::kRunning:
-      extra = ", started_at = ?";
-      params.push_back(r.since);
+      w.columns.push_back({"started_at", "BIGINT"});
+      w.values.emplace_back(r.since);
       break;
     case DesktopState::kStopped:
-      extra = ", stopped_at = ?, connected = 0";
-      params.push_back(r.since);
+      w.columns.push_back({"stopped_at", "BIGINT"});
+      w.values.emplace_back(r.since);
+      w.columns.push_back({"connected", "INTEGER"});
+      w.values.emplace_back(std::int64_t{0});
       // The disk of a persistent desktop that ran stays on its host; any
       // other desktop is free to start anywhere next time.
       if (!(row.persistent && (row.everRan || row.record.state == DesktopState::kRunning)))
@@ -98,13 +124,35 @@ Status storeTransition(db::Transaction& tx, const StateRow& row, const Transitio
     case DesktopState::kStopping:
       break;
   }
-  params.push_back(host ? db::Value(*host) : db::Value());
-  params.push_back(row.id);
-  AULA_TRY(
-      tx.exec("UPDATE desktops SET state = ?, state_since = ?, observed_seq = ?, "
-              "observed_host_id = ?" +
-                  extra + ", host_id = ? WHERE id = ?",
-              params));
+  w.columns.push_back({"host_id", "BIGINT"});
+  w.values.push_back(host ? db::Value(*host) : db::Value());
+  w.values.emplace_back(row.id);
+  return w;
+}
+
+}  // namespace
+
+Status storeTransition(db::Transaction& tx, const StateRow& row, const Transition& t) {
+  return storeTransitions(tx, {{row, t}});
+}
+
+Status storeTransitions(db::Transaction& tx,
+                        const std::vector<std::pair<StateRow, Transition>>& transitions) {
+  // The same columns for the same kind of change: one batch each.
+  std::map<std::string, std::pair<std::vector<db::Column>, std::vector<db::Params>>> batches;
+  for (const auto& [row, t] : transitions) {
+    auto w = transitionWrite(row, t);
+    if (!w)
+      continue;
+    std::string kind;
+    for (const auto& c : w->columns)
+      kind += c.name + ",";
+    auto& batch = batches[kind];
+    batch.first = w->columns;
+    batch.second.push_back(std::move(w->values));
+  }
+  for (const auto& [kind, batch] : batches)
+    AULA_TRY_STATUS(db::updateRows(tx, "desktops", batch.first, "id", batch.second));
   return {};
 }
 

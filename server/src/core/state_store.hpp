@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,9 @@ struct StateRow {
 
 // The desktop with this id; none when there is none.
 Result<std::optional<StateRow>> loadState(db::Transaction& tx, std::int64_t id);
+// The desktops with these ids that exist, by id, in one query.
+Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
+                                                    const std::vector<std::int64_t>& ids);
 // Every desktop recorded on this host.
 Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t hostId);
 
@@ -35,6 +39,9 @@ Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t
 // observation number; nothing otherwise). A desktop that stops lets go of
 // its host unless it is persistent and has run there (its disk is there).
 Status storeTransition(db::Transaction& tx, const StateRow& row, const Transition& t);
+// The same for many desktops, in one round trip per kind of change.
+Status storeTransitions(db::Transaction& tx,
+                        const std::vector<std::pair<StateRow, Transition>>& transitions);
 
 // A state change to publish once its transaction committed.
 struct StateChange {

@@ -230,13 +230,19 @@ Json forEachDesktop(const std::vector<std::int64_t>& ids,
 
 Result<Json> DeploymentService::start(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireManager(actor));
+  // The deployment is the manager's (checked here): so is each desktop of it.
   auto ids = AULA_TRY(deploymentDesktops(ctx_.db, actor, id));
-  return forEachDesktop(ids, [&](std::int64_t did) -> Status {
-    auto r = desktops_.start(actor, did);
-    if (!r)
-      return r.error();
-    return {};
-  });
+  auto outcomes = desktops_.startMany(actor, ids, true);
+  Json failed = Json::array();
+  std::size_t ok = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (outcomes[i]) {
+      ++ok;
+    } else {
+      failed.push_back({{"desktop_id", ids[i]}, {"error", outcomes[i].error().message()}});
+    }
+  }
+  return Json{{"succeeded", ok}, {"failed", failed}};
 }
 
 Result<Json> DeploymentService::stop(const Actor& actor, std::int64_t id, bool force) {

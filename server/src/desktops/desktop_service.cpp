@@ -3,6 +3,10 @@
 #include "aula/broker/desktop_service.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "aula/common/log.hpp"
 
@@ -138,193 +142,345 @@ Result<Json> DesktopService::create(const Actor& actor, const Json& body) {
   return created;
 }
 
-Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
+namespace {
+
+// Columns of kHostCandidates, in its order.
+enum CandidateCol : std::size_t {
+  kId,
+  kName,
+  kPoolId,
+  kState,
+  kCpus,
+  kMemoryMb,
+  kCpuIdle,
+  kFreeMemoryMb,
+  kVcpuRatioLimit,
+  kAllocatedVcpus,
+  kAddress,
+  kStorage,
+  kAgentPort,
+  kSpiceSubject
+};
+
+// Every hypervisor with its load. Allocated vCPUs count running desktops
+// only: starts in flight are the Placer's to count, so none is counted twice.
+constexpr const char* kHostCandidates =
+    "SELECT h.id, h.name, h.pool_id, h.state, h.cpus, h.memory_mb, h.cpu_idle, h.free_memory_mb, "
+    "COALESCE(h.vcpu_ratio_limit, 0), (SELECT CAST(COALESCE(SUM(d.vcpus), 0) AS BIGINT) FROM "
+    "desktops d WHERE d.host_id = h.id AND d.state = 'running'), h.address, h.storage, "
+    "h.agent_port, h.spice_subject FROM hosts h WHERE h.kind = 'hypervisor'";
+
+struct Hosts {
+  std::vector<HostCandidate> candidates;
+  std::map<std::int64_t, HostAddress> addresses;
+};
+
+Result<Hosts> loadHosts(db::Transaction& tx) {
+  Hosts out;
+  for (const auto& h : AULA_TRY(tx.query(kHostCandidates))) {
+    const auto id = h.integer(CandidateCol::kId);
+    out.candidates.push_back(
+        HostCandidate{.id = id,
+                      .name = h.text(CandidateCol::kName),
+                      .poolId = h.integer(CandidateCol::kPoolId),
+                      .online = h.text(CandidateCol::kState) == "online",
+                      .cpus = h.integer(CandidateCol::kCpus),
+                      .memoryMb = h.integer(CandidateCol::kMemoryMb),
+                      .cpuIdle = h.real(CandidateCol::kCpuIdle),
+                      .freeMemoryMb = h.integer(CandidateCol::kFreeMemoryMb),
+                      .allocatedVcpus = h.integer(CandidateCol::kAllocatedVcpus),
+                      .vcpuRatioLimit = h.real(CandidateCol::kVcpuRatioLimit)});
+    // Free space per named storage, as the host's last heartbeat reported it.
+    auto storage = json::parse(h.text(CandidateCol::kStorage));
+    if (storage && storage->is_object()) {
+      for (const auto& [name, free] : storage->items()) {
+        if (free.is_number())
+          out.candidates.back().freeStorageGb[name] = free.get<std::int64_t>();
+      }
+    }
+    out.addresses[id] =
+        HostAddress{.id = id,
+                    .name = h.text(CandidateCol::kName),
+                    .address = h.text(CandidateCol::kAddress),
+                    .agentPort = h.integer(CandidateCol::kAgentPort),
+                    .spiceSubject = h.optText(CandidateCol::kSpiceSubject).value_or("")};
+  }
+  return out;
+}
+
+}  // namespace
+
+// One desktop's part of a batch of starts.
+struct DesktopService::StartPlan {
+  std::int64_t id = 0;
+  Status outcome;  // an error: this desktop does not start
+  bool alreadyRunning = false;
+  DesktopRow desktop;
+  HostAddress host;
+  PlacementRequest request;
+  StateRow state;
+  bool reserved = false;  // the Placer holds `request` on `host`
+};
+
+void DesktopService::giveBack(StartPlan& plan) {
+  if (plan.reserved)
+    placer_.release(plan.host.id, plan.request);
+  plan.reserved = false;
+}
+
+// Plans every start in one exclusive transaction: starts on several brokers
+// queue for the placement instead of failing each other's serializable
+// transactions and retrying, and a deployment pays for one transaction and
+// a few round trips, not a dozen per desktop.
+Result<std::vector<DesktopService::StartPlan>> DesktopService::planStarts(
+    const Actor& actor, const std::vector<std::int64_t>& ids, bool authorized) {
   auto now = unixNow(ctx_.clock);
   const auto timing = stateTiming(ctx_.settings);
-  struct Plan {
-    DesktopRow desktop;
-    HostAddress host;
-    PlacementRequest request;
-    bool alreadyRunning = false;
-    StateRow state;
+  // The Placer's reservations. A PostgreSQL retry runs the body below again,
+  // and a failed COMMIT passes none of its error paths: each run gives back
+  // the last run's, and the ones left are given back once the desktops'
+  // states in the database count them instead.
+  std::vector<StartPlan> plans;
+  auto giveBackAll = [&] {
+    for (auto& p : plans)
+      giveBack(p);
   };
-  // The Placer's reservation for this start. A PostgreSQL retry runs the body
-  // below again, and a failed COMMIT passes none of its error paths: each run
-  // gives back the last run's reservation, and the one left is given back once
-  // the desktop's state in the database counts it instead.
-  std::optional<std::pair<std::int64_t, PlacementRequest>> reserved;
-  auto giveBack = [&] {
-    if (reserved)
-      placer_.release(reserved->first, reserved->second);
-    reserved.reset();
-  };
-  // Exclusive: starts on several brokers queue for the placement instead of
-  // failing each other's serializable transactions and retrying.
-  auto plan = ctx_.db.transactValue<
-      Plan>(db::TxMode::kExclusive, [&](db::Transaction& tx) -> Result<Plan> {
-    giveBack();
-    auto rows = AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id = ?", {id}));
-    if (rows.empty() ||
-        !AULA_TRY(mayActOnUser(tx, actor, rows[0].integer(DesktopCol::kOwnerId), true))) {
-      return makeError(Errc::kNotFound, "There is no desktop with id {}.", id);
+  auto planned = ctx_.db.transact(db::TxMode::kExclusive, [&](db::Transaction& tx) -> Status {
+    giveBackAll();
+    plans.clear();
+    auto rows = AULA_TRY(tx.query(
+        std::string(kDesktopSelect) + " WHERE d.id IN (" + db::placeholders(ids.size()) + ")",
+        db::Params(ids.begin(), ids.end())));
+    std::map<std::int64_t, const db::Row*> byId;
+    std::vector<std::int64_t> owners;
+    for (const auto& r : rows) {
+      byId[r.integer(DesktopCol::kId)] = &r;
+      owners.push_back(r.integer(DesktopCol::kOwnerId));
     }
-    Plan p{desktopOf(rows[0]), {}, {}, false};
-    p.state = AULA_TRY(loadState(tx, id)).value();
-    auto asked =
-        decide(p.state.record, Observation{.what = Happening::kStartRequested, .at = now}, timing);
-    if (asked.verdict == Verdict::kRefused) {
-      return makeError(Errc::kConflict,
-                       "The desktop '{}' is stopping; start it again when it has stopped.",
-                       p.desktop.name);
-    }
-    if (!asked.changed()) {
-      p.alreadyRunning = true;
-      return p;
-    }
-    if (copying(id)) {
-      return makeError(Errc::kConflict,
-                       "The desktop '{}' is being made into a template; start it when that is "
-                       "done.",
-                       p.desktop.name);
-    }
-    // Teacher deployments are handed out, not asked for: the student's own
-    // limits do not block them, the group's and category's totals do.
-    auto deployment = rows[0].optInteger(DesktopCol::kDeploymentId);
-    AULA_TRY_STATUS(checkQuotas(tx, p.desktop.ownerId, QuotaCheck::kStart, p.desktop.spec.vcpus,
-                                p.desktop.spec.memoryMb, 0, deployment.has_value()));
-    p.request.vcpus = p.desktop.spec.vcpus;
-    p.request.memoryMb = p.desktop.spec.memoryMb;
-    // A desktop without a disk on a host yet (first start, or any start of a
-    // non-persistent one) needs room for its overlay to grow to full size.
-    if (!p.desktop.spec.persistent || !p.desktop.hostId) {
-      p.request.storage = "desktops";
-      p.request.diskGb = rows[0].integer(DesktopCol::kDiskGb);
-    }
-    auto pools = AULA_TRY(tx.query("SELECT pool_id FROM template_pools WHERE template_id = ?",
-                                   {p.desktop.templateId}));
-    for (const auto& r : pools)
-      p.request.pools.push_back(r.integer(0));
-    // Allocated vCPUs count running desktops only: starts in flight are the
-    // Placer's to count, so none is counted twice.
-    // Columns of hostSql, in its order.
-    enum CandidateCol : std::size_t {
-      kId,
-      kName,
-      kPoolId,
-      kState,
-      kCpus,
-      kMemoryMb,
-      kCpuIdle,
-      kFreeMemoryMb,
-      kVcpuRatioLimit,
-      kAllocatedVcpus,
-      kAddress,
-      kStorage,
-      kAgentPort,
-      kSpiceSubject
-    };
-    std::string hostSql =
-        "SELECT h.id, h.name, h.pool_id, h.state, h.cpus, h.memory_mb, h.cpu_idle, "
-        "h.free_memory_mb, "
-        "COALESCE(h.vcpu_ratio_limit, 0), (SELECT CAST(COALESCE(SUM(d.vcpus), 0) AS BIGINT) "
-        "FROM desktops d WHERE "
-        "d.host_id = h.id "
-        "AND d.state = 'running'), h.address, h.storage, h.agent_port, h.spice_subject FROM hosts "
-        "h "
-        "WHERE h.kind = "
-        "'hypervisor'";
-    db::Params hostParams;
-    // A persistent desktop's disk lives on the host that made it.
-    if (p.desktop.spec.persistent && p.desktop.hostId) {
-      hostSql += " AND h.id = ?";
-      hostParams.push_back(*p.desktop.hostId);
-    }
-    auto hostRows = AULA_TRY(tx.query(hostSql, hostParams));
-    std::vector<HostCandidate> candidates;
-    std::map<std::int64_t, HostAddress> addresses;
-    for (const auto& h : hostRows) {
-      candidates.push_back(HostCandidate{.id = h.integer(CandidateCol::kId),
-                                         .name = h.text(CandidateCol::kName),
-                                         .poolId = h.integer(CandidateCol::kPoolId),
-                                         .online = h.text(CandidateCol::kState) == "online",
-                                         .cpus = h.integer(CandidateCol::kCpus),
-                                         .memoryMb = h.integer(CandidateCol::kMemoryMb),
-                                         .cpuIdle = h.real(CandidateCol::kCpuIdle),
-                                         .freeMemoryMb = h.integer(CandidateCol::kFreeMemoryMb),
-                                         .allocatedVcpus = h.integer(CandidateCol::kAllocatedVcpus),
-                                         .vcpuRatioLimit = h.real(CandidateCol::kVcpuRatioLimit)});
-      // Free space per named storage, as the host's last heartbeat reported it.
-      auto storage = json::parse(h.text(CandidateCol::kStorage));
-      if (storage && storage->is_object()) {
-        for (const auto& [name, free] : storage->items()) {
-          if (free.is_number())
-            candidates.back().freeStorageGb[name] = free.get<std::int64_t>();
-        }
+    auto states = AULA_TRY(loadStates(tx, ids));
+    StartAdmission admission(tx);
+    AULA_TRY_STATUS(admission.prefetch(owners));
+    std::optional<Hosts> hosts;
+    std::map<std::int64_t, std::vector<std::int64_t>> templatePools;
+    std::vector<std::pair<StateRow, Transition>> transitions;
+    std::vector<std::pair<std::string, Json>> audits;
+    for (auto id : ids) {
+      auto& p = plans.emplace_back(StartPlan{.id = id});
+      auto found = byId.find(id);
+      // Someone else's desktop is "not found", not "forbidden": ids are not probed.
+      if (found == byId.end() || !states.contains(id) ||
+          (!authorized && !AULA_TRY(mayActOnUser(
+                              tx, actor, found->second->integer(DesktopCol::kOwnerId), true)))) {
+        p.outcome = makeError(Errc::kNotFound, "There is no desktop with id {}.", id);
+        continue;
       }
-      addresses[h.integer(CandidateCol::kId)] =
-          HostAddress{.id = h.integer(CandidateCol::kId),
-                      .name = h.text(CandidateCol::kName),
-                      .address = h.text(CandidateCol::kAddress),
-                      .agentPort = h.integer(CandidateCol::kAgentPort),
-                      .spiceSubject = h.optText(CandidateCol::kSpiceSubject).value_or("")};
+      const auto& row = *found->second;
+      p.desktop = desktopOf(row);
+      p.state = states.at(id);
+      auto asked = decide(p.state.record,
+                          Observation{.what = Happening::kStartRequested, .at = now}, timing);
+      if (asked.verdict == Verdict::kRefused) {
+        p.outcome = makeError(Errc::kConflict,
+                              "The desktop '{}' is stopping; start it again when it has stopped.",
+                              p.desktop.name);
+        continue;
+      }
+      if (!asked.changed()) {
+        p.alreadyRunning = true;
+        continue;
+      }
+      if (copying(id)) {
+        p.outcome = makeError(Errc::kConflict,
+                              "The desktop '{}' is being made into a template; start it when "
+                              "that is done.",
+                              p.desktop.name);
+        continue;
+      }
+      // Teacher deployments are handed out, not asked for: the student's own
+      // limits do not block them, the group's and category's totals do.
+      auto deployment = row.optInteger(DesktopCol::kDeploymentId);
+      if (auto fits = admission.admit(p.desktop.ownerId, p.desktop.spec.vcpus,
+                                      p.desktop.spec.memoryMb, deployment.has_value());
+          !fits) {
+        p.outcome = std::move(fits).error();
+        continue;
+      }
+      p.request.vcpus = p.desktop.spec.vcpus;
+      p.request.memoryMb = p.desktop.spec.memoryMb;
+      // A desktop without a disk on a host yet (first start, or any start of
+      // a non-persistent one) needs room for its overlay to grow to full size.
+      if (!p.desktop.spec.persistent || !p.desktop.hostId) {
+        p.request.storage = "desktops";
+        p.request.diskGb = row.integer(DesktopCol::kDiskGb);
+      }
+      auto pools = templatePools.find(p.desktop.templateId);
+      if (pools == templatePools.end()) {
+        std::vector<std::int64_t> list;
+        for (const auto& r :
+             AULA_TRY(tx.query("SELECT pool_id FROM template_pools WHERE template_id = ?",
+                               {p.desktop.templateId}))) {
+          list.push_back(r.integer(0));
+        }
+        pools = templatePools.emplace(p.desktop.templateId, std::move(list)).first;
+      }
+      p.request.pools = pools->second;
+      if (!hosts)
+        hosts = AULA_TRY(loadHosts(tx));
+      std::vector<HostCandidate> candidates;
+      for (const auto& c : hosts->candidates) {
+        // A persistent desktop's disk lives on the host that made it.
+        if (!(p.desktop.spec.persistent && p.desktop.hostId && c.id != *p.desktop.hostId))
+          candidates.push_back(c);
+      }
+      auto hostId = placer_.place(std::move(candidates), p.request);
+      if (!hostId) {
+        p.outcome = std::move(hostId).error();
+        continue;
+      }
+      p.reserved = true;
+      p.host = hosts->addresses.at(*hostId);
+      auto starting = decide(
+          p.state.record,
+          Observation{.what = Happening::kStartRequested, .at = now, .hostId = *hostId}, timing);
+      transitions.emplace_back(p.state, starting);
+      p.state.record = starting.record;
+      audits.emplace_back(fmt::format("desktop:{}", id), Json{{"host", p.host.name}});
     }
-    auto hostId = AULA_TRY(placer_.place(std::move(candidates), p.request));
-    reserved.emplace(hostId, p.request);
-    p.host = addresses[hostId];
-    auto starting = decide(
-        p.state.record,
-        Observation{.what = Happening::kStartRequested, .at = now, .hostId = hostId}, timing);
-    AULA_TRY_STATUS(storeTransition(tx, p.state, starting));
-    p.state.record = starting.record;
-    AULA_TRY_STATUS(audit(tx, actor, now, "desktop.start", fmt::format("desktop:{}", id),
-                          Json{{"host", p.host.name}}));
-    return p;
+    AULA_TRY_STATUS(storeTransitions(tx, transitions));
+    return auditEach(tx, actor, now, "desktop.start", audits);
   });
-  if (!plan) {
-    giveBack();
-    return plan.error();
+  if (!planned) {
+    giveBackAll();
+    return planned.error();
   }
-  if (plan->alreadyRunning)
-    return get(actor, id);
+  return plans;
+}
 
-  auto& p = *plan;
-  publishChanges(ctx_.events,
-                 {StateChange{.id = id,
-                              .state = DesktopState::kStarting,
-                              .hostId = p.host.id,
-                              .ownerId = p.desktop.ownerId,
-                              .categoryId = p.desktop.ownerCategory}},
-                 "a start");
-  ctx_.counters.desktopStarts++;
-  auto started = ctx_.hosts.startDesktop(p.host, p.desktop.spec);
+// Asks the agents to start the planned desktops, a few at a time, and
+// records what each agent answered.
+void DesktopService::runStarts(std::vector<StartPlan>& plans) {
+  const StateTiming timing = stateTiming(ctx_.settings);
+  std::vector<StartPlan*> go;
+  std::vector<StateChange> starting;
+  for (auto& p : plans) {
+    if (!p.outcome || p.alreadyRunning)
+      continue;
+    go.push_back(&p);
+    starting.push_back(StateChange{.id = p.id,
+                                   .state = DesktopState::kStarting,
+                                   .hostId = p.host.id,
+                                   .ownerId = p.desktop.ownerId,
+                                   .categoryId = p.desktop.ownerCategory});
+  }
+  publishChanges(ctx_.events, starting, "a start");
+  if (go.empty())
+    return;
+  // A few agents' calls at a time; the answers are recorded as they come,
+  // all that came meanwhile in one transaction, so that a slow host holds
+  // up nobody else's desktop and a quick crowd costs few transactions.
+  constexpr std::size_t kParallel = 8;
+  std::vector<std::optional<Result<Observed>>> answers(go.size());
+  std::mutex mutex;
+  std::condition_variable arrived;
+  std::vector<std::size_t> ready;
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i = next++; i < go.size(); i = next++) {
+      ctx_.counters.desktopStarts++;
+      auto answer = ctx_.hosts.startDesktop(go[i]->host, go[i]->desktop.spec);
+      std::lock_guard lock(mutex);
+      answers[i] = std::move(answer);
+      ready.push_back(i);
+      arrived.notify_one();
+    }
+  };
+  std::vector<std::jthread> workers;
+  for (std::size_t w = 0; w < std::min(kParallel, go.size()); ++w)
+    workers.emplace_back(worker);
+  for (std::size_t done = 0; done < go.size();) {
+    std::vector<std::size_t> batch;
+    {
+      std::unique_lock lock(mutex);
+      arrived.wait(lock, [&] { return !ready.empty(); });
+      batch.swap(ready);
+    }
+    done += batch.size();
+    recordStarts(go, answers, batch, timing);
+  }
+}
+
+// Records the agents' answers to the starts `batch` (indexes into `go`).
+void DesktopService::recordStarts(const std::vector<StartPlan*>& go,
+                                  const std::vector<std::optional<Result<Observed>>>& answers,
+                                  const std::vector<std::size_t>& batch,
+                                  const StateTiming& timing) {
   auto after = unixNow(ctx_.clock);
   std::vector<StateChange> changes;
   auto recorded = ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     changes.clear();
-    auto row = AULA_TRY(loadState(tx, id));
-    if (!row)
-      return {};  // deleted meanwhile
-    Observation answer{.what = started ? Happening::kStartSucceeded : Happening::kStartFailed,
-                       .at = after,
-                       .hostId = p.host.id,
-                       .seq = started ? started->seq : 0};
-    auto t = decide(row->record, answer, timing);
-    AULA_TRY_STATUS(storeTransition(tx, *row, t));
-    if (t.changed())
-      changes.push_back(changeOf(*row, t));
-    return {};
+    std::vector<std::int64_t> ids;
+    for (auto i : batch)
+      ids.push_back(go[i]->id);
+    auto rows = AULA_TRY(loadStates(tx, ids));
+    std::vector<std::pair<StateRow, Transition>> transitions;
+    for (auto i : batch) {
+      auto row = rows.find(go[i]->id);
+      if (row == rows.end())
+        continue;  // deleted meanwhile
+      const auto& started = *answers[i];
+      Observation answer{.what = started ? Happening::kStartSucceeded : Happening::kStartFailed,
+                         .at = after,
+                         .hostId = go[i]->host.id,
+                         .seq = started ? started->seq : 0};
+      auto t = decide(row->second.record, answer, timing);
+      if (t.changed())
+        changes.push_back(changeOf(row->second, t));
+      transitions.emplace_back(row->second, t);
+    }
+    return storeTransitions(tx, transitions);
   });
-  // Only now does the 'running' row count the desktop's vCPUs on its host.
-  giveBack();
-  AULA_TRY_STATUS(recorded);
-  publishChanges(ctx_.events, changes, started ? "the agent's start" : "a failed start");
-  if (!started) {
-    ctx_.counters.desktopStartFailures++;
-    log::warn("Desktop {} did not start on host '{}': {}", id, p.host.name,
-              started.error().message());
-    return Error(Errc::kUnavailable, fmt::format("The desktop could not start on host '{}': {}",
-                                                 p.host.name, started.error().message()));
+  // Only now do the 'running' rows count the desktops' vCPUs on their hosts.
+  for (auto i : batch)
+    giveBack(*go[i]);
+  if (!recorded) {
+    for (auto i : batch)
+      go[i]->outcome = recorded.error();
+    return;
   }
+  publishChanges(ctx_.events, changes, "the agents' answers to starts");
+  for (auto i : batch) {
+    const auto& started = *answers[i];
+    if (started)
+      continue;
+    auto& p = *go[i];
+    ctx_.counters.desktopStartFailures++;
+    log::warn("Desktop {} did not start on host '{}': {}", p.id, p.host.name,
+              started.error().message());
+    p.outcome =
+        Error(Errc::kUnavailable, fmt::format("The desktop could not start on host '{}': {}",
+                                              p.host.name, started.error().message()));
+  }
+}
+
+std::vector<Status> DesktopService::startMany(const Actor& actor,
+                                              const std::vector<std::int64_t>& ids,
+                                              bool authorized) {
+  std::vector<Status> out;
+  if (ids.empty())
+    return out;
+  auto plans = planStarts(actor, ids, authorized);
+  if (!plans)
+    return std::vector<Status>(ids.size(), plans.error());
+  runStarts(*plans);
+  out.reserve(plans->size());
+  for (auto& p : *plans)
+    out.push_back(std::move(p.outcome));
+  return out;
+}
+
+Result<Json> DesktopService::start(const Actor& actor, std::int64_t id) {
+  auto outcome = startMany(actor, {id}, false);
+  AULA_TRY_STATUS(std::move(outcome.front()));
   return get(actor, id);
 }
 

@@ -76,6 +76,7 @@ Result<std::unique_ptr<EventRelay>> EventRelay::start(db::Database& database, Ev
       }));
   if (!relay->subscription_)
     return relay;  // one broker on this database: nobody to tell
+  relay->sender_ = std::thread([self] { self->send(); });
   bus.setRelay([self](const Event& event) {
     auto message = encode(event, self->origin_);
     if (message.size() > kMaxMessage) {
@@ -84,15 +85,43 @@ Result<std::unique_ptr<EventRelay>> EventRelay::start(db::Database& database, Ev
           event.type, message.size());
       return;
     }
-    if (auto sent = self->database_.notify(kChannel, message); !sent)
-      log::warn("The other brokers did not hear of the event '{}': {}", event.type,
-                sent.error().message());
+    self->enqueue(std::move(message));
   });
   return relay;
 }
 
+void EventRelay::enqueue(std::string message) {
+  std::lock_guard lock(mutex_);
+  queue_.push_back(std::move(message));
+  queued_.notify_one();
+}
+
+void EventRelay::send() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    queued_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty())
+      return;  // stopping, and everything raised went out
+    std::vector<std::string> batch;
+    batch.swap(queue_);
+    lock.unlock();
+    if (auto sent = database_.notifyEach(kChannel, batch); !sent) {
+      log::warn("The other brokers did not hear of {} event(s): {}", batch.size(),
+                sent.error().message());
+    }
+    lock.lock();
+  }
+}
+
 EventRelay::~EventRelay() {
   bus_.setRelay({});
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    queued_.notify_one();
+  }
+  if (sender_.joinable())
+    sender_.join();
   subscription_.reset();
 }
 

@@ -5,7 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/policy.hpp"
 
@@ -25,5 +28,30 @@ enum class QuotaCheck { kCreate, kStart };
 // groups and category, for one more desktop of this size.
 Status checkQuotas(db::Transaction& tx, std::int64_t ownerId, QuotaCheck check, std::int64_t vcpus,
                    std::int64_t memoryMb, std::int64_t diskGb, bool skipPerUser);
+
+// Admits desktop starts one after another inside one transaction (a
+// deployment's, planned together): each is checked against the limits as
+// the starts admitted before it left them, though none of them is stored
+// yet. Reads each limit and each total's usage once.
+class StartAdmission {
+ public:
+  explicit StartAdmission(db::Transaction& tx) : tx_(tx) {}
+
+  // Reads the group and category totals of these owners in one round trip.
+  Status prefetch(const std::vector<std::int64_t>& owners);
+  // Checks one more running desktop of this size for the owner (their own
+  // limits too, unless `skipPerUser`) and counts it when it fits.
+  Status admit(std::int64_t ownerId, std::int64_t vcpus, std::int64_t memoryMb, bool skipPerUser);
+
+ private:
+  struct Own {
+    Limits limits;
+    Usage used;
+  };
+  db::Transaction& tx_;
+  std::map<std::int64_t, std::vector<TotalLimit>> totals_;  // by owner
+  std::map<std::int64_t, Own> own_;                         // by owner
+  std::map<std::pair<TotalLimit::Of, std::int64_t>, Usage> used_;
+};
 
 }  // namespace aula::broker::detail

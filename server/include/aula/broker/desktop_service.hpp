@@ -5,10 +5,13 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "aula/broker/context.hpp"
+#include "aula/broker/desktop_state.hpp"
 
 namespace aula::broker {
 
@@ -20,6 +23,12 @@ class DesktopService {
   Result<Json> get(const Actor& actor, std::int64_t id);
   Result<Json> create(const Actor& actor, const Json& body);
   Result<Json> start(const Actor& actor, std::int64_t id);
+  // Starts many desktops (a deployment's) together: one transaction plans
+  // them all, then the agents start them a few at a time. Returns each one's
+  // outcome, in the order of `ids`. `authorized`: the caller has checked
+  // that the actor may start every one of them.
+  std::vector<Status> startMany(const Actor& actor, const std::vector<std::int64_t>& ids,
+                                bool authorized);
   Result<Json> stop(const Actor& actor, std::int64_t id, bool force);
   Status remove(const Actor& actor, std::int64_t id);
   Result<Json> console(const Actor& actor, std::int64_t id);
@@ -29,6 +38,14 @@ class DesktopService {
   Result<Json> makeTemplate(const Actor& actor, std::int64_t id, const Json& body);
 
  private:
+  struct StartPlan;
+  Result<std::vector<StartPlan>> planStarts(const Actor& actor,
+                                            const std::vector<std::int64_t>& ids, bool authorized);
+  void runStarts(std::vector<StartPlan>& plans);
+  void recordStarts(const std::vector<StartPlan*>& go,
+                    const std::vector<std::optional<Result<Observed>>>& answers,
+                    const std::vector<std::size_t>& batch, const StateTiming& timing);
+  void giveBack(StartPlan& plan);
   bool copying(std::int64_t desktopId);
 
   BrokerContext& ctx_;

@@ -8,10 +8,14 @@
 // what it shows. SQLite has one broker, and the relay does nothing there.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "aula/broker/database.hpp"
 #include "aula/broker/events.hpp"
@@ -36,11 +40,20 @@ class EventRelay {
 
  private:
   EventRelay(db::Database& database, EventBus& bus, std::string origin);
+  void enqueue(std::string message);
+  void send();
 
   db::Database& database_;
   EventBus& bus_;
   std::string origin_;
   std::unique_ptr<db::Subscription> subscription_;
+  // Events go out from a thread of their own, all that queued meanwhile in
+  // one round trip: raising one never waits for the database.
+  std::mutex mutex_;
+  std::condition_variable queued_;
+  std::vector<std::string> queue_;
+  bool stopping_ = false;
+  std::thread sender_;
 };
 
 }  // namespace aula::broker
