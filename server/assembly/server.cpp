@@ -52,6 +52,11 @@ config::Schema brokerSchema() {
       .string("ldap.bind_password_file", "")
       .string("ldap.group_base_dn", "")
       .string("ldap.group_filter", "(|(member={dn})(uniqueMember={dn}))")
+      .string("ldap.uid_attribute", "uid")
+      .choice("ldap.nested_groups", "off", {"off", "follow", "in_chain"})
+      .integer("ldap.nested_depth", 5, 1, 32)
+      .string("ldap.nested_filter", "(|(member={dn})(uniqueMember={dn}))")
+      .integer("ldap.sync_minutes", 60, 0, 10080)
       .string("ldap.ca_cert", "")
       .boolean("ldap.start_tls", false)
       .integer("ldap.timeout_ms", 5000, 100, 60000)
@@ -321,6 +326,7 @@ struct BrokerServer::Impl {
   std::unique_ptr<http::Server> server;
   std::string caPem;
   std::thread watchdog;
+  std::thread directorySync;  // every ldap.sync_minutes, when there is a directory
   std::mutex mutex;
   std::condition_variable wake;
   bool stopping = false;
@@ -365,10 +371,39 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     }
     ldap.groupBaseDn = c.getString("ldap.group_base_dn");
     ldap.groupFilter = c.getString("ldap.group_filter");
+    ldap.uidAttribute = c.getString("ldap.uid_attribute");
+    const auto nested = c.getString("ldap.nested_groups");
+    ldap.nestedGroups = nested == "follow"     ? NestedGroups::kFollow
+                        : nested == "in_chain" ? NestedGroups::kInChain
+                                               : NestedGroups::kOff;
+    ldap.nestedDepth = static_cast<int>(c.getInt("ldap.nested_depth"));
+    ldap.nestedFilter = c.getString("ldap.nested_filter");
     ldap.startTls = c.getBool("ldap.start_tls");
     if (!c.getString("ldap.ca_cert").empty())
       ldap.caPem = AULA_TRY(readText(c.getString("ldap.ca_cert"), "LDAP CA"));
     ldap.timeout = std::chrono::milliseconds(c.getInt("ldap.timeout_ms"));
+    for (const auto& [dn, role] : c.getStringMap("ldap.group_roles")) {
+      if (!parseRole(role)) {
+        return makeError(Errc::kConfig,
+                         "{}: ldap.group_roles gives the group '{}' the role '{}'; the roles are "
+                         "user, advanced, manager and admin.",
+                         c.sourceName(), dn, role);
+      }
+    }
+    for (const auto& [dn, target] : c.getStringMap("ldap.group_map")) {
+      auto slash = target.find('/');
+      if (slash == std::string::npos || slash == 0 || slash + 1 == target.size()) {
+        return makeError(Errc::kConfig,
+                         "{}: ldap.group_map sends the group '{}' to '{}', which is not "
+                         "\"Category/Group\" (for example \"School A/1A\").",
+                         c.sourceName(), dn, target);
+      }
+    }
+    // Settings that cannot work stop the broker here, with what to change,
+    // instead of failing every directory login later.
+    if (auto checked = checkLdapSettings(ldap); !checked) {
+      return Error(Errc::kConfig, fmt::format("{}: {}", c.sourceName(), checked.error().message()));
+    }
     impl.directory = makeLdapDirectory(std::move(ldap));
   }
   BrokerSettings settings = settingsFrom(c);
@@ -441,6 +476,29 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
       lock.lock();
     }
   });
+  const auto syncEvery = std::chrono::minutes(c.getInt("ldap.sync_minutes"));
+  if (impl.directory && syncEvery.count() > 0) {
+    impl.directorySync = std::thread([raw, syncEvery] {
+      // Not at start: a broker restarted in a loop would sweep the
+      // directory each time.
+      const Actor system{.username = "directory-sync", .role = Role::kAdmin};
+      std::unique_lock lock(raw->mutex);
+      while (!raw->stopping) {
+        raw->wake.wait_for(lock, syncEvery);
+        if (raw->stopping)
+          break;
+        lock.unlock();
+        auto synced = raw->broker->auth.syncDirectoryUsers(system);
+        if (!synced) {
+          log::warn("The scheduled directory sync did not run: {}", synced.error().message());
+        } else {
+          log::info("Directory sync: {} user(s) checked, {} disabled as gone from the directory.",
+                    (*synced)["checked"].get<std::int64_t>(), (*synced)["disabled"].size());
+        }
+        lock.lock();
+      }
+    });
+  }
   log::info("Listening on https://{} (CA fingerprint {}).", impl.server->address(),
             crypto::certificateFingerprint(impl.caPem).valueOr("unknown"));
   return self;
@@ -465,6 +523,8 @@ void BrokerServer::stop() {
     impl_->server->stop();
   if (impl_->watchdog.joinable())
     impl_->watchdog.join();
+  if (impl_->directorySync.joinable())
+    impl_->directorySync.join();
   impl_->relay.reset();
 }
 

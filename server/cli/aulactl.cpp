@@ -354,6 +354,47 @@ void printObject(const Json& object) {
   }
 }
 
+// `aulactl directory check` for people: the entry, each group with its
+// path through nested groups, and what follows in Aula.
+std::string printDirectoryCheck(const Json& j) {
+  auto text = [&j](const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string("-");
+  };
+  std::string out = fmt::format("Entry:       {}\n", text("dn"));
+  out += fmt::format("Name:        {}\nMail:        {}\nuid:         {}\n", text("display_name"),
+                     text("email"), text("uid"));
+  out += fmt::format("Nested:      {}\n", text("nesting"));
+  out += fmt::format("Groups ({}):\n", j["groups"].size());
+  for (const auto& g : j["groups"]) {
+    std::string path;
+    for (const auto& step : g["path"])
+      path += (path.empty() ? "" : "  ->  ") + step.get<std::string>();
+    std::string what;
+    if (g.contains("role"))
+      what += " [role " + g["role"].get<std::string>() + "]";
+    if (g.contains("aula_group"))
+      what += " [Aula group " + g["aula_group"].get<std::string>() + "]";
+    out += fmt::format("  {}{}\n", path, what);
+  }
+  out +=
+      fmt::format("Role:        {}{}\n", text("role"),
+                  j["role_from"].is_string() ? " (from " + j["role_from"].get<std::string>() + ")"
+                                             : std::string(" (ldap.default_role)"));
+  out += fmt::format("Category:    {}\n", text("category"));
+  std::string groups;
+  for (const auto& g : j["aula_groups"])
+    groups += (groups.empty() ? "" : ", ") + g.get<std::string>();
+  out += fmt::format("Aula groups: {}\n", groups.empty() ? std::string("none") : groups);
+  if (j["aula_user"].is_object()) {
+    out += fmt::format("In Aula:     user {} ({}{})\n", j["aula_user"]["id"].get<std::int64_t>(),
+                       j["aula_user"]["auth_source"].get<std::string>(),
+                       j["aula_user"]["disabled"].get<bool>() ? ", disabled" : "");
+  } else {
+    out += "In Aula:     not yet; the first login creates the user\n";
+  }
+  return out;
+}
+
 void output(const Json& j, bool asJson, const std::vector<std::string>& columns) {
   if (asJson) {
     std::cout << j.dump(2) << "\n";
@@ -1084,6 +1125,60 @@ int run(const std::vector<std::string>& args) {
     if (!call(*s, "DELETE", "/api/v1/quotas/" + http::urlEncode(subject), std::nullopt))
       exitCode = 1;
   });
+
+  // The school directory (LDAP), for admins.
+  auto* directory = app.add_subcommand("directory", "the school directory (LDAP): check, sync");
+  directory->require_subcommand(1);
+  auto* dirCheck = directory->add_subcommand(
+      "check", "show what the broker would do for a directory user, without logging them in");
+  std::string dirUser;
+  dirCheck->add_option("username", dirUser, "the name the user logs in with")->required();
+  dirCheck->callback([&] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    auto r = call(*s, "GET", "/api/v1/directory/check?username=" + http::urlEncode(dirUser),
+                  std::nullopt);
+    if (!r) {
+      exitCode = 1;
+      return;
+    }
+    auto j = json::parse(r->body);
+    if (!j || asJson) {
+      std::cout << r->body << "\n";
+      return;
+    }
+    std::cout << printDirectoryCheck(*j);
+  });
+  directory->add_subcommand("sync", "bring every directory user in step with the directory now")
+      ->callback([&] {
+        auto s = loadSession();
+        if (!s) {
+          std::cerr << "aulactl: " << s.error().message() << "\n";
+          exitCode = 1;
+          return;
+        }
+        auto r = call(*s, "POST", "/api/v1/directory/sync", std::string("{}"));
+        if (!r) {
+          exitCode = 1;
+          return;
+        }
+        auto j = json::parse(r->body);
+        if (!j || asJson) {
+          std::cout << r->body << "\n";
+          return;
+        }
+        std::cout << fmt::format("Checked {} directory user(s): {} kept, {} disabled",
+                                 (*j)["checked"].get<std::int64_t>(),
+                                 (*j)["kept"].get<std::int64_t>(), (*j)["disabled"].size());
+        std::string names;
+        for (const auto& n : (*j)["disabled"])
+          names += (names.empty() ? "" : ", ") + n.get<std::string>();
+        std::cout << (names.empty() ? std::string(".") : " (" + names + ").") << "\n";
+      });
 
   auto* audit = app.add_subcommand("audit", "who did what, when, from where");
   std::string auditActor, auditAction, auditLimit;

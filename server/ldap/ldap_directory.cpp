@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -144,10 +145,39 @@ std::string firstValue(LDAP* ld, LDAPMessage* entry, const char* attribute) {
 
 struct UserEntry {
   std::string dn;
+  std::string uid;
   std::string displayName;
   std::string email;
   std::vector<std::string> memberOf;
 };
+
+// A filter libldap would refuse, or that is not one filter: unbalanced or
+// missing parentheses.
+std::optional<std::string> filterProblem(std::string_view filter) {
+  if (filter.size() < 3 || filter.front() != '(' || filter.back() != ')')
+    return std::string("it must be one filter in parentheses, such as (uid={username})");
+  int depth = 0;
+  for (std::size_t i = 0; i < filter.size(); ++i) {
+    if (filter[i] == '\\') {
+      ++i;  // an escaped character
+    } else if (filter[i] == '(') {
+      ++depth;
+    } else if (filter[i] == ')') {
+      if (--depth < 0)
+        return std::string("a ')' closes more than was opened");
+      if (depth == 0 && i + 1 != filter.size())
+        return std::string("it holds more than one filter; join them with (&...) or (|...)");
+    }
+  }
+  if (depth != 0)
+    return std::string("a '(' is never closed");
+  return std::nullopt;
+}
+
+bool containsAny(std::string_view text, std::initializer_list<std::string_view> placeholders) {
+  return std::any_of(placeholders.begin(), placeholders.end(),
+                     [&](std::string_view p) { return text.find(p) != std::string_view::npos; });
+}
 
 class LdapDirectory final : public Directory {
  public:
@@ -157,15 +187,19 @@ class LdapDirectory final : public Directory {
   LdapDirectory& operator=(const LdapDirectory&) = delete;
 
   Result<DirectoryUser> authenticate(std::string_view username, std::string_view password) override;
+  Result<DirectoryUser> lookup(std::string_view username) override;
 
  private:
-  std::optional<Error> checkSettings() const;
   Status writeCaFile();
   Result<LdapHandle> connect() const;
   Status bindSearchIdentity(LDAP* ld) const;
   Result<UserEntry> findUser(LDAP* ld, std::string_view username) const;
   Status bindAsUser(LDAP* ld, const std::string& dn, std::string_view password) const;
-  Result<std::vector<std::string>> findGroups(LDAP* ld, const std::string& userDn) const;
+  Result<std::vector<std::string>> searchGroupDns(LDAP* ld, const std::string& filter,
+                                                  const std::string& about) const;
+  Status findGroups(LDAP* ld, const UserEntry& entry, std::string_view username,
+                    DirectoryUser* user) const;
+  Status followNested(LDAP* ld, DirectoryUser* user) const;
 
   Error unreachable(int rc) const;
   Error searchFailed(LDAP* ld, int rc, const std::string& base, const std::string& filter) const;
@@ -179,7 +213,8 @@ class LdapDirectory final : public Directory {
 LdapDirectory::LdapDirectory(LdapSettings settings) : settings_(std::move(settings)) {
   if (settings_.groupBaseDn.empty())
     settings_.groupBaseDn = settings_.baseDn;
-  configError_ = checkSettings();
+  if (auto checked = checkLdapSettings(settings_); !checked)
+    configError_ = std::move(checked).error();
   if (!configError_ && settings_.caPem) {
     if (auto written = writeCaFile(); !written)
       configError_ = std::move(written).error();
@@ -201,41 +236,6 @@ LdapDirectory::~LdapDirectory() {
 
 bool LdapDirectory::usesTls() const {
   return settings_.startTls || settings_.uri.find("ldaps://") != std::string::npos;
-}
-
-std::optional<Error> LdapDirectory::checkSettings() const {
-  if (settings_.uri.empty()) {
-    return makeError(Errc::kConfig, "No LDAP URI is configured for the directory.");
-  }
-  if (settings_.userFilter.find("{username}") == std::string::npos) {
-    // Without the placeholder every name would find the same entry, and
-    // anyone with that entry's password could log in under any name.
-    return makeError(Errc::kConfig, "The LDAP user filter '{}' does not contain {{username}}.",
-                     settings_.userFilter);
-  }
-  if (!settings_.groupFilter.empty() && settings_.groupFilter.find("{dn}") == std::string::npos) {
-    // Without the placeholder every user would be in every group found.
-    return makeError(Errc::kConfig, "The LDAP group filter '{}' does not contain {{dn}}.",
-                     settings_.groupFilter);
-  }
-  if (settings_.bindDn && settings_.bindPassword.empty()) {
-    // A DN with an empty password is an "unauthenticated bind": anonymous on
-    // servers that allow it, refused on the others; never what was meant.
-    return makeError(Errc::kConfig, "The LDAP bind DN '{}' is configured without a password.",
-                     *settings_.bindDn);
-  }
-  if (settings_.startTls && settings_.uri.find("ldaps://") != std::string::npos) {
-    return makeError(Errc::kConfig,
-                     "The directory URI '{}' is ldaps:// and StartTLS is also on; use one.",
-                     settings_.uri);
-  }
-  if (settings_.caPem &&
-      settings_.caPem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-    return makeError(Errc::kConfig,
-                     "The CA certificate for the directory at {} is not a PEM certificate.",
-                     settings_.uri);
-  }
-  return std::nullopt;
 }
 
 // libldap takes trust anchors only from a file (LDAP_OPT_X_TLS_CACERT takes
@@ -413,9 +413,14 @@ Result<UserEntry> LdapDirectory::findUser(LDAP* ld, std::string_view username) c
   const std::string filter =
       replaceAll(settings_.userFilter, "{username}", escapeLdapFilterValue(username));
   // libldap's prototype predates const.
-  std::array<char*, 5> attributes = {const_cast<char*>("cn"), const_cast<char*>("displayName"),
-                                     const_cast<char*>("mail"), const_cast<char*>("memberOf"),
+  std::array<char*, 6> attributes = {const_cast<char*>("cn"),
+                                     const_cast<char*>("displayName"),
+                                     const_cast<char*>("mail"),
+                                     const_cast<char*>("memberOf"),
+                                     const_cast<char*>(settings_.uidAttribute.c_str()),
                                      nullptr};
+  if (settings_.uidAttribute.empty())
+    attributes[4] = nullptr;
   timeval timeout = toTimeval(settings_.timeout);
   LDAPMessage* raw = nullptr;
   // Two entries are enough to know that there is more than one.
@@ -453,6 +458,8 @@ Result<UserEntry> LdapDirectory::findUser(LDAP* ld, std::string_view username) c
     user.displayName = firstValue(ld, entry, "cn");
   user.email = firstValue(ld, entry, "mail");
   user.memberOf = attributeValues(ld, entry, "memberOf");
+  if (!settings_.uidAttribute.empty())
+    user.uid = firstValue(ld, entry, settings_.uidAttribute.c_str());
   return user;
 }
 
@@ -483,13 +490,10 @@ Status LdapDirectory::bindAsUser(LDAP* ld, const std::string& dn, std::string_vi
   return wrongCredentials();
 }
 
-Result<std::vector<std::string>> LdapDirectory::findGroups(LDAP* ld,
-                                                           const std::string& userDn) const {
+// The DNs of the groups `filter` finds in the group base, in lower case.
+Result<std::vector<std::string>> LdapDirectory::searchGroupDns(LDAP* ld, const std::string& filter,
+                                                               const std::string& about) const {
   std::vector<std::string> groups;
-  if (settings_.groupFilter.empty())
-    return groups;
-  const std::string filter =
-      replaceAll(settings_.groupFilter, "{dn}", escapeLdapFilterValue(userDn));
   std::array<char*, 2> attributes = {const_cast<char*>(LDAP_NO_ATTRS), nullptr};
   timeval timeout = toTimeval(settings_.timeout);
   LDAPMessage* raw = nullptr;
@@ -501,7 +505,7 @@ Result<std::vector<std::string>> LdapDirectory::findGroups(LDAP* ld,
     log::warn(
         "The directory at {} returned only part of the groups of '{}' (size limit); roles from "
         "the others are missing.",
-        settings_.uri, userDn);
+        settings_.uri, about);
   } else if (rc != LDAP_SUCCESS) {
     return searchFailed(ld, rc, settings_.groupBaseDn, filter);
   }
@@ -514,6 +518,91 @@ Result<std::vector<std::string>> LdapDirectory::findGroups(LDAP* ld,
       groups.push_back(lowerAscii(dn.get()));
   }
   return groups;
+}
+
+// The user's groups: those the group filter finds, those in memberOf, and
+// (as configured) the groups above them.
+Status LdapDirectory::findGroups(LDAP* ld, const UserEntry& entry, std::string_view username,
+                                 DirectoryUser* user) const {
+  std::vector<std::string> groups;
+  if (!settings_.groupFilter.empty()) {
+    std::string filter = settings_.groupFilter;
+    if (settings_.nestedGroups == NestedGroups::kInChain) {
+      // The directory walks the chain itself: every group the user is in,
+      // at any depth, in one search.
+      filter = "(member:1.2.840.113556.1.4.1941:={dn})";
+      user->nesting = "in-chain";
+    }
+    if (filter.find("{uid}") != std::string::npos && entry.uid.empty()) {
+      log::warn(
+          "The directory entry '{}' has no {} attribute, which the group filter's {{uid}} needs; "
+          "its groups from that filter are not known.",
+          entry.dn, settings_.uidAttribute);
+    } else {
+      filter = replaceAll(filter, "{dn}", escapeLdapFilterValue(entry.dn));
+      filter = replaceAll(filter, "{username}", escapeLdapFilterValue(username));
+      filter = replaceAll(filter, "{uid}", escapeLdapFilterValue(entry.uid));
+      groups = AULA_TRY(searchGroupDns(ld, filter, entry.dn));
+    }
+  }
+  for (const std::string& group : entry.memberOf)
+    groups.push_back(lowerAscii(group));
+  std::sort(groups.begin(), groups.end());
+  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+  user->groupDns = std::move(groups);
+  if (settings_.nestedGroups == NestedGroups::kFollow)
+    AULA_TRY_STATUS(followNested(ld, user));
+  return okStatus();
+}
+
+// Breadth first, one search per group and level: the groups that contain
+// each group found so far, up to nestedDepth levels. A group seen before is
+// not searched again, so a cycle (A in B in A) ends there.
+Status LdapDirectory::followNested(LDAP* ld, DirectoryUser* user) const {
+  user->nesting = "followed";
+  std::set<std::string> seen(user->groupDns.begin(), user->groupDns.end());
+  std::vector<std::string> level = user->groupDns;
+  for (int depth = 1; depth <= settings_.nestedDepth && !level.empty(); ++depth) {
+    std::vector<std::string> next;
+    for (const auto& group : level) {
+      const std::string filter =
+          replaceAll(settings_.nestedFilter, "{dn}", escapeLdapFilterValue(group));
+      for (auto& parent : AULA_TRY(searchGroupDns(ld, filter, group))) {
+        if (seen.contains(parent)) {
+          // Reached twice: through two paths, or round a cycle.
+          bool cycle = false;
+          for (auto at = group;;) {
+            if (at == parent) {
+              cycle = true;
+              break;
+            }
+            auto up = user->via.find(at);
+            if (up == user->via.end())
+              break;
+            at = up->second;
+          }
+          if (cycle) {
+            log::info(
+                "The directory groups '{}' and '{}' contain each other; the cycle is "
+                "followed once.",
+                parent, group);
+          }
+          continue;
+        }
+        seen.insert(parent);
+        user->via[parent] = group;
+        next.push_back(std::move(parent));
+      }
+    }
+    if (depth == settings_.nestedDepth && !next.empty()) {
+      // The groups one level further up are not searched.
+      log::debug("Groups of '{}' above {} levels are not followed (ldap.nested_depth).", user->dn,
+                 depth);
+    }
+    level = std::move(next);
+  }
+  user->groupDns.assign(seen.begin(), seen.end());
+  return okStatus();
 }
 
 Result<DirectoryUser> LdapDirectory::authenticate(std::string_view username,
@@ -532,25 +621,133 @@ Result<DirectoryUser> LdapDirectory::authenticate(std::string_view username,
   // Groups are read as the configured identity, like the user's entry: the
   // user's own rights vary between directories, the broker's are known.
   AULA_TRY_STATUS(bindSearchIdentity(ld.get()));
-  std::vector<std::string> groups = AULA_TRY(findGroups(ld.get(), entry.dn));
-
-  for (const std::string& group : entry.memberOf)
-    groups.push_back(lowerAscii(group));
-  std::sort(groups.begin(), groups.end());
-  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
-
-  log::debug("'{}' authenticated against the directory as '{}' with {} groups.", username, entry.dn,
-             groups.size());
   DirectoryUser user;
+  AULA_TRY_STATUS(findGroups(ld.get(), entry, username, &user));
+  log::debug("'{}' authenticated against the directory as '{}' with {} groups.", username, entry.dn,
+             user.groupDns.size());
   user.username = std::string(username);
   user.dn = std::move(entry.dn);
+  user.uid = std::move(entry.uid);
   user.displayName = std::move(entry.displayName);
   user.email = std::move(entry.email);
-  user.groupDns = std::move(groups);
+  return user;
+}
+
+Result<DirectoryUser> LdapDirectory::lookup(std::string_view username) {
+  if (configError_)
+    return *configError_;
+  if (username.empty())
+    return makeError(Errc::kInvalidArgument, "Give the name of the user to look up.");
+  LdapHandle ld = AULA_TRY(connect());
+  AULA_TRY_STATUS(bindSearchIdentity(ld.get()));
+  auto entry = findUser(ld.get(), username);
+  if (!entry && entry.error().code() == Errc::kUnauthenticated) {
+    return makeError(Errc::kNotFound,
+                     "No single entry under '{}' of the directory at {} matches the user filter "
+                     "{} for '{}'.",
+                     settings_.baseDn, settings_.uri, settings_.userFilter, username);
+  }
+  AULA_TRY_STATUS(entry);
+  DirectoryUser user;
+  AULA_TRY_STATUS(findGroups(ld.get(), *entry, username, &user));
+  user.username = std::string(username);
+  user.dn = std::move(entry->dn);
+  user.uid = std::move(entry->uid);
+  user.displayName = std::move(entry->displayName);
+  user.email = std::move(entry->email);
   return user;
 }
 
 }  // namespace
+
+Status checkLdapSettings(const LdapSettings& settings) {
+  if (settings.uri.empty()) {
+    return makeError(Errc::kConfig, "No LDAP URI is configured for the directory (ldap.uri).");
+  }
+  if (settings.baseDn.empty()) {
+    return makeError(Errc::kConfig,
+                     "No base DN is configured for the directory (ldap.base_dn), such as "
+                     "\"dc=school,dc=example\".");
+  }
+  if (settings.userFilter.find("{username}") == std::string::npos) {
+    // Without the placeholder every name would find the same entry, and
+    // anyone with that entry's password could log in under any name.
+    return makeError(
+        Errc::kConfig,
+        "The LDAP user filter '{}' (ldap.user_filter) does not contain {{username}}; "
+        "write it as, for example, (uid={{username}}) or (sAMAccountName={{username}}).",
+        settings.userFilter);
+  }
+  if (auto problem = filterProblem(settings.userFilter)) {
+    return makeError(Errc::kConfig,
+                     "The LDAP user filter '{}' (ldap.user_filter) is not valid: {}.",
+                     settings.userFilter, *problem);
+  }
+  if (!settings.groupFilter.empty()) {
+    if (!containsAny(settings.groupFilter, {"{dn}", "{username}", "{uid}"})) {
+      // Without a placeholder every user would be in every group found.
+      return makeError(Errc::kConfig,
+                       "The LDAP group filter '{}' (ldap.group_filter) names no user: it needs "
+                       "{{dn}} (groupOfNames: (member={{dn}})), {{uid}} or {{username}} "
+                       "(posixGroup: (memberUid={{uid}})).",
+                       settings.groupFilter);
+    }
+    if (auto problem = filterProblem(settings.groupFilter)) {
+      return makeError(Errc::kConfig,
+                       "The LDAP group filter '{}' (ldap.group_filter) is not valid: {}.",
+                       settings.groupFilter, *problem);
+    }
+  }
+  if (settings.groupFilter.find("{uid}") != std::string::npos && settings.uidAttribute.empty()) {
+    return makeError(Errc::kConfig,
+                     "The LDAP group filter uses {{uid}}, but ldap.uid_attribute is empty; set "
+                     "it to the attribute that holds the login name, such as uid.");
+  }
+  if (settings.nestedGroups == NestedGroups::kFollow) {
+    if (settings.nestedFilter.find("{dn}") == std::string::npos) {
+      return makeError(Errc::kConfig,
+                       "The LDAP nested-group filter '{}' (ldap.nested_filter) does not contain "
+                       "{{dn}}, the DN of the group whose parents it finds; write it as, for "
+                       "example, (member={{dn}}).",
+                       settings.nestedFilter);
+    }
+    if (auto problem = filterProblem(settings.nestedFilter)) {
+      return makeError(Errc::kConfig,
+                       "The LDAP nested-group filter '{}' (ldap.nested_filter) is not valid: {}.",
+                       settings.nestedFilter, *problem);
+    }
+    if (settings.nestedDepth < 1 || settings.nestedDepth > 32) {
+      return makeError(Errc::kConfig,
+                       "ldap.nested_depth is {}; it must be 1 to 32 levels of groups above the "
+                       "user's own.",
+                       settings.nestedDepth);
+    }
+  }
+  if (settings.nestedGroups == NestedGroups::kInChain && settings.groupFilter.empty()) {
+    return makeError(Errc::kConfig,
+                     "ldap.nested_groups is \"in_chain\", which searches groups, but "
+                     "ldap.group_filter is empty; leave it at its default.");
+  }
+  if (settings.bindDn && settings.bindPassword.empty()) {
+    // A DN with an empty password is an "unauthenticated bind": anonymous on
+    // servers that allow it, refused on the others; never what was meant.
+    return makeError(Errc::kConfig,
+                     "The LDAP bind DN '{}' is configured without a password "
+                     "(ldap.bind_password_file is missing or empty).",
+                     *settings.bindDn);
+  }
+  if (settings.startTls && settings.uri.find("ldaps://") != std::string::npos) {
+    return makeError(Errc::kConfig,
+                     "The directory URI '{}' is ldaps:// and StartTLS is also on; use one.",
+                     settings.uri);
+  }
+  if (settings.caPem && settings.caPem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return makeError(Errc::kConfig,
+                     "The CA certificate for the directory at {} is not a PEM certificate.",
+                     settings.uri);
+  }
+  return {};
+}
 
 std::unique_ptr<Directory> makeLdapDirectory(LdapSettings settings) {
   return std::make_unique<LdapDirectory>(std::move(settings));

@@ -1102,7 +1102,58 @@ dn: cn=Teachers-A,ou=Groups,dc=school,dc=test
 objectClass: groupOfNames
 cn: Teachers-A
 member: uid=tom,ou=teachers,ou=school-a,ou=people,dc=school,dc=test
+
+dn: uid=nora,ou=teachers,ou=school-a,ou=people,dc=school,dc=test
+objectClass: inetOrgPerson
+uid: nora
+cn: Nora Nested
+sn: Nested
+userPassword: nora-secret-1
+
+dn: uid=gus,ou=students,ou=school-a,ou=people,dc=school,dc=test
+objectClass: inetOrgPerson
+uid: gus
+cn: Gus Gone
+sn: Gone
+userPassword: gus-secret-1
+
+dn: cn=Maths,ou=Groups,dc=school,dc=test
+objectClass: groupOfNames
+cn: Maths
+member: uid=nora,ou=teachers,ou=school-a,ou=people,dc=school,dc=test
+
+dn: cn=All-Teachers,ou=Groups,dc=school,dc=test
+objectClass: groupOfNames
+cn: All-Teachers
+member: cn=Maths,ou=Groups,dc=school,dc=test
+
+dn: cn=Class-1A,ou=Groups,dc=school,dc=test
+changetype: modify
+add: member
+member: uid=gus,ou=students,ou=school-a,ou=people,dc=school,dc=test
 )";
+
+// The [ldap] section of the tests' broker.toml, at `uri`, with `extra`
+// lines in it.
+std::string ldapToml(const std::string& uri, const std::string& extra = "") {
+  // Mixed case on purpose: DNs are compared without case.
+  return fmt::format(R"(
+[ldap]
+enabled = true
+uri = "{}"
+base_dn = "dc=school,dc=test"
+nested_groups = "follow"
+{}
+[ldap.group_roles]
+"cn=Teachers-A,ou=Groups,dc=school,dc=test" = "manager"
+"cn=All-Teachers,ou=Groups,dc=school,dc=test" = "manager"
+
+[ldap.group_map]
+"cn=class-1a,ou=groups,dc=school,dc=test" = "School A/1A"
+"CN=Teachers-A,OU=Groups,DC=school,DC=test" = "School A/Teachers"
+)",
+                     uri, extra);
+}
 
 class BrokerLdapTest : public ::testing::Test {
  protected:
@@ -1124,22 +1175,7 @@ class BrokerLdapTest : public ::testing::Test {
       FAIL() << "slapd did not start: " << startError_;
     if (!slapd_)
       GTEST_SKIP() << skipReason_;
-    // Mixed case on purpose: DNs are compared without case.
-    broker_ =
-        std::make_unique<BrokerFixture>(BrokerOptions{.extraToml = fmt::format(R"(
-[ldap]
-enabled = true
-uri = "{}"
-base_dn = "dc=school,dc=test"
-
-[ldap.group_roles]
-"cn=Teachers-A,ou=Groups,dc=school,dc=test" = "manager"
-
-[ldap.group_map]
-"cn=class-1a,ou=groups,dc=school,dc=test" = "School A/1A"
-"CN=Teachers-A,OU=Groups,DC=school,DC=test" = "School A/Teachers"
-)",
-                                                                               slapd_->uri())});
+    broker_ = std::make_unique<BrokerFixture>(BrokerOptions{.extraToml = ldapToml(slapd_->uri())});
   }
 
   std::unique_ptr<BrokerFixture> broker_;
@@ -1210,6 +1246,138 @@ TEST_F(BrokerLdapTest, WrongDirectoryPasswordGets401AndNoUser) {
   }
   auto users = broker_->adminCall("GET", "/api/v1/users?q=dora");
   EXPECT_EQ(users, Json::array()) << "a failed login creates no user";
+}
+
+TEST_F(BrokerLdapTest, ATeacherWhoseRoleComesThroughAParentGroupIsAManager) {
+  const auto& ids = broker_->seed();
+  auto r = broker_->api().call("POST", "/api/v1/session", {},
+                               Json{{"username", "nora"}, {"password", "nora-secret-1"}});
+  ASSERT_EQ(r.status, 201) << r.describe();
+  EXPECT_EQ(r.body["user"]["role"], "manager") << "Maths is inside All-Teachers";
+
+  // What the admin sees before and after: the path through the groups.
+  auto check = broker_->adminCall("GET", "/api/v1/directory/check?username=nora");
+  EXPECT_EQ(check["dn"], "uid=nora,ou=teachers,ou=school-a,ou=people,dc=school,dc=test");
+  EXPECT_EQ(check["nesting"], "followed");
+  EXPECT_EQ(check["role"], "manager");
+  EXPECT_EQ(check["role_from"], "cn=all-teachers,ou=groups,dc=school,dc=test");
+  ASSERT_EQ(check["groups"].size(), 2U) << check.dump();
+  EXPECT_EQ(check["groups"][0]["path"],
+            Json::array({"cn=maths,ou=groups,dc=school,dc=test",
+                         "cn=all-teachers,ou=groups,dc=school,dc=test"}));
+  EXPECT_EQ(check["groups"][0]["role"], "manager");
+  EXPECT_EQ(check["aula_user"]["id"], r.body["user"]["id"]);
+  // Someone the directory does not have.
+  broker_->adminCall("GET", "/api/v1/directory/check?username=nobody", std::nullopt, 404);
+  // Not for teachers.
+  auto asTeacher = broker_->api().call("GET", "/api/v1/directory/check?username=dora",
+                                       r.body["token"].get<std::string>());
+  EXPECT_EQ(asTeacher.status, 403) << asTeacher.describe();
+  (void)ids;
+}
+
+TEST_F(BrokerLdapTest, TheSyncFollowsClassChangesAndDisablesUsersGoneFromTheDirectory) {
+  const auto& ids = broker_->seed();
+  auto& api = broker_->api();
+  auto r = api.call("POST", "/api/v1/session", {},
+                    Json{{"username", "gus"}, {"password", "gus-secret-1"}});
+  ASSERT_EQ(r.status, 201) << r.describe();
+  const auto gusId = r.body["user"]["id"].get<std::int64_t>();
+  const auto gus = r.body["token"].get<std::string>();
+  auto me = api.call("GET", "/api/v1/me", gus);
+  ASSERT_EQ(me.body["groups"].size(), 1U) << me.describe();
+  auto desktop = api.call("POST", "/api/v1/desktops", gus,
+                          Json{{"name", "gus-desk"}, {"template_id", ids.debian}});
+  ASSERT_EQ(desktop.status, 201) << desktop.describe();
+
+  // Gus changes class in the directory: the sync takes him out of 1A.
+  slapd_->addLdif(R"(dn: cn=Class-1A,ou=Groups,dc=school,dc=test
+changetype: modify
+delete: member
+member: uid=gus,ou=students,ou=school-a,ou=people,dc=school,dc=test
+)");
+  auto synced = broker_->adminCall("POST", "/api/v1/directory/sync", Json::object(), 200);
+  EXPECT_EQ(synced["disabled"], Json::array()) << synced.dump();
+  EXPECT_GE(synced["checked"].get<int>(), 1);
+  me = api.call("GET", "/api/v1/me", gus);
+  ASSERT_EQ(me.status, 200) << me.describe();
+  EXPECT_EQ(me.body["groups"], Json::array()) << me.describe();
+
+  // Gus leaves the school: disabled, his session ended, his desktop kept.
+  slapd_->addLdif(R"(dn: uid=gus,ou=students,ou=school-a,ou=people,dc=school,dc=test
+changetype: delete
+)");
+  synced = broker_->adminCall("POST", "/api/v1/directory/sync", Json::object(), 200);
+  EXPECT_EQ(synced["disabled"], Json::array({"gus"})) << synced.dump();
+  EXPECT_EQ(api.call("GET", "/api/v1/me", gus).status, 401);
+  auto user = broker_->adminCall("GET", fmt::format("/api/v1/users/{}", gusId));
+  EXPECT_EQ(user["disabled"], true);
+  auto desktops =
+      broker_->adminCall("GET", fmt::format("/api/v1/desktops?scope=all&owner_id={}", gusId));
+  EXPECT_EQ(desktops.size(), 1U) << "his desktop is kept";
+  // Others are untouched.
+  auto dora = api.call("POST", "/api/v1/session", {},
+                       Json{{"username", "dora"}, {"password", "dora-secret-1"}});
+  EXPECT_EQ(dora.status, 201) << dora.describe();
+}
+
+TEST_F(BrokerLdapTest, ADirectoryThatIsDownOrRefusesTheBrokerGives503WithTheReason) {
+  broker_.reset();
+  // Nothing listens on port 1.
+  BrokerFixture down(BrokerOptions{.extraToml = ldapToml("ldap://127.0.0.1:1")});
+  down.seed();
+  auto r = down.api().call("POST", "/api/v1/session", {},
+                           Json{{"username", "dora"}, {"password", "dora-secret-1"}});
+  EXPECT_EQ(r.status, 503) << r.describe();
+  EXPECT_THAT(r.errorMessage(),
+              ::testing::HasSubstr("Directory logins are not possible right now"));
+  EXPECT_THAT(r.errorMessage(), ::testing::HasSubstr("ldap://127.0.0.1:1"));
+  // Local accounts still log in.
+  EXPECT_EQ(
+      down.api()
+          .call("POST", "/api/v1/session", {},
+                Json{{"username", "alice"}, {"password", std::string(BrokerFixture::kPassword)}})
+          .status,
+      201);
+
+  // The broker's own bind refused: a setting to fix, said as such.
+  test::TempDir dir;
+  writeFile(dir / "bind.pw", "not-the-password\n");
+  BrokerFixture refused(BrokerOptions{
+      .extraToml = ldapToml(slapd_->uri(), fmt::format("bind_dn = \"cn=nobody,dc=school,dc=test\"\n"
+                                                       "bind_password_file = \"{}\"\n",
+                                                       (dir / "bind.pw").string()))});
+  refused.seed();
+  r = refused.api().call("POST", "/api/v1/session", {},
+                         Json{{"username", "dora"}, {"password", "dora-secret-1"}});
+  EXPECT_EQ(r.status, 503) << r.describe();
+  EXPECT_THAT(r.errorMessage(), ::testing::HasSubstr("the broker's directory settings"));
+  EXPECT_THAT(r.errorMessage(), ::testing::HasSubstr("cn=nobody,dc=school,dc=test"));
+  EXPECT_THAT(r.errorMessage(), ::testing::Not(::testing::HasSubstr("not-the-password")));
+}
+
+TEST_F(BrokerLdapTest, ADirectorySettingThatCannotWorkStopsTheBrokerAtStart) {
+  for (const auto& [extra, says] : std::vector<std::pair<std::string, std::string>>{
+           {"group_filter = \"(memberUid=pia)\"\n", "names no user"},
+           {"user_filter = \"uid={username}\"\n", "one filter in parentheses"},
+       }) {
+    try {
+      BrokerFixture bad(BrokerOptions{.extraToml = ldapToml(slapd_->uri(), extra)});
+      ADD_FAILURE() << "The broker started with " << extra;
+    } catch (const std::runtime_error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("The broker did not start")) << extra;
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(says)) << extra;
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("broker.toml")) << extra;
+    }
+  }
+  // A role that does not exist, and a group map without its category.
+  try {
+    BrokerFixture bad(BrokerOptions{.extraToml = ldapToml(slapd_->uri()) +
+                                                 "\"cn=x,dc=school,dc=test\" = \"Teachers\"\n"});
+    ADD_FAILURE() << "The broker started with a group map target without a category";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("\"Category/Group\""));
+  }
 }
 
 // ---- aulactl: a desktop's console from a PC (SQLite; the CLI does not care) ----

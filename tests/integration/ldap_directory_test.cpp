@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -145,6 +146,80 @@ cn: Class-1B
 uniqueMember: uid=carol,ou=students,ou=school-b,ou=people,dc=school,dc=test
 )";
 
+// The two other layouts schools run, beside the tree above: a classic
+// OpenLDAP school with posixAccount users and posixGroup classes listing
+// memberUid, and nested groupOfNames (a class inside a year inside a stage,
+// as Active Directory schools have them), with a cycle on top.
+constexpr std::string_view kLayoutsLdif = R"(dn: ou=posix,dc=school,dc=test
+objectClass: organizationalUnit
+ou: posix
+
+dn: uid=pia,ou=posix,dc=school,dc=test
+objectClass: inetOrgPerson
+objectClass: posixAccount
+uid: pia
+cn: Pia Posix
+sn: Posix
+uidNumber: 2001
+gidNumber: 2001
+homeDirectory: /home/pia
+userPassword: pia-secret
+
+dn: cn=class-2c,ou=posix,dc=school,dc=test
+objectClass: posixGroup
+cn: class-2c
+gidNumber: 3001
+memberUid: pia
+memberUid: someone-else
+
+dn: cn=staff,ou=posix,dc=school,dc=test
+objectClass: posixGroup
+cn: staff
+gidNumber: 3002
+memberUid: someone-else
+
+dn: ou=nested,dc=school,dc=test
+objectClass: organizationalUnit
+ou: nested
+
+dn: uid=nina,ou=nested,dc=school,dc=test
+objectClass: inetOrgPerson
+uid: nina
+cn: Nina Nested
+sn: Nested
+userPassword: nina-secret
+
+dn: cn=Class-3A,ou=nested,dc=school,dc=test
+objectClass: groupOfNames
+cn: Class-3A
+member: uid=nina,ou=nested,dc=school,dc=test
+
+dn: cn=Year-3,ou=nested,dc=school,dc=test
+objectClass: groupOfNames
+cn: Year-3
+member: cn=Class-3A,ou=nested,dc=school,dc=test
+
+dn: cn=Primary,ou=nested,dc=school,dc=test
+objectClass: groupOfNames
+cn: Primary
+member: cn=Year-3,ou=nested,dc=school,dc=test
+
+dn: cn=Loop-A,ou=nested,dc=school,dc=test
+objectClass: groupOfNames
+cn: Loop-A
+member: cn=Primary,ou=nested,dc=school,dc=test
+
+dn: cn=Loop-B,ou=nested,dc=school,dc=test
+objectClass: groupOfNames
+cn: Loop-B
+member: cn=Loop-A,ou=nested,dc=school,dc=test
+
+dn: cn=Loop-A,ou=nested,dc=school,dc=test
+changetype: modify
+add: member
+member: cn=Loop-B,ou=nested,dc=school,dc=test
+)";
+
 // Class lists are not for students: only the broker's account (and, for
 // the tests without one, anonymous) reads the groups. Groups must therefore
 // be read as the search identity, not as the user who just logged in.
@@ -217,6 +292,7 @@ class LdapDirectoryTest : public ::testing::Test {
     try {
       server_ = std::make_unique<SlapdServer>(SlapdOptions{.accessRules = std::string(kGroupsAcl)});
       server_->addLdif(kDirectoryLdif);
+      server_->addLdif(kLayoutsLdif);
     } catch (const std::exception& e) {
       // Reported by each test as a failure: a server that cannot start is a
       // broken fixture, not a reason to skip.
@@ -410,6 +486,135 @@ TEST_F(LdapDirectoryTest, SettingsThatCannotWorkAreConfigurationErrors) {
     ASSERT_FALSE(result.ok()) << what;
     EXPECT_EQ(result.error().code(), Errc::kConfig) << what << ": " << result.error().message();
     EXPECT_EQ(result.error().message().back(), '.') << result.error().message();
+  }
+}
+
+TEST_F(LdapDirectoryTest, PosixGroupsListingMemberUidGiveTheirGroups) {
+  auto posix = settings();
+  posix.groupFilter = "(&(objectClass=posixGroup)(memberUid={uid}))";
+  auto pia = login(posix, "pia", "pia-secret");
+  ASSERT_TRUE(pia.ok()) << pia.error().message();
+  EXPECT_EQ(pia->uid, "pia");
+  EXPECT_THAT(pia->groupDns, ElementsAre("cn=class-2c,ou=posix,dc=school,dc=test"));
+  // {username} is the name as given at login; the same here.
+  posix.groupFilter = "(&(objectClass=posixGroup)(memberUid={username}))";
+  pia = login(posix, "pia", "pia-secret");
+  ASSERT_TRUE(pia.ok()) << pia.error().message();
+  EXPECT_THAT(pia->groupDns, ElementsAre("cn=class-2c,ou=posix,dc=school,dc=test"));
+  // A name that is not in the group's list gets none of it.
+  auto alice = login(posix, "alice", kAlicePassword);
+  ASSERT_TRUE(alice.ok()) << alice.error().message();
+  EXPECT_THAT(alice->groupDns, ElementsAre("cn=class-1a,ou=groups,dc=school,dc=test"))
+      << "memberOf still counts";
+}
+
+TEST_F(LdapDirectoryTest, NestedGroupsAreFollowedToTheTopWithTheirPathAndCyclesEnd) {
+  auto nested = settings();
+  auto direct = login(nested, "nina", "nina-secret");
+  ASSERT_TRUE(direct.ok()) << direct.error().message();
+  EXPECT_THAT(direct->groupDns, ElementsAre("cn=class-3a,ou=nested,dc=school,dc=test"))
+      << "without nesting, only the class";
+
+  nested.nestedGroups = broker::NestedGroups::kFollow;
+  LogCapture logs;
+  auto nina = login(nested, "nina", "nina-secret");
+  ASSERT_TRUE(nina.ok()) << nina.error().message();
+  EXPECT_EQ(nina->nesting, "followed");
+  EXPECT_THAT(nina->groupDns, ElementsAre("cn=class-3a,ou=nested,dc=school,dc=test",
+                                          "cn=loop-a,ou=nested,dc=school,dc=test",
+                                          "cn=loop-b,ou=nested,dc=school,dc=test",
+                                          "cn=primary,ou=nested,dc=school,dc=test",
+                                          "cn=year-3,ou=nested,dc=school,dc=test"));
+  EXPECT_EQ(nina->via.at("cn=year-3,ou=nested,dc=school,dc=test"),
+            "cn=class-3a,ou=nested,dc=school,dc=test");
+  EXPECT_EQ(nina->via.at("cn=primary,ou=nested,dc=school,dc=test"),
+            "cn=year-3,ou=nested,dc=school,dc=test");
+  EXPECT_EQ(nina->via.at("cn=loop-b,ou=nested,dc=school,dc=test"),
+            "cn=loop-a,ou=nested,dc=school,dc=test");
+  EXPECT_FALSE(nina->via.contains("cn=class-3a,ou=nested,dc=school,dc=test")) << "direct";
+  EXPECT_THAT(logs.text(), HasSubstr("contain each other"));
+
+  // Two levels up: the class, its year and the stage; not the loop above.
+  nested.nestedDepth = 2;
+  auto shallow = login(nested, "nina", "nina-secret");
+  ASSERT_TRUE(shallow.ok()) << shallow.error().message();
+  EXPECT_THAT(shallow->groupDns, ElementsAre("cn=class-3a,ou=nested,dc=school,dc=test",
+                                             "cn=primary,ou=nested,dc=school,dc=test",
+                                             "cn=year-3,ou=nested,dc=school,dc=test"));
+}
+
+TEST_F(LdapDirectoryTest, LookupFindsTheEntryAndGroupsWithoutAPassword) {
+  auto nested = settings();
+  nested.nestedGroups = broker::NestedGroups::kFollow;
+  auto directory = makeLdapDirectory(nested);
+  auto nina = directory->lookup("nina");
+  ASSERT_TRUE(nina.ok()) << nina.error().message();
+  EXPECT_EQ(nina->dn, "uid=nina,ou=nested,dc=school,dc=test");
+  EXPECT_EQ(nina->displayName, "Nina Nested");
+  EXPECT_EQ(nina->groupDns.size(), 5U);
+  auto nobody = directory->lookup("nobody");
+  ASSERT_FALSE(nobody.ok());
+  EXPECT_EQ(nobody.error().code(), Errc::kNotFound);
+  EXPECT_THAT(nobody.error().message(), HasSubstr("(uid={username})"));
+  // An injected name finds nobody either.
+  auto star = directory->lookup("*");
+  ASSERT_FALSE(star.ok());
+  EXPECT_EQ(star.error().code(), Errc::kNotFound);
+}
+
+TEST_F(LdapDirectoryTest, CheckedSettingsSayWhatToChange) {
+  struct Case {
+    std::string what;
+    std::function<void(LdapSettings&)> change;
+    std::string says;
+  };
+  const std::vector<Case> cases{
+      {"group filter naming nobody",
+       [](LdapSettings& s) { s.groupFilter = "(objectClass=posixGroup)"; }, "names no user"},
+      {"posix filter written without parentheses",
+       [](LdapSettings& s) { s.groupFilter = "memberUid={uid}"; }, "one filter in parentheses"},
+      {"two filters side by side",
+       [](LdapSettings& s) { s.groupFilter = "(memberUid={uid})(member={dn})"; },
+       "more than one filter"},
+      {"an unclosed parenthesis", [](LdapSettings& s) { s.userFilter = "(&(uid={username})"; },
+       "never closed"},
+      {"nested filter without {dn}",
+       [](LdapSettings& s) {
+         s.nestedGroups = broker::NestedGroups::kFollow;
+         s.nestedFilter = "(member=x)";
+       },
+       "ldap.nested_filter"},
+      {"nesting depth 0",
+       [](LdapSettings& s) {
+         s.nestedGroups = broker::NestedGroups::kFollow;
+         s.nestedDepth = 0;
+       },
+       "1 to 32"},
+      {"{uid} without the attribute",
+       [](LdapSettings& s) {
+         s.groupFilter = "(memberUid={uid})";
+         s.uidAttribute = "";
+       },
+       "ldap.uid_attribute"},
+  };
+  for (const auto& c : cases) {
+    auto bad = settings();
+    c.change(bad);
+    auto checked = broker::checkLdapSettings(bad);
+    ASSERT_FALSE(checked.ok()) << c.what;
+    EXPECT_EQ(checked.error().code(), Errc::kConfig) << c.what;
+    EXPECT_THAT(checked.error().message(), HasSubstr(c.says)) << c.what;
+    // The directory built on them answers every login with the same sentence.
+    auto result = login(bad, "alice", kAlicePassword);
+    ASSERT_FALSE(result.ok()) << c.what;
+    EXPECT_EQ(result.error().message(), checked.error().message()) << c.what;
+  }
+  // The three layouts' filters pass.
+  for (const char* filter : {"(|(member={dn})(uniqueMember={dn}))", "(memberUid={uid})",
+                             "(&(objectClass=posixGroup)(memberUid={username}))"}) {
+    auto good = settings();
+    good.groupFilter = filter;
+    EXPECT_TRUE(broker::checkLdapSettings(good).ok()) << filter;
   }
 }
 

@@ -23,6 +23,13 @@ void Api::Impl::sessionRoutes() {
   authed("DELETE", "/api/v1/session",
          [&b](const Actor& a, ServerRequest&) { return done(b.auth.logout(a)); });
   authed("GET", "/api/v1/me", [&b](const Actor& a, ServerRequest&) { return ok(b.auth.me(a)); });
+  // The school directory, for admins: what a user would get, and a sync now.
+  authed("GET", "/api/v1/directory/check", [&b](const Actor& a, ServerRequest& r) {
+    auto it = r.query.find("username");
+    return ok(b.auth.checkDirectoryUser(a, it == r.query.end() ? "" : it->second));
+  });
+  authed("POST", "/api/v1/directory/sync",
+         [&b](const Actor& a, ServerRequest&) { return ok(b.auth.syncDirectoryUsers(a)); });
   authedBody("POST", "/api/v1/me/password", [&b](const Actor& a, ServerRequest&, const Json& j) {
     return ok(b.auth.changePassword(a, j));
   });

@@ -19,6 +19,9 @@ constexpr std::string_view kWrongCredentials = "The user name or password is wro
 constexpr std::string_view kSessionPrefix = "aula_s_";
 constexpr std::string_view kApiTokenPrefix = "aula_t_";
 
+// A directory that could not answer a login, as the user hears it (below).
+Error directoryUnavailable(const Error& error);
+
 }  // namespace
 
 AuthService::AuthService(BrokerContext& ctx)
@@ -102,7 +105,7 @@ Result<Json> AuthService::login(std::string_view username, std::string_view pass
     if (!entry) {
       if (entry.error().code() == Errc::kUnauthenticated)
         return fail();
-      return entry.error();
+      return directoryUnavailable(entry.error());
     }
     userId = AULA_TRY(syncDirectoryUser(*entry));
   } else {
@@ -139,23 +142,79 @@ Result<Json> AuthService::login(std::string_view username, std::string_view pass
   return out;
 }
 
-Result<std::int64_t> AuthService::syncDirectoryUser(const DirectoryUser& entry) {
-  const auto& mapping = ctx_.settings.directoryMapping;
-  Role role = parseRole(mapping.defaultRole).value_or(Role::kUser);
+namespace {
+
+// What the directory mapping makes of a directory user.
+struct DirectoryOutcome {
+  Role role = Role::kUser;
+  std::string roleFrom;                                     // the group that gave it; "": default
   std::vector<std::pair<std::string, std::string>> groups;  // category, group
+  std::vector<std::string> groupFrom;                       // the directory group of each
+  std::string category;
+};
+
+Error directoryUnavailable(const Error& error) {
+  if (error.code() == Errc::kUnavailable) {
+    return Error(Errc::kUnavailable,
+                 fmt::format("Directory logins are not possible right now: {} Local accounts can "
+                             "still log in.",
+                             error.message()));
+  }
+  // A setting that the directory rejects (the broker's bind, a base or a
+  // filter): not the user's fault, and not an internal error either.
+  log::error("A directory login failed on the broker's directory settings: {}", error.message());
+  return Error(Errc::kUnavailable,
+               fmt::format("Directory logins do not work with the broker's directory settings: "
+                           "{} An admin must change them (aulactl directory check USER shows "
+                           "what the broker sees).",
+                           error.message()));
+}
+
+DirectoryOutcome mapDirectoryUser(const DirectoryMapping& mapping, const DirectoryUser& entry) {
+  DirectoryOutcome out;
+  out.role = parseRole(mapping.defaultRole).value_or(Role::kUser);
   for (const auto& dn : entry.groupDns) {
     if (auto r = mapping.groupRoles.find(dn); r != mapping.groupRoles.end()) {
-      if (auto mapped = parseRole(r->second); mapped && *mapped > role)
-        role = *mapped;
+      if (auto mapped = parseRole(r->second); mapped && *mapped > out.role) {
+        out.role = *mapped;
+        out.roleFrom = dn;
+      }
     }
     if (auto g = mapping.groupMap.find(dn); g != mapping.groupMap.end()) {
       auto slash = g->second.find('/');
       if (slash != std::string::npos) {
-        groups.emplace_back(g->second.substr(0, slash), g->second.substr(slash + 1));
+        out.groups.emplace_back(g->second.substr(0, slash), g->second.substr(slash + 1));
+        out.groupFrom.push_back(dn);
       }
     }
   }
-  std::string category = !groups.empty() ? groups.front().first : mapping.defaultCategory;
+  out.category = !out.groups.empty() ? out.groups.front().first : mapping.defaultCategory;
+  return out;
+}
+
+std::string lowerName(std::string_view name) {
+  std::string out(name);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// The groups from a direct one up to `dn`, as DirectoryUser::via records them.
+Json groupPath(const DirectoryUser& entry, const std::string& dn) {
+  Json path = Json::array({dn});
+  for (auto at = entry.via.find(dn); at != entry.via.end(); at = entry.via.find(at->second))
+    path.insert(path.begin(), at->second);
+  return path;
+}
+
+}  // namespace
+
+Result<std::int64_t> AuthService::syncDirectoryUser(const DirectoryUser& entry) {
+  const auto& mapping = ctx_.settings.directoryMapping;
+  auto outcome = mapDirectoryUser(mapping, entry);
+  const Role role = outcome.role;
+  const auto& groups = outcome.groups;
+  const std::string& category = outcome.category;
   auto now = unixNow(ctx_.clock);
   std::string username = entry.username;
   std::transform(username.begin(), username.end(), username.begin(),
@@ -453,6 +512,102 @@ Status AuthService::deleteToken(const Actor& actor, std::int64_t id) {
   }));
   publishSessionEnded(ctx_.events, actor.userId);
   return {};
+}
+
+Result<Json> AuthService::checkDirectoryUser(const Actor& actor, std::string_view username) {
+  AULA_TRY_STATUS(requireAdmin(actor));
+  if (ctx_.directory == nullptr) {
+    return Error(Errc::kConflict,
+                 "This broker has no directory: set ldap.enabled and the ldap settings in "
+                 "broker.toml.");
+  }
+  auto entry = ctx_.directory->lookup(username);
+  if (!entry) {
+    if (entry.error().code() == Errc::kNotFound || entry.error().code() == Errc::kInvalidArgument)
+      return entry.error();
+    return directoryUnavailable(entry.error());
+  }
+  auto outcome = mapDirectoryUser(ctx_.settings.directoryMapping, *entry);
+  Json groups = Json::array();
+  for (const auto& dn : entry->groupDns) {
+    Json g{{"dn", dn}, {"path", groupPath(*entry, dn)}};
+    if (auto r = ctx_.settings.directoryMapping.groupRoles.find(dn);
+        r != ctx_.settings.directoryMapping.groupRoles.end())
+      g["role"] = r->second;
+    if (auto m = ctx_.settings.directoryMapping.groupMap.find(dn);
+        m != ctx_.settings.directoryMapping.groupMap.end())
+      g["aula_group"] = m->second;
+    groups.push_back(std::move(g));
+  }
+  Json aulaGroups = Json::array();
+  for (const auto& [category, group] : outcome.groups)
+    aulaGroups.push_back(category + "/" + group);
+  Json out{{"username", entry->username},
+           {"dn", entry->dn},
+           {"uid", entry->uid},
+           {"display_name", entry->displayName},
+           {"email", entry->email},
+           {"nesting", entry->nesting.empty() ? "off" : entry->nesting},
+           {"groups", groups},
+           {"role", roleName(outcome.role)},
+           {"role_from", outcome.roleFrom.empty() ? Json() : Json(outcome.roleFrom)},
+           {"category", outcome.category.empty() ? Json() : Json(outcome.category)},
+           {"aula_groups", aulaGroups},
+           {"aula_user", Json()}};
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    auto rows = AULA_TRY(tx.query("SELECT id, auth_source, disabled FROM users WHERE username = ?",
+                                  {lowerName(username)}));
+    if (!rows.empty()) {
+      out["aula_user"] = Json{{"id", rows[0].integer(0)},
+                              {"auth_source", rows[0].text(1)},
+                              {"disabled", rows[0].integer(2) != 0}};
+    }
+    return {};
+  }));
+  return out;
+}
+
+Result<Json> AuthService::syncDirectoryUsers(const Actor& actor) {
+  AULA_TRY_STATUS(requireAdmin(actor));
+  if (ctx_.directory == nullptr) {
+    return Error(Errc::kConflict,
+                 "This broker has no directory: set ldap.enabled and the ldap settings in "
+                 "broker.toml.");
+  }
+  std::vector<std::pair<std::int64_t, std::string>> users;
+  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
+    users.clear();
+    for (const auto& r : AULA_TRY(tx.query("SELECT id, username FROM users WHERE auth_source = "
+                                           "'ldap' AND disabled = 0 ORDER BY id")))
+      users.emplace_back(r.integer(0), r.text(1));
+    return {};
+  }));
+  std::size_t kept = 0;
+  Json disabled = Json::array();
+  for (const auto& [id, name] : users) {
+    auto entry = ctx_.directory->lookup(name);
+    if (entry) {
+      AULA_TRY(syncDirectoryUser(*entry));
+      ++kept;
+      continue;
+    }
+    if (entry.error().code() != Errc::kNotFound) {
+      // The directory is away or refuses: nobody is disabled on that.
+      return directoryUnavailable(entry.error());
+    }
+    // Gone from the directory: disabled, never deleted; their desktops stay.
+    auto now = unixNow(ctx_.clock);
+    AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+      AULA_TRY(tx.exec("UPDATE users SET disabled = 1 WHERE id = ?", {id}));
+      AULA_TRY(tx.exec("DELETE FROM sessions WHERE user_id = ?", {id}));
+      return audit(tx, actor, now, "user.disable", fmt::format("user:{}", id),
+                   Json{{"reason", "gone from the directory"}, {"username", name}});
+    }));
+    publishSessionEnded(ctx_.events, id);
+    log::info("The directory user '{}' is gone from the directory and was disabled.", name);
+    disabled.push_back(name);
+  }
+  return Json{{"checked", users.size()}, {"kept", kept}, {"disabled", disabled}};
 }
 
 }  // namespace aula::broker

@@ -34,6 +34,18 @@ class AuthService {
   Result<Json> createToken(const Actor& actor, const Json& body);
   Status deleteToken(const Actor& actor, std::int64_t id);
 
+  // What the broker would do for this directory user, without logging them
+  // in or changing anything (admins): the entry found, every group with the
+  // path to it through nested groups, and the role and Aula groups that
+  // follow.
+  Result<Json> checkDirectoryUser(const Actor& actor, std::string_view username);
+  // Brings every enabled directory user the broker knows in step with the
+  // directory, as a login would: role, category and mapped groups. A user
+  // the directory no longer has is disabled (never deleted; desktops stay).
+  // A directory that is away stops the round and disables nobody.
+  // {"checked", "kept", "disabled": [names]}.
+  Result<Json> syncDirectoryUsers(const Actor& actor);
+
  private:
   Result<std::int64_t> syncDirectoryUser(const DirectoryUser& entry);
 
