@@ -372,7 +372,7 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     ldap.groupBaseDn = c.getString("ldap.group_base_dn");
     ldap.groupFilter = c.getString("ldap.group_filter");
     ldap.uidAttribute = c.getString("ldap.uid_attribute");
-    const auto nested = c.getString("ldap.nested_groups");
+    const auto& nested = c.getString("ldap.nested_groups");
     ldap.nestedGroups = nested == "follow"     ? NestedGroups::kFollow
                         : nested == "in_chain" ? NestedGroups::kInChain
                                                : NestedGroups::kOff;

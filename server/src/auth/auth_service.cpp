@@ -541,7 +541,7 @@ Result<Json> AuthService::checkDirectoryUser(const Actor& actor, std::string_vie
   }
   Json aulaGroups = Json::array();
   for (const auto& [category, group] : outcome.groups)
-    aulaGroups.push_back(category + "/" + group);
+    aulaGroups.push_back(fmt::format("{}/{}", category, group));
   Json out{{"username", entry->username},
            {"dn", entry->dn},
            {"uid", entry->uid},
@@ -584,7 +584,9 @@ Result<Json> AuthService::syncDirectoryUsers(const Actor& actor) {
   }));
   std::size_t kept = 0;
   Json disabled = Json::array();
-  for (const auto& [id, name] : users) {
+  for (const auto& user : users) {
+    const std::int64_t id = user.first;
+    const std::string& name = user.second;
     auto entry = ctx_.directory->lookup(name);
     if (entry) {
       AULA_TRY(syncDirectoryUser(*entry));

@@ -69,7 +69,7 @@ Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
                db::Params(ids.begin(), ids.end())));
   for (const auto& r : rows) {
     auto row = AULA_TRY(stateOf(r));
-    out.emplace(row.id, std::move(row));
+    out.emplace(row.id, row);
   }
   return out;
 }

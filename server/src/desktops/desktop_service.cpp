@@ -419,6 +419,7 @@ void DesktopService::recordStarts(const std::vector<StartPlan*>& go,
   auto recorded = ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     changes.clear();
     std::vector<std::int64_t> ids;
+    ids.reserve(batch.size());
     for (auto i : batch)
       ids.push_back(go[i]->id);
     auto rows = AULA_TRY(loadStates(tx, ids));
