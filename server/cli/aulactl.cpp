@@ -1133,44 +1133,38 @@ int run(const std::vector<std::string>& args) {
       "check", "show what the broker would do for a directory user, without logging them in");
   std::string dirUser;
   dirCheck->add_option("username", dirUser, "the name the user logs in with")->required();
-  dirCheck->callback([&] {
+  // The answer of an admin call, printed raw with --json or when it is not
+  // JSON; none (and exit code 1) when there was no answer.
+  auto directoryCall = [&](const std::string& method, const std::string& path,
+                           const std::optional<std::string>& body) -> std::optional<Json> {
     auto s = loadSession();
     if (!s) {
       std::cerr << "aulactl: " << s.error().message() << "\n";
       exitCode = 1;
-      return;
+      return std::nullopt;
     }
-    auto r = call(*s, "GET", "/api/v1/directory/check?username=" + http::urlEncode(dirUser),
-                  std::nullopt);
+    auto r = call(*s, method, path, body);
     if (!r) {
       exitCode = 1;
-      return;
+      return std::nullopt;
     }
     auto j = json::parse(r->body);
     if (!j || asJson) {
       std::cout << r->body << "\n";
-      return;
+      return std::nullopt;
     }
-    std::cout << printDirectoryCheck(*j);
+    return *j;
+  };
+  dirCheck->callback([&] {
+    if (auto j = directoryCall(
+            "GET", "/api/v1/directory/check?username=" + http::urlEncode(dirUser), std::nullopt))
+      std::cout << printDirectoryCheck(*j);
   });
   directory->add_subcommand("sync", "bring every directory user in step with the directory now")
       ->callback([&] {
-        auto s = loadSession();
-        if (!s) {
-          std::cerr << "aulactl: " << s.error().message() << "\n";
-          exitCode = 1;
+        auto j = directoryCall("POST", "/api/v1/directory/sync", std::string("{}"));
+        if (!j)
           return;
-        }
-        auto r = call(*s, "POST", "/api/v1/directory/sync", std::string("{}"));
-        if (!r) {
-          exitCode = 1;
-          return;
-        }
-        auto j = json::parse(r->body);
-        if (!j || asJson) {
-          std::cout << r->body << "\n";
-          return;
-        }
         std::cout << fmt::format("Checked {} directory user(s): {} kept, {} disabled",
                                  (*j)["checked"].get<std::int64_t>(),
                                  (*j)["kept"].get<std::int64_t>(), (*j)["disabled"].size());

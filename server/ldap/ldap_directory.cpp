@@ -174,6 +174,15 @@ std::optional<std::string> filterProblem(std::string_view filter) {
   return std::nullopt;
 }
 
+// kConfig naming the setting when `filter` is not one valid filter.
+Status checkFilter(std::string_view what, std::string_view key, const std::string& filter) {
+  if (auto problem = filterProblem(filter)) {
+    return makeError(Errc::kConfig, "The LDAP {} '{}' ({}) is not valid: {}.", what, filter, key,
+                     *problem);
+  }
+  return {};
+}
+
 bool containsAny(std::string_view text, std::initializer_list<std::string_view> placeholders) {
   return std::any_of(placeholders.begin(), placeholders.end(),
                      [&](std::string_view p) { return text.find(p) != std::string_view::npos; });
@@ -200,6 +209,7 @@ class LdapDirectory final : public Directory {
   Status findGroups(LDAP* ld, const UserEntry& entry, std::string_view username,
                     DirectoryUser* user) const;
   Status followNested(LDAP* ld, DirectoryUser* user) const;
+  Result<DirectoryUser> userOf(LDAP* ld, UserEntry entry, std::string_view username) const;
 
   Error unreachable(int rc) const;
   Error searchFailed(LDAP* ld, int rc, const std::string& base, const std::string& filter) const;
@@ -605,6 +615,19 @@ Status LdapDirectory::followNested(LDAP* ld, DirectoryUser* user) const {
   return okStatus();
 }
 
+// The entry and its groups as the broker sees them.
+Result<DirectoryUser> LdapDirectory::userOf(LDAP* ld, UserEntry entry,
+                                            std::string_view username) const {
+  DirectoryUser user;
+  AULA_TRY_STATUS(findGroups(ld, entry, username, &user));
+  user.username = std::string(username);
+  user.dn = std::move(entry.dn);
+  user.uid = std::move(entry.uid);
+  user.displayName = std::move(entry.displayName);
+  user.email = std::move(entry.email);
+  return user;
+}
+
 Result<DirectoryUser> LdapDirectory::authenticate(std::string_view username,
                                                   std::string_view password) {
   if (configError_)
@@ -621,15 +644,9 @@ Result<DirectoryUser> LdapDirectory::authenticate(std::string_view username,
   // Groups are read as the configured identity, like the user's entry: the
   // user's own rights vary between directories, the broker's are known.
   AULA_TRY_STATUS(bindSearchIdentity(ld.get()));
-  DirectoryUser user;
-  AULA_TRY_STATUS(findGroups(ld.get(), entry, username, &user));
-  log::debug("'{}' authenticated against the directory as '{}' with {} groups.", username, entry.dn,
+  auto user = AULA_TRY(userOf(ld.get(), std::move(entry), username));
+  log::debug("'{}' authenticated against the directory as '{}' with {} groups.", username, user.dn,
              user.groupDns.size());
-  user.username = std::string(username);
-  user.dn = std::move(entry.dn);
-  user.uid = std::move(entry.uid);
-  user.displayName = std::move(entry.displayName);
-  user.email = std::move(entry.email);
   return user;
 }
 
@@ -648,14 +665,7 @@ Result<DirectoryUser> LdapDirectory::lookup(std::string_view username) {
                      settings_.baseDn, settings_.uri, settings_.userFilter, username);
   }
   AULA_TRY_STATUS(entry);
-  DirectoryUser user;
-  AULA_TRY_STATUS(findGroups(ld.get(), *entry, username, &user));
-  user.username = std::string(username);
-  user.dn = std::move(entry->dn);
-  user.uid = std::move(entry->uid);
-  user.displayName = std::move(entry->displayName);
-  user.email = std::move(entry->email);
-  return user;
+  return userOf(ld.get(), std::move(entry).value(), username);
 }
 
 }  // namespace
@@ -678,11 +688,7 @@ Status checkLdapSettings(const LdapSettings& settings) {
         "write it as, for example, (uid={{username}}) or (sAMAccountName={{username}}).",
         settings.userFilter);
   }
-  if (auto problem = filterProblem(settings.userFilter)) {
-    return makeError(Errc::kConfig,
-                     "The LDAP user filter '{}' (ldap.user_filter) is not valid: {}.",
-                     settings.userFilter, *problem);
-  }
+  AULA_TRY_STATUS(checkFilter("user filter", "ldap.user_filter", settings.userFilter));
   if (!settings.groupFilter.empty()) {
     if (!containsAny(settings.groupFilter, {"{dn}", "{username}", "{uid}"})) {
       // Without a placeholder every user would be in every group found.
@@ -692,11 +698,7 @@ Status checkLdapSettings(const LdapSettings& settings) {
                        "(posixGroup: (memberUid={{uid}})).",
                        settings.groupFilter);
     }
-    if (auto problem = filterProblem(settings.groupFilter)) {
-      return makeError(Errc::kConfig,
-                       "The LDAP group filter '{}' (ldap.group_filter) is not valid: {}.",
-                       settings.groupFilter, *problem);
-    }
+    AULA_TRY_STATUS(checkFilter("group filter", "ldap.group_filter", settings.groupFilter));
   }
   if (settings.groupFilter.find("{uid}") != std::string::npos && settings.uidAttribute.empty()) {
     return makeError(Errc::kConfig,
@@ -711,11 +713,8 @@ Status checkLdapSettings(const LdapSettings& settings) {
                        "example, (member={{dn}}).",
                        settings.nestedFilter);
     }
-    if (auto problem = filterProblem(settings.nestedFilter)) {
-      return makeError(Errc::kConfig,
-                       "The LDAP nested-group filter '{}' (ldap.nested_filter) is not valid: {}.",
-                       settings.nestedFilter, *problem);
-    }
+    AULA_TRY_STATUS(
+        checkFilter("nested-group filter", "ldap.nested_filter", settings.nestedFilter));
     if (settings.nestedDepth < 1 || settings.nestedDepth > 32) {
       return makeError(Errc::kConfig,
                        "ldap.nested_depth is {}; it must be 1 to 32 levels of groups above the "
