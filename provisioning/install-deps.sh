@@ -14,7 +14,10 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache git clang-format clan
 LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
       libcurl4-openssl-dev libmbedtls-dev libsystemd-dev
       libargon2-dev libsqlite3-dev libpq-dev libldap-dev
-      libvirt-dev)
+      libvirt-dev
+      # The greeter: cairo and pango draw its screens in Inter; msgfmt
+      # compiles its translations.
+      libcairo2-dev libpango1.0-dev fonts-inter gettext)
 # Tests and benchmarks: the real daemons the integration tests start
 # (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
 # spice-client-glib (no GTK) is what tests/tools/aula-spice-probe is built on.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# clang-tidy over Aula's own code (every .cpp under common/, server/ and
-# agent/, and the headers they include from there) with the checks in
+# clang-tidy over Aula's own code (every .cpp under common/, server/, agent/
+# and greeter/, and the headers they include from there) with the checks in
 # .clang-tidy, warnings as errors. Needs a configured build for its
 # compile_commands.json; the test command runs it after the dev build.
 #
@@ -22,7 +22,7 @@ if ! command -v run-clang-tidy >/dev/null; then
   exit 2
 fi
 
-mapfile -t files < <(git -C "$ROOT" ls-files -- 'common/*.cpp' 'server/*.cpp' 'agent/*.cpp')
+mapfile -t files < <(git -C "$ROOT" ls-files -- 'common/*.cpp' 'server/*.cpp' 'agent/*.cpp' 'greeter/*.cpp')
 # run-clang-tidy takes regular expressions of paths: anchor each file.
 patterns=()
 for f in "${files[@]}"; do

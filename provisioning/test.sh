@@ -38,7 +38,7 @@ rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 
 status=0
-step "Lint (clang-tidy over common/, server/, agent/; warnings as errors)"
+step "Lint (clang-tidy over common/, server/, agent/, greeter/; warnings as errors)"
 "$ROOT/provisioning/lint.sh" "$ROOT/build/dev" || status=1
 
 step "Tests: unit, integration, e2e (dev preset)"

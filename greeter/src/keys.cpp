@@ -1,0 +1,69 @@
+// Linux key codes to PC XT set-1 scancodes. The first 88 Linux codes are the
+// XT codes themselves (the kernel's numbering started from them); the rest
+// follow keycodemapdb's linux -> xtkbd table for the keys of a PC keyboard.
+#include "aula/greeter/keys.hpp"
+
+#include <array>
+#include <utility>
+
+#include <linux/input-event-codes.h>
+
+namespace aula::greeter {
+
+namespace {
+
+constexpr std::uint32_t kExtended = 0x100;
+
+constexpr std::array<std::pair<std::uint32_t, std::uint32_t>, 37> kBeyondXt = {{
+    {KEY_RO, 0x73},
+    {KEY_KATAKANAHIRAGANA, 0x70},
+    {KEY_HENKAN, 0x79},
+    {KEY_MUHENKAN, 0x7b},
+    {KEY_KPENTER, kExtended | 0x1c},
+    {KEY_RIGHTCTRL, kExtended | 0x1d},
+    {KEY_KPSLASH, kExtended | 0x35},
+    {KEY_SYSRQ, kExtended | 0x37},
+    {KEY_RIGHTALT, kExtended | 0x38},
+    {KEY_HOME, kExtended | 0x47},
+    {KEY_UP, kExtended | 0x48},
+    {KEY_PAGEUP, kExtended | 0x49},
+    {KEY_LEFT, kExtended | 0x4b},
+    {KEY_RIGHT, kExtended | 0x4d},
+    {KEY_END, kExtended | 0x4f},
+    {KEY_DOWN, kExtended | 0x50},
+    {KEY_PAGEDOWN, kExtended | 0x51},
+    {KEY_INSERT, kExtended | 0x52},
+    {KEY_DELETE, kExtended | 0x53},
+    {KEY_MUTE, kExtended | 0x20},
+    {KEY_VOLUMEDOWN, kExtended | 0x2e},
+    {KEY_VOLUMEUP, kExtended | 0x30},
+    {KEY_POWER, kExtended | 0x5e},
+    {KEY_KPEQUAL, 0x59},
+    {KEY_PAUSE, kExtended | 0x46},
+    {KEY_KPCOMMA, 0x7e},
+    {KEY_YEN, 0x7d},
+    {KEY_LEFTMETA, kExtended | 0x5b},
+    {KEY_RIGHTMETA, kExtended | 0x5c},
+    {KEY_COMPOSE, kExtended | 0x5d},
+    {KEY_F13, 0x5d},
+    {KEY_F14, 0x5e},
+    {KEY_F15, 0x5f},
+    {KEY_F16, 0x55},
+    {KEY_NEXTSONG, kExtended | 0x19},
+    {KEY_PREVIOUSSONG, kExtended | 0x10},
+    {KEY_PLAYPAUSE, kExtended | 0x22},
+}};
+
+}  // namespace
+
+std::optional<std::uint32_t> xtScancode(std::uint32_t linuxCode) {
+  if (linuxCode >= KEY_ESC && linuxCode <= KEY_F12 && linuxCode != 84 && linuxCode != 85)
+    return linuxCode;
+  for (const auto& [linux, xt] : kBeyondXt) {
+    if (linux == linuxCode)
+      return xt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace aula::greeter

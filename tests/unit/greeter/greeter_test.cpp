@@ -1,0 +1,525 @@
+// The greeter's screens, transition by transition: keys, the broker's
+// answers, the SPICE session's events and time, with no I/O at all.
+#include "aula/greeter/greeter.hpp"
+
+#include <algorithm>
+
+#include <gtest/gtest.h>
+#include <linux/input-event-codes.h>
+
+namespace aula::greeter {
+namespace {
+
+using namespace std::chrono_literals;
+
+template <typename T>
+bool has(const std::vector<Effect>& effects) {
+  return std::any_of(effects.begin(), effects.end(),
+                     [](const Effect& e) { return std::holds_alternative<T>(e); });
+}
+
+template <typename T>
+const T& first(const std::vector<Effect>& effects) {
+  for (const auto& e : effects) {
+    if (const T* found = std::get_if<T>(&e))
+      return *found;
+  }
+  ADD_FAILURE() << "no such effect";
+  static const T none{};
+  return none;
+}
+
+Key press(std::uint32_t code, std::string text = {}) {
+  return Key{code, true, std::move(text)};
+}
+Key release(std::uint32_t code) {
+  return Key{code, false, {}};
+}
+
+Desktop desktop(std::int64_t id, std::string name, DesktopState state) {
+  return {id, std::move(name), "Debian 12", state, true};
+}
+
+class GreeterTest : public ::testing::Test {
+ protected:
+  Instant now = Instant{} + 1000s;
+  Greeter greeter{Options{}, MachineInfo{"10.0.2.15", "52:54:00:12:34:56", "2026.12"}};
+
+  std::vector<Effect> on(const Event& event) { return greeter.handle(event, now); }
+  std::vector<Effect> after(std::chrono::seconds passed) {
+    now += passed;
+    return greeter.handle(Tick{}, now);
+  }
+  void type(std::string_view text) {
+    for (char c : text)
+      on(press(KEY_A, std::string(1, c)));
+  }
+  std::vector<Effect> key(std::uint32_t code) { return on(press(code)); }
+
+  void ready() {
+    greeter.start(now);
+    on(BrokerReady{School{"IES Aula", "", 300s}});
+  }
+  std::vector<Effect> logIn() {
+    ready();
+    type("anna");
+    key(KEY_TAB);
+    type("secret");
+    auto effects = key(KEY_ENTER);
+    on(LoggedIn{"Anna K."});
+    return effects;
+  }
+  void withList(std::vector<Desktop> desktops) {
+    logIn();
+    on(DesktopsListed{std::move(desktops)});
+  }
+  void inSession() {
+    withList({desktop(12, "Informatik", DesktopState::kRunning)});
+    key(KEY_ENTER);
+    on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("t1"), "O=Aula,CN=hv1", "pem"}});
+    on(SessionOpened{});
+    ASSERT_EQ(greeter.screen(), Screen::kSession);
+  }
+};
+
+TEST_F(GreeterTest, StartsByProbingTheBrokerWithTheLanguagesLayout) {
+  auto effects = greeter.start(now);
+  EXPECT_EQ(greeter.screen(), Screen::kStarting);
+  EXPECT_TRUE(has<ProbeBroker>(effects));
+  EXPECT_EQ(first<SetLayout>(effects).xkb, "us");
+}
+
+TEST_F(GreeterTest, ABrokerThatAnswersShowsTheLoginWithTheSchool) {
+  ready();
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+  EXPECT_EQ(greeter.school().name, "IES Aula");
+  EXPECT_EQ(greeter.loginField(), LoginField::kUser);
+}
+
+TEST_F(GreeterTest, AnUnreachableBrokerCountsDownAndTriesAgainWithGrowingPauses) {
+  greeter.start(now);
+  on(BrokerFailed{Notice::kBrokerUnreachable, "Connection refused."});
+  EXPECT_EQ(greeter.screen(), Screen::kTrouble);
+  EXPECT_EQ(greeter.message().notice, Notice::kBrokerUnreachable);
+  EXPECT_EQ(greeter.message().seconds, 5);
+  EXPECT_EQ(greeter.machine().mac, "52:54:00:12:34:56");
+  EXPECT_FALSE(has<ProbeBroker>(after(2s)));
+  EXPECT_EQ(greeter.message().seconds, 3);
+  EXPECT_TRUE(has<ProbeBroker>(after(3s)));
+  EXPECT_TRUE(greeter.trying());
+  on(BrokerFailed{Notice::kBrokerUnreachable, "Connection refused."});
+  EXPECT_EQ(greeter.message().seconds, 10);
+  after(10s);
+  on(BrokerFailed{Notice::kBrokerUnreachable, ""});
+  EXPECT_EQ(greeter.message().seconds, 20);
+  after(20s);
+  on(BrokerFailed{Notice::kBrokerUnreachable, ""});
+  EXPECT_EQ(greeter.message().seconds, 30) << "the pause stops growing at 30 s";
+  after(30s);
+  on(BrokerReady{School{"IES Aula", "", 300s}});
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+  EXPECT_EQ(greeter.message().notice, Notice::kNone);
+}
+
+TEST_F(GreeterTest, EnterOnTheTroubleScreenTriesAtOnce) {
+  greeter.start(now);
+  on(BrokerFailed{Notice::kBrokerUnreachable, ""});
+  EXPECT_TRUE(has<ProbeBroker>(key(KEY_ENTER)));
+  EXPECT_FALSE(has<ProbeBroker>(key(KEY_ENTER))) << "one try at a time";
+}
+
+TEST_F(GreeterTest, ARejectedCertificateAndAWrongClockAreNamed) {
+  greeter.start(now);
+  on(BrokerFailed{Notice::kCertificateRejected, "fingerprint AB:CD"});
+  EXPECT_EQ(greeter.message().notice, Notice::kCertificateRejected);
+  EXPECT_EQ(greeter.message().detail, "fingerprint AB:CD");
+  after(5s);
+  on(BrokerFailed{Notice::kClockOff, "This PC says 2001-01-01."});
+  EXPECT_EQ(greeter.screen(), Screen::kTrouble);
+  EXPECT_EQ(greeter.message().notice, Notice::kClockOff);
+}
+
+TEST_F(GreeterTest, TypingFillsTheFieldsAndEnterSendsThePasswordOnce) {
+  ready();
+  type("anna");
+  EXPECT_EQ(greeter.username(), "anna");
+  key(KEY_ENTER);
+  EXPECT_EQ(greeter.loginField(), LoginField::kPassword) << "Enter on the name moves on";
+  type("pässword");
+  EXPECT_EQ(greeter.passwordCharacters(), 8u);
+  key(KEY_BACKSPACE);
+  EXPECT_EQ(greeter.passwordCharacters(), 7u);
+  auto effects = key(KEY_ENTER);
+  ASSERT_TRUE(has<LogIn>(effects));
+  EXPECT_EQ(first<LogIn>(effects).username, "anna");
+  EXPECT_EQ(first<LogIn>(effects).password.view(), "pässwor");
+  EXPECT_EQ(greeter.passwordCharacters(), 0u) << "the greeter forgets the password once sent";
+  EXPECT_EQ(greeter.screen(), Screen::kLoggingIn);
+  EXPECT_TRUE(key(KEY_ENTER).empty()) << "no second login while one is out";
+}
+
+TEST_F(GreeterTest, TabShiftTabAndArrowsMoveTheFocus) {
+  ready();
+  key(KEY_TAB);
+  EXPECT_EQ(greeter.loginField(), LoginField::kPassword);
+  key(KEY_TAB);
+  EXPECT_EQ(greeter.loginField(), LoginField::kLanguage);
+  key(KEY_TAB);
+  key(KEY_TAB);
+  EXPECT_EQ(greeter.loginField(), LoginField::kSubmit);
+  key(KEY_TAB);
+  EXPECT_EQ(greeter.loginField(), LoginField::kUser) << "the focus wraps around";
+  Key back = press(KEY_TAB);
+  back.shift = true;
+  on(back);
+  EXPECT_EQ(greeter.loginField(), LoginField::kSubmit);
+  key(KEY_UP);
+  EXPECT_EQ(greeter.loginField(), LoginField::kSubmit) << "Up does nothing on the button";
+}
+
+TEST_F(GreeterTest, AnEmptyUserNameIsAskedForNotSent) {
+  ready();
+  type("  ");
+  auto effects = key(KEY_ENTER);
+  EXPECT_FALSE(has<LogIn>(effects));
+  EXPECT_EQ(greeter.message().notice, Notice::kNoUserName);
+  EXPECT_EQ(greeter.loginField(), LoginField::kUser);
+}
+
+TEST_F(GreeterTest, ControlKeysAndShortcutsTypeNothing) {
+  ready();
+  on(press(KEY_A, "\x01"));
+  Key ctrl = press(KEY_C, "c");
+  ctrl.ctrl = true;
+  on(ctrl);
+  EXPECT_EQ(greeter.username(), "");
+}
+
+TEST_F(GreeterTest, AWrongPasswordSaysSoAndKeepsTheName) {
+  ready();
+  type("anna");
+  key(KEY_TAB);
+  type("wrong");
+  key(KEY_ENTER);
+  on(LoginRefused{Notice::kWrongPassword, "The user name or password is wrong.", 0});
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+  EXPECT_EQ(greeter.message().notice, Notice::kWrongPassword);
+  EXPECT_EQ(greeter.username(), "anna");
+  EXPECT_EQ(greeter.passwordCharacters(), 0u);
+  EXPECT_EQ(greeter.loginField(), LoginField::kPassword);
+}
+
+TEST_F(GreeterTest, ALockedAccountCountsDownAndSendsNothingUntilThen) {
+  ready();
+  type("anna");
+  key(KEY_TAB);
+  type("x");
+  key(KEY_ENTER);
+  on(LoginRefused{Notice::kLocked, "Too many failed logins", 30});
+  EXPECT_EQ(greeter.message().notice, Notice::kLocked);
+  EXPECT_EQ(greeter.message().seconds, 30);
+  after(10s);
+  EXPECT_EQ(greeter.message().seconds, 20);
+  type("y");
+  EXPECT_FALSE(has<LogIn>(key(KEY_ENTER)));
+  after(20s);
+  EXPECT_EQ(greeter.message().notice, Notice::kNone);
+  EXPECT_TRUE(has<LogIn>(key(KEY_ENTER)));
+}
+
+TEST_F(GreeterTest, ADisabledAccountAndAnUnreachableBrokerAtLogin) {
+  ready();
+  type("bob");
+  key(KEY_ENTER);
+  key(KEY_ENTER);
+  on(LoginRefused{Notice::kDisabled, "This account is disabled.", 0});
+  EXPECT_EQ(greeter.message().notice, Notice::kDisabled);
+  EXPECT_EQ(greeter.loginField(), LoginField::kUser) << "perhaps the wrong name";
+  key(KEY_ENTER);
+  key(KEY_ENTER);
+  on(LoginRefused{Notice::kBrokerUnreachable, "timeout", 0});
+  EXPECT_EQ(greeter.screen(), Screen::kTrouble);
+  after(5s);
+  on(BrokerReady{});
+  EXPECT_EQ(greeter.screen(), Screen::kLogin) << "back to the login, not logged in";
+}
+
+TEST_F(GreeterTest, LanguageAndLayoutChangeWithLeftAndRight) {
+  ready();
+  key(KEY_TAB);
+  key(KEY_TAB);
+  auto effects = key(KEY_RIGHT);
+  EXPECT_EQ(greeter.language(), Language::kSpanish);
+  EXPECT_EQ(first<SetLayout>(effects).xkb, "es") << "the language brings its layout";
+  key(KEY_RIGHT);
+  EXPECT_EQ(greeter.language(), Language::kCatalan);
+  EXPECT_EQ(greeter.layout().xkb, "es(cat)");
+  key(KEY_TAB);
+  effects = key(KEY_LEFT);
+  EXPECT_EQ(first<SetLayout>(effects).xkb, "es");
+  key(KEY_LEFT);
+  Key back = press(KEY_TAB);
+  back.shift = true;
+  on(back);
+  EXPECT_TRUE(key(KEY_RIGHT).empty()) << "a layout chosen by hand stays";
+  EXPECT_EQ(greeter.language(), Language::kFrench);
+  EXPECT_EQ(greeter.layout().xkb, "gb");
+}
+
+TEST_F(GreeterTest, LoggingInListsAndWatchesTheDesktops) {
+  auto sent = logIn();
+  ASSERT_TRUE(has<LogIn>(sent));
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.displayName(), "Anna K.");
+  EXPECT_FALSE(greeter.listLoaded());
+  on(DesktopsListed{{desktop(12, "Informatik", DesktopState::kStopped),
+                     desktop(13, "Mates", DesktopState::kRunning)}});
+  EXPECT_TRUE(greeter.listLoaded());
+  EXPECT_EQ(greeter.desktops().size(), 2u);
+}
+
+TEST_F(GreeterTest, NoDesktopIsSaid) {
+  withList({});
+  EXPECT_EQ(greeter.message().notice, Notice::kNoDesktop);
+  on(DesktopsListed{{desktop(1, "New", DesktopState::kStopped)}});
+  EXPECT_EQ(greeter.message().notice, Notice::kNone);
+}
+
+TEST_F(GreeterTest, TheEventStreamKeepsTheListCurrentAndTheSelectionFollowsTheDesktop) {
+  withList({desktop(12, "A", DesktopState::kStopped), desktop(13, "B", DesktopState::kStopped)});
+  key(KEY_DOWN);
+  EXPECT_EQ(greeter.selected(), 1u);
+  on(DesktopChanged{13, DesktopState::kRunning});
+  EXPECT_EQ(greeter.desktops()[1].state, DesktopState::kRunning);
+  on(DesktopsListed{{desktop(11, "Z", DesktopState::kStopped),
+                     desktop(12, "A", DesktopState::kStopped),
+                     desktop(13, "B", DesktopState::kRunning)}});
+  EXPECT_EQ(greeter.selected(), 2u) << "still on B after a reload";
+  EXPECT_TRUE(has<ListDesktops>(key(KEY_F5)));
+}
+
+TEST_F(GreeterTest, EnterConnectsShowingProgressAndOpensTheSession) {
+  withList({desktop(12, "Informatik", DesktopState::kStopped)});
+  auto effects = key(KEY_ENTER);
+  EXPECT_EQ(first<RequestConsole>(effects).desktopId, 12);
+  EXPECT_EQ(greeter.screen(), Screen::kConnecting);
+  EXPECT_FALSE(greeter.opening());
+  effects = on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("ticket"), "O=Aula,CN=hv1", "pem"}});
+  EXPECT_TRUE(greeter.opening());
+  ASSERT_TRUE(has<OpenSession>(effects));
+  EXPECT_EQ(first<OpenSession>(effects).console.ticket.view(), "ticket");
+  on(SessionOpened{});
+  EXPECT_EQ(greeter.screen(), Screen::kSession);
+  EXPECT_EQ(greeter.current()->name, "Informatik");
+}
+
+TEST_F(GreeterTest, EscapeCancelsAConnection) {
+  withList({desktop(12, "Informatik", DesktopState::kStopped)});
+  key(KEY_ENTER);
+  auto effects = key(KEY_ESC);
+  EXPECT_TRUE(has<CancelRequests>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_TRUE(on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("t"), "", ""}}).empty())
+      << "a late answer opens nothing";
+}
+
+TEST_F(GreeterTest, AQuotaOrAFailedStartIsExplainedOnTheList) {
+  withList({desktop(12, "Informatik", DesktopState::kStopped)});
+  key(KEY_ENTER);
+  on(ConsoleRefused{Notice::kQuotaReached, "You have reached the limit of 1 running desktops."});
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.message().notice, Notice::kQuotaReached);
+  EXPECT_EQ(greeter.message().detail, "You have reached the limit of 1 running desktops.");
+  key(KEY_ENTER);
+  auto effects = on(ConsoleRefused{Notice::kStartFailed, "No host can start this desktop."});
+  EXPECT_EQ(greeter.message().notice, Notice::kStartFailed);
+  EXPECT_TRUE(has<ListDesktops>(effects));
+}
+
+TEST_F(GreeterTest, AnExpiredSessionGoesBackToTheLogin) {
+  withList({desktop(12, "Informatik", DesktopState::kStopped)});
+  key(KEY_ENTER);
+  auto effects = on(ConsoleRefused{Notice::kSessionEnded, "expired"});
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+  EXPECT_EQ(greeter.message().notice, Notice::kSessionEnded);
+  EXPECT_TRUE(has<LogOut>(effects));
+  EXPECT_FALSE(greeter.loggedIn());
+}
+
+TEST_F(GreeterTest, ShutDownAndLogOutAreButtons) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning)});
+  key(KEY_TAB);
+  EXPECT_EQ(greeter.listFocus(), ListFocus::kShutDown);
+  auto effects = key(KEY_ENTER);
+  EXPECT_EQ(first<StopDesktop>(effects).desktopId, 12);
+  EXPECT_EQ(greeter.desktops()[0].state, DesktopState::kStopping);
+  EXPECT_TRUE(key(KEY_ENTER).empty()) << "a stopping desktop is not stopped twice";
+  key(KEY_TAB);
+  effects = key(KEY_ENTER);
+  EXPECT_TRUE(has<LogOut>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+  EXPECT_EQ(greeter.username(), "") << "the next student starts from an empty form";
+}
+
+TEST_F(GreeterTest, AListLeftAloneLogsOutAfterTheSchoolsIdleTime) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning)});
+  EXPECT_EQ(greeter.nextDeadline(), now + 300s);
+  after(200s);
+  key(KEY_DOWN);
+  EXPECT_TRUE(after(200s).empty()) << "a key restarts the idle time";
+  auto effects = after(100s);
+  EXPECT_TRUE(has<LogOut>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+  EXPECT_EQ(greeter.message().notice, Notice::kIdleLogout);
+  EXPECT_EQ(greeter.message().seconds, 5);
+}
+
+TEST_F(GreeterTest, AHalfTypedLoginIsClearedWhenLeftAlone) {
+  ready();
+  type("anna");
+  after(301s);
+  EXPECT_EQ(greeter.username(), "");
+}
+
+TEST_F(GreeterTest, KeysInTheSessionGoToTheGuestAsXtScancodes) {
+  inSession();
+  auto effects = on(press(KEY_A, "a"));
+  EXPECT_EQ(first<SendKey>(effects).scancode, 0x1eu);
+  EXPECT_TRUE(first<SendKey>(effects).pressed);
+  effects = on(release(KEY_A));
+  EXPECT_FALSE(first<SendKey>(effects).pressed);
+  effects = on(press(KEY_RIGHTCTRL));
+  EXPECT_EQ(first<SendKey>(effects).scancode, 0x11du) << "0xe0-prefixed keys are 0x100|code";
+  effects = on(press(KEY_UP));
+  EXPECT_EQ(first<SendKey>(effects).scancode, 0x148u);
+}
+
+TEST_F(GreeterTest, ShiftF12OpensTheMenuAndReleasesHeldKeysInTheGuest) {
+  inSession();
+  on(press(KEY_LEFTSHIFT));
+  Key combo = press(KEY_F12);
+  combo.shift = true;
+  auto effects = on(combo);
+  EXPECT_TRUE(greeter.menuOpen());
+  ASSERT_TRUE(has<SendKey>(effects));
+  EXPECT_EQ(first<SendKey>(effects).scancode, 0x2au);
+  EXPECT_FALSE(first<SendKey>(effects).pressed) << "Shift is let go in the guest";
+  EXPECT_TRUE(on(release(KEY_F12)).empty());
+  key(KEY_ESC);
+  EXPECT_FALSE(greeter.menuOpen());
+  EXPECT_TRUE(on(release(KEY_LEFTSHIFT)).empty()) << "the guest already had its release";
+}
+
+TEST_F(GreeterTest, TheMenuSendsCtrlAltDelDisconnectsAndLogsOut) {
+  inSession();
+  Key combo = press(KEY_F12);
+  combo.shift = true;
+  on(combo);
+  EXPECT_EQ(greeter.menuItem(), MenuItem::kCtrlAltDel);
+  EXPECT_TRUE(has<SendCtrlAltDel>(key(KEY_ENTER)));
+  on(combo);
+  key(KEY_DOWN);
+  auto effects = key(KEY_ENTER);
+  EXPECT_TRUE(has<CloseSession>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_TRUE(greeter.loggedIn());
+  key(KEY_ENTER);
+  on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("t2"), "", ""}});
+  on(SessionOpened{});
+  on(combo);
+  key(KEY_UP);
+  effects = key(KEY_ENTER);
+  EXPECT_TRUE(has<CloseSession>(effects));
+  EXPECT_TRUE(has<LogOut>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+}
+
+TEST_F(GreeterTest, ADroppedLinkGetsAFreshTicketAndReconnects) {
+  inSession();
+  auto effects = on(SessionEnded{SessionEnd::kLinkLost, "reset by peer"});
+  EXPECT_EQ(greeter.screen(), Screen::kReconnecting);
+  EXPECT_EQ(first<RequestConsole>(effects).desktopId, 12);
+  effects = on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("fresh"), "", ""}});
+  EXPECT_EQ(first<OpenSession>(effects).console.ticket.view(), "fresh");
+  on(SessionOpened{});
+  EXPECT_EQ(greeter.screen(), Screen::kSession);
+}
+
+TEST_F(GreeterTest, ALinkThatStaysDownGivesUpAfterAWhileAndSaysSo) {
+  inSession();
+  on(SessionEnded{SessionEnd::kLinkLost, "reset"});
+  for (int i = 0; i < 100 && greeter.screen() == Screen::kReconnecting; ++i) {
+    on(ConsoleRefused{Notice::kStartFailed, "The agent cannot be reached."});
+    if (greeter.screen() != Screen::kReconnecting)
+      break;
+    auto effects = after(2s);
+    ASSERT_TRUE(has<RequestConsole>(effects)) << "try " << i;
+  }
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.message().notice, Notice::kLinkLost);
+}
+
+TEST_F(GreeterTest, TheGuestShuttingDownBringsTheListBack) {
+  inSession();
+  auto effects = on(SessionEnded{SessionEnd::kGuestShutDown, ""});
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.message().notice, Notice::kShutDown);
+  EXPECT_EQ(greeter.message().detail, "Informatik");
+  EXPECT_EQ(greeter.desktops()[0].state, DesktopState::kStopped);
+  EXPECT_TRUE(has<ListDesktops>(effects));
+}
+
+TEST_F(GreeterTest, AnotherViewerTakingTheDesktopIsSaid) {
+  inSession();
+  on(SessionEnded{SessionEnd::kTakenOver, ""});
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.message().notice, Notice::kTakenOver);
+}
+
+TEST_F(GreeterTest, ASessionThatCannotOpenIsAnError) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning)});
+  key(KEY_ENTER);
+  on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("t"), "", ""}});
+  auto effects = on(SessionEnded{SessionEnd::kFailed, "TLS handshake failed"});
+  EXPECT_TRUE(has<CloseSession>(effects));
+  EXPECT_EQ(greeter.message().notice, Notice::kSessionFailed);
+  EXPECT_EQ(greeter.message().detail, "TLS handshake failed");
+}
+
+TEST_F(GreeterTest, AnUnreachableBrokerAfterLoginComesBackToTheList) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning)});
+  on(RequestFailed{Notice::kBrokerUnreachable, "refused"});
+  EXPECT_EQ(greeter.screen(), Screen::kTrouble);
+  auto effects = after(5s);
+  ASSERT_TRUE(has<ProbeBroker>(effects));
+  effects = on(BrokerReady{School{"IES Aula", "", 300s}});
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_TRUE(has<ListDesktops>(effects));
+}
+
+TEST(SecretTest, WipesItsBytesAndMovesWithoutCopies) {
+  Secret secret("correct horse");
+  const char* bytes = secret.view().data();
+  Secret moved(std::move(secret));
+  EXPECT_EQ(moved.view().data(), bytes) << "a move hands the buffer over";
+  EXPECT_TRUE(secret.empty());  // NOLINT(bugprone-use-after-move): the point of the test
+  moved.popCharacter();
+  EXPECT_EQ(moved.view(), "correct hors");
+  moved.append("é");
+  moved.popCharacter();
+  EXPECT_EQ(moved.view(), "correct hors") << "a two-byte character goes at once";
+}
+
+TEST(KeysTest, LinuxCodesMapToXtScancodes) {
+  EXPECT_EQ(xtScancode(KEY_ESC), 0x01u);
+  EXPECT_EQ(xtScancode(KEY_F12), 0x58u);
+  EXPECT_EQ(xtScancode(KEY_102ND), 0x56u);
+  EXPECT_EQ(xtScancode(KEY_KPENTER), 0x11cu);
+  EXPECT_EQ(xtScancode(KEY_DELETE), 0x153u);
+  EXPECT_EQ(xtScancode(KEY_LEFTMETA), 0x15bu);
+  EXPECT_EQ(xtScancode(KEY_RIGHTALT), 0x138u);
+  EXPECT_FALSE(xtScancode(KEY_MACRO1).has_value());
+}
+
+}  // namespace
+}  // namespace aula::greeter
