@@ -78,6 +78,10 @@ config::Schema brokerSchema() {
                "how long a guest may take to shut down before it is powered off")
       .integer("limits.max_body_bytes", 1024 * 1024, 1024, 64 * 1024 * 1024)
       .integer("console.ticket_seconds", 60, 5, 60)
+      .string("greeter.school_name", "", "the school's name on every lab PC's login screen")
+      .string("greeter.logo_file", "", "a PNG of at most 256 KiB shown beside the name")
+      .integer("greeter.idle_logout_minutes", 5, 1, 1440,
+               "a greeter's desktop list logs out after this long without a key")
       .boolean("debug.simulate_hosts", false,
                "start desktops on in-memory hosts (demos, benchmarks)")
       .integer("debug.deployment_step_delay_ms", 0, 0, 10000, "fault injection for the crash test");
@@ -180,6 +184,8 @@ BrokerSettings settingsFrom(const config::Config& c) {
       ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     s.directoryMapping.groupMap[lower] = target;
   }
+  s.greeter.schoolName = c.getString("greeter.school_name");
+  s.greeter.idleLogout = std::chrono::minutes(c.getInt("greeter.idle_logout_minutes"));
   s.directoryMapping.defaultRole = c.getString("ldap.default_role");
   s.directoryMapping.defaultCategory = c.getString("ldap.default_category");
   return s;
@@ -407,6 +413,19 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     impl.directory = makeLdapDirectory(std::move(ldap));
   }
   BrokerSettings settings = settingsFrom(c);
+  if (const auto& logo = c.getString("greeter.logo_file"); !logo.empty()) {
+    settings.greeter.logoPng = AULA_TRY(readText(logo, "greeter logo"));
+    constexpr std::string_view kPngSignature = "\x89PNG\r\n\x1a\n";
+    if (settings.greeter.logoPng.size() > 256 * 1024 ||
+        !settings.greeter.logoPng.starts_with(kPngSignature)) {
+      return Error(
+          Errc::kConfig,
+          fmt::format("{}: greeter.logo_file '{}' must be a PNG of at most 256 KiB; it is "
+                      "{} bytes{}.",
+                      c.sourceName(), logo, settings.greeter.logoPng.size(),
+                      settings.greeter.logoPng.starts_with(kPngSignature) ? "" : " and not a PNG"));
+    }
+  }
   // The CA key signs enrolled hosts' certificates. A broker without it (the
   // key kept offline) serves everything but enrolment.
   fs::path caKeyPath = orDefault(c, "tls.ca_key", dataDir / "ca" / "ca.key");

@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include "aula/common/crypto.hpp"
 #include "aula/common/process.hpp"
 
 #include "support/broker_backend_test.hpp"
@@ -307,6 +308,10 @@ TEST_P(BrokerApiTest, StudentCreatesStartsConnectsStopsAndDeletesADesktop) {
   auto again = api().call("POST", fmt::format("/api/v1/desktops/{}/console", id), alice);
   ASSERT_EQ(again.status, 200) << again.describe();
   EXPECT_NE(again.body["ticket"], ticket) << "each console gets a new one-time ticket";
+  EXPECT_EQ(again.body["console_number"], console.body["console_number"].get<int>() + 1)
+      << "a viewer whose link dropped can tell that another viewer took the desktop";
+  auto counted = api().call("GET", fmt::format("/api/v1/desktops/{}", id), alice);
+  EXPECT_EQ(counted.body["consoles"], again.body["console_number"]);
 
   auto vv = api().call("POST", fmt::format("/api/v1/desktops/{}/console", id), alice, std::nullopt,
                        {{"Accept", "application/x-virt-viewer"}});
@@ -1542,6 +1547,46 @@ TEST_F(AulactlConsoleTest, ConsoleShowsTheTicketAndSecondsLeft) {
   auto j = Json::parse(asJson.out, nullptr, false);
   EXPECT_EQ(j["ca"], broker_.caPem()) << asJson.out;
   EXPECT_GE(j["ticket"].get<std::string>().size(), 16u);
+}
+
+}  // namespace
+}  // namespace aula::test
+
+namespace aula::test {
+namespace {
+
+// ---- what lab PCs' greeters are told before anyone logs in ----
+
+TEST(BrokerGreeterSettings, AnyoneGetsTheSchoolsNameLogoAndIdleTimeWithTheServersDate) {
+  TempDir dir;
+  // The smallest PNG: the signature and enough to be one.
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + std::string(40, '\0');
+  writeFile(dir.path() / "logo.png", png);
+  BrokerFixture broker(
+      BrokerOptions{.settings = {{"greeter.school_name", "Institut Joan Miró"},
+                                 {"greeter.logo_file", (dir.path() / "logo.png").string()},
+                                 {"greeter.idle_logout_minutes", "7"}}});
+  auto r = broker.api().call("GET", "/api/v1/greeter");
+  ASSERT_EQ(r.status, 200) << r.describe();
+  EXPECT_EQ(r.body["school_name"], "Institut Joan Miró");
+  EXPECT_EQ(r.body["idle_logout_seconds"], 420);
+  auto logo = crypto::base64UrlDecode(r.body["logo_png"].get<std::string>());
+  ASSERT_TRUE(logo);
+  EXPECT_EQ(std::string(logo->begin(), logo->end()), png);
+  EXPECT_THAT(r.header("date"), ::testing::EndsWith(" GMT")) << "greeters compare their clock";
+}
+
+TEST(BrokerGreeterSettings, ALogoThatIsNotAPngStopsTheBrokerWithWhatIsWrong) {
+  TempDir dir;
+  writeFile(dir.path() / "logo.jpg", "\xff\xd8\xff\xe0 a JPEG");
+  try {
+    BrokerFixture broker(
+        BrokerOptions{.settings = {{"greeter.logo_file", (dir.path() / "logo.jpg").string()}}});
+    FAIL() << "the broker started with a JPEG logo";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("must be a PNG of at most 256 KiB"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("not a PNG"));
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // decides rights.
 #include "aula/broker/api.hpp"
 
+#include "aula/common/crypto.hpp"
 #include "aula/common/log.hpp"
 
 #include "api/api_impl.hpp"
@@ -38,6 +39,18 @@ void Api::Impl::routes() {
     return ServerResponse::json(200, R"({"status":"ok"})");
   });
   router.add("GET", "/metrics", [this](ServerRequest&) { return metrics(); });
+  // What a lab PC's greeter shows before anyone logs in; public, like the
+  // login screen itself.
+  router.add("GET", "/api/v1/greeter", [this](ServerRequest&) {
+    const GreeterSettings& greeter = broker.context.settings.greeter;
+    const auto* logo = reinterpret_cast<const std::uint8_t*>(greeter.logoPng.data());
+    Json body{{"school_name", greeter.schoolName},
+              {"idle_logout_seconds", greeter.idleLogout.count()},
+              {"logo_png", greeter.logoPng.empty()
+                               ? Json(nullptr)
+                               : Json(crypto::base64UrlEncode({logo, greeter.logoPng.size()}))}};
+    return ServerResponse::json(200, body.dump());
+  });
 
   sessionRoutes();
   orgRoutes();

@@ -226,6 +226,11 @@ CREATE TABLE settings (
          "ALTER TABLE desktops ADD COLUMN observed_host_id BIGINT;\n"
          "UPDATE desktops SET state_since = COALESCE(stopped_at, started_at, created_at)",
          ""},
+        // How many consoles a desktop has handed out: a viewer whose link
+        // dropped tells "someone else took it" (the number grew) from "the
+        // network broke" before it takes the desktop back.
+        {6, "desktops.consoles",
+         "ALTER TABLE desktops ADD COLUMN consoles BIGINT NOT NULL DEFAULT 0", ""},
     };
   }();
   return kMigrations;

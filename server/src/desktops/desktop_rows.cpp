@@ -21,7 +21,8 @@ Json desktopJson(const db::Row& r) {
               {"disk_gb", r.integer(DesktopCol::kDiskGb)},
               {"connected", r.integer(DesktopCol::kConnected) != 0},
               {"created_at", r.integer(DesktopCol::kCreatedAt)},
-              {"started_at", nullableInt(r, DesktopCol::kStartedAt)}};
+              {"started_at", nullableInt(r, DesktopCol::kStartedAt)},
+              {"consoles", r.integer(DesktopCol::kConsoles)}};
 }
 
 DesktopRow desktopOf(const db::Row& r) {

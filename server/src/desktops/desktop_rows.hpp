@@ -39,7 +39,8 @@ struct DesktopCol {
     kBaseDisk,
     kHostAddress,
     kHostPort,
-    kHostSubject
+    kHostSubject,
+    kConsoles
   };
 };
 
@@ -47,7 +48,8 @@ inline constexpr const char* kDesktopSelect =
     "SELECT d.id, d.name, d.owner_id, u.username, d.template_id, t.name, d.deployment_id, "
     "d.persistent, d.state, d.host_id, h.name, d.vcpus, d.memory_mb, d.disk_gb, d.connected, "
     "d.created_at, d.started_at, u.category_id, d.disk_path, t.video, d.base_storage, d.base_disk, "
-    "h.address, h.agent_port, h.spice_subject FROM desktops d JOIN users u ON u.id = d.owner_id "
+    "h.address, h.agent_port, h.spice_subject, d.consoles FROM desktops d JOIN users u ON u.id = "
+    "d.owner_id "
     "JOIN templates t ON "
     "t.id = d.template_id LEFT JOIN hosts h ON h.id = d.host_id";
 

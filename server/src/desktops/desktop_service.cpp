@@ -636,11 +636,17 @@ Result<Json> DesktopService::console(const Actor& actor, std::int64_t id) {
   auto ticket =
       AULA_TRY(ctx_.hosts.setTicket(hostOf(*row), row->spec, ctx_.settings.ticketValidity));
   auto now = unixNow(ctx_.clock);
+  std::int64_t number = 0;
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    AULA_TRY(tx.exec("UPDATE desktops SET consoles = consoles + 1 WHERE id = ?", {id}));
+    auto rows = AULA_TRY(tx.query("SELECT consoles FROM desktops WHERE id = ?", {id}));
+    number = rows.empty() ? 0 : rows[0].integer(0);
     return audit(tx, actor, now, "desktop.console", fmt::format("desktop:{}", id));
   }));
+  desktop["consoles"] = number;
   return Json{
       {"desktop", desktop},
+      {"console_number", number},
       {"host", ticket.host},
       {"tls_port", ticket.tlsPort > 0 ? Json(ticket.tlsPort) : Json()},
       {"port", ticket.plainPort > 0 ? Json(ticket.plainPort) : Json()},

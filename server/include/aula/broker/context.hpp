@@ -59,6 +59,13 @@ struct EnrollRequest {
   std::string remoteAddress;  // the peer's IP, for rate limiting and the audit log
 };
 
+// What every greeter is told before anyone logs in (GET /api/v1/greeter).
+struct GreeterSettings {
+  std::string schoolName;
+  std::string logoPng;  // PNG bytes, or empty
+  std::chrono::seconds idleLogout{300};
+};
+
 struct BrokerSettings {
   std::chrono::seconds sessionIdle{3600};
   std::chrono::seconds sessionMax{12 * 3600};
@@ -75,6 +82,7 @@ struct BrokerSettings {
   // How long a console request waits for a start another request began.
   std::chrono::seconds consoleStartWait{180};
   DirectoryMapping directoryMapping;
+  GreeterSettings greeter;
   CertificateAuthority ca;
   // Failed enrolments (wrong, used or expired join tokens) allowed per
   // address before a lockout of throttle.firstLockout, doubling.
