@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 #include <mutex>
 
 #include <curl/curl.h>
@@ -49,6 +50,9 @@ struct Sink {
   std::string* body = nullptr;
   std::size_t limit = 0;
   bool overLimit = false;
+  // A streamed body goes here instead, chunk by chunk; false stops it.
+  const std::function<bool(std::string_view)>* onData = nullptr;
+  bool stopped = false;
 };
 
 // libcurl callbacks: no exception may cross them.
@@ -56,6 +60,12 @@ size_t onBody(char* data, size_t size, size_t count, void* user) noexcept {
   auto* sink = static_cast<Sink*>(user);
   size_t n = size * count;
   return guardCallback("curl body", size_t{0}, [&]() -> size_t {
+    if (sink->onData != nullptr) {
+      if ((*sink->onData)(std::string_view(data, n)))
+        return n;
+      sink->stopped = true;
+      return 0;
+    }
     if (sink->body->size() + n > sink->limit) {
       sink->overLimit = true;
       return 0;
@@ -260,7 +270,32 @@ std::optional<std::string> Client::pinnedCaPem() const {
   return impl_->pinnedCa;
 }
 
+namespace {
+
+// curl's progress callback, about once a second: a streamed request ends
+// when its owner says so, even while no data comes.
+int onProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
+  const auto* keepGoing = static_cast<const std::function<bool()>*>(user);
+  return guardCallback("curl progress", 1, [&] { return (*keepGoing)() ? 0 : 1; });
+}
+
+}  // namespace
+
 Result<Response> Client::send(const Request& request) {
+  return perform(request, nullptr, nullptr);
+}
+
+Status Client::stream(const Request& request, const std::function<bool(std::string_view)>& onData,
+                      const std::function<bool()>& keepGoing) {
+  auto response = AULA_TRY(perform(request, &onData, &keepGoing));
+  if (response.status != 200)
+    return errorFromResponse(response, hostOf(request.url));
+  return okStatus();
+}
+
+Result<Response> Client::perform(const Request& request,
+                                 const std::function<bool(std::string_view)>* onData,
+                                 const std::function<bool()>* keepGoing) {
   auto& impl = *impl_;
   const auto& options = impl.options;
   bool https = request.url.rfind("https://", 0) == 0;
@@ -273,6 +308,7 @@ Result<Response> Client::send(const Request& request) {
   impl.errbuf[0] = '\0';
   Response response;
   Sink sink{&response.body, options.maxResponseBytes};
+  sink.onData = onData;
   curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, impl.errbuf);
@@ -286,6 +322,11 @@ Result<Response> Client::send(const Request& request) {
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, onHeader);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &response.headers);
   AULA_TRY_STATUS(impl.applyTls(c, request.url));
+  if (keepGoing != nullptr) {
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, onProgress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, keepGoing);
+  }
 
   if (request.method == "GET") {
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
@@ -309,6 +350,10 @@ Result<Response> Client::send(const Request& request) {
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
 
   CURLcode rc = curl_easy_perform(c);
+  if ((rc == CURLE_WRITE_ERROR && sink.stopped) || rc == CURLE_ABORTED_BY_CALLBACK) {
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+    return response;  // the caller ended it
+  }
   if (rc == CURLE_WRITE_ERROR && sink.overLimit) {
     return makeError(Errc::kIo, "The response from {} is larger than the limit of {} bytes.",
                      hostOf(request.url), options.maxResponseBytes);

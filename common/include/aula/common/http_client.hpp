@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,6 +73,13 @@ class Client {
   // resolution, reset connection), kInvalidArgument (a malformed URL), kIo.
   Result<Response> send(const Request& request);
 
+  // A long answer read as it comes (server-sent events): `onData` gets each
+  // chunk and returns false to stop; `keepGoing` is asked about once a
+  // second, and false ends the request even while nothing arrives. The
+  // request's timeout still applies. A status other than 200 is an Error.
+  Status stream(const Request& request, const std::function<bool(std::string_view)>& onData,
+                const std::function<bool()>& keepGoing);
+
   Result<Response> get(std::string url);
   Result<Response> postJson(std::string url, std::string jsonBody);
 
@@ -79,6 +87,9 @@ class Client {
   std::optional<std::string> pinnedCaPem() const;
 
  private:
+  Result<Response> perform(const Request& request,
+                           const std::function<bool(std::string_view)>* onData,
+                           const std::function<bool()>* keepGoing);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
