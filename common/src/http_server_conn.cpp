@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <ctime>
 #include <list>
 #include <mutex>
 #include <system_error>
@@ -650,15 +651,28 @@ int portOf(const sockaddr_storage& storage) {
 
 // ---- responses ------------------------------------------------------------------
 
-// The status line and headers. Content-Length and Connection are the
+// The Date header (RFC 9110 6.6.1): clients with a wrong clock (a thin
+// client with a flat clock battery) compare it with their own.
+std::string dateHeader() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char buffer[64] = {};
+  (void)std::strftime(buffer, sizeof buffer, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+  return buffer;
+}
+
+// The status line and headers. Content-Length, Connection and Date are the
 // server's to set; a header with a line break in it is dropped rather than
 // let it split the response.
 std::string responseHead(const ServerResponse& response, int status, bool streaming, bool close) {
   std::string head = fmt::format("HTTP/1.1 {} {}\r\n", status, reasonPhrase(status));
+  head += dateHeader();
   bool hasCacheControl = false;
   for (const auto& [name, value] : response.headers) {
     const std::string key = lower(name);
-    if (key == "content-length" || key == "connection" || key == "transfer-encoding") {
+    if (key == "content-length" || key == "connection" || key == "transfer-encoding" ||
+        key == "date") {
       continue;
     }
     if (!isHeaderName(name) || !isHeaderValue(value)) {

@@ -9,16 +9,11 @@
 
 #include <linux/input-event-codes.h>
 
+#include "aula/common/overloaded.hpp"
+
 namespace aula::greeter {
 
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 // The key that opens the session's menu: Shift+F12, as virt-viewer's.
 bool opensMenu(const Key& key) {
@@ -248,6 +243,13 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
             for (auto& desktop : desktops_) {
               if (desktop.id == changed.id)
                 desktop.state = changed.state;
+            }
+            const bool gone =
+                changed.state == DesktopState::kStopped || changed.state == DesktopState::kStopping;
+            if (gone && changed.id == currentId_ &&
+                (screen_ == Screen::kSession || screen_ == Screen::kReconnecting)) {
+              // It shut down from inside (or a teacher stopped it).
+              return handle(SessionEnded{SessionEnd::kGuestShutDown, {}}, now);
             }
             return {};
           },
@@ -638,7 +640,7 @@ std::vector<Effect> Greeter::onTick(Instant now) {
     if (screen_ == Screen::kTrouble)
       return list(ProbeBroker{});
     if (screen_ == Screen::kReconnecting)
-      return list(RequestConsole{currentId_});
+      return list(RequestConsole{currentId_, true});
   }
   if (screen_ == Screen::kDesktops && now - lastInput_ >= school_.idleLogout) {
     const auto minutes =
@@ -717,9 +719,12 @@ std::vector<Effect> Greeter::loseLink(std::string detail, Instant now) {
     menuOpen_ = false;
     held_.clear();
     message_ = {Notice::kLinkLost, detail, 0};
-    trying_ = true;
-    ++attempts_;
-    return list(CloseSession{}, RequestConsole{currentId_});
+    // A pause first: a guest that shut down also drops the link, and the
+    // broker hears of that from the agent within a moment.
+    trying_ = false;
+    opening_ = false;
+    retryAt_ = now + options_.reconnectPause;
+    return list(CloseSession{});
   }
   // A try failed: again after a pause, while the time allows.
   if (now - troubleSince_ + options_.reconnectPause > options_.reconnectFor) {

@@ -62,6 +62,8 @@
 #include <glib.h>
 #include <spice-client.h>
 
+#include "glib_handles.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -241,39 +243,13 @@ std::optional<Options> parseOptions(int argc, char** argv, UsageError& error, bo
 
 // ---- spice-client-glib in RAII --------------------------------------------
 
-struct GObjectUnref {
-  void operator()(gpointer object) const { g_object_unref(object); }
-};
-template <typename T>
-using GObjectPtr = std::unique_ptr<T, GObjectUnref>;
-
 struct MainLoopUnref {
   void operator()(GMainLoop* loop) const { g_main_loop_unref(loop); }
 };
 using MainLoopPtr = std::unique_ptr<GMainLoop, MainLoopUnref>;
 
-// A GLib signal handler that is disconnected when this goes away.
-class SignalConnection {
- public:
-  SignalConnection(gpointer instance, const char* signal, GCallback callback, gpointer data)
-      : instance_(static_cast<GObject*>(g_object_ref(instance))),
-        id_(g_signal_connect_data(instance, signal, callback, data, nullptr, GConnectFlags{})) {}
-  ~SignalConnection() {
-    if (instance_ != nullptr) {
-      g_signal_handler_disconnect(instance_, id_);
-      g_object_unref(instance_);
-    }
-  }
-  SignalConnection(SignalConnection&& other) noexcept
-      : instance_(std::exchange(other.instance_, nullptr)), id_(other.id_) {}
-  SignalConnection(const SignalConnection&) = delete;
-  SignalConnection& operator=(const SignalConnection&) = delete;
-  SignalConnection& operator=(SignalConnection&&) = delete;
-
- private:
-  GObject* instance_;
-  gulong id_;
-};
+using aula::glib::GObjectPtr;
+using aula::glib::SignalConnection;
 
 // A GLib timeout removed when this goes away.
 class TimeoutSource {

@@ -438,7 +438,11 @@ TEST_F(GreeterTest, ADroppedLinkGetsAFreshTicketAndReconnects) {
   inSession();
   auto effects = on(SessionEnded{SessionEnd::kLinkLost, "reset by peer"});
   EXPECT_EQ(greeter.screen(), Screen::kReconnecting);
+  EXPECT_TRUE(has<CloseSession>(effects));
+  EXPECT_FALSE(has<RequestConsole>(effects)) << "a pause first";
+  effects = after(2s);
   EXPECT_EQ(first<RequestConsole>(effects).desktopId, 12);
+  EXPECT_TRUE(first<RequestConsole>(effects).resume) << "never start a desktop that shut down";
   effects = on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("fresh"), "", ""}});
   EXPECT_EQ(first<OpenSession>(effects).console.ticket.view(), "fresh");
   on(SessionOpened{});
@@ -448,6 +452,7 @@ TEST_F(GreeterTest, ADroppedLinkGetsAFreshTicketAndReconnects) {
 TEST_F(GreeterTest, ALinkThatStaysDownGivesUpAfterAWhileAndSaysSo) {
   inSession();
   on(SessionEnded{SessionEnd::kLinkLost, "reset"});
+  after(2s);
   for (int i = 0; i < 100 && greeter.screen() == Screen::kReconnecting; ++i) {
     on(ConsoleRefused{Notice::kStartFailed, "The agent cannot be reached."});
     if (greeter.screen() != Screen::kReconnecting)
@@ -467,6 +472,35 @@ TEST_F(GreeterTest, TheGuestShuttingDownBringsTheListBack) {
   EXPECT_EQ(greeter.message().detail, "Informatik");
   EXPECT_EQ(greeter.desktops()[0].state, DesktopState::kStopped);
   EXPECT_TRUE(has<ListDesktops>(effects));
+}
+
+TEST_F(GreeterTest, ALinkLostBecauseTheDesktopStoppedEndsOnTheList) {
+  inSession();
+  on(SessionEnded{SessionEnd::kLinkLost, ""});
+  after(2s);
+  auto effects = on(DesktopChanged{12, DesktopState::kStopped});
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.message().notice, Notice::kShutDown);
+  EXPECT_TRUE(has<ListDesktops>(effects));
+}
+
+TEST_F(GreeterTest, TheEventStreamSayingTheDesktopStoppedEndsTheSession) {
+  inSession();
+  on(DesktopChanged{13, DesktopState::kStopped});
+  EXPECT_EQ(greeter.screen(), Screen::kSession) << "another desktop";
+  auto effects = on(DesktopChanged{12, DesktopState::kStopping});
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_TRUE(has<CloseSession>(effects));
+}
+
+TEST_F(GreeterTest, ALinkLostToAnotherViewerIsNotTakenBack) {
+  inSession();
+  on(SessionEnded{SessionEnd::kLinkLost, ""});
+  EXPECT_TRUE(first<RequestConsole>(after(2s)).resume);
+  on(SessionEnded{SessionEnd::kTakenOver, ""});  // the broker's answer to the resume
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter.message().notice, Notice::kTakenOver);
+  EXPECT_FALSE(has<RequestConsole>(after(5s))) << "no more tries";
 }
 
 TEST_F(GreeterTest, AnotherViewerTakingTheDesktopIsSaid) {

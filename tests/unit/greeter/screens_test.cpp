@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 
+#include <cairo.h>
 #include <gtest/gtest.h>
 #include <linux/input-event-codes.h>
 
@@ -158,7 +159,7 @@ class ScreensTest : public ::testing::Test {
   static void SetUpTestSuite() {
     auto loaded = Translations::load(AULA_GREETER_LOCALE_DIR);
     ASSERT_TRUE(loaded) << loaded.error().message();
-    translations_ = std::move(loaded).value();
+    catalogs = std::move(loaded).value();
   }
 
   std::filesystem::path shotsDir() {
@@ -172,7 +173,7 @@ class ScreensTest : public ::testing::Test {
               const std::string& file = {}) {
     Script script;
     scenes().at(scene)(script, language);
-    const View view = describe(script.greeter, translations_);
+    const View view = describe(script.greeter, catalogs);
     EXPECT_EQ(script.greeter.language(), language) << scene;
     Canvas canvas = output.canvas(0);
     if (view.screen == Screen::kSession) {
@@ -200,7 +201,7 @@ class ScreensTest : public ::testing::Test {
     return n;
   }
 
-  static inline Translations translations_;
+  static inline Translations catalogs;
   Renderer renderer_;
   test::TempDir temp_;
 };
@@ -252,6 +253,33 @@ TEST_F(ScreensTest, A4kMonitorGetsTheSameLayoutScaled) {
   // screen is smaller by the ratio of the aspect ratios.
   const double expected = smallShare * (1280.0 / 1024.0) / (3840.0 / 2160.0);
   EXPECT_NEAR(largeShare, expected, expected * 0.1);
+}
+
+TEST_F(ScreensTest, TheSchoolsLogoIsDrawnBesideItsName) {
+  // A 64x64 logo in a colour nothing else uses, as the broker sends it.
+  cairo_surface_t* logo = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 64, 64);
+  cairo_t* cr = cairo_create(logo);
+  cairo_set_source_rgb(cr, 1.0, 0.0, 0.8);
+  cairo_paint(cr);
+  cairo_destroy(cr);
+  std::string png;
+  cairo_surface_write_to_png_stream(
+      logo,
+      [](void* closure, const unsigned char* data, unsigned int length) {
+        static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+        return CAIRO_STATUS_SUCCESS;
+      },
+      &png);
+  cairo_surface_destroy(logo);
+  HeadlessOutput output({{1280, 1024}});
+  EXPECT_EQ(count(draw("login", Language::kEnglish, output), 0xff00cc), 0u);
+  renderer_.setLogo(png);
+  const std::size_t pink =
+      count(draw("login", Language::kEnglish, output, "login-logo-en.png"), 0xff00cc);
+  EXPECT_GT(pink, 44u * 44u * 8 / 10) << "drawn 44 px high at this scale";
+  renderer_.setLogo("not a png");
+  EXPECT_EQ(count(draw("login", Language::kEnglish, output), 0xff00cc), 0u)
+      << "a broken logo draws nothing, and nothing breaks";
 }
 
 }  // namespace

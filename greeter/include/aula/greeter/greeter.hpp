@@ -191,6 +191,10 @@ struct ListDesktops {};
 struct WatchDesktops {};  // open the event stream (after login)
 struct RequestConsole {
   std::int64_t desktopId = 0;
+  // After a lost link: only if the desktop still runs. One that stopped is
+  // answered with DesktopChanged (it shut down from inside), never started
+  // again.
+  bool resume = false;
 };
 struct StopDesktop {
   std::int64_t desktopId = 0;

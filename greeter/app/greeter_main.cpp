@@ -1,0 +1,276 @@
+// aula-greeter: start-up only. Reads where the broker is (kernel command
+// line, /etc/aula/greeter.toml, flags), takes the seat, picks the output
+// (KMS, else the firmware framebuffer, or memory with --output headless),
+// and runs the greeter on the GLib main loop until SIGTERM.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <arpa/inet.h>
+#include <glib-unix.h>
+#include <glib.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include "aula/common/config.hpp"
+#include "aula/common/file.hpp"
+#include "aula/common/log.hpp"
+#include "aula/greeter/ports.hpp"
+#include "aula/greeter/settings.hpp"
+
+#include "headless_output.hpp"
+#include "kms_output.hpp"
+#include "runtime.hpp"
+#include "seat_input.hpp"
+#include "spice_session.hpp"
+
+namespace fs = std::filesystem;
+using namespace aula;
+using namespace aula::greeter;
+
+namespace {
+
+std::string firstLine(const fs::path& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// This PC as an admin needs to find it: the interface of the default route,
+// its IPv4 address and MAC, and the image's version.
+MachineInfo machineInfo() {
+  MachineInfo info;
+  std::ifstream routes("/proc/net/route");
+  std::string line;
+  std::string interface;
+  std::getline(routes, line);  // the header
+  while (std::getline(routes, line)) {
+    std::istringstream fields(line);
+    std::string name;
+    std::string destination;
+    fields >> name >> destination;
+    if (destination == "00000000") {
+      interface = name;
+      break;
+    }
+  }
+  if (!interface.empty()) {
+    info.mac = firstLine(fs::path("/sys/class/net") / interface / "address");
+    ifaddrs* all = nullptr;
+    if (getifaddrs(&all) == 0) {
+      for (ifaddrs* a = all; a != nullptr; a = a->ifa_next) {
+        if (a->ifa_addr != nullptr && a->ifa_addr->sa_family == AF_INET &&
+            interface == a->ifa_name) {
+          char text[INET_ADDRSTRLEN] = {};
+          inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                    sizeof text);
+          info.address = text;
+        }
+      }
+      freeifaddrs(all);
+    }
+  }
+  info.imageVersion = firstLine("/etc/aula-image-version");
+  return info;
+}
+
+struct Flags {
+  std::string broker;
+  std::string caFingerprint;
+  std::string caFile;
+  std::string config = "/etc/aula/greeter.toml";
+  std::string language;
+  std::string output = "auto";
+  std::string headlessSize = "1280x1024";
+  std::string localeDir = AULA_GREETER_DEFAULT_LOCALE_DIR;
+};
+
+SettingsSource fileSettings(const std::string& path) {
+  SettingsSource source;
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    return source;
+  config::Schema schema("AULA_GREETER_");
+  schema.string("greeter.broker_url", "", "https://HOST:PORT of the Aula server")
+      .string("greeter.ca_fingerprint", "", "SHA-256 fingerprint of the broker's CA")
+      .string("greeter.ca_file", "", "the broker's CA as PEM, instead of the fingerprint")
+      .string("greeter.language", "", "en, es, ca or fr");
+  auto loaded = config::Config::loadFile(path, schema, config::noEnvironment());
+  if (!loaded)
+    throw std::runtime_error(loaded.error().message());
+  for (const char* key : {"broker_url", "ca_fingerprint", "ca_file", "language"}) {
+    const std::string& value = loaded->getString(std::string("greeter.") + key);
+    if (!value.empty())
+      source[key] = value;
+  }
+  return source;
+}
+
+struct Display {
+  std::unique_ptr<Seat> seat;
+  std::unique_ptr<Output> output;
+  std::unique_ptr<KeyboardInput> keyboard;
+};
+
+Result<std::unique_ptr<Output>> openScreen(Seat& seat, const std::string& kind) {
+  if (kind == "auto" || kind == "kms") {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator("/dev/dri", ec)) {
+      if (!entry.path().filename().string().starts_with("card"))
+        continue;
+      auto fd = seat.openDevice(entry.path());
+      if (!fd)
+        continue;
+      auto kms = KmsOutput::open(*fd, entry.path());
+      if (kms)
+        return std::unique_ptr<Output>(std::move(kms).value());
+      log::warn("{}", kms.error().message());
+    }
+    if (kind == "kms")
+      return makeError(Errc::kUnavailable, "No KMS device with a connected screen.");
+  }
+  auto fd = seat.openDevice("/dev/fb0");
+  if (!fd)
+    return makeError(Errc::kUnavailable,
+                     "This PC has no screen the greeter can use: no KMS device with a connected "
+                     "screen and no /dev/fb0 ({})",
+                     fd.error().message());
+  auto fb = FbdevOutput::open(file::UniqueFd(::dup(*fd)), "/dev/fb0");
+  if (!fb)
+    return fb.error();
+  return std::unique_ptr<Output>(std::move(fb).value());
+}
+
+}  // namespace
+
+static int run(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{"aula-greeter: the lab PC's login screen and desktop viewer."};
+  app.add_option("--broker", flags.broker, "https://HOST:PORT of the Aula server");
+  app.add_option("--ca-fingerprint", flags.caFingerprint, "SHA-256 fingerprint of the broker's CA");
+  app.add_option("--ca-file", flags.caFile, "the broker's CA as PEM, instead of the fingerprint");
+  app.add_option("--config", flags.config, "settings file")->capture_default_str();
+  app.add_option("--language", flags.language, "en, es, ca or fr");
+  app.add_option("--output", flags.output, "auto, kms, fbdev or headless")->capture_default_str();
+  app.add_option("--headless-size", flags.headlessSize, "WIDTHxHEIGHT of the headless output")
+      ->capture_default_str();
+  app.add_option("--locale-dir", flags.localeDir, "where the translations are")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    SettingsSource fromFlags;
+    for (const auto& [key, value] : {std::pair{"broker_url", flags.broker},
+                                     {"ca_fingerprint", flags.caFingerprint},
+                                     {"ca_file", flags.caFile},
+                                     {"language", flags.language}}) {
+      if (!value.empty())
+        fromFlags[key] = value;
+    }
+    auto cmdline = file::readFile("/proc/cmdline");
+    auto settings = resolveSettings(kernelParameters(cmdline ? *cmdline : ""),
+                                    fileSettings(flags.config), fromFlags);
+    if (!settings) {
+      std::cerr << "aula-greeter: " << settings.error().message() << "\n";
+      return 2;
+    }
+    BrokerAddress address{settings->brokerUrl, settings->caFingerprint, {}};
+    if (!settings->caFile.empty()) {
+      auto pem = file::readFile(settings->caFile, "the broker's CA");
+      if (!pem) {
+        std::cerr << "aula-greeter: " << pem.error().message() << "\n";
+        return 2;
+      }
+      address.caPem = *pem;
+    }
+    auto translations = Translations::load(flags.localeDir);
+    if (!translations)
+      log::warn("{} The greeter speaks English only.", translations.error().message());
+
+    Display display;
+    if (flags.output == "headless") {
+      int width = 0;
+      int height = 0;
+      if (std::sscanf(flags.headlessSize.c_str(), "%dx%d", &width, &height) != 2 || width < 320 ||
+          height < 240) {
+        std::cerr << "aula-greeter: --headless-size takes WIDTHxHEIGHT, at least 320x240.\n";
+        return 2;
+      }
+      display.output = std::make_unique<HeadlessOutput>(std::vector<HeadSize>{{width, height}});
+    } else {
+      auto seat = Seat::open();
+      if (!seat) {
+        std::cerr << "aula-greeter: " << seat.error().message() << "\n";
+        return 1;
+      }
+      display.seat = std::move(seat).value();
+      auto screen = openScreen(*display.seat, flags.output);
+      if (!screen) {
+        std::cerr << "aula-greeter: " << screen.error().message() << "\n";
+        return 1;
+      }
+      display.output = std::move(screen).value();
+    }
+
+    HttpBroker broker(address, AULA_GREETER_BUILD_TIME);
+    SpiceSession session;
+    Options options;
+    options.language = settings->language;
+    Runtime runtime(RuntimeParts{broker, session, *display.output,
+                                 translations ? std::move(translations).value() : Translations{},
+                                 options, machineInfo(), [&display](const std::string& xkb) {
+                                   if (display.keyboard) {
+                                     if (auto set = display.keyboard->setLayout(xkb); !set)
+                                       log::warn("{}", set.error().message());
+                                   }
+                                 }});
+    if (display.seat) {
+      auto keyboard =
+          KeyboardInput::open(*display.seat, [&runtime](const Key& key) { runtime.key(key); });
+      if (!keyboard)
+        log::warn("No keyboard: {}", keyboard.error().message());
+      else
+        display.keyboard = std::move(keyboard).value();
+    }
+
+    GMainLoop* loop = g_main_loop_new(nullptr, FALSE);
+    auto quit = [](gpointer data) -> gboolean {
+      g_main_loop_quit(static_cast<GMainLoop*>(data));
+      return G_SOURCE_REMOVE;
+    };
+    g_unix_signal_add(SIGTERM, quit, loop);
+    g_unix_signal_add(SIGINT, quit, loop);
+    auto dispatchSeat = [](gint, GIOCondition, gpointer data) -> gboolean {
+      static_cast<Seat*>(data)->dispatch();
+      return G_SOURCE_CONTINUE;
+    };
+    auto dispatchKeys = [](gint, GIOCondition, gpointer data) -> gboolean {
+      static_cast<KeyboardInput*>(data)->dispatch();
+      return G_SOURCE_CONTINUE;
+    };
+    if (display.seat)
+      g_unix_fd_add(display.seat->fd(), G_IO_IN, dispatchSeat, display.seat.get());
+    if (display.keyboard)
+      g_unix_fd_add(display.keyboard->fd(), G_IO_IN, dispatchKeys, display.keyboard.get());
+    runtime.start();
+    g_main_loop_run(loop);
+    g_main_loop_unref(loop);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "aula-greeter: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (...) {
+    (void)std::fputs("aula-greeter: stopped by an unexpected error.\n", stderr);
+    return 1;
+  }
+}

@@ -1,0 +1,368 @@
+// The greeter's runtime: a worker thread for the broker's blocking calls,
+// GLib idle sources to bring their answers back to the main context, a
+// 250 ms timer for countdowns, retries and the clock, and the drawing.
+#include "runtime.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <glib.h>
+#include <time.h>
+
+#include "aula/common/callback_guard.hpp"
+#include "aula/common/log.hpp"
+#include "aula/common/overloaded.hpp"
+
+#include "render.hpp"
+
+namespace aula::greeter {
+
+namespace {
+
+// Runs `fn` on the default main context's thread, later (never inside the
+// caller: an answer must not re-enter the code that asked).
+void post(std::function<void()> fn) {
+  auto* boxed = new std::function<void()>(std::move(fn));
+  g_idle_add_full(
+      G_PRIORITY_DEFAULT,
+      [](gpointer data) -> gboolean {
+        guardCallback("a greeter main-loop task",
+                      [&] { (*static_cast<std::function<void()>*>(data))(); });
+        return G_SOURCE_REMOVE;
+      },
+      boxed, [](gpointer data) { delete static_cast<std::function<void()>*>(data); });
+}
+
+std::string clockText() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::localtime_r(&now, &tm);
+  char buffer[8] = {};
+  (void)std::strftime(buffer, sizeof buffer, "%H:%M", &tm);
+  return buffer;
+}
+
+}  // namespace
+
+struct Runtime::Impl {
+  explicit Impl(RuntimeParts p)
+      : parts(std::move(p)),
+        greeter(parts.options, parts.machine),
+        alive(std::make_shared<bool>(true)) {
+    worker = std::thread([this] { work(); });
+  }
+
+  ~Impl() {
+    *alive = false;
+    stopWatching();
+    if (timer != 0)
+      g_source_remove(timer);
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    wake.notify_all();
+    worker.join();
+    parts.session.close();
+  }
+
+  RuntimeParts parts;
+  Greeter greeter;
+  Renderer renderer;
+  std::shared_ptr<bool> alive;
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<std::function<void()>> jobs;
+  bool stopping = false;
+  std::thread worker;
+  std::uint64_t generation = 0;  // main thread only
+
+  guint timer = 0;
+  int frames = 0;
+  int shownWidth = 0;
+  int shownHeight = 0;
+  // What the last drawing showed, to redraw only when it changes.
+  std::string drawnSignature;
+  bool menuShown = false;
+  bool loginShown = false;
+
+  static Instant now() { return std::chrono::steady_clock::now(); }
+
+  void work() {
+    while (true) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mutex);
+        wake.wait(lock, [&] { return stopping || !jobs.empty(); });
+        if (stopping)
+          return;
+        job = std::move(jobs.front());
+        jobs.pop_front();
+      }
+      guardCallback("a greeter broker request", job);
+    }
+  }
+
+  // Runs `call` on the worker; its event comes back to the state machine,
+  // unless CancelRequests came first.
+  void ask(std::function<Event()> call) {
+    const std::uint64_t asked = generation;
+    auto keep = alive;
+    std::lock_guard lock(mutex);
+    jobs.emplace_back([this, call = std::move(call), asked, keep] {
+      auto event = std::make_shared<Event>(call());
+      post([this, event, asked, keep] {
+        if (*keep && asked == generation)
+          handle(*event);
+      });
+    });
+    wake.notify_one();
+  }
+
+  void handle(const Event& event) {
+    apply(greeter.handle(event, now()));
+    redraw(false);
+  }
+
+  void apply(std::vector<Effect> effects) {
+    for (Effect& effect : effects) {
+      std::visit(Overloaded{
+                     [&](ProbeBroker&) { ask([this] { return parts.broker.probe(); }); },
+                     [&](LogIn& login) {
+                       auto password = std::make_shared<Secret>(std::move(login.password));
+                       ask([this, user = login.username, password] {
+                         Event answer = parts.broker.logIn(user, *password);
+                         password->clear();
+                         return answer;
+                       });
+                     },
+                     [&](ListDesktops&) { ask([this] { return parts.broker.listDesktops(); }); },
+                     [&](WatchDesktops&) { startWatching(); },
+                     [&](RequestConsole& request) {
+                       ask([this, request] {
+                         return parts.broker.console(request.desktopId, request.resume);
+                       });
+                     },
+                     [&](StopDesktop& stop) {
+                       ask([this, id = stop.desktopId] { return parts.broker.stop(id); });
+                     },
+                     [&](CancelRequests&) { ++generation; },
+                     [&](OpenSession& open) { openSession(open.console); },
+                     [&](CloseSession&) { parts.session.close(); },
+                     [&](SendKey& key) { parts.session.key(key.scancode, key.pressed); },
+                     [&](SendCtrlAltDel&) { parts.session.ctrlAltDel(); },
+                     [&](LogOut&) {
+                       watching = false;
+                       ask([this] {
+                         parts.broker.logOut();
+                         return Event{Tick{}};
+                       });
+                     },
+                     [&](SetLayout& layout) {
+                       if (parts.setLayout)
+                         parts.setLayout(layout.xkb);
+                     },
+                 },
+                 effect);
+    }
+  }
+
+  void openSession(const Console& console) {
+    auto keep = alive;
+    Session::Listener listener;
+    listener.opened = [this, keep] {
+      post([this, keep] {
+        if (*keep)
+          handle(SessionOpened{});
+      });
+    };
+    listener.ended = [this, keep](SessionEnd why, std::string detail) {
+      post([this, keep, why, detail = std::move(detail)] {
+        if (*keep)
+          handle(SessionEnded{why, detail});
+      });
+    };
+    listener.drawn = [this](const Frame& frame, Rect damage) {
+      if (greeter.screen() != Screen::kSession || greeter.menuOpen())
+        return;
+      if (frame.width != shownWidth || frame.height != shownHeight)
+        showWholeFrame();  // a new resolution: no old pixels around it
+      else
+        showFrame(frame, damage);
+    };
+    parts.session.open(console, std::move(listener));
+  }
+
+  // Copies part of the guest's screen onto head 0, centred, and shows it.
+  void showFrame(const Frame& frame, Rect damage) {
+    Canvas canvas = parts.output.canvas(0);
+    const int left = std::max(0, (canvas.width - frame.width) / 2);
+    const int top = std::max(0, (canvas.height - frame.height) / 2);
+    const int x0 = std::clamp(damage.x, 0, frame.width);
+    const int y0 = std::clamp(damage.y, 0, frame.height);
+    const int x1 =
+        std::clamp(damage.x + damage.width, 0, std::min(frame.width, canvas.width - left));
+    const int y1 =
+        std::clamp(damage.y + damage.height, 0, std::min(frame.height, canvas.height - top));
+    if (x1 <= x0 || y1 <= y0)
+      return;
+    const auto bytes = static_cast<std::size_t>(x1 - x0) * 4;
+    for (int y = y0; y < y1; ++y) {
+      const auto* from = reinterpret_cast<const std::uint8_t*>(frame.pixels) +
+                         static_cast<std::ptrdiff_t>(y) * frame.stride +
+                         static_cast<std::ptrdiff_t>(x0) * 4;
+      auto* to = reinterpret_cast<std::uint8_t*>(canvas.pixels) +
+                 static_cast<std::ptrdiff_t>(y + top) * canvas.stride +
+                 static_cast<std::ptrdiff_t>(x0 + left) * 4;
+      std::memcpy(to, from, bytes);
+    }
+    shownWidth = frame.width;
+    shownHeight = frame.height;
+    const Rect shown{x0 + left, y0 + top, x1 - x0, y1 - y0};
+    if (auto presented = parts.output.present(0, {&shown, 1}); !presented)
+      log::warn("Showing the desktop's screen failed: {}", presented.error().message());
+    ++frames;
+  }
+
+  // The whole guest screen on head 0, on black.
+  void showWholeFrame() {
+    Canvas canvas = parts.output.canvas(0);
+    for (int y = 0; y < canvas.height; ++y)
+      std::memset(reinterpret_cast<std::uint8_t*>(canvas.pixels) +
+                      static_cast<std::ptrdiff_t>(y) * canvas.stride,
+                  0, static_cast<std::size_t>(canvas.width) * 4);
+    auto frame = parts.session.frame();
+    if (frame) {
+      showFrame(*frame, Rect{0, 0, frame->width, frame->height});
+    } else {
+      (void)parts.output.present(0, {});
+      ++frames;
+    }
+  }
+
+  // Draws the screen if what it shows changed (or always, when forced).
+  void redraw(bool force) {
+    const View view = describe(greeter, parts.translations);
+    if (view.screen == Screen::kSession) {
+      const bool entering = drawnSignature != "session";
+      drawnSignature = "session";
+      if (entering || view.menu != menuShown) {
+        menuShown = view.menu;
+        showWholeFrame();
+        if (view.menu) {
+          Canvas canvas = parts.output.canvas(0);
+          renderer.drawOverlay(view, canvas);
+          (void)parts.output.present(0, {});
+        }
+      } else if (view.menu) {
+        Canvas canvas = parts.output.canvas(0);
+        renderer.drawOverlay(view, canvas);
+        (void)parts.output.present(0, {});
+      }
+      return;
+    }
+    menuShown = false;
+    const std::string clock = clockText();
+    // A cheap fingerprint of what is on screen.
+    std::string signature = fmt::format(
+        "{}|{}|{}|{}|{}|{}|{}", static_cast<int>(view.screen), view.title, view.subtitle, clock,
+        view.notice ? view.notice->headline + view.notice->body + view.notice->detail : "",
+        view.hints, view.footer);
+    for (const auto& f : view.fields)
+      signature += fmt::format("|{}{}{}", f.label, f.value, f.focused);
+    for (const auto& r : view.rows)
+      signature += fmt::format("|{}{}{}{}", r.name, r.state, r.detail, r.selected);
+    for (const auto& b : view.buttons)
+      signature += fmt::format("|{}{}{}", b.label, b.focused, b.enabled);
+    if (!force && signature == drawnSignature)
+      return;
+    drawnSignature = std::move(signature);
+    for (int head = 0; head < parts.output.heads(); ++head) {
+      renderer.draw(view, parts.output.canvas(head), clock);
+      if (auto presented = parts.output.present(head, {}); !presented)
+        log::warn("Showing the greeter's screen failed: {}", presented.error().message());
+    }
+    ++frames;
+    if (view.screen == Screen::kLogin && !loginShown) {
+      loginShown = true;
+      // Benchmarks and boot-time checks wait for this line.
+      log::info("The login screen is up.");
+    }
+  }
+
+  static gboolean onTimer(gpointer data) {
+    guardCallback("the greeter's timer", [&] { static_cast<Impl*>(data)->tick(); });
+    return G_SOURCE_CONTINUE;
+  }
+
+  void tick() {
+    apply(greeter.handle(Tick{}, now()));
+    redraw(false);
+  }
+
+  // Follows the broker's event stream on a thread of its own while logged
+  // in; a stream that breaks is opened again after a pause.
+  void startWatching() {
+    stopWatching();
+    watching = true;
+    auto keep = alive;
+    watcher = std::thread([this, keep] {
+      auto keepGoing = [this] { return watching.load(); };
+      while (watching) {
+        auto ended = parts.broker.watch(
+            [this, keep](Event event) {
+              auto boxed = std::make_shared<Event>(std::move(event));
+              post([this, keep, boxed] {
+                if (*keep && greeter.loggedIn())
+                  handle(*boxed);
+              });
+            },
+            keepGoing);
+        if (!ended && ended.error().code() == Errc::kUnauthenticated)
+          break;  // the session is over; the next request says so
+        for (int i = 0; i < 20 && watching; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  void stopWatching() {
+    watching = false;
+    if (watcher.joinable())
+      watcher.join();
+  }
+  std::atomic<bool> watching{false};
+  std::thread watcher;
+};
+
+Runtime::Runtime(RuntimeParts parts) : impl_(std::make_unique<Impl>(std::move(parts))) {}
+
+Runtime::~Runtime() = default;
+
+void Runtime::start() {
+  Impl& impl = *impl_;
+  impl.apply(impl.greeter.start(Impl::now()));
+  impl.redraw(true);
+  impl.timer = g_timeout_add(250, &Impl::onTimer, &impl);
+}
+
+void Runtime::key(const Key& key) {
+  Impl& impl = *impl_;
+  impl.apply(impl.greeter.handle(key, Impl::now()));
+  impl.redraw(false);
+}
+
+const Greeter& Runtime::greeter() const {
+  return impl_->greeter;
+}
+
+int Runtime::framesPresented() const {
+  return impl_->frames;
+}
+
+}  // namespace aula::greeter

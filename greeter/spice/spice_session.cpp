@@ -1,0 +1,249 @@
+// spice-client-glib behind Session: one SpiceSession per connection, its
+// channels' signals guarded (nothing throws through GLib), handles in RAII.
+#include "spice_session.hpp"
+
+#include <utility>
+#include <vector>
+
+#include <spice-client.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "aula/common/callback_guard.hpp"
+#include "aula/common/file.hpp"
+#include "aula/common/log.hpp"
+
+#include "glib_handles.hpp"
+
+namespace aula::greeter {
+
+namespace {
+
+using glib::GObjectPtr;
+using glib::SignalConnection;
+
+std::string reasonOf(SpiceChannel* channel, std::string_view fallback) {
+  const GError* error = spice_channel_get_error(channel);
+  if (error != nullptr && error->message != nullptr && *error->message != '\0')
+    return error->message;
+  return std::string(fallback);
+}
+
+constexpr std::uint32_t kCtrl = 0x1d;
+constexpr std::uint32_t kAlt = 0x38;
+constexpr std::uint32_t kDelete = 0x153;
+
+}  // namespace
+
+struct SpiceSession::Impl {
+  GObjectPtr<::SpiceSession> session;
+  GObjectPtr<SpiceChannel> main;
+  GObjectPtr<SpiceChannel> display;
+  GObjectPtr<SpiceChannel> inputs;
+  std::vector<SignalConnection> connections;
+  file::UniqueFd caFile;  // a memfd: the CA as a path spice-client-glib can read
+  Listener listener;
+  bool opened = false;
+  bool ended = false;
+  bool warnedFormat = false;
+  std::string where;
+
+  void end(SessionEnd why, std::string reason) {
+    if (ended)
+      return;
+    ended = true;
+    if (listener.ended)
+      listener.ended(why, std::move(reason));
+  }
+
+  static void onChannelNew(::SpiceSession*, SpiceChannel* channel, gpointer data) {
+    guardCallback("a SPICE channel-new handler",
+                  [&] { static_cast<Impl*>(data)->channelNew(channel); });
+  }
+  static void onChannelEvent(SpiceChannel* channel, SpiceChannelEvent event, gpointer data) {
+    guardCallback("a SPICE channel-event handler",
+                  [&] { static_cast<Impl*>(data)->channelEvent(channel, event); });
+  }
+  static void onPrimaryCreate(SpiceChannel*, gint, gint width, gint height, gint, gint, gpointer,
+                              gpointer data) {
+    guardCallback("a SPICE display-primary-create handler",
+                  [&] { static_cast<Impl*>(data)->drawn(0, 0, width, height); });
+  }
+  static void onInvalidate(SpiceChannel*, gint x, gint y, gint width, gint height, gpointer data) {
+    guardCallback("a SPICE display-invalidate handler",
+                  [&] { static_cast<Impl*>(data)->drawn(x, y, width, height); });
+  }
+
+  void channelNew(SpiceChannel* channel) {
+    connections.emplace_back(channel, "channel-event", reinterpret_cast<GCallback>(&onChannelEvent),
+                             this);
+    int id = 0;
+    g_object_get(channel, "channel-id", &id, nullptr);
+    if (SPICE_IS_MAIN_CHANNEL(channel)) {
+      main.reset(static_cast<SpiceChannel*>(g_object_ref(channel)));
+      return;
+    }
+    if (SPICE_IS_DISPLAY_CHANNEL(channel) && id == 0 && !display) {
+      display.reset(static_cast<SpiceChannel*>(g_object_ref(channel)));
+      connections.emplace_back(channel, "display-primary-create",
+                               reinterpret_cast<GCallback>(&onPrimaryCreate), this);
+      connections.emplace_back(channel, "display-invalidate",
+                               reinterpret_cast<GCallback>(&onInvalidate), this);
+      spice_channel_connect(channel);
+      return;
+    }
+    if (SPICE_IS_INPUTS_CHANNEL(channel) && !inputs) {
+      inputs.reset(static_cast<SpiceChannel*>(g_object_ref(channel)));
+      spice_channel_connect(channel);
+    }
+  }
+
+  void channelEvent(SpiceChannel* channel, SpiceChannelEvent event) {
+    const bool isMain = SPICE_IS_MAIN_CHANNEL(channel);
+    if (event == SPICE_CHANNEL_OPENED) {
+      if (isMain && !opened) {
+        opened = true;
+        if (listener.opened)
+          listener.opened();
+      }
+      return;
+    }
+    if (event == SPICE_CHANNEL_NONE || event == SPICE_CHANNEL_SWITCHING)
+      return;
+    if (!isMain && event == SPICE_CHANNEL_CLOSED)
+      return;  // the main channel's end follows
+    switch (event) {
+      case SPICE_CHANNEL_ERROR_AUTH:
+        end(SessionEnd::kFailed, fmt::format("The desktop at {} refused the ticket: {}", where,
+                                             reasonOf(channel, "it was wrong or had expired.")));
+        return;
+      case SPICE_CHANNEL_ERROR_TLS:
+        end(SessionEnd::kFailed,
+            fmt::format("The desktop's certificate at {} is not signed by the Aula CA or names "
+                        "another host: {}",
+                        where, reasonOf(channel, "the TLS handshake failed.")));
+        return;
+      case SPICE_CHANNEL_ERROR_CONNECT:
+        if (!opened) {
+          end(SessionEnd::kFailed, fmt::format("Cannot connect to the desktop at {}: {}", where,
+                                               reasonOf(channel, "the connection failed.")));
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    end(opened ? SessionEnd::kLinkLost : SessionEnd::kFailed,
+        fmt::format("The connection to the desktop at {} ended: {}", where,
+                    reasonOf(channel, "it was closed.")));
+  }
+
+  std::optional<Frame> frame() {
+    if (!display)
+      return std::nullopt;
+    SpiceDisplayPrimary primary{};
+    if (!spice_display_channel_get_primary(display.get(), 0, &primary) || primary.data == nullptr ||
+        primary.width <= 0 || primary.height <= 0)
+      return std::nullopt;
+    if (primary.format != SPICE_SURFACE_FMT_32_xRGB &&
+        primary.format != SPICE_SURFACE_FMT_32_ARGB) {
+      if (!warnedFormat)
+        log::warn(
+            "The desktop's screen has SPICE surface format {}, which the greeter cannot show.",
+            static_cast<int>(primary.format));
+      warnedFormat = true;
+      return std::nullopt;
+    }
+    return Frame{reinterpret_cast<const std::uint32_t*>(primary.data), primary.width,
+                 primary.height, primary.stride};
+  }
+
+  void drawn(int x, int y, int width, int height) {
+    if (!listener.drawn)
+      return;
+    if (auto current = frame())
+      listener.drawn(*current, Rect{x, y, width, height});
+  }
+
+  void disconnect() {
+    connections.clear();  // our own disconnect is not the server's
+    if (session)
+      spice_session_disconnect(session.get());
+    inputs.reset();
+    display.reset();
+    main.reset();
+    session.reset();
+    caFile = {};
+    opened = false;
+  }
+};
+
+SpiceSession::SpiceSession() : impl_(std::make_unique<Impl>()) {}
+
+SpiceSession::~SpiceSession() {
+  impl_->disconnect();
+}
+
+void SpiceSession::open(const Console& console, Listener listener) {
+  Impl& impl = *impl_;
+  impl.disconnect();
+  impl.listener = std::move(listener);
+  impl.ended = false;
+  const bool tls = console.tlsPort > 0;
+  impl.where = fmt::format("{}:{}", console.host, tls ? console.tlsPort : console.port);
+  impl.session.reset(spice_session_new());
+  ::SpiceSession* session = impl.session.get();
+  const std::string port = std::to_string(tls ? console.tlsPort : console.port);
+  std::string ticket(console.ticket.view());
+  g_object_set(session, "host", console.host.c_str(), tls ? "tls-port" : "port", port.c_str(),
+               "password", ticket.c_str(), "enable-audio", FALSE, "enable-usbredir", FALSE,
+               nullptr);
+  wipe(ticket);
+  if (tls && !console.caPem.empty()) {
+    impl.caFile = file::UniqueFd(::memfd_create("aula-ca", MFD_CLOEXEC));
+    if (impl.caFile.valid() &&
+        file::writeAll(impl.caFile.get(), console.caPem, "the broker CA (memfd)")) {
+      const std::string path = fmt::format("/proc/self/fd/{}", impl.caFile.get());
+      g_object_set(session, "ca-file", path.c_str(), nullptr);
+    }
+  }
+  if (tls && !console.hostSubject.empty()) {
+    // The subject alone: the host name in the console may be an address
+    // the certificate does not list.
+    g_object_set(session, "cert-subject", console.hostSubject.c_str(), "verify",
+                 SPICE_SESSION_VERIFY_SUBJECT, nullptr);
+  }
+  impl.connections.emplace_back(session, "channel-new",
+                                reinterpret_cast<GCallback>(&Impl::onChannelNew), &impl);
+  if (!spice_session_connect(session)) {
+    impl.end(SessionEnd::kFailed,
+             fmt::format("spice-client-glib could not start a connection to {}.", impl.where));
+  }
+}
+
+void SpiceSession::close() {
+  impl_->disconnect();
+}
+
+void SpiceSession::key(std::uint32_t scancode, bool pressed) {
+  if (!impl_->inputs)
+    return;
+  auto* inputs = SPICE_INPUTS_CHANNEL(impl_->inputs.get());
+  if (pressed)
+    spice_inputs_channel_key_press(inputs, scancode);
+  else
+    spice_inputs_channel_key_release(inputs, scancode);
+}
+
+void SpiceSession::ctrlAltDel() {
+  for (std::uint32_t code : {kCtrl, kAlt, kDelete})
+    key(code, true);
+  for (std::uint32_t code : {kDelete, kAlt, kCtrl})
+    key(code, false);
+}
+
+std::optional<Frame> SpiceSession::frame() {
+  return impl_->frame();
+}
+
+}  // namespace aula::greeter

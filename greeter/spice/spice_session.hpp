@@ -1,0 +1,32 @@
+// The desktop's session over SPICE (spice-client-glib, no GTK): connects with
+// the broker's one-time ticket over TLS checked against the broker's CA and
+// the host's certificate subject, hands the display channel's damaged
+// rectangles to the runtime, and sends keys as XT scancodes. Runs on the
+// default GLib main context, like spice-client-glib itself.
+#pragma once
+
+#include <memory>
+
+#include "aula/greeter/ports.hpp"
+
+namespace aula::greeter {
+
+class SpiceSession final : public Session {
+ public:
+  SpiceSession();
+  ~SpiceSession() override;
+  SpiceSession(const SpiceSession&) = delete;
+  SpiceSession& operator=(const SpiceSession&) = delete;
+
+  void open(const Console& console, Listener listener) override;
+  void close() override;
+  void key(std::uint32_t scancode, bool pressed) override;
+  void ctrlAltDel() override;
+  std::optional<Frame> frame() override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace aula::greeter

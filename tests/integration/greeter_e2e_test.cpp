@@ -1,0 +1,186 @@
+// The greeter end to end, with everything real but the screen: aula-broker,
+// aula-agent, libvirtd and the test guest under TCG, the greeter's runtime
+// with the HTTPS broker client pinned to the CA fingerprint and the SPICE
+// session, drawing on the headless output and driven by scripted keys, as a
+// student would type them.
+#include <glib.h>
+#include <gtest/gtest.h>
+#include <linux/input-event-codes.h>
+
+#include "aula/greeter/ports.hpp"
+
+#include "headless_output.hpp"
+#include "runtime.hpp"
+#include "spice_session.hpp"
+#include "support/agent_stack.hpp"
+
+namespace aula::greeter {
+namespace {
+
+using namespace std::chrono_literals;
+using test::AgentStackTest;
+
+struct Shares {
+  double blue = 0;
+  double white = 0;
+};
+
+// How much of the greeter's frame is the test guest's blue and white.
+Shares guestShares(Canvas canvas) {
+  std::size_t blue = 0;
+  std::size_t white = 0;
+  for (int y = 0; y < canvas.height; ++y) {
+    const auto* row = canvas.pixels + static_cast<std::ptrdiff_t>(y) * (canvas.stride / 4);
+    for (int x = 0; x < canvas.width; ++x) {
+      const std::uint32_t p = row[x];
+      const unsigned r = (p >> 16) & 0xff;
+      const unsigned g = (p >> 8) & 0xff;
+      const unsigned b = p & 0xff;
+      if (r > 160 && g > 160 && b > 160)
+        ++white;
+      else if (b > 100 && r < 80 && g < 80)
+        ++blue;
+    }
+  }
+  const double all = static_cast<double>(canvas.width) * canvas.height;
+  return {100.0 * static_cast<double>(blue) / all, 100.0 * static_cast<double>(white) / all};
+}
+
+class GreeterEndToEnd : public AgentStackTest {
+ protected:
+  static void SetUpTestSuite() { startStack(); }
+
+  void SetUp() override {
+    AgentStackTest::SetUp();
+    if (IsSkipped())
+      return;
+    auto translations = Translations::load(AULA_GREETER_LOCALE_DIR);
+    ASSERT_TRUE(translations) << translations.error().message();
+    auto fingerprint = crypto::certificateFingerprint(env_->caPem);
+    ASSERT_TRUE(fingerprint);
+    broker_ = std::make_unique<HttpBroker>(BrokerAddress{env_->url(), *fingerprint, {}});
+    output_ = std::make_unique<HeadlessOutput>(std::vector<HeadSize>{{1024, 768}});
+    Options options;
+    options.reconnectFor = 30s;
+    runtime_ = std::make_unique<Runtime>(RuntimeParts{*broker_,
+                                                      session_,
+                                                      *output_,
+                                                      std::move(translations).value(),
+                                                      options,
+                                                      MachineInfo{"127.0.0.1", "", "test"},
+                                                      {}});
+    runtime_->start();
+  }
+
+  void TearDown() override {
+    runtime_.reset();
+    pump(200ms);
+    AgentStackTest::TearDown();
+  }
+
+  // Runs the main context until `done`, or fails after `timeout`.
+  template <typename Done>
+  bool until(Done done, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done())
+        return true;
+      if (!g_main_context_iteration(nullptr, FALSE))
+        std::this_thread::sleep_for(5ms);
+    }
+    return done();
+  }
+  void pump(std::chrono::milliseconds time) {
+    until([] { return false; }, time);
+  }
+
+  void press(std::uint32_t code, std::string text = {}) {
+    runtime_->key(Key{code, true, std::move(text)});
+    runtime_->key(Key{code, false, {}});
+  }
+  void type(std::string_view text) {
+    for (char c : text)
+      press(KEY_A, std::string(1, c));
+  }
+  const Greeter& greeter() { return runtime_->greeter(); }
+  std::string where() {
+    return fmt::format("screen {}, notice {}: {}", static_cast<int>(greeter().screen()),
+                       static_cast<int>(greeter().message().notice), greeter().message().detail);
+  }
+
+  void logIn(std::string_view password) {
+    ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kLogin; }, 20s)) << where();
+    press(KEY_ESC);  // an empty form
+    type(test::kStudent);
+    press(KEY_ENTER);
+    type(password);
+    press(KEY_ENTER);
+  }
+
+  void writeShot(const std::string& name) {
+    if (const char* dir = std::getenv("AULA_GREETER_SHOTS_DIR")) {
+      (void)output_->writePng(0, std::filesystem::path(dir) / name);
+    }
+  }
+
+  SpiceSession session_;
+  std::unique_ptr<HttpBroker> broker_;
+  std::unique_ptr<HeadlessOutput> output_;
+  std::unique_ptr<Runtime> runtime_;
+};
+
+TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
+  const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  logIn(test::kStudentPassword);
+  ASSERT_TRUE(
+      until([&] { return greeter().screen() == Screen::kDesktops && greeter().listLoaded(); }, 30s))
+      << where();
+  ASSERT_EQ(greeter().desktops().size(), 1u);
+  EXPECT_EQ(greeter().desktops()[0].id, id);
+  EXPECT_EQ(greeter().desktops()[0].name, "Informatik");
+
+  press(KEY_ENTER);
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kSession; }, 180s)) << where();
+  // The guest's fixed screen: blue with white text, on the greeter's frame.
+  Shares shares;
+  ASSERT_TRUE(until(
+      [&] {
+        shares = guestShares(output_->shown(0));
+        return shares.blue > 20 && shares.white > 1;
+      },
+      60s))
+      << "blue " << shares.blue << "%, white " << shares.white << "%";
+  writeShot("e2e-session.png");
+
+  // The guest going away from under the session brings the list back.
+  test::virsh({"destroy", fmt::format("aula-{}", id)});
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kDesktops; }, 60s)) << where();
+  EXPECT_EQ(greeter().message().notice, Notice::kShutDown) << where();
+}
+
+TEST_F(GreeterEndToEnd, AWrongPasswordShowsItsMessage) {
+  logIn("not-the-password");
+  ASSERT_TRUE(until([&] { return greeter().message().notice != Notice::kNone; }, 30s)) << where();
+  EXPECT_EQ(greeter().screen(), Screen::kLogin);
+  EXPECT_EQ(greeter().message().notice, Notice::kWrongPassword) << where();
+  EXPECT_EQ(greeter().username(), test::kStudent);
+}
+
+TEST_F(GreeterEndToEnd, ABrokerThatStopsShowsTheRetryScreenAndRecovers) {
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kLogin; }, 20s)) << where();
+  env_->broker->stop(SIGTERM);
+  type(test::kStudent);
+  press(KEY_ENTER);
+  type(test::kStudentPassword);
+  press(KEY_ENTER);
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kTrouble; }, 30s)) << where();
+  EXPECT_EQ(greeter().message().notice, Notice::kBrokerUnreachable) << where();
+  writeShot("e2e-unreachable.png");
+  env_->startBroker();
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kLogin; }, 30s)) << where();
+  logIn(test::kStudentPassword);
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kDesktops; }, 30s)) << where();
+}
+
+}  // namespace
+}  // namespace aula::greeter
