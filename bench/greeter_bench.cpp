@@ -61,8 +61,9 @@ long rssKib(pid_t pid) {
 
 // Starts aula-greeter headless; the time until it says the login screen is
 // up, and its RSS then.
-std::pair<double, long> greeterStart(const test::BrokerFixture& broker, const fs::path& dir) {
-  const fs::path log = dir / "greeter.log";
+std::pair<double, long> greeterStart(const test::BrokerFixture& broker, const fs::path& dir,
+                                     int run) {
+  const fs::path log = dir / fmt::format("greeter-{}.log", run);
   const auto start = Steady::now();
   test::ChildProcess greeter({AULA_GREETER_BIN, "--output", "headless", "--broker",
                               broker.baseUrl(), "--ca-file", broker.caFile().string(), "--config",
@@ -116,10 +117,10 @@ int main(int argc, char** argv) {
   std::vector<double> rss;
   std::vector<double> floors;
   for (int i = 0; i < runs; ++i) {
-    auto [ms, kib] = greeterStart(broker, dir.path());
+    auto [ms, kib] = greeterStart(broker, dir.path(), i);
     if (ms < 0) {
-      std::cerr << "greeter_bench: aula-greeter never showed the login screen; see "
-                << (dir.path() / "greeter.log") << "\n";
+      std::cerr << "greeter_bench: aula-greeter never showed the login screen; see " << dir.path()
+                << "\n";
       return 1;
     }
     starts.push_back(ms);

@@ -9,7 +9,9 @@
 #   - agent_bench: a desktop's start through broker and agent next to virsh,
 #     and the heartbeat's cost with 0, 10 and 50 running guests, on the real
 #     stack (libvirtd, aula-broker, aula-agent). Needs root; without it, it
-#     prints one line saying it was skipped.
+#     prints one line saying it was skipped;
+#   - greeter_bench: aula-greeter's start and memory against a real broker,
+#     drawing the login screen and copying a guest frame, beside their floors.
 # Arguments go to broker_bench: --seconds N (default 10), --users N (default
 # 3500), --postgres (also measure on a throw-away PostgreSQL server).
 # docs/performance.md explains the figures and cites a run of this script.
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 
 cmake --preset dev >&2
 cmake --build --preset dev --target broker_bench placement_bench disk_bench \
-  agent_bench >&2
+  agent_bench greeter_bench >&2
 
 echo "## Placement benchmark"
 echo
@@ -39,3 +41,7 @@ echo
 build/dev/bench/disk_bench --dir "${AULA_DISK_BENCH_DIR:-/var/tmp}"
 echo
 build/dev/bench/agent_bench
+echo
+echo "## Greeter"
+echo
+build/dev/bench/greeter_bench
