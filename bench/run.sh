@@ -11,7 +11,9 @@
 #     stack (libvirtd, aula-broker, aula-agent). Needs root; without it, it
 #     prints one line saying it was skipped;
 #   - greeter_bench: aula-greeter's start and memory against a real broker,
-#     drawing the login screen and copying a guest frame, beside their floors.
+#     drawing the login screen and copying a guest frame, beside their floors;
+#   - directory_bench: directory logins per layout (slapd, Samba AD) beside a
+#     local login.
 # Arguments go to broker_bench: --seconds N (default 10), --users N (default
 # 3500), --postgres (also measure on a throw-away PostgreSQL server).
 # docs/performance.md explains the figures and cites a run of this script.
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 cmake --preset dev >&2
 cmake --build --preset dev --target broker_bench placement_bench disk_bench \
-  agent_bench greeter_bench >&2
+  agent_bench greeter_bench directory_bench >&2
 
 echo "## Placement benchmark"
 echo
@@ -45,3 +47,7 @@ echo
 echo "## Greeter"
 echo
 build/dev/bench/greeter_bench
+echo
+echo "## Directory logins"
+echo
+build/dev/bench/directory_bench

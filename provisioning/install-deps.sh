@@ -23,7 +23,9 @@ LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
 # Tests and benchmarks: the real daemons the integration tests start
 # (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
 # spice-client-glib (no GTK) is what tests/tools/aula-spice-probe is built on.
-TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils clang libclang-rt-14-dev
+# Samba in AD DC mode stands in for a school's Active Directory.
+TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils
+      samba samba-ad-dc samba-ad-provision clang libclang-rt-14-dev
       libvirt-clients libxml2-utils
       libvirt-daemon-system spice-client-gtk libspice-client-glib-2.0-dev)
 # The test guest (tests/template/): QEMU under TCG, and the tools that build
