@@ -29,8 +29,10 @@ TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils
       libvirt-clients libxml2-utils
       libvirt-daemon-system spice-client-gtk libspice-client-glib-2.0-dev)
 # The test guest (tests/template/): QEMU under TCG, and the tools that build
-# its disk without mounting anything.
-GUEST=(qemu-system-x86 qemu-utils syslinux syslinux-common mtools dosfstools fdisk cpio)
+# its disk without mounting anything; the greeter's test VM
+# (tests/greeter_vm/): seatd in its initramfs, packed with cpio and zstd.
+GUEST=(qemu-system-x86 qemu-utils syslinux syslinux-common mtools dosfstools fdisk cpio
+       seatd zstd)
 
 PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}" "${GUEST[@]}")
 

@@ -74,9 +74,10 @@ Result<StartSettings> resolveSettings(const std::map<std::string, std::string>& 
     }
     auto normalized = crypto::normalizeFingerprint(fingerprint);
     if (!normalized) {
-      return Error(Errc::kConfig,
-                   fmt::format("The CA fingerprint '{}' is not a SHA-256 fingerprint: {}",
-                               fingerprint, normalized.error().message()));
+      // crypto's message names the value and what a fingerprint looks like.
+      return Error(Errc::kConfig, fmt::format("The CA fingerprint (aula.ca_fp, ca_fingerprint or "
+                                              "--ca-fingerprint) is wrong: {}",
+                                              normalized.error().message()));
     }
     settings.caFingerprint = *normalized;
   }

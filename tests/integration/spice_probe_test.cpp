@@ -33,6 +33,7 @@
 #include "aula/common/process.hpp"
 
 #include "support/child_process.hpp"
+#include "support/qmp.hpp"
 #include "support/screen.hpp"
 #include "support/temp_dir.hpp"
 
@@ -106,86 +107,6 @@ ProbeRun runProbe(std::vector<std::string> args, std::optional<std::string> tick
 bool contains(const std::string& text, std::string_view part) {
   return text.find(part) != std::string::npos;
 }
-
-// QEMU's machine protocol over its unix socket: one JSON object per line.
-// Fails by throwing, like the other test helpers.
-class Qmp {
- public:
-  explicit Qmp(const fs::path& socketPath) {
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    if (socketPath.native().size() >= sizeof address.sun_path) {
-      throw std::runtime_error("The QMP socket path is too long: " + socketPath.native());
-    }
-    socketPath.native().copy(address.sun_path, sizeof address.sun_path - 1);
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) {
-      throw std::system_error(errno, std::generic_category(), "socket");
-    }
-    // sockaddr_un and sockaddr are the C socket API's aliasing, not ours.
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-      const int err = errno;
-      ::close(fd_);
-      throw std::system_error(err, std::generic_category(),
-                              "Cannot connect to QMP at " + socketPath.native());
-    }
-    (void)readMessage();  // the greeting
-    execute("qmp_capabilities");
-  }
-  ~Qmp() { ::close(fd_); }
-  Qmp(const Qmp&) = delete;
-  Qmp& operator=(const Qmp&) = delete;
-
-  // The command's "return"; throws with QEMU's error.
-  Json execute(const std::string& command, const Json& arguments = Json::object()) {
-    Json message = {{"execute", command}};
-    if (!arguments.empty()) {
-      message["arguments"] = arguments;
-    }
-    const std::string line = message.dump() + "\n";
-    if (::send(fd_, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
-      throw std::system_error(errno, std::generic_category(), "Cannot send to QMP");
-    }
-    while (true) {
-      Json reply = readMessage();
-      if (reply.contains("event")) {
-        continue;
-      }
-      if (reply.contains("error")) {
-        throw std::runtime_error(fmt::format("QMP {} failed: {}", command, reply.dump()));
-      }
-      return reply.value("return", Json::object());
-    }
-  }
-
- private:
-  Json readMessage() {
-    while (true) {
-      if (auto end = buffer_.find('\n'); end != std::string::npos) {
-        std::string line = buffer_.substr(0, end);
-        buffer_.erase(0, end + 1);
-        auto parsed = json::parse(line);
-        if (!parsed.ok()) {
-          throw std::runtime_error("QMP sent something that is not JSON: " + line);
-        }
-        return std::move(*parsed);
-      }
-      pollfd ready{.fd = fd_, .events = POLLIN};
-      if (::poll(&ready, 1, 10000) != 1) {
-        throw std::runtime_error("QMP did not answer within 10 s.");
-      }
-      char chunk[4096];
-      const ssize_t got = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (got <= 0) {
-        throw std::runtime_error("QEMU closed the QMP socket.");
-      }
-      buffer_.append(chunk, static_cast<std::size_t>(got));
-    }
-  }
-
-  int fd_ = -1;
-  std::string buffer_;
-};
 
 // QEMU as our child, its output in a log file; killed when this goes away
 // (and by the kernel if the test binary dies first).

@@ -63,7 +63,14 @@ bool waitFor(Predicate done, std::chrono::seconds timeout) {
 struct AgentStackOptions {
   int ticketSeconds = 8;     // console.ticket_seconds (5..60)
   int heartbeatSeconds = 1;  // agent.heartbeat_seconds
+  // spice.public_host: where viewers reach the guests' SPICE ports. A VM on
+  // QEMU's user network reaches this machine's loopback as 10.0.2.2.
+  std::string spicePublicHost = "127.0.0.1";
 };
+
+// The host's loopback as a guest on QEMU's user network sees it; the
+// broker's certificate names it too.
+inline constexpr const char* kUserNetHost = "10.0.2.2";
 
 struct AgentStack {
   // Builds the stack: libvirtd (fixture), the test guest as template
@@ -176,6 +183,7 @@ struct AgentStack {
     init.dataDir = dir / "broker";
     init.adminPassword = std::string(BrokerFixture::kAdminPassword);
     init.listen = fmt::format("127.0.0.1:{}", brokerPort);
+    init.serverNames = {"aula-broker", kUserNetHost};
     auto initialised = broker::initDataDir(init);
     if (!initialised)
       throw std::runtime_error(initialised.error().message());
@@ -238,8 +246,9 @@ struct AgentStack {
     bool tls = libvirtd->spiceTls();
     if (tls)
       libvirtd->useSpiceCertificates(agentState / "spice");
-    writeFile(dir / "agent.toml",
-              fmt::format(R"([agent]
+    writeFile(
+        dir / "agent.toml",
+        fmt::format(R"([agent]
 state_dir = "{}"
 listen = "127.0.0.1:{}"
 domain_type = "qemu"
@@ -248,7 +257,7 @@ network = "{}"
 
 [spice]
 listen = "127.0.0.1"
-public_host = "127.0.0.1"
+public_host = "{}"
 tls_port = {}
 plain_port = {}
 
@@ -256,8 +265,8 @@ plain_port = {}
 templates = "{}"
 desktops = "{}"
 )",
-                          agentState.string(), agentPort, options_.heartbeatSeconds,
-                          libvirtd->network(), tls, !tls, templates.string(), desktops.string()));
+                    agentState.string(), agentPort, options_.heartbeatSeconds, libvirtd->network(),
+                    options_.spicePublicHost, tls, !tls, templates.string(), desktops.string()));
     startAgent();
     if (!waitFor(
             [&] {

@@ -8,21 +8,31 @@
 
 namespace aula::test {
 
-ScreenShares analysePpm(const std::filesystem::path& path) {
-  ScreenShares shares;
+Ppm readPpm(const std::filesystem::path& path) {
+  Ppm ppm;
   std::ifstream in(path, std::ios::binary);
   std::string magic;
   int maxValue = 0;
-  if (!(in >> magic >> shares.width >> shares.height >> maxValue) || magic != "P6" ||
-      maxValue != 255 || shares.width <= 0 || shares.height <= 0) {
-    return shares;
+  if (!(in >> magic >> ppm.width >> ppm.height >> maxValue) || magic != "P6" || maxValue != 255 ||
+      ppm.width <= 0 || ppm.height <= 0) {
+    return {};
   }
   in.get();  // the single whitespace after the header
-  std::string pixels((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::size_t count = static_cast<std::size_t>(shares.width) * shares.height;
-  if (pixels.size() < count * 3) {
+  ppm.rgb.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (ppm.rgb.size() < static_cast<std::size_t>(ppm.width) * ppm.height * 3)
+    return {};
+  return ppm;
+}
+
+ScreenShares analysePpm(const std::filesystem::path& path) {
+  ScreenShares shares;
+  Ppm ppm = readPpm(path);
+  if (ppm.width == 0)
     return shares;
-  }
+  shares.width = ppm.width;
+  shares.height = ppm.height;
+  const std::string& pixels = ppm.rgb;
+  std::size_t count = static_cast<std::size_t>(shares.width) * shares.height;
   std::size_t blue = 0;
   std::size_t white = 0;
   for (std::size_t i = 0; i < count; ++i) {

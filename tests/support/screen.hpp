@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 
 namespace aula::test {
 
@@ -19,5 +20,14 @@ struct ScreenShares {
 };
 
 ScreenShares analysePpm(const std::filesystem::path& path);
+
+// A P6 PPM with 8-bit channels (QEMU's screendump): RGB triplets, row by
+// row; width 0 when the file is not one.
+struct Ppm {
+  int width = 0;
+  int height = 0;
+  std::string rgb;
+};
+Ppm readPpm(const std::filesystem::path& path);
 
 }  // namespace aula::test

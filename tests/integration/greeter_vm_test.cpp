@@ -1,0 +1,276 @@
+// The greeter on real KMS and libinput: a small VM under QEMU (TCG, std VGA,
+// so the kernel's bochs DRM driver) boots Debian's kernel with a test
+// initramfs (tests/greeter_vm/build-greeter-vm.sh) in which udev and seatd
+// run and aula-greeter runs unprivileged with --output kms, given the broker
+// on the kernel command line. QEMU's screendump is what a student would see;
+// QMP's send-key is the student's keyboard. The broker, agent, libvirtd and
+// the desktop's guest are the real stack on this machine, which the VM
+// reaches through QEMU's user network (10.0.2.2 is this machine's loopback).
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <cairo.h>
+#include <gtest/gtest.h>
+
+#include "aula/common/crypto.hpp"
+
+#include "support/agent_stack.hpp"
+#include "support/child_process.hpp"
+#include "support/qmp.hpp"
+#include "support/screen.hpp"
+#include "support/temp_dir.hpp"
+
+namespace aula::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// What a screendump shows, in percent of its pixels.
+struct Look {
+  int width = 0;
+  int height = 0;
+  double black = 0;        // nothing drawn (a dead or blank output)
+  double greeterBlue = 0;  // the greeter's background gradient
+  double vgaBlue = 0;      // the test guest's background (#0000AA)
+  double white = 0;        // the login card, or the guest's text
+};
+
+Look look(const fs::path& ppmPath) {
+  Ppm ppm = readPpm(ppmPath);
+  Look l{ppm.width, ppm.height};
+  if (ppm.width == 0)
+    return l;
+  std::size_t black = 0;
+  std::size_t greeter = 0;
+  std::size_t vga = 0;
+  std::size_t white = 0;
+  const std::size_t count = static_cast<std::size_t>(ppm.width) * ppm.height;
+  for (std::size_t i = 0; i < count; ++i) {
+    const int r = static_cast<unsigned char>(ppm.rgb[i * 3]);
+    const int g = static_cast<unsigned char>(ppm.rgb[i * 3 + 1]);
+    const int b = static_cast<unsigned char>(ppm.rgb[i * 3 + 2]);
+    if (r + g + b < 24)
+      ++black;
+    else if (r < 24 && g < 24 && b > 140)
+      ++vga;
+    else if (r > 200 && g > 200 && b > 200)
+      ++white;
+    else if (b > r + 30 && b > g + 20)
+      ++greeter;
+  }
+  auto share = [&](std::size_t n) { return 100.0 * static_cast<double>(n) / count; };
+  l.black = share(black);
+  l.greeterBlue = share(greeter);
+  l.vgaBlue = share(vga);
+  l.white = share(white);
+  return l;
+}
+
+std::string describe(const Look& l) {
+  return fmt::format(
+      "{}x{}: black {:.1f}%, greeter blue {:.1f}%, guest blue {:.1f}%, white {:.1f}%", l.width,
+      l.height, l.black, l.greeterBlue, l.vgaBlue, l.white);
+}
+
+// A screendump as PNG, for the docs.
+void savePng(const fs::path& ppmPath, const fs::path& png) {
+  Ppm ppm = readPpm(ppmPath);
+  if (ppm.width == 0)
+    return;
+  cairo_surface_t* surface = cairo_image_surface_create(CAIRO_FORMAT_RGB24, ppm.width, ppm.height);
+  cairo_surface_flush(surface);
+  unsigned char* data = cairo_image_surface_get_data(surface);
+  const int stride = cairo_image_surface_get_stride(surface);
+  for (int y = 0; y < ppm.height; ++y) {
+    auto* row = reinterpret_cast<std::uint32_t*>(data + static_cast<std::ptrdiff_t>(y) * stride);
+    for (int x = 0; x < ppm.width; ++x) {
+      const std::size_t i = (static_cast<std::size_t>(y) * ppm.width + x) * 3;
+      row[x] = (static_cast<std::uint32_t>(static_cast<unsigned char>(ppm.rgb[i])) << 16) |
+               (static_cast<std::uint32_t>(static_cast<unsigned char>(ppm.rgb[i + 1])) << 8) |
+               static_cast<unsigned char>(ppm.rgb[i + 2]);
+    }
+  }
+  cairo_surface_mark_dirty(surface);
+  cairo_surface_write_to_png(surface, png.c_str());
+  cairo_surface_destroy(surface);
+}
+
+class GreeterVm : public AgentStackTest {
+ protected:
+  static void SetUpTestSuite() {
+    AgentStackOptions options;
+    options.spicePublicHost = kUserNetHost;
+    startStack(options);
+  }
+
+  void SetUp() override {
+    AgentStackTest::SetUp();
+    if (IsSkipped() || HasFatalFailure())
+      return;
+    const fs::path vm = AULA_GREETER_VM_DIR;
+    auto built = runProgram(
+        {AULA_GREETER_VM_SCRIPT, vm.string(), AULA_GREETER_BIN, AULA_GREETER_LOCALE_DIR}, 600s);
+    ASSERT_TRUE(built.succeeded()) << "The greeter's test VM did not build:\n" << built.err;
+
+    auto fingerprint = crypto::certificateFingerprint(env_->caPem);
+    ASSERT_TRUE(fingerprint);
+    serial_ = dir_.path() / "serial.log";
+    const fs::path qmpSocket = dir_.path() / "qmp.sock";
+    qemu_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{
+            "/usr/bin/qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "1536",
+            "-vga",
+            "std",
+            "-display",
+            "none",
+            "-nic",
+            "user,model=e1000",
+            "-no-reboot",
+            "-kernel",
+            (vm / "vmlinuz").string(),
+            "-initrd",
+            (vm / "initrd.img").string(),
+            "-append",
+            fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={}",
+                        kUserNetHost, env_->brokerPort, *fingerprint),
+            "-serial",
+            "file:" + serial_.string(),
+            "-qmp",
+            fmt::format("unix:{},server=on,wait=off", qmpSocket.string()),
+        },
+        dir_.path() / "qemu.log");
+    ASSERT_TRUE(waitFor([&] { return fs::exists(qmpSocket) || !qemu_->running(); }, 20s));
+    ASSERT_TRUE(qemu_->running()) << qemu_->log();
+    qmp_.emplace(qmpSocket);
+  }
+
+  void TearDown() override {
+    qmp_.reset();
+    qemu_.reset();
+    AgentStackTest::TearDown();
+  }
+
+  bool serialSays(std::string_view text) {
+    return readFile(serial_).find(text) != std::string::npos;
+  }
+  std::string serialTail() { return fileTail(serial_, 40); }
+
+  // A screendump now; saved as docs/greeter/NAME.png when the docs are redrawn.
+  Look shot(const std::string& name) {
+    const fs::path ppm = dir_.path() / (name + ".ppm");
+    qmp_->execute("screendump", json::Json{{"filename", ppm.string()}});
+    if (const char* docs = std::getenv("AULA_GREETER_SHOTS_DIR"))
+      savePng(ppm, fs::path(docs) / (name + ".png"));
+    return look(ppm);
+  }
+
+  // Screendumps until `wanted` holds; the last look either way.
+  template <typename Wanted>
+  Look shotUntil(const std::string& name, Wanted wanted, std::chrono::seconds limit) {
+    const auto deadline = Clock::now() + limit;
+    Look l = shot(name);
+    while (!wanted(l) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(1s);
+      l = shot(name);
+    }
+    return l;
+  }
+
+  TempDir dir_;
+  fs::path serial_;
+  std::unique_ptr<ChildProcess> qemu_;
+  std::optional<Qmp> qmp_;
+};
+
+bool isLoginScreen(const Look& l) {
+  // The gradient all around, the white card in the middle, nothing black.
+  return l.greeterBlue > 60 && l.white > 5 && l.black < 1 && l.vgaBlue < 1;
+}
+
+// The test guest's 720x400 text screen, centred at its own size (a text
+// console cannot follow the monitor's size; a desktop with the SPICE agent
+// does): 28 % of 1280x800, blue with white text, none of the greeter left.
+bool isGuestDesktop(const Look& l) {
+  return l.vgaBlue > 15 && l.white > 2 && l.greeterBlue < 1;
+}
+
+TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
+  const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 180s))
+      << "The greeter did not say its login screen is up. Serial console:\n"
+      << serialTail();
+  EXPECT_TRUE(serialSays("/dev/dri/card0")) << "Not on KMS:\n" << serialTail();
+
+  Look login = shotUntil("kms-login", isLoginScreen, 30s);
+  ASSERT_TRUE(isLoginScreen(login)) << describe(login) << "\n" << serialTail();
+  EXPECT_EQ(login.width, 1280);  // bochs's preferred mode
+  EXPECT_EQ(login.height, 800);
+
+  // The student types, as on the login screen of a lab PC.
+  qmp_->type(kStudent);
+  qmp_->press({"ret"});
+  qmp_->type(kStudentPassword);
+  qmp_->press({"ret"});
+  // The desktop list; Enter starts the one desktop and connects.
+  ASSERT_TRUE(waitFor(
+      [&] { return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent)); },
+      90s))
+      << "The student's desktop list did not come up after the typed login. Serial console:\n"
+      << serialTail();
+  Look list = shot("kms-desktops");
+  EXPECT_TRUE(isLoginScreen(list)) << "The list has the same look: " << describe(list);
+  qmp_->press({"ret"});
+
+  Look desktop = shotUntil("kms-session", isGuestDesktop, 240s);
+  EXPECT_TRUE(isGuestDesktop(desktop))
+      << describe(desktop)
+      << "\nDesktop: " << env_->admin("GET", fmt::format("/api/v1/desktops/{}", id)).dump()
+      << "\nSerial console:\n"
+      << serialTail();
+}
+
+// French on the login screen brings the French keyboard (AZERTY) through
+// xkbcommon: the keys a student presses are the ones printed on a French
+// keyboard, so the physical keys Q-L-I-C-E type "alice".
+TEST_F(GreeterVm, FrenchBringsTheFrenchKeyboardAndItsKeysTypeTheLogin) {
+  (void)newDesktop("Informatik", env_->templateId, true);
+  ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 180s)) << serialTail();
+  ASSERT_TRUE(isLoginScreen(shotUntil("kms-login", isLoginScreen, 30s)));
+  qmp_->press({"tab"});  // to the password
+  qmp_->press({"tab"});  // to the language: English, Español, Català, Français
+  for (int i = 0; i < 3; ++i)
+    qmp_->press({"right"});
+  qmp_->press({"up"});
+  qmp_->press({"up"});  // back to the user name
+  // On AZERTY: A is where US has Q; '-' is the 6 key; '1' needs Shift.
+  ASSERT_EQ(std::string_view(kStudent), "alice");
+  ASSERT_EQ(std::string_view(kStudentPassword), "student-secret-1");
+  qmp_->type("qlice");
+  qmp_->press({"ret"});
+  qmp_->type("student");
+  qmp_->press({"6"});
+  qmp_->type("secret");
+  qmp_->press({"6"});
+  qmp_->press({"shift", "1"});
+  qmp_->press({"ret"});
+  EXPECT_TRUE(waitFor(
+      [&] { return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent)); },
+      90s))
+      << "The login typed on the French keyboard did not sign alice in. Serial console:\n"
+      << serialTail();
+  (void)shot("kms-desktops-fr");
+}
+
+}  // namespace
+}  // namespace aula::test
