@@ -117,6 +117,30 @@ class GreeterEndToEnd : public AgentStackTest {
     press(KEY_ENTER);
   }
 
+  // Logs the student in and opens their one desktop; true once the guest's
+  // screen is in the greeter's frame.
+  void openTheDesktop() {
+    logIn(test::kStudentPassword);
+    ASSERT_TRUE(until(
+        [&] { return greeter().screen() == Screen::kDesktops && greeter().listLoaded(); }, 30s))
+        << where();
+    press(KEY_ENTER);
+    ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kSession; }, 180s)) << where();
+    Shares shares;
+    ASSERT_TRUE(until(
+        [&] {
+          shares = guestShares(output_->shown(0));
+          return shares.blue > 20 && shares.white > 1;
+        },
+        60s))
+        << "blue " << shares.blue << "%, white " << shares.white << "%";
+  }
+
+  std::int64_t consoles(std::int64_t id) {
+    return env_->admin("GET", fmt::format("/api/v1/desktops/{}", id))["consoles"]
+        .get<std::int64_t>();
+  }
+
   void writeShot(const std::string& name) {
     if (const char* dir = std::getenv("AULA_GREETER_SHOTS_DIR")) {
       (void)output_->writePng(0, std::filesystem::path(dir) / name);
@@ -180,6 +204,59 @@ TEST_F(GreeterEndToEnd, ABrokerThatStopsShowsTheRetryScreenAndRecovers) {
   ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kLogin; }, 30s)) << where();
   logIn(test::kStudentPassword);
   ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kDesktops; }, 30s)) << where();
+}
+
+// The network drops under a session: every TCP connection of the guest's
+// SPICE ports is cut (ss -K, as a pulled cable or a switch reboot would).
+// The greeter says it is reconnecting, asks the broker for a fresh ticket
+// (the desktop's console count goes up by one) and the guest is back.
+TEST_F(GreeterEndToEnd, ADroppedLinkIsReestablishedWithAFreshTicket) {
+  const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(openTheDesktop());
+  const std::int64_t before = consoles(id);
+  const std::string display = test::virsh({"domdisplay", fmt::format("aula-{}", id)});
+  std::vector<std::string> ports;
+  for (std::string_view key : {"spice://127.0.0.1:", "tls-port="}) {
+    if (auto at = display.find(key); at != std::string::npos) {
+      auto from = at + key.size();
+      ports.push_back(display.substr(from, display.find_first_not_of("0123456789", from) - from));
+    }
+  }
+  ASSERT_FALSE(ports.empty()) << display;
+  std::string killed;
+  for (const auto& port : ports) {
+    auto cut = test::runProgram({"ss", "-K", "-t", "state", "established", "(", "sport", "=",
+                                 ":" + port, "or", "dport", "=", ":" + port, ")"});
+    killed += cut.out;
+  }
+  // ss prints each socket it cut, under a header.
+  if (killed.find("127.0.0.1:") == std::string::npos)
+    GTEST_SKIP() << "This kernel cannot cut sockets (ss -K needs CONFIG_INET_DIAG_DESTROY): "
+                 << display << " / " << killed;
+
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kReconnecting; }, 20s)) << where();
+  ASSERT_TRUE(until(
+      [&] {
+        const auto shares = guestShares(output_->shown(0));
+        return greeter().screen() == Screen::kSession && shares.blue > 20 && shares.white > 1;
+      },
+      60s))
+      << where();
+  EXPECT_EQ(consoles(id), before + 1) << "The greeter did not come back with a fresh ticket.";
+}
+
+// A teacher opens the student's desktop from elsewhere: the broker hands
+// out a new ticket that disconnects the greeter, which goes back to the
+// list, says so, and does not take the desktop back.
+TEST_F(GreeterEndToEnd, ADesktopOpenedElsewhereIsNotTakenBack) {
+  const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(openTheDesktop());
+  const std::int64_t before = consoles(id);
+  env_->admin("POST", fmt::format("/api/v1/desktops/{}/console", id));
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kDesktops; }, 30s)) << where();
+  EXPECT_EQ(greeter().message().notice, Notice::kTakenOver) << where();
+  pump(3s);
+  EXPECT_EQ(consoles(id), before + 1) << "The greeter asked for the desktop again.";
 }
 
 }  // namespace
