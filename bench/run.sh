@@ -13,7 +13,10 @@
 #   - greeter_bench: aula-greeter's start and memory against a real broker,
 #     drawing the login screen and copying a guest frame, beside their floors;
 #   - directory_bench: directory logins per layout (slapd, Samba AD) beside a
-#     local login.
+#     local login;
+#   - session_bench: Enter to the first desktop frame in aula-greeter beside
+#     remote-viewer opening the .vv (Xvfb), and the greeter's memory in a
+#     session, on the real stack (needs root).
 # Arguments go to broker_bench: --seconds N (default 10), --users N (default
 # 3500), --postgres (also measure on a throw-away PostgreSQL server).
 # docs/performance.md explains the figures and cites a run of this script.
@@ -27,7 +30,7 @@ cd "$(dirname "$0")/.."
 
 cmake --preset dev >&2
 cmake --build --preset dev --target broker_bench placement_bench disk_bench \
-  agent_bench greeter_bench directory_bench >&2
+  agent_bench greeter_bench directory_bench session_bench >&2
 
 echo "## Placement benchmark"
 echo
@@ -51,3 +54,7 @@ echo
 echo "## Directory logins"
 echo
 build/dev/bench/directory_bench
+echo
+echo "## Opening a desktop: aula-greeter beside remote-viewer"
+echo
+build/dev/bench/session_bench

@@ -14,6 +14,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include "aula/common/config.hpp"
 #include "aula/common/file.hpp"
@@ -87,6 +88,36 @@ struct Flags {
   std::string output = "auto";
   std::string headlessSize = "1280x1024";
   std::string localeDir = AULA_GREETER_DEFAULT_LOCALE_DIR;
+  bool keysFromStdin = false;
+};
+
+// --keys-from-stdin: lines of scripted input (scriptedKeys) on fd 0, for the
+// headless output's benchmarks and tests.
+struct StdinKeys {
+  Runtime* runtime = nullptr;
+  std::string pending;
+
+  static gboolean onReadable(gint fd, GIOCondition, gpointer data) {
+    auto& self = *static_cast<StdinKeys*>(data);
+    char chunk[512];
+    const ssize_t got = ::read(fd, chunk, sizeof chunk);
+    if (got <= 0)
+      return G_SOURCE_REMOVE;  // the script ended; the greeter goes on
+    self.pending.append(chunk, static_cast<std::size_t>(got));
+    for (auto end = self.pending.find('\n'); end != std::string::npos;
+         end = self.pending.find('\n')) {
+      const std::string line = self.pending.substr(0, end);
+      self.pending.erase(0, end + 1);
+      auto keys = scriptedKeys(line);
+      if (!keys) {
+        log::warn("{}", keys.error().message());
+        continue;
+      }
+      for (const Key& key : *keys)
+        self.runtime->key(key);
+    }
+    return G_SOURCE_CONTINUE;
+  }
 };
 
 SettingsSource fileSettings(const std::string& path) {
@@ -160,6 +191,9 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--locale-dir", flags.localeDir, "where the translations are")
       ->capture_default_str();
+  app.add_flag("--keys-from-stdin", flags.keysFromStdin,
+               "headless only: read keys from standard input, a line each: 'type TEXT' or "
+               "'key NAME' (benchmarks and tests)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -191,6 +225,11 @@ static int run(int argc, char** argv) {
     if (!translations)
       log::warn("{} The greeter speaks English only.", translations.error().message());
 
+    if (flags.keysFromStdin && flags.output != "headless") {
+      std::cerr << "aula-greeter: --keys-from-stdin is for --output headless only; on a screen "
+                   "the keyboard is read through the seat.\n";
+      return 2;
+    }
     Display display;
     if (flags.output == "headless") {
       int width = 0;
@@ -256,6 +295,9 @@ static int run(int argc, char** argv) {
       g_unix_fd_add(display.seat->fd(), G_IO_IN, dispatchSeat, display.seat.get());
     if (display.keyboard)
       g_unix_fd_add(display.keyboard->fd(), G_IO_IN, dispatchKeys, display.keyboard.get());
+    StdinKeys stdinKeys{&runtime, {}};
+    if (flags.keysFromStdin)
+      g_unix_fd_add(STDIN_FILENO, G_IO_IN, &StdinKeys::onReadable, &stdinKeys);
     runtime.start();
     g_main_loop_run(loop);
     g_main_loop_unref(loop);

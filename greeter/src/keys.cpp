@@ -66,4 +66,41 @@ std::optional<std::uint32_t> xtScancode(std::uint32_t linuxCode) {
   return std::nullopt;
 }
 
+Result<std::vector<Key>> scriptedKeys(std::string_view line) {
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.remove_suffix(1);
+  std::vector<Key> keys;
+  auto press = [&keys](std::uint32_t code, std::string text, bool shift = false) {
+    keys.push_back(Key{code, true, std::move(text), shift});
+    keys.push_back(Key{code, false, {}, shift});
+  };
+  if (line.starts_with("type ")) {
+    for (char c : line.substr(5)) {
+      if (static_cast<unsigned char>(c) < 0x20)
+        return makeError(Errc::kInvalidArgument, "Scripted input: 'type' takes printable text.");
+      press(KEY_A, std::string(1, c));  // the text is what counts; the code is any letter's
+    }
+    return keys;
+  }
+  if (line.starts_with("key ")) {
+    static constexpr std::pair<std::string_view, std::uint32_t> kNamed[] = {
+        {"enter", KEY_ENTER}, {"esc", KEY_ESC},   {"tab", KEY_TAB},   {"backspace", KEY_BACKSPACE},
+        {"up", KEY_UP},       {"down", KEY_DOWN}, {"left", KEY_LEFT}, {"right", KEY_RIGHT},
+        {"f5", KEY_F5},       {"menu", KEY_F12}};
+    const std::string_view name = line.substr(4);
+    for (const auto& [known, code] : kNamed) {
+      if (name == known) {
+        press(code, {}, name == "menu");
+        return keys;
+      }
+    }
+    return makeError(Errc::kInvalidArgument,
+                     "Scripted input: no key named '{}' (enter, esc, tab, backspace, up, down, "
+                     "left, right, f5, menu).",
+                     name);
+  }
+  return makeError(Errc::kInvalidArgument,
+                   "Scripted input: a line is 'type TEXT' or 'key NAME', not '{}'.", line);
+}
+
 }  // namespace aula::greeter

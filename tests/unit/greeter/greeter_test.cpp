@@ -555,5 +555,29 @@ TEST(KeysTest, LinuxCodesMapToXtScancodes) {
   EXPECT_FALSE(xtScancode(KEY_MACRO1).has_value());
 }
 
+TEST(KeysTest, ScriptedInputTypesTextAndNamedKeysAndNamesWhatItDoesNotKnow) {
+  auto typed = scriptedKeys("type a b\n");
+  ASSERT_TRUE(typed) << typed.error().message();
+  ASSERT_EQ(typed->size(), 6u);  // a press and a release a character
+  EXPECT_EQ((*typed)[0].text, "a");
+  EXPECT_TRUE((*typed)[0].pressed);
+  EXPECT_FALSE((*typed)[1].pressed);
+  EXPECT_EQ((*typed)[2].text, " ");
+
+  auto menu = scriptedKeys("key menu");
+  ASSERT_TRUE(menu);
+  EXPECT_EQ((*menu)[0].code, static_cast<std::uint32_t>(KEY_F12));
+  EXPECT_TRUE((*menu)[0].shift);
+
+  auto unknown = scriptedKeys("key hyper");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message().find("'hyper'"), std::string::npos);
+  EXPECT_NE(unknown.error().message().find("enter, esc"), std::string::npos);
+  auto garbage = scriptedKeys("press enter");
+  ASSERT_FALSE(garbage);
+  EXPECT_NE(garbage.error().message().find("'type TEXT' or 'key NAME'"), std::string::npos);
+  EXPECT_FALSE(scriptedKeys("type a\tb"));
+}
+
 }  // namespace
 }  // namespace aula::greeter

@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
+
+#include "aula/common/result.hpp"
 
 namespace aula::greeter {
 
@@ -22,5 +26,13 @@ struct Key {
 // 0x100 | code, as spice_inputs_channel_key_press() takes them; none for a
 // key a PC keyboard does not have.
 std::optional<std::uint32_t> xtScancode(std::uint32_t linuxCode);
+
+// One line of scripted input, as `aula-greeter --output headless
+// --keys-from-stdin` reads them (benchmarks and tests drive the program with
+// it; a lab PC never has it): "type TEXT" presses a key for each character
+// of TEXT (its text as typed, US keys), "key NAME" presses one named key:
+// enter, esc, tab, backspace, up, down, left, right, f5, or menu (Shift+F12).
+// Each press comes with its release. An error names what was not understood.
+Result<std::vector<Key>> scriptedKeys(std::string_view line);
 
 }  // namespace aula::greeter
