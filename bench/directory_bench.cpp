@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "figures.hpp"
 #include "support/broker_fixture.hpp"
 #include "support/samba_dc.hpp"
 #include "support/slapd_server.hpp"
@@ -28,6 +29,8 @@ using json::Json;
 using Steady = std::chrono::steady_clock;
 
 namespace {
+
+using aula::bench::median;
 
 constexpr std::string_view kPeople = R"(dn: ou=people,dc=school,dc=test
 objectClass: organizationalUnit
@@ -81,11 +84,6 @@ objectClass: groupOfNames
 cn: all-teachers
 member: cn=maths,ou=groups,dc=school,dc=test
 )";
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
-}
 
 // Median milliseconds of `n` logins of `user`; -1 when one fails.
 double logins(BrokerFixture& broker, const std::string& user, const std::string& password, int n) {

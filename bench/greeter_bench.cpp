@@ -27,6 +27,7 @@
 #include "aula/common/process.hpp"
 #include "aula/greeter/view.hpp"
 
+#include "figures.hpp"
 #include "headless_output.hpp"
 #include "render.hpp"
 #include "support/broker_fixture.hpp"
@@ -40,23 +41,11 @@ using Steady = std::chrono::steady_clock;
 
 namespace {
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values.empty() ? 0 : values[values.size() / 2];
-}
+using aula::bench::median;
+using aula::bench::rssKib;
 
 double msSince(Steady::time_point start) {
   return std::chrono::duration<double, std::milli>(Steady::now() - start).count();
-}
-
-long rssKib(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:"))
-      return std::atol(line.c_str() + 6);
-  }
-  return 0;
 }
 
 // Starts aula-greeter headless; the time until it says the login screen is

@@ -41,6 +41,7 @@
 
 #include "aula/common/crypto.hpp"
 
+#include "figures.hpp"
 #include "support/agent_stack.hpp"
 
 // Last: Xlib's macros (Status, None, Bool) would break the headers above.
@@ -51,6 +52,9 @@ extern char** environ;
 
 namespace {
 
+using aula::bench::median;
+using aula::bench::rssKib;
+
 namespace fs = std::filesystem;
 using aula::json::Json;
 using Steady = std::chrono::steady_clock;
@@ -58,21 +62,6 @@ using namespace std::chrono_literals;
 
 double msBetween(Steady::time_point a, Steady::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-long rssKib(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.starts_with("VmRSS:"))
-      return std::stol(line.substr(6));
-  }
-  return 0;
 }
 
 // A child with a pipe to its standard input and its standard error read,
