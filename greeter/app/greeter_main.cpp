@@ -197,6 +197,7 @@ static int run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    Options options;
     SettingsSource fromFlags;
     for (const auto& [key, value] : {std::pair{"broker_url", flags.broker},
                                      {"ca_fingerprint", flags.caFingerprint},
@@ -205,21 +206,40 @@ static int run(int argc, char** argv) {
       if (!value.empty())
         fromFlags[key] = value;
     }
+    // Wrong settings are this PC's problem, not the student's: once there is
+    // a screen they are shown on it (with this PC's address for the admin)
+    // rather than leaving it black.
+    std::string setupError;
+    BrokerAddress address;
     auto cmdline = file::readFile("/proc/cmdline");
-    auto settings = resolveSettings(kernelParameters(cmdline ? *cmdline : ""),
-                                    fileSettings(flags.config), fromFlags);
-    if (!settings) {
-      std::cerr << "aula-greeter: " << settings.error().message() << "\n";
-      return 2;
+    SettingsSource fromFile;
+    try {
+      fromFile = fileSettings(flags.config);
+    } catch (const std::exception& e) {
+      setupError = e.what();
     }
-    BrokerAddress address{settings->brokerUrl, settings->caFingerprint, {}};
-    if (!settings->caFile.empty()) {
-      auto pem = file::readFile(settings->caFile, "the broker's CA");
-      if (!pem) {
-        std::cerr << "aula-greeter: " << pem.error().message() << "\n";
-        return 2;
+    if (setupError.empty()) {
+      auto settings =
+          resolveSettings(kernelParameters(cmdline ? *cmdline : ""), fromFile, fromFlags);
+      if (!settings) {
+        setupError = settings.error().message();
+      } else {
+        options.language = settings->language;
+        address = {settings->brokerUrl, settings->caFingerprint, {}};
+        if (!settings->caFile.empty()) {
+          auto pem = file::readFile(settings->caFile, "the broker's CA");
+          if (pem)
+            address.caPem = *pem;
+          else
+            setupError = pem.error().message();
+        }
       }
-      address.caPem = *pem;
+    }
+    if (!setupError.empty()) {
+      std::cerr << "aula-greeter: " << setupError << "\n";
+      if (flags.output == "headless")
+        return 2;  // no screen to show it on
+      options.setupError = setupError;
     }
     auto translations = Translations::load(flags.localeDir);
     if (!translations)
@@ -257,8 +277,6 @@ static int run(int argc, char** argv) {
 
     HttpBroker broker(address, AULA_GREETER_BUILD_TIME);
     SpiceSession session;
-    Options options;
-    options.language = settings->language;
     Runtime runtime(RuntimeParts{broker, session, *display.output,
                                  translations ? std::move(translations).value() : Translations{},
                                  options, machineInfo(), [&display](const std::string& xkb) {

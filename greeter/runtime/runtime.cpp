@@ -91,6 +91,7 @@ struct Runtime::Impl {
   std::string drawnSignature;
   bool menuShown = false;
   bool loginShown = false;
+  bool setupShown = false;
   bool listShown = false;          // since another screen
   bool sessionFrameShown = false;  // since the session screen came up
 
@@ -302,6 +303,11 @@ struct Runtime::Impl {
       loginShown = true;
       // Benchmarks and boot-time checks wait for this line.
       log::info("The login screen is up.");
+    }
+    if (view.screen == Screen::kTrouble && greeter.message().notice == Notice::kMisconfigured &&
+        !setupShown) {
+      setupShown = true;
+      log::info("The screen says this PC is not set up correctly.");
     }
     // For whoever reads a lab PC's log (and for the VM test): who got in.
     if (view.screen != Screen::kDesktops) {

@@ -112,10 +112,10 @@ std::string_view desktopStateName(DesktopState state) {
 }
 
 Greeter::Greeter(Options options, MachineInfo machine)
-    : options_(options),
+    : options_(std::move(options)),
       machine_(std::move(machine)),
-      language_(options.language),
-      layout_(defaultLayoutOf(options.language)) {}
+      language_(options_.language),
+      layout_(defaultLayoutOf(options_.language)) {}
 
 const Layout& Greeter::layout() const {
   return layouts()[layout_];
@@ -142,8 +142,15 @@ std::string Greeter::selectedName() const {
 }
 
 std::vector<Effect> Greeter::start(Instant now) {
-  screen_ = Screen::kStarting;
   lastInput_ = now;
+  if (!options_.setupError.empty()) {
+    // Nothing to try: the settings will not change until an admin fixes
+    // them and the PC restarts.
+    screen_ = Screen::kTrouble;
+    message_ = {Notice::kMisconfigured, options_.setupError, 0};
+    return list(SetLayout{layout().xkb});
+  }
+  screen_ = Screen::kStarting;
   return list(SetLayout{layout().xkb}, ProbeBroker{});
 }
 
@@ -376,7 +383,8 @@ std::vector<Effect> Greeter::onKey(const Key& key, Instant now) {
       return {};
     case Screen::kTrouble:
       // Enter tries again now, instead of waiting for the countdown.
-      if (key.pressed && key.code == KEY_ENTER && !trying_) {
+      if (key.pressed && key.code == KEY_ENTER && !trying_ &&
+          message_.notice != Notice::kMisconfigured) {
         trying_ = true;
         retryAt_.reset();
         countdownEnd_.reset();

@@ -50,6 +50,10 @@ constexpr std::string_view kClockOff = "This PC's clock is wrong.";
 constexpr std::string_view kClockOffHelp =
     "Secure connections fail when the clock is far off; the clock battery may be flat. Tell an "
     "admin.";
+constexpr std::string_view kMisconfigured = "This PC is not set up correctly.";
+constexpr std::string_view kMisconfiguredHelp =
+    "It does not know how to reach the Aula server, so nobody can log in here. Tell an admin "
+    "what is shown below; please use another PC for now.";
 constexpr std::string_view kBrokerError = "The Aula server answered with an error.";
 constexpr std::string_view kYourDesktops = "Your desktops";
 constexpr std::string_view kLoggedInAs = "Logged in as {}";
@@ -119,6 +123,8 @@ constexpr std::string_view kAll[] = {
     kCertificateHelp,
     kClockOff,
     kClockOffHelp,
+    kMisconfigured,
+    kMisconfiguredHelp,
     kBrokerError,
     kYourDesktops,
     kLoggedInAs,
@@ -312,6 +318,9 @@ View describe(const Greeter& greeter, const Translations& translations) {
       break;
     case Notice::kClockOff:
       callout(tr(msg::kClockOff), tr(msg::kClockOffHelp), message.detail);
+      break;
+    case Notice::kMisconfigured:
+      callout(tr(msg::kMisconfigured), tr(msg::kMisconfiguredHelp), message.detail);
       break;
     case Notice::kBrokerError:
       callout(tr(msg::kBrokerError), {}, message.detail);

@@ -118,9 +118,15 @@ class GreeterVm : public AgentStackTest {
     auto built = runProgram(
         {AULA_GREETER_VM_SCRIPT, vm.string(), AULA_GREETER_BIN, AULA_GREETER_LOCALE_DIR}, 600s);
     ASSERT_TRUE(built.succeeded()) << "The greeter's test VM did not build:\n" << built.err;
-
     auto fingerprint = crypto::certificateFingerprint(env_->caPem);
     ASSERT_TRUE(fingerprint);
+    fingerprint_ = *fingerprint;
+  }
+
+  // Boots the VM as a lab PC told where the broker is and its CA's
+  // fingerprint on the kernel command line.
+  void boot(const std::string& caFingerprint) {
+    const fs::path vm = AULA_GREETER_VM_DIR;
     serial_ = dir_.path() / "serial.log";
     const fs::path qmpSocket = dir_.path() / "qmp.sock";
     qemu_ = std::make_unique<ChildProcess>(
@@ -143,7 +149,7 @@ class GreeterVm : public AgentStackTest {
             (vm / "initrd.img").string(),
             "-append",
             fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={}",
-                        kUserNetHost, env_->brokerPort, *fingerprint),
+                        kUserNetHost, env_->brokerPort, caFingerprint),
             "-serial",
             "file:" + serial_.string(),
             "-qmp",
@@ -188,6 +194,7 @@ class GreeterVm : public AgentStackTest {
   }
 
   TempDir dir_;
+  std::string fingerprint_;  // the broker's CA, as an admin would give it
   fs::path serial_;
   std::unique_ptr<ChildProcess> qemu_;
   std::optional<Qmp> qmp_;
@@ -207,6 +214,7 @@ bool isGuestDesktop(const Look& l) {
 
 TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
   const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(boot(fingerprint_));
   ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 180s))
       << "The greeter did not say its login screen is up. Serial console:\n"
       << serialTail();
@@ -245,6 +253,7 @@ TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
 // keyboard, so the physical keys Q-L-I-C-E type "alice".
 TEST_F(GreeterVm, FrenchBringsTheFrenchKeyboardAndItsKeysTypeTheLogin) {
   (void)newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(boot(fingerprint_));
   ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 180s)) << serialTail();
   ASSERT_TRUE(isLoginScreen(shotUntil("kms-login", isLoginScreen, 30s)));
   qmp_->press({"tab"});  // to the password
@@ -283,6 +292,24 @@ TEST_F(GreeterVm, FrenchBringsTheFrenchKeyboardAndItsKeysTypeTheLogin) {
       << "The login typed on the French keyboard did not sign alice in. Serial console:\n"
       << serialTail();
   (void)shot("kms-desktops-fr");
+}
+
+// A PC whose boot settings are wrong (here the CA fingerprint lost half its
+// digits in a copy and paste) cannot look for the broker. The student sees a
+// screen that says so, with this PC's address for the admin; the greeter
+// stays up with it rather than exiting into a black screen.
+TEST_F(GreeterVm, AWrongFingerprintOnTheCommandLineIsShownInsteadOfABlackScreen) {
+  ASSERT_NO_FATAL_FAILURE(boot(fingerprint_.substr(0, 23)));
+  ASSERT_TRUE(waitFor([&] { return serialSays("this PC is not set up correctly"); }, 180s))
+      << "The greeter did not show that the PC is set up wrong. Serial console:\n"
+      << serialTail();
+  EXPECT_TRUE(serialSays("aula.ca_fp")) << "The log names the setting:\n" << serialTail();
+  Look wrong = shotUntil("kms-setup-wrong", isLoginScreen, 30s);
+  EXPECT_TRUE(isLoginScreen(wrong))
+      << "The greeter's card, not a black screen: " << describe(wrong);
+  std::this_thread::sleep_for(5s);
+  EXPECT_FALSE(serialSays("the greeter exited")) << serialTail();
+  EXPECT_TRUE(isLoginScreen(shot("kms-setup-wrong"))) << "and it stays";
 }
 
 }  // namespace

@@ -128,6 +128,25 @@ TEST_F(GreeterTest, EnterOnTheTroubleScreenTriesAtOnce) {
   EXPECT_FALSE(has<ProbeBroker>(key(KEY_ENTER))) << "one try at a time";
 }
 
+TEST(GreeterSetupTest, WrongSettingsAreShownAndNothingIsTried) {
+  const Instant now = Instant{} + 1000s;
+  Options options;
+  options.language = Language::kCatalan;
+  options.setupError = "The broker's address (aula.broker) is missing.";
+  Greeter greeter{options, MachineInfo{"10.0.2.15", "52:54:00:12:34:56", "2026.12"}};
+  const auto effects = greeter.start(now);
+  EXPECT_FALSE(has<ProbeBroker>(effects)) << "there is no broker to ask";
+  EXPECT_TRUE(has<SetLayout>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kTrouble);
+  EXPECT_EQ(greeter.message().notice, Notice::kMisconfigured);
+  EXPECT_EQ(greeter.message().detail, options.setupError);
+  EXPECT_EQ(greeter.language(), Language::kCatalan);
+  EXPECT_FALSE(greeter.nextDeadline()) << "no countdown: only an admin can fix it";
+  EXPECT_TRUE(greeter.handle(press(KEY_ENTER), now).empty()) << "Enter does not try";
+  EXPECT_TRUE(greeter.handle(Tick{}, now + 3600s).empty());
+  EXPECT_EQ(greeter.screen(), Screen::kTrouble);
+}
+
 TEST_F(GreeterTest, ARejectedCertificateAndAWrongClockAreNamed) {
   greeter.start(now);
   on(BrokerFailed{Notice::kCertificateRejected, "fingerprint AB:CD"});

@@ -108,6 +108,17 @@ const std::map<std::string, Scene>& scenes() {
          s.refused(l, {Notice::kCertificateRejected,
                        "Expected CA 3F:2A:…:91, the server showed 77:0B:…:C4.", 0});
        }},
+      {"setup-wrong",
+       [](Script& s, Language l) {
+         Options options;
+         options.language = l;
+         options.setupError =
+             "The CA fingerprint (aula.ca_fp, ca_fingerprint or --ca-fingerprint) is wrong: "
+             "'3F:2A:91:0C:77:0B:E4:C4' is not a SHA-256 fingerprint; expected 64 hexadecimal "
+             "digits, optionally in pairs separated by ':'.";
+         s.greeter = Greeter{options, s.greeter.machine()};
+         s.greeter.start(s.now);
+       }},
       {"clock",
        [](Script& s, Language l) {
          s.refused(l, {Notice::kClockOff,

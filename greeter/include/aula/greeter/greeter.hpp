@@ -63,6 +63,7 @@ enum class Notice {
   kBrokerUnreachable,    // no connection to the broker: retry in `seconds`
   kCertificateRejected,  // the broker's CA is not the one the PC was told
   kClockOff,             // this PC's clock is far from the broker's
+  kMisconfigured,        // this PC's own settings are wrong: it cannot look for the broker
   kBrokerError,          // the broker answered something unexpected
   kNoDesktop,            // the user has no desktop
   kQuotaReached,         // 403 quota_exceeded on start
@@ -114,6 +115,10 @@ struct Options {
   std::chrono::seconds firstRetry{5};      // broker unreachable: first wait, doubling
   std::chrono::seconds longestRetry{30};   // ...up to this
   Language language = Language::kEnglish;
+  // Set when this PC's settings are wrong (no broker address, a fingerprint
+  // that is not one): the greeter shows it, with this PC's address for the
+  // admin, instead of ever asking a broker.
+  std::string setupError;
 };
 
 // ---- Events: what happened -------------------------------------------------
@@ -230,7 +235,8 @@ class Greeter {
  public:
   explicit Greeter(Options options = {}, MachineInfo machine = {});
 
-  // The first effects: probe the broker. Call once, at start.
+  // The first effects: probe the broker (none when Options::setupError is
+  // set). Call once, at start.
   std::vector<Effect> start(Instant now);
   std::vector<Effect> handle(const Event& event, Instant now);
   // When the next Tick matters (a countdown, a retry, idle logout), if ever.
