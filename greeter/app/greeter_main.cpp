@@ -2,6 +2,7 @@
 // line, /etc/aula/greeter.toml, flags), takes the seat, picks the output
 // (KMS, else the firmware framebuffer, or memory with --output headless),
 // and runs the greeter on the GLib main loop until SIGTERM.
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -9,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <glib.h>
 #include <ifaddrs.h>
@@ -164,13 +166,22 @@ Result<std::unique_ptr<Output>> openScreen(Seat& seat, const std::string& kind) 
     if (kind == "kms")
       return makeError(Errc::kUnavailable, "No KMS device with a connected screen.");
   }
-  auto fd = seat.openDevice("/dev/fb0");
-  if (!fd)
+  // seatd hands out only DRM and input devices (logind any): otherwise the
+  // framebuffer is opened as the greeter's user, who is in the video group
+  // that udev gives /dev/fb0 to.
+  file::UniqueFd fb0;
+  if (auto fd = seat.openDevice("/dev/fb0"))
+    fb0 = file::UniqueFd(::dup(*fd));
+  else
+    fb0 = file::UniqueFd(::open("/dev/fb0", O_RDWR | O_CLOEXEC));
+  if (!fb0)
     return makeError(Errc::kUnavailable,
                      "This PC has no screen the greeter can use: no KMS device with a connected "
-                     "screen and no /dev/fb0 ({})",
-                     fd.error().message());
-  auto fb = FbdevOutput::open(file::UniqueFd(::dup(*fd)), "/dev/fb0");
+                     "screen, and /dev/fb0 cannot be opened ({}; the greeter's user needs the "
+                     "video group).",
+                     std::strerror(errno));
+  log::info("No KMS device; drawing on the firmware's framebuffer /dev/fb0.");
+  auto fb = FbdevOutput::open(std::move(fb0), "/dev/fb0");
   if (!fb)
     return fb.error();
   return std::unique_ptr<Output>(std::move(fb).value());

@@ -20,7 +20,8 @@
 #     -append "console=ttyS0 aula.broker=https://10.0.2.2:PORT aula.ca_fp=SHA256"
 # /init brings up 10.0.2.15/24 (QEMU's user network; the host's loopback is
 # 10.0.2.2), udev and seatd, then runs the greeter as the unprivileged user
-# aula on --output kms; everything it prints goes to the serial console, with
+# aula with --output auto (KMS, else the firmware framebuffer; the kernel parameter
+# aulavm.nokms leaves the GPU driver out); everything it prints goes to the serial console, with
 # "AULA-VM: " lines for the steps of /init.
 set -euo pipefail
 
@@ -166,7 +167,12 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
-for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m" || say "insmod $m failed"; done
+# aulavm.nokms: a PC whose GPU has no driver in the image; the firmware's
+# framebuffer (vesafb here, efifb on UEFI PCs) is all there is.
+for m in $(cat /lib/modules/order); do
+    case "$m" in */gpu/*) grep -q aulavm.nokms /proc/cmdline && continue ;; esac
+    insmod "/lib/modules/$m" || say "insmod $m failed"
+done
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 ||
     say "no network"
@@ -181,7 +187,7 @@ while [ ! -S /run/seatd.sock ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); don
 say "seatd is up"
 export LIBSEAT_BACKEND=seatd HOME=/var/empty XDG_RUNTIME_DIR=/tmp
 while true; do
-    start-stop-daemon -S -c aula:aula -x /usr/bin/aula-greeter -- --output kms \
+    start-stop-daemon -S -c aula:aula -x /usr/bin/aula-greeter -- --output auto \
         --locale-dir /usr/share/aula/locale
     say "the greeter exited with status $?"
     sleep 2

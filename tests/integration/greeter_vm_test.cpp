@@ -125,7 +125,8 @@ class GreeterVm : public AgentStackTest {
 
   // Boots the VM as a lab PC told where the broker is and its CA's
   // fingerprint on the kernel command line.
-  void boot(const std::string& caFingerprint) {
+  // `more` goes on the kernel command line too.
+  void boot(const std::string& caFingerprint, const std::string& more = {}) {
     const fs::path vm = AULA_GREETER_VM_DIR;
     serial_ = dir_.path() / "serial.log";
     const fs::path qmpSocket = dir_.path() / "qmp.sock";
@@ -148,8 +149,8 @@ class GreeterVm : public AgentStackTest {
             "-initrd",
             (vm / "initrd.img").string(),
             "-append",
-            fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={}",
-                        kUserNetHost, env_->brokerPort, caFingerprint),
+            fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={} {}",
+                        kUserNetHost, env_->brokerPort, caFingerprint, more),
             "-serial",
             "file:" + serial_.string(),
             "-qmp",
@@ -292,6 +293,35 @@ TEST_F(GreeterVm, FrenchBringsTheFrenchKeyboardAndItsKeysTypeTheLogin) {
       << "The login typed on the French keyboard did not sign alice in. Serial console:\n"
       << serialTail();
   (void)shot("kms-desktops-fr");
+}
+
+// A PC whose GPU has no driver in the image (Debian 12's kernel has no
+// simpledrm) offers only the firmware's framebuffer: here VESA's 1024x768 in
+// 32 bits (SeaBIOS's bochs mode 0x144) with the bochs DRM driver left out.
+// The greeter draws the login on /dev/fb0 and the student reaches the
+// desktop on it.
+TEST_F(GreeterVm, WithoutAGpuDriverTheFirmwareFramebufferShowsLoginAndDesktop) {
+  (void)newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(boot(fingerprint_, "aulavm.nokms vga=0x344"));
+  ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 180s)) << serialTail();
+  EXPECT_TRUE(serialSays("framebuffer /dev/fb0")) << "Not on fbdev:\n" << serialTail();
+  EXPECT_FALSE(serialSays("/dev/dri/card0")) << serialTail();
+  Look login = shotUntil("fbdev-login", isLoginScreen, 30s);
+  ASSERT_TRUE(isLoginScreen(login)) << describe(login) << "\n" << serialTail();
+  EXPECT_EQ(login.width, 1024);
+  EXPECT_EQ(login.height, 768);
+
+  qmp_->type(kStudent);
+  qmp_->press({"ret"});
+  qmp_->type(kStudentPassword);
+  qmp_->press({"ret"});
+  ASSERT_TRUE(waitFor(
+      [&] { return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent)); },
+      90s))
+      << serialTail();
+  qmp_->press({"ret"});
+  Look desktop = shotUntil("fbdev-session", isGuestDesktop, 240s);
+  EXPECT_TRUE(isGuestDesktop(desktop)) << describe(desktop) << "\n" << serialTail();
 }
 
 // A PC whose boot settings are wrong (here the CA fingerprint lost half its
