@@ -168,6 +168,22 @@ class GreeterVm : public AgentStackTest {
     AgentStackTest::TearDown();
   }
 
+  // The student types, as on the login screen of a lab PC, and the
+  // desktop list comes up.
+  void typeTheLogin() {
+    qmp_->type(kStudent);
+    qmp_->press({"ret"});
+    qmp_->type(kStudentPassword);
+    qmp_->press({"ret"});
+    ASSERT_TRUE(waitFor(
+        [&] {
+          return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent));
+        },
+        90s))
+        << "The student's desktop list did not come up after the typed login. Serial console:\n"
+        << serialTail();
+  }
+
   bool serialSays(std::string_view text) {
     return readFile(serial_).find(text) != std::string::npos;
   }
@@ -226,17 +242,8 @@ TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
   EXPECT_EQ(login.width, 1280);  // bochs's preferred mode
   EXPECT_EQ(login.height, 800);
 
-  // The student types, as on the login screen of a lab PC.
-  qmp_->type(kStudent);
-  qmp_->press({"ret"});
-  qmp_->type(kStudentPassword);
-  qmp_->press({"ret"});
+  ASSERT_NO_FATAL_FAILURE(typeTheLogin());
   // The desktop list; Enter starts the one desktop and connects.
-  ASSERT_TRUE(waitFor(
-      [&] { return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent)); },
-      90s))
-      << "The student's desktop list did not come up after the typed login. Serial console:\n"
-      << serialTail();
   Look list = shot("kms-desktops");
   EXPECT_TRUE(isLoginScreen(list)) << "The list has the same look: " << describe(list);
   qmp_->press({"ret"});
@@ -311,14 +318,7 @@ TEST_F(GreeterVm, WithoutAGpuDriverTheFirmwareFramebufferShowsLoginAndDesktop) {
   EXPECT_EQ(login.width, 1024);
   EXPECT_EQ(login.height, 768);
 
-  qmp_->type(kStudent);
-  qmp_->press({"ret"});
-  qmp_->type(kStudentPassword);
-  qmp_->press({"ret"});
-  ASSERT_TRUE(waitFor(
-      [&] { return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent)); },
-      90s))
-      << serialTail();
+  ASSERT_NO_FATAL_FAILURE(typeTheLogin());
   qmp_->press({"ret"});
   Look desktop = shotUntil("fbdev-session", isGuestDesktop, 240s);
   EXPECT_TRUE(isGuestDesktop(desktop)) << describe(desktop) << "\n" << serialTail();
