@@ -317,6 +317,31 @@ TEST_P(DatabaseTest, ExpressionsComeBackAsTheSameTypes) {
   EXPECT_EQ(row->integer(5), 0);
 }
 
+// PostgreSQL prepares each statement once per connection (SQLite caches
+// them too): the same text run again with values of other kinds, after a
+// failure, and beside hundreds of other texts still gives each run's answer.
+TEST_P(DatabaseTest, AStatementRunAgainGivesEachRunsAnswer) {
+  createSchema();
+  const std::string sql = "SELECT COUNT(*) FROM owners WHERE name = ? OR id = ?";
+  EXPECT_EQ(readInt(sql, {"nobody", std::int64_t{-1}}), 0);
+  EXPECT_EQ(readInt(sql, {"nobody", std::monostate{}}), 0);  // a NULL of open type
+  addOwner("ana");
+  EXPECT_EQ(readInt(sql, {"ana", std::int64_t{-1}}), 1);
+  // A failure in the middle leaves the statement usable on its connection.
+  const std::string insert = "INSERT INTO owners (name) VALUES (?)";
+  ASSERT_TRUE(run(insert, {"bo"}).ok());
+  auto twice = run(insert, {"bo"});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.error().code(), Errc::kAlreadyExists);
+  ASSERT_TRUE(run(insert, {"cy"}).ok());
+  EXPECT_EQ(readInt(sql, {"cy", std::monostate{}}), 1);
+  // More texts than a connection keeps prepared.
+  for (std::int64_t i = 0; i < 300; ++i) {
+    ASSERT_EQ(readInt(fmt::format("SELECT ? + {}", i), {std::int64_t{1}}), i + 1) << i;
+  }
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 3);
+}
+
 TEST_P(DatabaseTest, QueryOneAndQueryIntHandleNoRows) {
   createSchema();
   auto status = db_->transact(TxMode::kRead, [](Transaction& tx) -> Status {
@@ -697,6 +722,31 @@ TEST(PostgresOpenTest, MalformedConnectionStringIsConfig) {
   EXPECT_EQ(opened.error().code(), Errc::kConfig);
   EXPECT_THAT(opened.error().message(),
               StartsWith("The PostgreSQL connection string is not valid: "));
+}
+
+// The point of preparing: PostgreSQL parses a statement the broker runs
+// again and again once on each connection, not on every run.
+TEST(PostgresPreparedTest, AStatementRunAgainIsPreparedOnceOnItsConnection) {
+  std::string why;
+  if (!test::PostgresServer::available(&why))
+    GTEST_SKIP() << why;
+  test::PostgresServer server;
+  auto opened = openPostgres({.conninfo = server.conninfo(), .poolSize = 1});
+  ASSERT_TRUE(opened.ok()) << opened.error().message();
+  Database& db = **opened;
+  ASSERT_TRUE(db.migrate({kSchema}).ok());
+  auto count = [&](std::string_view sql, const Params& params) {
+    return db.transactValue<std::int64_t>(
+        TxMode::kRead, [&](Transaction& tx) { return tx.queryInt(sql, params); });
+  };
+  for (int i = 0; i < 3; ++i) {
+    auto n = count("SELECT COUNT(*) FROM owners WHERE name = ?", {"ana"});
+    ASSERT_TRUE(n.ok()) << n.error().message();
+  }
+  auto prepared = count("SELECT COUNT(*) FROM pg_prepared_statements WHERE statement = ?",
+                        {"SELECT COUNT(*) FROM owners WHERE name = $1"});
+  ASSERT_TRUE(prepared.ok()) << prepared.error().message();
+  EXPECT_EQ(*prepared, 1);
 }
 
 // The server stops while the broker runs and starts again later: the broker

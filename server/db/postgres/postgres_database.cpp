@@ -3,6 +3,7 @@
 // connections dropped and reopened when the server goes away and comes back.
 #include <algorithm>
 #include <cassert>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
@@ -11,6 +12,8 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <libpq-fe.h>
 #include <poll.h>
@@ -194,8 +197,13 @@ class Connection {
     const std::size_t count = rewritePlaceholders(sql, &text);
     AULA_TRY_STATUS(checkCount(sql, count, params.size(), failure));
     const BoundValues bound(params);
-    ResultHandle result(PQexecParams(handle_.get(), text.c_str(), static_cast<int>(params.size()),
-                                     bound.types.data(), bound.values.data(), nullptr, nullptr, 0));
+    const auto given = static_cast<int>(params.size());
+    const std::string* name = AULA_TRY(prepared(text, bound, sql, failure));
+    ResultHandle result(name != nullptr
+                            ? PQexecPrepared(handle_.get(), name->c_str(), given,
+                                             bound.values.data(), nullptr, nullptr, 0)
+                            : PQexecParams(handle_.get(), text.c_str(), given, bound.types.data(),
+                                           bound.values.data(), nullptr, nullptr, 0));
     const ExecStatusType status =
         result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result.get());
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
@@ -300,6 +308,51 @@ class Connection {
                      detail::sqlExcerpt(sql), expected, given);
   }
 
+  // The name of `text` prepared on this connection, preparing it on its second
+  // run; null for a statement that is better run unprepared. PostgreSQL then
+  // parses each statement once per connection instead of once per run, and
+  // plans it once when a generic plan serves as well as a fresh one. The
+  // parameter types are part of the key: a NULL leaves its type open.
+  Result<const std::string*> prepared(const std::string& text, const BoundValues& bound,
+                                      std::string_view sql, Failure* failure) {
+    if (!worthPreparing(text))
+      return nullptr;
+    std::string key = text;
+    key.push_back('\0');
+    key.append(reinterpret_cast<const char*>(bound.types.data()), bound.types.size() * sizeof(Oid));
+    if (auto it = prepared_.find(key); it != prepared_.end())
+      return &it->second;
+    // Preparing costs a round trip of its own: only for a statement this
+    // connection has run before, which it will most likely run again.
+    if (prepared_.size() >= kMaxPrepared || seen_.insert(key).second) {
+      if (seen_.size() > kMaxSeen)
+        seen_.clear();
+      return nullptr;
+    }
+    std::string name = fmt::format("aula_{}", prepared_.size() + 1);
+    ResultHandle result(PQprepare(handle_.get(), name.c_str(), text.c_str(),
+                                  static_cast<int>(bound.types.size()), bound.types.data()));
+    if (result == nullptr || PQresultStatus(result.get()) != PGRES_COMMAND_OK)
+      return classify(result.get(), sql, failure);
+    return &prepared_.emplace(std::move(key), std::move(name)).first->second;
+  }
+
+  // Only single data statements: transaction control, LISTEN and the schema's
+  // scripts run as they are. Long texts are the batch statements whose text
+  // grows with their rows; each size would be a statement of its own.
+  static bool worthPreparing(std::string_view text) {
+    if (text.size() > kMaxPreparedText || text.find(';') != std::string_view::npos)
+      return false;
+    for (std::string_view verb : {"SELECT ", "INSERT ", "UPDATE ", "DELETE ", "WITH "}) {
+      if (text.size() >= verb.size() &&
+          std::equal(verb.begin(), verb.end(), text.begin(), [](char a, char b) {
+            return a == std::toupper(static_cast<unsigned char>(b));
+          }))
+        return true;
+    }
+    return false;
+  }
+
   // A pipeline that libpq could not send or read whole leaves the connection
   // in a state nobody should reuse.
   Error lost(std::string_view sql, Failure* failure) {
@@ -351,9 +404,15 @@ class Connection {
                      detail::sqlExcerpt(sql), primary, state.empty() ? "none" : state);
   }
 
+  static constexpr std::size_t kMaxPrepared = 256;
+  static constexpr std::size_t kMaxPreparedText = 4096;
+  static constexpr std::size_t kMaxSeen = 1024;
+
   ConnectionHandle handle_;
   const Settings& settings_;
   bool broken_ = false;
+  std::unordered_map<std::string, std::string> prepared_;  // text and types -> name
+  std::unordered_set<std::string> seen_;                   // run once, unprepared
 };
 
 class Pool {
@@ -546,7 +605,7 @@ class OpenTransaction {
   explicit OpenTransaction(Connection& connection) : connection_(connection) {}
   ~OpenTransaction() {
     if (open_)
-      connection_.rollback();
+      guardCallback("rolling back a PostgreSQL transaction", [this] { connection_.rollback(); });
   }
   OpenTransaction(const OpenTransaction&) = delete;
   OpenTransaction& operator=(const OpenTransaction&) = delete;
@@ -581,12 +640,14 @@ class AdvisoryLock {
   ~AdvisoryLock() {
     if (!held_ || connection_.broken())
       return;
-    Failure failure = Failure::kNone;
-    if (auto done =
-            connection_.execute("SELECT pg_advisory_unlock(?)", {kExclusiveLockKey}, &failure);
-        !done) {
-      log::warn("Releasing a PostgreSQL advisory lock failed. {}", done.error().message());
-    }
+    guardCallback("releasing a PostgreSQL advisory lock", [this] {
+      Failure failure = Failure::kNone;
+      if (auto done =
+              connection_.execute("SELECT pg_advisory_unlock(?)", {kExclusiveLockKey}, &failure);
+          !done) {
+        log::warn("Releasing a PostgreSQL advisory lock failed. {}", done.error().message());
+      }
+    });
   }
   AdvisoryLock(const AdvisoryLock&) = delete;
   AdvisoryLock& operator=(const AdvisoryLock&) = delete;
