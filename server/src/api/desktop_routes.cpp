@@ -24,8 +24,10 @@ std::string consoleFile(const Json& d) {
 void Api::Impl::desktopRoutes() {
   auto& b = broker;
   // Desktops.
-  authed("GET", "/api/v1/desktops",
-         [&b](const Actor& a, ServerRequest& r) { return ok(b.desktops.list(a, r.query)); });
+  authedRead("GET", "/api/v1/desktops",
+             [&b](const Actor& a, db::Transaction& tx, ServerRequest& r) {
+               return b.desktops.list(tx, a, r.query);
+             });
   authedBody("POST", "/api/v1/desktops", [&b](const Actor& a, ServerRequest&, const Json& j) {
     return ok(b.desktops.create(a, j), 201);
   });

@@ -299,62 +299,66 @@ Result<std::int64_t> AuthService::syncDirectoryUser(const DirectoryUser& entry) 
   });
 }
 
-Result<Actor> AuthService::authenticate(std::string_view token, const std::string& address) {
+Result<AuthService::Session> AuthService::findSession(db::Transaction& tx, std::string_view token,
+                                                      const std::string& address) {
   if (!token.starts_with(kSessionPrefix) && !token.starts_with(kApiTokenPrefix)) {
     return Error(Errc::kUnauthenticated, "The session token is not valid; log in again.");
   }
   auto now = unixNow(ctx_.clock);
-  std::string hash = crypto::sha256Hex(token);
-  std::optional<Actor> actor;
-  std::int64_t lastUsed = 0;
-  std::string kind;
-  AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kRead, [&](db::Transaction& tx) -> Status {
-    // Columns of the query below, in its order.
-    enum SessionCol : std::size_t {
-      kSessionId,
-      kSessionKind,
-      kSessionLastUsed,
-      kSessionExpires,
-      kSessionUserId,
-      kSessionUsername,
-      kSessionRole,
-      kSessionCategory,
-      kSessionDisabled
-    };
-    auto rows = AULA_TRY(
-        tx.query("SELECT s.id, s.kind, s.last_used_at, s.expires_at, u.id, u.username, u.role, "
-                 "u.category_id, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id "
-                 "WHERE s.token_hash = ?",
-                 {hash}));
-    if (rows.empty())
-      return {};
-    const auto& r = rows[0];
-    kind = r.text(kSessionKind);
-    lastUsed = r.integer(kSessionLastUsed);
-    bool idleExpired = kind == "session" && now - lastUsed > ctx_.settings.sessionIdle.count();
-    if (r.integer(kSessionExpires) <= now || idleExpired || r.integer(kSessionDisabled) != 0)
-      return {};
-    actor = Actor{.userId = r.integer(kSessionUserId),
-                  .username = r.text(kSessionUsername),
-                  .role = parseRole(r.text(kSessionRole)).value_or(Role::kUser),
-                  .categoryId = r.optInteger(kSessionCategory),
-                  .address = address,
-                  .sessionId = r.integer(kSessionId)};
-    return {};
-  }));
-  if (!actor) {
+  // Columns of the query below, in its order.
+  enum SessionCol : std::size_t {
+    kSessionId,
+    kSessionKind,
+    kSessionLastUsed,
+    kSessionExpires,
+    kSessionUserId,
+    kSessionUsername,
+    kSessionRole,
+    kSessionCategory,
+    kSessionDisabled
+  };
+  auto rows = AULA_TRY(
+      tx.query("SELECT s.id, s.kind, s.last_used_at, s.expires_at, u.id, u.username, u.role, "
+               "u.category_id, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id "
+               "WHERE s.token_hash = ?",
+               {crypto::sha256Hex(token)}));
+  auto ended = [] {
     return Error(Errc::kUnauthenticated, "The session has expired or was ended; log in again.");
-  }
+  };
+  if (rows.empty())
+    return ended();
+  const auto& r = rows[0];
+  const auto lastUsed = r.integer(kSessionLastUsed);
+  const bool idleExpired =
+      r.text(kSessionKind) == "session" && now - lastUsed > ctx_.settings.sessionIdle.count();
+  if (r.integer(kSessionExpires) <= now || idleExpired || r.integer(kSessionDisabled) != 0)
+    return ended();
   // Touch the idle clock at most once a minute: one write per minute per
   // session instead of one per request.
-  if (now - lastUsed >= 60) {
-    AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
-      AULA_TRY(
-          tx.exec("UPDATE sessions SET last_used_at = ? WHERE id = ?", {now, actor->sessionId}));
-      return {};
-    }));
-  }
-  return *actor;
+  return Session{.actor = Actor{.userId = r.integer(kSessionUserId),
+                                .username = r.text(kSessionUsername),
+                                .role = parseRole(r.text(kSessionRole)).value_or(Role::kUser),
+                                .categoryId = r.optInteger(kSessionCategory),
+                                .address = address,
+                                .sessionId = r.integer(kSessionId)},
+                 .touch = now - lastUsed >= 60};
+}
+
+Status AuthService::touch(const Session& session) {
+  if (!session.touch)
+    return {};
+  return ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+    AULA_TRY(tx.exec("UPDATE sessions SET last_used_at = ? WHERE id = ?",
+                     {unixNow(ctx_.clock), session.actor.sessionId}));
+    return {};
+  });
+}
+
+Result<Actor> AuthService::authenticate(std::string_view token, const std::string& address) {
+  auto session = AULA_TRY(ctx_.db.transactValue<Session>(
+      db::TxMode::kRead, [&](db::Transaction& tx) { return findSession(tx, token, address); }));
+  AULA_TRY_STATUS(touch(session));
+  return std::move(session.actor);
 }
 
 Status AuthService::checkSession(const Actor& actor) {

@@ -4,25 +4,30 @@
 
 namespace aula::broker::detail {
 
+// Built member by member: a list reads this for every desktop of every
+// request, and nlohmann's initializer lists copy each value twice over.
 Json desktopJson(const db::Row& r) {
-  return Json{{"id", r.integer(DesktopCol::kId)},
-              {"name", r.text(DesktopCol::kName)},
-              {"owner_id", r.integer(DesktopCol::kOwnerId)},
-              {"owner", r.text(DesktopCol::kOwner)},
-              {"template_id", r.integer(DesktopCol::kTemplateId)},
-              {"template", r.text(DesktopCol::kTemplate)},
-              {"deployment_id", nullableInt(r, DesktopCol::kDeploymentId)},
-              {"persistent", r.integer(DesktopCol::kPersistent) != 0},
-              {"state", r.text(DesktopCol::kState)},
-              {"host_id", nullableInt(r, DesktopCol::kHostId)},
-              {"host", nullableText(r, DesktopCol::kHost)},
-              {"vcpus", r.integer(DesktopCol::kVcpus)},
-              {"memory_mb", r.integer(DesktopCol::kMemoryMb)},
-              {"disk_gb", r.integer(DesktopCol::kDiskGb)},
-              {"connected", r.integer(DesktopCol::kConnected) != 0},
-              {"created_at", r.integer(DesktopCol::kCreatedAt)},
-              {"started_at", nullableInt(r, DesktopCol::kStartedAt)},
-              {"consoles", r.integer(DesktopCol::kConsoles)}};
+  Json out = Json::object();
+  auto& o = out.get_ref<Json::object_t&>();
+  o.emplace("id", r.integer(DesktopCol::kId));
+  o.emplace("name", r.text(DesktopCol::kName));
+  o.emplace("owner_id", r.integer(DesktopCol::kOwnerId));
+  o.emplace("owner", r.text(DesktopCol::kOwner));
+  o.emplace("template_id", r.integer(DesktopCol::kTemplateId));
+  o.emplace("template", r.text(DesktopCol::kTemplate));
+  o.emplace("deployment_id", nullableInt(r, DesktopCol::kDeploymentId));
+  o.emplace("persistent", r.integer(DesktopCol::kPersistent) != 0);
+  o.emplace("state", r.text(DesktopCol::kState));
+  o.emplace("host_id", nullableInt(r, DesktopCol::kHostId));
+  o.emplace("host", nullableText(r, DesktopCol::kHost));
+  o.emplace("vcpus", r.integer(DesktopCol::kVcpus));
+  o.emplace("memory_mb", r.integer(DesktopCol::kMemoryMb));
+  o.emplace("disk_gb", r.integer(DesktopCol::kDiskGb));
+  o.emplace("connected", r.integer(DesktopCol::kConnected) != 0);
+  o.emplace("created_at", r.integer(DesktopCol::kCreatedAt));
+  o.emplace("started_at", nullableInt(r, DesktopCol::kStartedAt));
+  o.emplace("consoles", r.integer(DesktopCol::kConsoles));
+  return out;
 }
 
 DesktopRow desktopOf(const db::Row& r) {

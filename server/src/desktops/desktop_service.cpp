@@ -22,47 +22,51 @@ using namespace detail;
 
 Result<Json> DesktopService::list(const Actor& actor,
                                   const std::map<std::string, std::string>& filter) {
-  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
-    std::string sql = std::string(kDesktopSelect) + " WHERE ";
-    db::Params params;
-    auto scope = filter.contains("scope") ? filter.at("scope") : std::string("mine");
-    if (scope == "mine") {
-      sql += "d.owner_id = ?";
-      params.push_back(actor.userId);
-    } else if (scope == "all" && actor.role == Role::kAdmin) {
-      sql += "1 = 1";
-    } else if (scope == "all" && actor.role == Role::kManager) {
-      sql +=
-          "(u.category_id = ? OR d.owner_id IN (SELECT m.user_id FROM group_members m JOIN groups_ "
-          "g ON "
-          "g.id = m.group_id WHERE g.category_id = ?))";
-      params.push_back(actor.categoryId.value_or(-1));
-      params.push_back(actor.categoryId.value_or(-1));
-    } else if (scope == "all") {
-      return forbidden();
-    } else {
-      return makeError(Errc::kInvalidArgument, "The scope '{}' is not 'mine' or 'all'.",
-                       scope.substr(0, 40));
-    }
-    if (auto it = filter.find("state"); it != filter.end()) {
-      sql += " AND d.state = ?";
-      params.push_back(it->second);
-    }
-    if (auto it = filter.find("deployment_id"); it != filter.end()) {
-      sql += " AND d.deployment_id = ?";
-      params.push_back(std::int64_t{std::atoll(it->second.c_str())});
-    }
-    if (auto it = filter.find("owner_id"); it != filter.end()) {
-      sql += " AND d.owner_id = ?";
-      params.push_back(std::int64_t{std::atoll(it->second.c_str())});
-    }
-    sql += " ORDER BY d.id";
-    auto rows = AULA_TRY(tx.query(sql, params));
-    Json out = Json::array();
-    for (const auto& r : rows)
-      out.push_back(desktopJson(r));
-    return out;
-  });
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead,
+                                     [&](db::Transaction& tx) { return list(tx, actor, filter); });
+}
+
+Result<Json> DesktopService::list(db::Transaction& tx, const Actor& actor,
+                                  const std::map<std::string, std::string>& filter) {
+  std::string sql = std::string(kDesktopSelect) + " WHERE ";
+  db::Params params;
+  auto scope = filter.contains("scope") ? filter.at("scope") : std::string("mine");
+  if (scope == "mine") {
+    sql += "d.owner_id = ?";
+    params.push_back(actor.userId);
+  } else if (scope == "all" && actor.role == Role::kAdmin) {
+    sql += "1 = 1";
+  } else if (scope == "all" && actor.role == Role::kManager) {
+    sql +=
+        "(u.category_id = ? OR d.owner_id IN (SELECT m.user_id FROM group_members m JOIN groups_ "
+        "g ON "
+        "g.id = m.group_id WHERE g.category_id = ?))";
+    params.push_back(actor.categoryId.value_or(-1));
+    params.push_back(actor.categoryId.value_or(-1));
+  } else if (scope == "all") {
+    return forbidden();
+  } else {
+    return makeError(Errc::kInvalidArgument, "The scope '{}' is not 'mine' or 'all'.",
+                     scope.substr(0, 40));
+  }
+  if (auto it = filter.find("state"); it != filter.end()) {
+    sql += " AND d.state = ?";
+    params.push_back(it->second);
+  }
+  if (auto it = filter.find("deployment_id"); it != filter.end()) {
+    sql += " AND d.deployment_id = ?";
+    params.push_back(std::int64_t{std::atoll(it->second.c_str())});
+  }
+  if (auto it = filter.find("owner_id"); it != filter.end()) {
+    sql += " AND d.owner_id = ?";
+    params.push_back(std::int64_t{std::atoll(it->second.c_str())});
+  }
+  sql += " ORDER BY d.id";
+  auto rows = AULA_TRY(tx.query(sql, params));
+  Json out = Json::array();
+  for (const auto& r : rows)
+    out.push_back(desktopJson(r));
+  return out;
 }
 
 Result<Json> DesktopService::get(const Actor& actor, std::int64_t id) {

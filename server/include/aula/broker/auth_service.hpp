@@ -22,6 +22,16 @@ class AuthService {
   Result<Json> login(std::string_view username, std::string_view password,
                      const std::string& address);
   Result<Actor> authenticate(std::string_view token, const std::string& address);
+  // authenticate() in two steps, for a request that reads everything in one
+  // transaction: the session behind a token, read in `tx`; then, after that
+  // transaction, touch() moves its idle clock when a minute has passed.
+  struct Session {
+    Actor actor;
+    bool touch = false;
+  };
+  Result<Session> findSession(db::Transaction& tx, std::string_view token,
+                              const std::string& address);
+  Status touch(const Session& session);
   // Whether the actor's session (or API token) still holds: not ended,
   // expired or idle too long, and its user not disabled. kUnauthenticated
   // says which. For what stays open past its request (the event stream).

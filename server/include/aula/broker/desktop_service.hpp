@@ -20,6 +20,9 @@ class DesktopService {
   explicit DesktopService(BrokerContext& ctx) : ctx_(ctx), placer_(ctx.settings.placement) {}
 
   Result<Json> list(const Actor& actor, const std::map<std::string, std::string>& filter);
+  // The same, inside a read transaction the caller holds.
+  Result<Json> list(db::Transaction& tx, const Actor& actor,
+                    const std::map<std::string, std::string>& filter);
   Result<Json> get(const Actor& actor, std::int64_t id);
   Result<Json> create(const Actor& actor, const Json& body);
   Result<Json> start(const Actor& actor, std::int64_t id);
