@@ -138,10 +138,18 @@ struct Runtime::Impl {
       std::visit(Overloaded{
                      [&](ProbeBroker&) { ask([this] { return parts.broker.probe(); }); },
                      [&](LogIn& login) {
+                       // For whoever reads a lab PC's log: who tried, and why
+                       // they were turned away. Never the password.
+                       log::info("Signing in as '{}'.", login.username);
                        auto password = std::make_shared<Secret>(std::move(login.password));
                        ask([this, user = login.username, password] {
                          Event answer = parts.broker.logIn(user, *password);
                          password->clear();
+                         if (const auto* refused = std::get_if<LoginRefused>(&answer)) {
+                           log::info("The broker did not sign '{}' in: {}", user,
+                                     refused->detail.empty() ? std::string("no reason given")
+                                                             : refused->detail);
+                         }
                          return answer;
                        });
                      },

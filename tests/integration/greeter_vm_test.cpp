@@ -175,13 +175,20 @@ class GreeterVm : public AgentStackTest {
     qmp_->press({"ret"});
     qmp_->type(kStudentPassword);
     qmp_->press({"ret"});
-    ASSERT_TRUE(waitFor(
-        [&] {
-          return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent));
-        },
-        90s))
-        << "The student's desktop list did not come up after the typed login. Serial console:\n"
-        << serialTail();
+    if (waitFor(
+            [&] {
+              return serialSays(fmt::format("{} is signed in; the desktop list is up", kStudent));
+            },
+            90s)) {
+      return;
+    }
+    // What the student would see, kept past the test's own folder.
+    const fs::path png = fs::temp_directory_path() / "aula-greeter-vm-login-went-nowhere.png";
+    const Look seen = shot("login-went-nowhere");
+    savePng(dir_.path() / "login-went-nowhere.ppm", png);
+    FAIL() << "The student's desktop list did not come up after the typed login. On screen: "
+           << describe(seen) << " (" << png.string() << "). Serial console:\n"
+           << serialTail();
   }
 
   bool serialSays(std::string_view text) {
