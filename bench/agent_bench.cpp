@@ -46,6 +46,7 @@
 #include "aula/common/log.hpp"
 #include "aula/common/process.hpp"
 
+#include "figures.hpp"
 #include "libvirt_hypervisor.hpp"
 #include "support/agent_stack.hpp"
 #include "support/libvirtd_fixture.hpp"
@@ -232,7 +233,7 @@ std::string utcNow() {
   std::tm tm{};
   gmtime_r(&now, &tm);
   char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm);
+  (void)std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm);
   return date;
 }
 
@@ -824,7 +825,7 @@ void printHeartbeat(const Options& o, const HeartbeatFigures& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int runBench(int argc, char** argv) {
   Options options;
   CLI::App app{
       "Measures a desktop's start through broker and agent next to virsh, and the heartbeat's "
@@ -852,8 +853,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   aula::log::setLevel(aula::log::Level::kWarn);
-  std::signal(SIGINT, [](int) { interrupted.store(true); });
-  std::signal(SIGTERM, [](int) { interrupted.store(true); });
+  (void)std::signal(SIGINT, [](int) { interrupted.store(true); });
+  (void)std::signal(SIGTERM, [](int) { interrupted.store(true); });
   try {
     if (int left = sweepMarkedDomains(); left > 0)
       fmt::print(stderr, "agent_bench: removed {} guests an earlier run left.\n", left);
@@ -910,4 +911,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return aula::bench::guardedMain("agent_bench", [&] { return runBench(argc, argv); });
 }

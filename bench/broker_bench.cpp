@@ -36,6 +36,7 @@
 #include "aula/common/json.hpp"
 #include "aula/common/log.hpp"
 
+#include "figures.hpp"
 #include "support/postgres_server.hpp"
 #include "support/temp_dir.hpp"
 
@@ -348,6 +349,7 @@ class Site {
                    AULA_TRY(insertId(kCategory, {std::string("Secondary"), now}))};
                primaryCategory_ = categories[0];
                std::vector<std::int64_t> classes;
+               classes.reserve(kClasses);
                for (int c = 0; c < kClasses; ++c) {
                  classes.push_back(
                      AULA_TRY(insertId(kGroup, {categories[c < kClasses / 2 ? 0 : 1],
@@ -580,7 +582,7 @@ std::string today() {
   std::tm tm{};
   gmtime_r(&now, &tm);
   char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &tm);
+  (void)std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &tm);
   return text;
 }
 
@@ -671,7 +673,7 @@ void printTable(const std::string& command, const Options& options,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int runBench(int argc, char** argv) {
   Options options;
   CLI::App app{"Measures the broker under load on simulated hosts and prints a Markdown table."};
   app.add_option("--users", options.users, "users in the school")->check(CLI::Range(100, 1000000));
@@ -707,4 +709,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return aula::bench::guardedMain("broker_bench", [&] { return runBench(argc, argv); });
 }

@@ -122,7 +122,7 @@ Row measure(const std::string& layout, const std::string& toml, const std::strin
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int runBench(int argc, char** argv) {
   int n = 20;
   CLI::App app{"directory_bench: directory logins per layout beside a local login."};
   app.add_option("--logins", n, "logins per figure (the median is shown)")->capture_default_str();
@@ -190,4 +190,8 @@ nested_groups = "follow"
     std::cerr << "directory_bench: " << e.what() << "\n";
     return 1;
   }
+}
+
+int main(int argc, char** argv) {
+  return aula::bench::guardedMain("directory_bench", [&] { return runBench(argc, argv); });
 }

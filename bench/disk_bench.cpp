@@ -38,6 +38,8 @@
 #include "aula/common/log.hpp"
 #include "aula/common/process.hpp"
 
+#include "figures.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -277,7 +279,7 @@ std::string machine(const std::string& loadBefore) {
   std::tm tm{};
   gmtime_r(&now, &tm);
   char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm);
+  (void)std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm);
   return fmt::format("{}; nproc {}; load average before {}, after {}", date,
                      std::thread::hardware_concurrency(), loadBefore, loadAverage());
 }
@@ -318,7 +320,7 @@ void printTable(const std::string& command, const Options& o, const Figures& f,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int runBench(int argc, char** argv) {
   Options options;
   CLI::App app{"Measures the agent's disk operations with qemu-img and prints a Markdown table."};
   app.add_option("--dir", options.dir, "folder on the disk to measure (not tmpfs)")
@@ -348,4 +350,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return aula::bench::guardedMain("disk_bench", [&] { return runBench(argc, argv); });
 }

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -27,6 +29,20 @@ inline long rssKib(pid_t pid) {
       return std::atol(line.c_str() + 6);
   }
   return 0;
+}
+
+// A benchmark's whole main: whatever `run` throws is printed as one line
+// and the program exits 1, instead of std::terminate's abort.
+template <typename Run>
+int guardedMain(const char* name, Run run) noexcept {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "%s: %s\n", name, e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "%s: failed with an unknown exception\n", name);
+  }
+  return 1;
 }
 
 }  // namespace aula::bench

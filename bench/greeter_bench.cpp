@@ -92,7 +92,7 @@ View loginView(const Translations& translations) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int runBench(int argc, char** argv) {
   int runs = 5;
   CLI::App app{"greeter_bench: the greeter's start, memory, drawing and frame copies."};
   app.add_option("--runs", runs, "repetitions of each figure (the median is shown)")
@@ -182,4 +182,8 @@ int main(int argc, char** argv) {
       draw4k / std::max(fill4k, 0.001), median(update), median(copy),
       median(update) / std::max(median(copy), 0.001));
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return aula::bench::guardedMain("greeter_bench", [&] { return runBench(argc, argv); });
 }

@@ -79,6 +79,7 @@ class Piped {
     posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
     posix_spawn_file_actions_adddup2(&actions, err[1], STDOUT_FILENO);
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (const auto& a : argv)
       args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -87,6 +88,7 @@ class Piped {
       environment.emplace_back(*e);
     environment.insert(environment.end(), env.begin(), env.end());
     std::vector<char*> envp;
+    envp.reserve(environment.size() + 1);
     for (auto& e : environment)
       envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -218,7 +220,7 @@ std::optional<std::string> missingTool() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int runBench(int argc, char** argv) {
   int runs = 5;
   CLI::App app{
       "Enter to the first desktop frame: aula-greeter beside remote-viewer; the greeter's "
@@ -347,4 +349,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return aula::bench::guardedMain("session_bench", [&] { return runBench(argc, argv); });
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# clang-tidy over Aula's own code (every .cpp under common/, server/, agent/
-# and greeter/, and the headers they include from there) with the checks in
-# .clang-tidy, warnings as errors. Needs a configured build for its
-# compile_commands.json; the test command runs it after the dev build.
+# clang-tidy over Aula's own code (every .cpp the build compiles: the
+# programs, tests, test tools and benchmarks, and the project headers they
+# include) with the checks in .clang-tidy, warnings as errors. Needs a
+# configured build for its compile_commands.json; the test command runs it
+# beside the tests, at the lowest CPU priority.
 #
 #   provisioning/lint.sh                 # uses build/dev
 #   provisioning/lint.sh build/asan      # another build folder
@@ -22,7 +23,18 @@ if ! command -v run-clang-tidy >/dev/null; then
   exit 2
 fi
 
-mapfile -t files < <(git -C "$ROOT" ls-files -- 'common/*.cpp' 'server/*.cpp' 'agent/*.cpp' 'greeter/*.cpp')
+# Every .cpp of the tree that the build compiles: the programs, their tests,
+# the test tools and the benchmarks. (The fuzzer is built apart, by clang.)
+mapfile -t files < <(python3 - "$ROOT" "$BUILD/compile_commands.json" <<'PY'
+import json, os, subprocess, sys
+root, commands = sys.argv[1], sys.argv[2]
+compiled = {os.path.realpath(os.path.join(c["directory"], c["file"])) for c in json.load(open(commands))}
+for f in subprocess.run(["git", "-C", root, "ls-files", "--", "*.cpp"], capture_output=True,
+                        text=True, check=True).stdout.split():
+    if os.path.realpath(os.path.join(root, f)) in compiled:
+        print(f)
+PY
+)
 # run-clang-tidy takes regular expressions of paths: anchor each file.
 patterns=()
 for f in "${files[@]}"; do

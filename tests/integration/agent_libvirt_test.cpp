@@ -39,7 +39,7 @@ std::string utcIn(std::chrono::seconds offset) {
   std::tm tm{};
   ::gmtime_r(&t, &tm);
   char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  (void)std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
   return text;
 }
 

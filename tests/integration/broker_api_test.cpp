@@ -437,7 +437,7 @@ TEST_P(BrokerApiTest, EachRoleMayDoExactlyWhatItsRightsAllow) {
   // Makers of fresh targets.
   int n = 0;
   auto freshName = [&n] { return fmt::format("fresh-{}", ++n); };
-  auto post = [&](std::string path, Json body) {
+  auto post = [&](const std::string& path, Json body) {
     return [&b, &id, path, body, &freshName]() mutable {
       if (body.contains("name"))
         body["name"] = freshName();
@@ -678,6 +678,7 @@ std::vector<ApiResponse> concurrently(BrokerFixture& broker, int count,
   std::vector<std::string> failures(static_cast<std::size_t>(count));
   std::latch ready(count);
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(count));
   for (int i = 0; i < count; ++i) {
     threads.emplace_back([&, i] {
       auto client = broker.newClient();
@@ -781,6 +782,7 @@ TEST_P(BrokerApiTest, RacingStartsFillHostsExactlyAndGiveTheRoomBack) {
   }
   const std::string alice = token("alice");
   std::vector<std::int64_t> desktops;
+  desktops.reserve(6);
   for (int i = 0; i < 6; ++i)
     desktops.push_back(broker().createDesktop(ids.alice, fmt::format("Desk {}", i)));
   auto startAll = [&] {

@@ -505,7 +505,8 @@ TEST_P(DatabaseTest, InsertRowsAndUpdateRowsWriteEveryRowWithItsOwnValues) {
   // More rows than go into one statement, NULLs among them.
   std::vector<Params> rows;
   for (std::int64_t i = 0; i < 450; ++i) {
-    rows.push_back({owner, fmt::format("item {}", i), i % 3 == 0 ? Value() : Value(i), 0.5 * i,
+    rows.push_back({owner, fmt::format("item {}", i), i % 3 == 0 ? Value() : Value(i),
+                    0.5 * static_cast<double>(i),
                     i % 2 == 0 ? Value(std::string("it's ") + std::to_string(i)) : Value()});
   }
   auto inserted = db_->transact(
@@ -564,6 +565,7 @@ TEST_P(DatabaseTest, ConcurrentIncrementsInWriteTransactionsAreNotLost) {
   std::vector<std::string> failures;
   std::latch go(kThreads);
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
       go.arrive_and_wait();
@@ -601,6 +603,7 @@ TEST_P(DatabaseTest, QuotaCheckInWriteTransactionsAdmitsExactlyTheLimit) {
   std::vector<std::string> failures;
   std::latch go(kThreads);
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       go.arrive_and_wait();
@@ -769,6 +772,7 @@ TEST(PostgresRecoveryTest, ServerThatGoesAwayAndComesBackIsUsedAgain) {
     std::barrier together(kPool);
     std::atomic<int> ok{0};
     std::vector<std::thread> threads;
+    threads.reserve(kPool);
     for (int t = 0; t < kPool; ++t) {
       threads.emplace_back([&] {
         auto status = db.transact(TxMode::kRead, [&](Transaction& tx) -> Status {

@@ -65,7 +65,9 @@ Look look(const fs::path& ppmPath) {
     else if (b > r + 30 && b > g + 20)
       ++greeter;
   }
-  auto share = [&](std::size_t n) { return 100.0 * static_cast<double>(n) / count; };
+  auto share = [&](std::size_t n) {
+    return 100.0 * static_cast<double>(n) / static_cast<double>(count);
+  };
   l.black = share(black);
   l.greeterBlue = share(greeter);
   l.vgaBlue = share(vga);

@@ -631,6 +631,7 @@ TEST_F(LdapDirectoryTest, StartTlsAgainstADirectoryWithoutTlsIsRefused) {
 TEST_F(LdapDirectoryTest, ConcurrentLoginsDoNotInterfere) {
   auto directory = makeLdapDirectory(settings());
   std::vector<std::thread> threads;
+  threads.reserve(4);
   std::atomic<int> failures = 0;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {

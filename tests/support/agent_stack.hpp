@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -77,7 +78,7 @@ struct AgentStack {
   // "Test guest", aula-broker (SQLite, its own data dir, a fixed port), one
   // student with room for a few running desktops, and an enrolled aula-agent
   // for host "hv1", online. Throws with the failing part's log.
-  explicit AgentStack(AgentStackOptions options = {}) : options_(options) { start(); }
+  explicit AgentStack(AgentStackOptions options = {}) : options_(std::move(options)) { start(); }
 
   std::unique_ptr<Libvirtd> libvirtd;
   fs::path dir;  // under the fixture's image dir: QEMU may read it
@@ -293,7 +294,7 @@ class AgentStackTest : public ::testing::Test {
       skipReason_ = why;
       return;
     }
-    env_ = new AgentStack(options);
+    env_ = new AgentStack(std::move(options));
   }
   static void TearDownTestSuite() {
     delete env_;

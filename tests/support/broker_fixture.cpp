@@ -164,7 +164,7 @@ std::unique_ptr<broker::BrokerServer> startBroker(const fs::path& dataDir, const
 
 }  // namespace
 
-BrokerFixture::BrokerFixture(BrokerOptions options)
+BrokerFixture::BrokerFixture(const BrokerOptions& options)
     : dataDir_(dir_ / "broker"),
       server_(startBroker(dataDir_, dir_.path(), options, hosts_)),
       api_(baseUrl(), caPem()) {}

@@ -17,6 +17,7 @@ namespace aula::test {
 ChildProcess::ChildProcess(std::vector<std::string> args, std::filesystem::path log)
     : log_(std::move(log)) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& arg : args)
     argv.push_back(arg.data());
   argv.push_back(nullptr);

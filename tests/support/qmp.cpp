@@ -75,13 +75,11 @@ void Qmp::type(std::string_view text) {
   for (char c : text) {
     std::string code;
     bool shift = false;
-    if (c >= 'a' && c <= 'z') {
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
       code = std::string(1, c);
     } else if (c >= 'A' && c <= 'Z') {
       code = std::string(1, static_cast<char>(c - 'A' + 'a'));
       shift = true;
-    } else if (c >= '0' && c <= '9') {
-      code = std::string(1, c);
     } else if (c == ' ') {
       code = "spc";
     } else if (auto at = kShifted.find(c); at != std::string_view::npos) {

@@ -203,6 +203,7 @@ void SlapdServer::start() {
   // for it; "-s 0" keeps it out of syslog.
   std::vector<std::string> args = {slapd, "-f", config, "-h", listeners, "-d", "0", "-s", "0"};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& arg : args)
     argv.push_back(arg.data());
   argv.push_back(nullptr);

@@ -33,7 +33,6 @@ namespace {
 
 using tls::CtrDrbgContext;
 using tls::EntropyContext;
-using tls::Handle;
 using tls::PkContext;
 using tls::SslConfig;
 using tls::SslContext;

@@ -109,9 +109,9 @@ struct UsageError {
 };
 
 void printLine(const std::string& line) {
-  std::fputs(line.c_str(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  (void)std::fputs(line.c_str(), stdout);
+  (void)std::fputc('\n', stdout);
+  (void)std::fflush(stdout);
 }
 
 std::optional<double> parseSeconds(std::string_view text) {
@@ -603,11 +603,11 @@ int main(int argc, char** argv) {
     bool help = false;
     auto options = parseOptions(argc, argv, error, help);
     if (help) {
-      std::fputs(kUsage, stdout);
+      (void)std::fputs(kUsage, stdout);
       return kExitOk;
     }
     if (!options) {
-      std::fprintf(stderr, "aula-spice-probe: %s\n%s", error.message.c_str(), kUsage);
+      (void)std::fprintf(stderr, "aula-spice-probe: %s\n%s", error.message.c_str(), kUsage);
       return kExitUsage;
     }
     Probe probe(std::move(*options));

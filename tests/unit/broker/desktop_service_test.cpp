@@ -21,8 +21,9 @@ TEST_F(DesktopServiceTest, AStudentSeesOnlyTheirOwnDesktops) {
   EXPECT_EQ(mine[0]["name"], "alice-desk");
 
   // Someone else's desktop does not exist for bob, whatever he tries.
-  for (auto r : {broker().desktops.get(bob, alicesDesk), broker().desktops.start(bob, alicesDesk),
-                 broker().desktops.stop(bob, alicesDesk, false)}) {
+  for (const auto& r :
+       {broker().desktops.get(bob, alicesDesk), broker().desktops.start(bob, alicesDesk),
+        broker().desktops.stop(bob, alicesDesk, false)}) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code(), Errc::kNotFound);
   }

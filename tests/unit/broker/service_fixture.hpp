@@ -26,7 +26,7 @@ T must(Result<T> r) {
   return std::move(r).value();
 }
 
-inline void must(Status s) {
+inline void must(const Status& s) {
   if (!s.ok()) {
     ADD_FAILURE() << s.error().message();
     throw std::runtime_error(s.error().message());

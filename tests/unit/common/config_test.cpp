@@ -26,7 +26,7 @@ Schema brokerSchema() {
   return s;
 }
 
-EnvLookup envOf(std::map<std::string, std::string> vars) {
+EnvLookup envOf(const std::map<std::string, std::string>& vars) {
   return [vars](const std::string& name) -> std::optional<std::string> {
     auto it = vars.find(name);
     if (it == vars.end())

@@ -28,7 +28,7 @@ TEST(UniqueFdTest, ClosesItsDescriptorOnceWhenItGoesOrIsMoved) {
   {
     UniqueFd a(raw);
     UniqueFd b(std::move(a));
-    EXPECT_FALSE(a.valid());
+    EXPECT_FALSE(a.valid());  // NOLINT(bugprone-use-after-move): what a move leaves is the point
     EXPECT_EQ(b.get(), raw);
     EXPECT_NE(::fcntl(raw, F_GETFD), -1);
   }

@@ -68,7 +68,7 @@ TEST(LogJournalTest, JournalOnlyWhenTheStreamNamesThisFile) {
   EXPECT_TRUE(streamIsJournal(matching, fileno(file)));
   EXPECT_FALSE(streamIsJournal(fmt::format("{}:{}", st.st_dev, st.st_ino + 1), fileno(file)));
   EXPECT_FALSE(streamIsJournal("garbage", fileno(file)));
-  std::fclose(file);
+  (void)std::fclose(file);
 }
 
 }  // namespace

@@ -170,7 +170,7 @@ class ScreensTest : public ::testing::Test {
   static void SetUpTestSuite() {
     auto loaded = Translations::load(AULA_GREETER_LOCALE_DIR);
     ASSERT_TRUE(loaded) << loaded.error().message();
-    catalogs = std::move(loaded).value();
+    catalogs_ = std::move(loaded).value();
   }
 
   std::filesystem::path shotsDir() {
@@ -184,7 +184,7 @@ class ScreensTest : public ::testing::Test {
               const std::string& file = {}) {
     Script script;
     scenes().at(scene)(script, language);
-    const View view = describe(script.greeter, catalogs);
+    const View view = describe(script.greeter, catalogs_);
     EXPECT_EQ(script.greeter.language(), language) << scene;
     Canvas canvas = output.canvas(0);
     if (view.screen == Screen::kSession) {
@@ -212,7 +212,7 @@ class ScreensTest : public ::testing::Test {
     return n;
   }
 
-  static inline Translations catalogs;
+  static inline Translations catalogs_;
   Renderer renderer_;
   test::TempDir temp_;
 };

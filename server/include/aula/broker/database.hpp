@@ -95,7 +95,7 @@ Status updateRows(Transaction& tx, std::string_view table, const std::vector<Col
                   std::string_view key, const std::vector<Params>& rows);
 
 struct Migration {
-  int version;
+  int version = 0;
   std::string name;
   std::string sqlite;    // statements separated by ';'
   std::string postgres;  // empty: same as sqlite
