@@ -21,6 +21,7 @@
 #include <signal.h>
 
 #include "aula/broker/server.hpp"
+#include "aula/common/callback_guard.hpp"
 #include "aula/common/crypto.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/process.hpp"
@@ -101,6 +102,11 @@ struct AgentStack {
   std::int64_t hostId = 0;
 
   ~AgentStack() {
+    guardCallback("stopping the test's broker and agent", [this] { tearDown(); });
+  }
+
+  // Stops the agent and the broker and removes the guests this stack made.
+  void tearDown() {
     if (agent)
       agent->stop(SIGTERM);
     if (broker)
