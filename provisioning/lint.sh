@@ -3,7 +3,7 @@
 # programs, tests, test tools and benchmarks, and the project headers they
 # include) with the checks in .clang-tidy, warnings as errors. Needs a
 # configured build for its compile_commands.json; the test command runs it
-# beside the tests, at the lowest CPU priority.
+# after the dev build.
 #
 #   provisioning/lint.sh                 # uses build/dev
 #   provisioning/lint.sh build/asan      # another build folder

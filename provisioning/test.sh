@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Aula's whole test run, from a bare Debian 12 machine (as root):
 #   installs dependencies, checks formatting, configures and builds with
-#   warnings as errors, runs every test (unit, integration, e2e) through CTest
-#   with clang-tidy (provisioning/lint.sh) beside it at the lowest priority,
+#   warnings as errors, runs clang-tidy (provisioning/lint.sh), runs every
+#   test (unit, integration, e2e) through CTest,
 #   then the unit tests again under ASan+UBSan. Exits non-zero on any failure.
 #
 #   provisioning/test.sh              # everything
@@ -38,22 +38,11 @@ rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 
 status=0
-# clang-tidy takes CPU minutes, and the tests spend much of their time waiting
-# for daemons and guests: the lint runs beside them at the lowest priority,
-# on what they leave idle, and is waited for after them.
-step "Lint (clang-tidy over every C++ file the build compiles, beside the tests; warnings as errors)"
-nice -n 19 "$ROOT/provisioning/lint.sh" "$ROOT/build/dev" > "$RESULTS/lint.log" 2>&1 &
-lint_pid=$!
-echo "lint.sh runs in the background (pid $lint_pid); its output comes after the tests."
+step "Lint (clang-tidy over every C++ file the build compiles; warnings as errors)"
+"$ROOT/provisioning/lint.sh" "$ROOT/build/dev" || status=1
 
 step "Tests: unit, integration, e2e (dev preset)"
 ctest --preset dev -j "$JOBS" --output-junit "$RESULTS/dev.xml" || status=1
-
-step "Lint: waiting for clang-tidy"
-if ! wait "$lint_pid"; then
-  status=1
-fi
-cat "$RESULTS/lint.log"
 
 step "Fuzz: HTTP request parser (libFuzzer, ${AULA_FUZZ_SECONDS:-20} s)"
 if ! "$ROOT/tests/fuzz/build_and_run.sh" "${AULA_FUZZ_SECONDS:-20}" > "$RESULTS/fuzz.log" 2>&1; then

@@ -65,8 +65,8 @@ void Qmp::press(std::initializer_list<std::string_view> qcodes) {
   execute("send-key", Json{{"keys", keys}, {"hold-time", 50}});
   // send-key returns at once; QEMU's PS/2 queue holds 16 bytes and drops
   // what comes on top while a slow (TCG) guest has not read it yet. One key
-  // at a time, as a person types.
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  // at a time, as a person types (150 ms lost keys on a busy machine).
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
 }
 
 void Qmp::type(std::string_view text) {
