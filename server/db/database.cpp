@@ -6,6 +6,7 @@
 #include <cassert>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -90,6 +91,71 @@ std::string placeholders(std::size_t count) {
   return out;
 }
 
+namespace {
+
+// A PostgreSQL array literal of `values`: {1,NULL,"a \"b\""}.
+std::string arrayLiteral(const std::vector<const Value*>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0)
+      out.push_back(',');
+    const Value& v = *values[i];
+    if (const auto* whole = std::get_if<std::int64_t>(&v)) {
+      out += std::to_string(*whole);
+    } else if (const auto* real = std::get_if<double>(&v)) {
+      // The shortest text that reads back as the same double.
+      out += std::isnan(*real)   ? std::string("NaN")
+             : std::isinf(*real) ? std::string(*real > 0 ? "Infinity" : "-Infinity")
+                                 : fmt::format("{}", *real);
+    } else if (const auto* text = std::get_if<std::string>(&v)) {
+      out.push_back('"');
+      for (char c : *text) {
+        if (c == '"' || c == '\\')
+          out.push_back('\\');
+        out.push_back(c);
+      }
+      out.push_back('"');
+    } else {
+      out += "NULL";
+    }
+  }
+  return out + "}";
+}
+
+// One array per column of `rows`, and the unnest() that turns them back
+// into rows: "unnest(CAST(? AS TEXT[]), CAST(? AS BIGINT[]))".
+std::string unnestColumns(const std::vector<std::string>& types, const std::vector<Params>& rows,
+                          Params* params) {
+  std::string sql = "unnest(";
+  std::vector<const Value*> column(rows.size());
+  for (std::size_t c = 0; c < types.size(); ++c) {
+    for (std::size_t r = 0; r < rows.size(); ++r)
+      column[r] = &rows[r][c];
+    params->emplace_back(arrayLiteral(column));
+    sql += fmt::format("{}CAST(? AS {}[])", c == 0 ? "" : ", ", types[c]);
+  }
+  return sql + ")";
+}
+
+}  // namespace
+
+IdList inIds(Dialect dialect, const std::vector<std::int64_t>& ids) {
+  IdList out;
+  if (dialect == Dialect::kPostgres) {
+    std::vector<Value> values(ids.begin(), ids.end());
+    std::vector<const Value*> pointers;
+    pointers.reserve(values.size());
+    for (const auto& v : values)
+      pointers.push_back(&v);
+    out.sql = "= ANY(CAST(? AS BIGINT[]))";
+    out.params.emplace_back(arrayLiteral(pointers));
+    return out;
+  }
+  out.sql = ids.empty() ? "IN (NULL)" : "IN (" + placeholders(ids.size()) + ")";
+  out.params.assign(ids.begin(), ids.end());
+  return out;
+}
+
 Result<std::vector<std::vector<Row>>> Transaction::queryEach(std::string_view sql,
                                                              const std::vector<Params>& sets) {
   std::vector<std::vector<Row>> out;
@@ -101,17 +167,25 @@ Result<std::vector<std::vector<Row>>> Transaction::queryEach(std::string_view sq
 
 namespace {
 
-// Rows per statement: well under SQLite's 32,766 values and PostgreSQL's
-// 65,535 for any of our tables.
+// Rows per multi-row INSERT on SQLite: well under its 32,766 values for any
+// of our tables.
 constexpr std::size_t kRowsPerStatement = 200;
 
-std::string valuesRow(const std::vector<Column>& columns, bool withKey) {
+std::string valuesRow(const std::vector<Column>& columns) {
   std::string out = "(";
   for (std::size_t i = 0; i < columns.size(); ++i)
     out += fmt::format("{}CAST(? AS {})", i == 0 ? "" : ", ", columns[i].type);
-  if (withKey)
-    out += columns.empty() ? "CAST(? AS BIGINT)" : ", CAST(? AS BIGINT)";
   return out + ")";
+}
+
+// Runs a write now or queues it (Send).
+Status sendWrite(Transaction& tx, Send when, const std::string& sql, Params params) {
+  if (when == Send::kLater) {
+    tx.execLater(sql, std::move(params));
+    return {};
+  }
+  AULA_TRY(tx.exec(sql, params));
+  return {};
 }
 
 Status checkWidth(const std::vector<Params>& rows, std::size_t width, std::string_view table) {
@@ -128,26 +202,39 @@ Status checkWidth(const std::vector<Params>& rows, std::size_t width, std::strin
 }  // namespace
 
 Status insertRows(Transaction& tx, std::string_view table, const std::vector<Column>& columns,
-                  const std::vector<Params>& rows) {
+                  const std::vector<Params>& rows, Send when) {
   AULA_TRY_STATUS(checkWidth(rows, columns.size(), table));
   std::string names;
   for (const auto& c : columns)
     names += (names.empty() ? "" : ", ") + c.name;
+  if (rows.empty())
+    return {};
+  if (tx.dialect() == Dialect::kPostgres) {
+    std::vector<std::string> types;
+    types.reserve(columns.size());
+    for (const auto& c : columns)
+      types.push_back(c.type);
+    Params params;
+    auto from = unnestColumns(types, rows, &params);
+    return sendWrite(tx, when,
+                     fmt::format("INSERT INTO {} ({}) SELECT * FROM {}", table, names, from),
+                     std::move(params));
+  }
   for (std::size_t start = 0; start < rows.size(); start += kRowsPerStatement) {
     const std::size_t end = std::min(rows.size(), start + kRowsPerStatement);
     std::string sql = fmt::format("INSERT INTO {} ({}) VALUES ", table, names);
     Params params;
     for (std::size_t i = start; i < end; ++i) {
-      sql += (i == start ? "" : ", ") + valuesRow(columns, false);
+      sql += (i == start ? "" : ", ") + valuesRow(columns);
       params.insert(params.end(), rows[i].begin(), rows[i].end());
     }
-    AULA_TRY(tx.exec(sql, params));
+    AULA_TRY_STATUS(sendWrite(tx, when, sql, std::move(params)));
   }
   return {};
 }
 
 Status updateRows(Transaction& tx, std::string_view table, const std::vector<Column>& columns,
-                  std::string_view key, const std::vector<Params>& rows) {
+                  std::string_view key, const std::vector<Params>& rows, Send when) {
   AULA_TRY_STATUS(checkWidth(rows, columns.size() + 1, table));
   if (rows.empty())
     return {};
@@ -160,24 +247,20 @@ Status updateRows(Transaction& tx, std::string_view table, const std::vector<Col
   }
   std::string sets;
   std::string names;
+  std::vector<std::string> types;
   for (const auto& c : columns) {
     sets += fmt::format("{}{} = v.{}", sets.empty() ? "" : ", ", c.name, c.name);
     names += c.name + ", ";
+    types.push_back(c.type);
   }
-  for (std::size_t start = 0; start < rows.size(); start += kRowsPerStatement) {
-    const std::size_t end = std::min(rows.size(), start + kRowsPerStatement);
-    std::string values;
-    Params params;
-    for (std::size_t i = start; i < end; ++i) {
-      values += (i == start ? "" : ", ") + valuesRow(columns, true);
-      params.insert(params.end(), rows[i].begin(), rows[i].end());
-    }
-    AULA_TRY(tx.exec(fmt::format("UPDATE {0} AS t SET {1} FROM (VALUES {2}) AS v({3}aula_key) "
-                                 "WHERE t.{4} = v.aula_key",
-                                 table, sets, values, names, key),
-                     params));
-  }
-  return {};
+  types.emplace_back("BIGINT");
+  Params params;
+  auto from = unnestColumns(types, rows, &params);
+  return sendWrite(
+      tx, when,
+      fmt::format("UPDATE {0} AS t SET {1} FROM {2} AS v({3}aula_key) WHERE t.{4} = v.aula_key",
+                  table, sets, from, names, key),
+      std::move(params));
 }
 
 Result<std::int64_t> Transaction::queryInt(std::string_view sql, const Params& params) {

@@ -342,6 +342,78 @@ TEST_P(DatabaseTest, AStatementRunAgainGivesEachRunsAnswer) {
   EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 3);
 }
 
+// Advisory locks held by any session; PostgreSQL only (SQLite has none).
+std::int64_t advisoryLocks(Database& db) {
+  if (db.dialect() != Dialect::kPostgres)
+    return 0;
+  auto n = db.transactValue<std::int64_t>(TxMode::kRead, [](Transaction& tx) {
+    return tx.queryInt("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'");
+  });
+  EXPECT_TRUE(n.ok()) << n.error().message();
+  return n.valueOr(-1);
+}
+
+TEST_P(DatabaseTest, QueuedWritesGoWithTheNextStatementOrTheCommit) {
+  createSchema();
+  for (auto mode : {TxMode::kWrite, TxMode::kExclusive}) {
+    const std::string first = mode == TxMode::kWrite ? "ana" : "cy";
+    const std::string second = mode == TxMode::kWrite ? "bo" : "di";
+    auto status = db_->transact(mode, [&](Transaction& tx) -> Status {
+      tx.execLater("INSERT INTO owners (name) VALUES (?)", {first});
+      // The statement after a queued write sees it.
+      EXPECT_EQ(AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM owners WHERE name = ?", {first})), 1);
+      tx.execLater("INSERT INTO owners (name) VALUES (?)", {second});
+      return okStatus();  // the second goes with the COMMIT
+    });
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners WHERE name IN (?, ?)", {first, second}), 2);
+  }
+  // Only queued writes, in the transaction that waits for the others.
+  auto status = db_->transact(TxMode::kExclusive, [](Transaction& tx) -> Status {
+    tx.execLater("INSERT INTO owners (name) VALUES (?)", {"ed"});
+    return okStatus();
+  });
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 5);
+  // A transaction that does nothing succeeds.
+  for (auto mode : {TxMode::kRead, TxMode::kWrite, TxMode::kExclusive})
+    EXPECT_TRUE(db_->transact(mode, [](Transaction&) { return okStatus(); }).ok());
+  EXPECT_EQ(advisoryLocks(*db_), 0);
+}
+
+TEST_P(DatabaseTest, AQueuedWriteThatFailsFailsItsTransactionWithItsOwnError) {
+  createSchema();
+  ASSERT_GT(addOwner("ana"), 0);
+  // Found by the COMMIT it went with.
+  auto atCommit = db_->transact(TxMode::kExclusive, [](Transaction& tx) -> Status {
+    AULA_TRY(tx.exec("INSERT INTO owners (name) VALUES (?)", {"bob"}));
+    tx.execLater("INSERT INTO owners (name) VALUES (?)", {"ana"});
+    return okStatus();
+  });
+  ASSERT_FALSE(atCommit.ok());
+  EXPECT_EQ(atCommit.error().code(), Errc::kAlreadyExists) << atCommit.error().message();
+  // Found by the statement it went with, which says so instead of its own.
+  bool statementFailed = false;
+  auto atNext = db_->transact(TxMode::kWrite, [&](Transaction& tx) -> Status {
+    tx.execLater("INSERT INTO owners (name) VALUES (?)", {"ana"});
+    auto count = tx.queryInt("SELECT COUNT(*) FROM owners");
+    // SQLite ran the write at once; its count is fine, the transaction not.
+    statementFailed = !count.ok();
+    if (!count.ok()) {
+      EXPECT_EQ(count.error().code(), Errc::kAlreadyExists) << count.error().message();
+    }
+    AULA_TRY(tx.exec("INSERT INTO owners (name) VALUES (?)", {"cy"}));
+    return okStatus();
+  });
+  ASSERT_FALSE(atNext.ok());
+  EXPECT_EQ(atNext.error().code(), Errc::kAlreadyExists) << atNext.error().message();
+  EXPECT_EQ(statementFailed, GetParam() == Dialect::kPostgres);
+  // Nothing of either is stored, and no lock is left behind.
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 1);
+  EXPECT_EQ(advisoryLocks(*db_), 0);
+  EXPECT_TRUE(run("INSERT INTO owners (name) VALUES (?)", {"dee"}).ok());
+}
+
 TEST_P(DatabaseTest, QueryOneAndQueryIntHandleNoRows) {
   createSchema();
   auto status = db_->transact(TxMode::kRead, [](Transaction& tx) -> Status {
@@ -554,6 +626,71 @@ TEST_P(DatabaseTest, InsertRowsAndUpdateRowsWriteEveryRowWithItsOwnValues) {
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.error().code(), Errc::kInternal);
   EXPECT_EQ(readInt("SELECT size FROM items WHERE name = ?", {"item 1"}), 100);
+}
+
+TEST_P(DatabaseTest, RowsAndIdListsKeepEveryValueExactlyAsGiven) {
+  createSchema();
+  auto owner = addOwner("ana");
+  ASSERT_GT(owner, 0);
+  // Text that means something to SQL or to an array literal, and reals
+  // whose text must read back as the same double.
+  const std::vector<std::string> notes{
+      R"(say "hi")", R"(back\slash\)", "{braces}, commas", "NULL", "", "tab\there", "ünï ✓"};
+  const std::vector<double> ratios{0.1, -1e300, 5e-324, 1.0 / 3.0, 0.0, 123456789.125, -0.5};
+  std::vector<Params> rows;
+  for (std::size_t i = 0; i < notes.size(); ++i)
+    rows.push_back({owner, fmt::format("n{}", i), Value(), ratios[i], notes[i]});
+  auto inserted = db_->transact(TxMode::kWrite, [&](Transaction& tx) {
+    return insertRows(tx, "items",
+                      {{"owner_id", "BIGINT"},
+                       {"name", "TEXT"},
+                       {"size", "BIGINT"},
+                       {"ratio", "DOUBLE PRECISION"},
+                       {"note", "TEXT"}},
+                      rows);
+  });
+  ASSERT_TRUE(inserted.ok()) << inserted.error().message();
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM items WHERE note IS NULL"), 0);
+
+  auto read = db_->transactValue<std::vector<Row>>(
+      TxMode::kRead, [](Transaction& tx) -> Result<std::vector<Row>> {
+        return tx.query("SELECT id, name, ratio, note FROM items ORDER BY name");
+      });
+  ASSERT_TRUE(read.ok()) << read.error().message();
+  ASSERT_EQ(read->size(), notes.size());
+  std::vector<std::int64_t> ids;
+  for (std::size_t i = 0; i < notes.size(); ++i) {
+    EXPECT_EQ((*read)[i].text(1), fmt::format("n{}", i));
+    EXPECT_EQ((*read)[i].real(2), ratios[i]) << "row " << i;
+    EXPECT_EQ((*read)[i].text(3), notes[i]) << "row " << i;
+    ids.push_back((*read)[i].integer(0));
+  }
+
+  // Updated by id with the same awkward values, reversed.
+  std::vector<Params> updates;
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    updates.push_back({notes[notes.size() - 1 - i], ids[i]});
+  auto updated = db_->transact(TxMode::kWrite, [&](Transaction& tx) {
+    return updateRows(tx, "items", {{"note", "TEXT"}}, "id", updates);
+  });
+  ASSERT_TRUE(updated.ok()) << updated.error().message();
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    EXPECT_EQ(readInt("SELECT COUNT(*) FROM items WHERE id = ? AND note = ?",
+                      {ids[i], notes[notes.size() - 1 - i]}),
+              1)
+        << "row " << i;
+
+  // An id list matches exactly its ids; an empty one matches nothing.
+  auto count = [&](const std::vector<std::int64_t>& list) {
+    return db_->transactValue<std::int64_t>(
+        TxMode::kRead, [&](Transaction& tx) -> Result<std::int64_t> {
+          auto in = inIds(tx.dialect(), list);
+          return tx.queryInt("SELECT COUNT(*) FROM items WHERE id " + in.sql, in.params);
+        });
+  };
+  EXPECT_EQ(count({ids[0], ids[2], ids[2], 999999}).valueOr(-1), 2);
+  EXPECT_EQ(count({}).valueOr(-1), 0);
+  EXPECT_EQ(count(ids).valueOr(-1), static_cast<std::int64_t>(ids.size()));
 }
 
 TEST_P(DatabaseTest, ConcurrentIncrementsInWriteTransactionsAreNotLost) {

@@ -187,6 +187,7 @@ class Connection {
       : handle_(std::move(handle)), settings_(settings) {}
 
   bool broken() const { return broken_ || PQstatus(handle_.get()) != CONNECTION_OK; }
+  void markBroken() { broken_ = true; }
   PGconn* raw() const { return handle_.get(); }
 
   // Runs one statement. On failure, `failure` says whether to retry the
@@ -198,9 +199,16 @@ class Connection {
     AULA_TRY_STATUS(checkCount(sql, count, params.size(), failure));
     const BoundValues bound(params);
     const auto given = static_cast<int>(params.size());
-    const std::string* name = AULA_TRY(prepared(text, bound, sql, failure));
-    ResultHandle result(name != nullptr
-                            ? PQexecPrepared(handle_.get(), name->c_str(), given,
+    const Preparation plan = preparation(text, bound);
+    if (plan.prepare) {
+      ResultHandle prepared(
+          PQprepare(handle_.get(), plan.name.c_str(), text.c_str(), given, bound.types.data()));
+      if (prepared == nullptr || PQresultStatus(prepared.get()) != PGRES_COMMAND_OK)
+        return classify(prepared.get(), sql, failure);
+      prepared_.emplace(plan.key, plan.name);
+    }
+    ResultHandle result(!plan.name.empty()
+                            ? PQexecPrepared(handle_.get(), plan.name.c_str(), given,
                                              bound.values.data(), nullptr, nullptr, 0)
                             : PQexecParams(handle_.get(), text.c_str(), given, bound.types.data(),
                                            bound.values.data(), nullptr, nullptr, 0));
@@ -260,15 +268,104 @@ class Connection {
     return out;
   }
 
-  // Ends the open transaction; a connection that cannot is not reused.
-  void rollback() {
-    if (broken())
-      return;
-    Failure failure = Failure::kNone;
-    if (auto done = execute("ROLLBACK", {}, &failure); !done) {
-      broken_ = true;
-      log::warn("Rolling back a PostgreSQL transaction failed. {}", done.error().message());
+  // One statement of a pipeline.
+  struct Step {
+    std::string sql;
+    Params params;
+  };
+
+  // What a pipeline gave back: each step's result (null after an error), and
+  // the first error with the index of its step.
+  struct Piped {
+    std::vector<ResultHandle> results;
+    std::optional<Error> error;
+    std::size_t failedAt = 0;
+  };
+
+  // Runs `steps` in order in one round trip (pipeline mode), each followed by
+  // a Sync of its own, so that each runs as if sent alone: a lock one takes is
+  // held before the next starts, and the steps after an error still run
+  // (inside a transaction that error aborted they fail too, and its COMMIT
+  // rolls back). An error here is a connection that could not carry the
+  // pipeline; the statements' own errors are in Piped.
+  Result<Piped> pipeline(const std::vector<Step>& steps, Failure* failure) {
+    *failure = Failure::kNone;
+    for (const auto& step : steps) {
+      std::string text;
+      AULA_TRY_STATUS(
+          checkCount(step.sql, rewritePlaceholders(step.sql, &text), step.params.size(), failure));
     }
+    PGconn* conn = handle_.get();
+    if (PQenterPipelineMode(conn) != 1)
+      return lost(steps.front().sql, failure);
+    // The statements this pipeline prepares: a statement twice in it is
+    // prepared once.
+    std::vector<Preparation> plans(steps.size());
+    std::unordered_map<std::string, std::string> preparing;
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      std::string text;
+      rewritePlaceholders(steps[i].sql, &text);
+      const BoundValues bound(steps[i].params);
+      const auto given = static_cast<int>(steps[i].params.size());
+      auto& plan = plans[i];
+      plan = preparation(text, bound);
+      if (plan.prepare) {
+        auto [it, first] = preparing.emplace(plan.key, plan.name);
+        plan.prepare = first;
+        plan.name = it->second;
+      }
+      bool sent = true;
+      if (plan.prepare) {
+        sent = PQsendPrepare(conn, plan.name.c_str(), text.c_str(), given, bound.types.data()) == 1;
+      }
+      if (sent) {
+        sent = plan.name.empty()
+                   ? PQsendQueryParams(conn, text.c_str(), given, bound.types.data(),
+                                       bound.values.data(), nullptr, nullptr, 0) == 1
+                   : PQsendQueryPrepared(conn, plan.name.c_str(), given, bound.values.data(),
+                                         nullptr, nullptr, 0) == 1;
+      }
+      if (!sent || PQpipelineSync(conn) != 1)
+        return lost(steps[i].sql, failure);
+    }
+    Piped out;
+    out.results.resize(steps.size());
+    auto fail = [&](std::size_t i, const PGresult* raw) {
+      if (!out.error) {
+        out.error = classify(raw, steps[i].sql, failure);
+        out.failedAt = i;
+      }
+    };
+    // Each command's results end with a null, each Sync with its own result.
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      if (plans[i].prepare) {
+        ResultHandle prepared(PQgetResult(conn));
+        if (prepared == nullptr)
+          return lost(steps[i].sql, failure);
+        if (PQresultStatus(prepared.get()) == PGRES_COMMAND_OK) {
+          prepared_.emplace(plans[i].key, plans[i].name);
+        } else {
+          fail(i, prepared.get());
+        }
+        if (PQgetResult(conn) != nullptr)
+          return lost(steps[i].sql, failure);
+      }
+      while (PGresult* raw = PQgetResult(conn)) {
+        ResultHandle result(raw);
+        const ExecStatusType status = PQresultStatus(raw);
+        if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+          out.results[i] = std::move(result);
+        } else if (status != PGRES_PIPELINE_ABORTED) {
+          fail(i, raw);
+        }
+      }
+      ResultHandle sync(PQgetResult(conn));
+      if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)
+        return lost(steps[i].sql, failure);
+    }
+    if (PQexitPipelineMode(conn) != 1)
+      return lost(steps.back().sql, failure);
+    return out;
   }
 
  private:
@@ -308,33 +405,40 @@ class Connection {
                      detail::sqlExcerpt(sql), expected, given);
   }
 
-  // The name of `text` prepared on this connection, preparing it on its second
-  // run; null for a statement that is better run unprepared. PostgreSQL then
-  // parses each statement once per connection instead of once per run, and
-  // plans it once when a generic plan serves as well as a fresh one. The
-  // parameter types are part of the key: a NULL leaves its type open.
-  Result<const std::string*> prepared(const std::string& text, const BoundValues& bound,
-                                      std::string_view sql, Failure* failure) {
+  // How to run `text` on this connection: by the name it was prepared under,
+  // prepared now on its second run (`prepare`), or unprepared (no name).
+  // PostgreSQL then parses each statement once per connection instead of once
+  // per run, and plans it once when a generic plan serves as well as a fresh
+  // one. The parameter types are part of the key: a NULL leaves its type open.
+  // The caller records a statement it prepared in prepared_.
+  struct Preparation {
+    std::string key;
+    std::string name;  // empty: unprepared
+    bool prepare = false;
+  };
+  Preparation preparation(const std::string& text, const BoundValues& bound) {
     if (!worthPreparing(text))
-      return nullptr;
-    std::string key = text;
-    key.push_back('\0');
-    key.append(reinterpret_cast<const char*>(bound.types.data()), bound.types.size() * sizeof(Oid));
-    if (auto it = prepared_.find(key); it != prepared_.end())
-      return &it->second;
-    // Preparing costs a round trip of its own: only for a statement this
-    // connection has run before, which it will most likely run again.
-    if (prepared_.size() >= kMaxPrepared || seen_.insert(key).second) {
+      return {};
+    Preparation out;
+    out.key = text;
+    out.key.push_back('\0');
+    out.key.append(reinterpret_cast<const char*>(bound.types.data()),
+                   bound.types.size() * sizeof(Oid));
+    if (auto it = prepared_.find(out.key); it != prepared_.end()) {
+      out.name = it->second;
+      return out;
+    }
+    // Preparing costs a round trip of its own (or a message in a pipeline):
+    // only for a statement this connection has run before, which it will
+    // most likely run again.
+    if (prepared_.size() >= kMaxPrepared || seen_.insert(out.key).second) {
       if (seen_.size() > kMaxSeen)
         seen_.clear();
-      return nullptr;
+      return {};
     }
-    std::string name = fmt::format("aula_{}", prepared_.size() + 1);
-    ResultHandle result(PQprepare(handle_.get(), name.c_str(), text.c_str(),
-                                  static_cast<int>(bound.types.size()), bound.types.data()));
-    if (result == nullptr || PQresultStatus(result.get()) != PGRES_COMMAND_OK)
-      return classify(result.get(), sql, failure);
-    return &prepared_.emplace(std::move(key), std::move(name)).first->second;
+    out.name = fmt::format("aula_{}", ++named_);
+    out.prepare = true;
+    return out;
   }
 
   // Only single data statements: transaction control, LISTEN and the schema's
@@ -413,6 +517,7 @@ class Connection {
   bool broken_ = false;
   std::unordered_map<std::string, std::string> prepared_;  // text and types -> name
   std::unordered_set<std::string> seen_;                   // run once, unprepared
+  std::size_t named_ = 0;                                  // statements prepared so far
 };
 
 class Pool {
@@ -517,9 +622,40 @@ class Pool {
   int open_ = 0;  // idle and lent out
 };
 
+// The key of the advisory lock that kExclusive transactions take: "aula" in
+// ASCII, so that it is recognisable in pg_locks.
+constexpr std::int64_t kExclusiveLockKey = 0x61756c61;
+constexpr std::string_view kTakeExclusiveLock = "SELECT pg_advisory_lock(1635085409)";
+static_assert(kExclusiveLockKey == 1635085409);
+
+constexpr std::string_view kBeginWrite = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+constexpr std::string_view kBeginRead = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+// A transaction on one connection, in as few round trips as it can: its
+// opening (BEGIN, after the advisory lock for kExclusive) goes with its first
+// statement, and the writes queued by execLater with the statement after them
+// or with the COMMIT (and the lock's release). A read and a write cost two
+// round trips, not five; a transaction that ran nothing costs none.
 class PgTransaction final : public Transaction {
  public:
-  explicit PgTransaction(Connection& connection) : connection_(connection) {}
+  using Step = Connection::Step;
+
+  PgTransaction(Connection& connection, TxMode mode)
+      : connection_(connection), exclusive_(mode == TxMode::kExclusive) {
+    // kExclusive waits for the lock before BEGIN, so that its snapshot is
+    // taken after the transaction before it committed.
+    if (exclusive_)
+      pending_.push_back({std::string(kTakeExclusiveLock), {}});
+    pending_.push_back({std::string(mode == TxMode::kRead ? kBeginRead : kBeginWrite), {}});
+  }
+  // A body that threw leaves its transaction open: it ends here, so that the
+  // connection goes back to the pool clean.
+  ~PgTransaction() override {
+    if (open_)
+      guardCallback("rolling back a PostgreSQL transaction", [this] { rollback(); });
+  }
+  PgTransaction(const PgTransaction&) = delete;
+  PgTransaction& operator=(const PgTransaction&) = delete;
 
   Result<std::vector<Row>> query(std::string_view sql, const Params& params) override {
     auto result = AULA_TRY(run(sql, params));
@@ -554,15 +690,24 @@ class PgTransaction final : public Transaction {
     return count;
   }
 
+  void execLater(std::string_view sql, Params params) override {
+    pending_.push_back({std::string(sql), std::move(params)});
+  }
+
   Result<std::vector<std::vector<Row>>> queryEach(std::string_view sql,
                                                   const std::vector<Params>& sets) override {
     if (sets.empty())
       return std::vector<std::vector<Row>>();
+    if (!pending_.empty()) {
+      auto piped = send({});
+      if (!piped || piped->error)
+        return *firstError_;
+    }
     Failure failure = Failure::kNone;
     auto results = connection_.executeEach(sql, sets, &failure);
     if (!results) {
       note(results.error(), failure);
-      return std::move(results).error();
+      return *firstError_;
     }
     std::vector<std::vector<Row>> out;
     out.reserve(results->size());
@@ -575,18 +720,91 @@ class PgTransaction final : public Transaction {
 
   const std::optional<Error>& firstError() const { return firstError_; }
   bool shouldRetry() const { return retry_; }
+  // The connection was found dead when the transaction began on it.
+  bool lostAtOpening() const { return lostAtOpening_; }
+
+  // Sends the queued writes, COMMIT and the lock's release. Ok: committed.
+  // Either way the transaction has ended (a failed COMMIT rolls back).
+  Status commit() {
+    if (!open_ && pending_.size() == (exclusive_ ? 2U : 1U))
+      return {};  // nothing ran, nothing was queued
+    std::vector<Step> closing{{"COMMIT", {}}};
+    if (exclusive_)
+      closing.push_back({"SELECT pg_advisory_unlock(?)", {kExclusiveLockKey}});
+    const std::size_t commitAt = pending_.size();
+    auto piped = send(std::move(closing));
+    open_ = false;
+    if (!piped)
+      return std::move(piped).error();
+    if (piped->error && piped->failedAt <= commitAt)
+      return *piped->error;
+    if (piped->error) {
+      // Committed, but the lock is still held: ending the session lets go.
+      log::warn("Releasing a PostgreSQL advisory lock failed; closing its connection. {}",
+                piped->error->message());
+      connection_.markBroken();
+    }
+    return {};
+  }
+
+  // Rolls back what was sent, and lets go of the lock; a connection that
+  // cannot is not reused (closing it ends both).
+  void rollback() {
+    pending_.clear();
+    if (!open_)
+      return;
+    open_ = false;
+    if (connection_.broken())
+      return;
+    std::vector<Step> steps{{"ROLLBACK", {}}};
+    if (exclusive_)
+      steps.push_back({"SELECT pg_advisory_unlock(?)", {kExclusiveLockKey}});
+    Failure failure = Failure::kNone;
+    auto piped = connection_.pipeline(steps, &failure);
+    if (!piped || piped->error) {
+      connection_.markBroken();
+      log::warn("Rolling back a PostgreSQL transaction failed. {}",
+                (piped ? *piped->error : piped.error()).message());
+    }
+  }
 
  private:
   Result<ResultHandle> run(std::string_view sql, const Params& params) {
+    if (pending_.empty()) {
+      Failure failure = Failure::kNone;
+      auto result = connection_.execute(sql, params, &failure);
+      if (!result) {
+        note(result.error(), failure);
+        return *firstError_;
+      }
+      return result;
+    }
+    auto piped = send({{std::string(sql), params}});
+    if (!piped || piped->error)
+      return *firstError_;
+    return std::move(piped->results.back());
+  }
+
+  // Sends what is queued, then `more`, in one round trip, and notes the
+  // first error.
+  Result<Connection::Piped> send(std::vector<Step> more) {
+    std::vector<Step> steps;
+    steps.swap(pending_);
+    std::move(more.begin(), more.end(), std::back_inserter(steps));
+    const bool opening = !open_;
+    open_ = true;
     Failure failure = Failure::kNone;
-    auto result = connection_.execute(sql, params, &failure);
-    if (!result)
-      note(result.error(), failure);
-    return result;
+    auto piped = connection_.pipeline(steps, &failure);
+    if (!piped || piped->error) {
+      note(piped ? *piped->error : piped.error(), failure);
+      lostAtOpening_ = lostAtOpening_ || (opening && failure == Failure::kBroken);
+    }
+    return piped;
   }
 
   // PostgreSQL ends a transaction at its first error; everything after
-  // fails, so the first error is the one worth reporting.
+  // fails ("current transaction is aborted"), so the first error is the one
+  // worth reporting, by every statement after it too.
   void note(const Error& error, Failure failure) {
     if (!firstError_)
       firstError_ = error;
@@ -594,26 +812,12 @@ class PgTransaction final : public Transaction {
   }
 
   Connection& connection_;
+  const bool exclusive_;
+  std::vector<Step> pending_;  // the opening until sent, then queued writes
+  bool open_ = false;          // the opening was sent: a transaction (and lock) may be held
   std::optional<Error> firstError_;
   bool retry_ = false;
-};
-
-// Rolls back a transaction that a throwing body left open, so that the
-// connection goes back to the pool clean.
-class OpenTransaction {
- public:
-  explicit OpenTransaction(Connection& connection) : connection_(connection) {}
-  ~OpenTransaction() {
-    if (open_)
-      guardCallback("rolling back a PostgreSQL transaction", [this] { connection_.rollback(); });
-  }
-  OpenTransaction(const OpenTransaction&) = delete;
-  OpenTransaction& operator=(const OpenTransaction&) = delete;
-  void closed() { open_ = false; }
-
- private:
-  Connection& connection_;
-  bool open_ = true;
+  bool lostAtOpening_ = false;
 };
 
 void backOff(int attempt) {
@@ -624,39 +828,6 @@ void backOff(int attempt) {
   std::uniform_int_distribution<int> milliseconds(1, ceiling);
   std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds(random)));
 }
-
-// The key of the advisory lock that kExclusive transactions take: "aula" in
-// ASCII, so that it is recognisable in pg_locks.
-constexpr std::int64_t kExclusiveLockKey = 0x61756c61;
-constexpr std::string_view kTakeExclusiveLock = "SELECT pg_advisory_lock(1635085409)";
-static_assert(kExclusiveLockKey == 1635085409);
-
-// Holds the session-level advisory lock of kExclusive transactions on one
-// connection, and lets go of it when it goes (after the transaction ended).
-// A connection that broke has lost it with its session.
-class AdvisoryLock {
- public:
-  explicit AdvisoryLock(Connection& connection) : connection_(connection) {}
-  ~AdvisoryLock() {
-    if (!held_ || connection_.broken())
-      return;
-    guardCallback("releasing a PostgreSQL advisory lock", [this] {
-      Failure failure = Failure::kNone;
-      if (auto done =
-              connection_.execute("SELECT pg_advisory_unlock(?)", {kExclusiveLockKey}, &failure);
-          !done) {
-        log::warn("Releasing a PostgreSQL advisory lock failed. {}", done.error().message());
-      }
-    });
-  }
-  AdvisoryLock(const AdvisoryLock&) = delete;
-  AdvisoryLock& operator=(const AdvisoryLock&) = delete;
-  void held() { held_ = true; }
-
- private:
-  Connection& connection_;
-  bool held_ = false;
-};
 
 // A LISTEN on a connection of its own, on a thread that waits for the
 // server's messages or for the stop signal, whichever comes first, and
@@ -785,45 +956,32 @@ class PostgresDatabase final : public Database {
   Dialect dialect() const override { return Dialect::kPostgres; }
 
   Status transact(TxMode mode, const std::function<Status(Transaction&)>& body) override {
-    const std::string_view begin = mode != TxMode::kRead
-                                       ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
-                                       : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-    for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-      if (attempt > 0) {
-        log::debug("A PostgreSQL transaction met a concurrent one; running it again (attempt {}).",
-                   attempt + 1);
-        backOff(attempt);
-      }
-      // kExclusive waits for the lock before BEGIN, so that its snapshot is
-      // taken after the transaction before it committed.
-      auto lease = AULA_TRY(leaseAndRun(mode == TxMode::kExclusive ? kTakeExclusiveLock : begin));
-      AdvisoryLock lock(*lease);
-      if (mode == TxMode::kExclusive) {
-        lock.held();
-        Failure failure = Failure::kNone;
-        AULA_TRY(lease->execute(begin, {}, &failure));
-      }
-      OpenTransaction open(*lease);
-      PgTransaction tx(*lease);
+    int stale = 0;
+    for (int attempt = 0; attempt < kMaxAttempts;) {
+      auto lease = AULA_TRY(pool_.acquire());
+      PgTransaction tx(*lease, mode);
       Status status = body(tx);
       if (status && tx.firstError())
         status = *tx.firstError();
-      bool retry = tx.shouldRetry();
       if (status) {
-        Failure failure = Failure::kNone;
-        auto committed = lease->execute("COMMIT", {}, &failure);
-        // A failed COMMIT has rolled back already.
-        open.closed();
-        if (committed)
-          return okStatus();
-        if (failure != Failure::kRetry)
-          return std::move(committed).error();
-        retry = true;
+        status = tx.commit();
       } else {
-        lease->rollback();
-        open.closed();
-        if (!retry)
-          return status;
+        tx.rollback();
+      }
+      if (status)
+        return okStatus();
+      // A pooled connection that the server dropped meanwhile (a restart):
+      // the other idle ones most likely went with it. Again, on a new one.
+      if (tx.lostAtOpening() && !lease.fresh() && stale++ < settings_.poolSize) {
+        pool_.dropIdle();
+        continue;
+      }
+      if (!tx.shouldRetry())
+        return status;
+      if (++attempt < kMaxAttempts) {
+        log::debug("A PostgreSQL transaction met a concurrent one; running it again (attempt {}).",
+                   attempt + 1);
+        backOff(attempt);
       }
     }
     return tooBusy();

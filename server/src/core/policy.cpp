@@ -157,9 +157,9 @@ db::Params auditParams(const Actor& actor, std::int64_t at, std::string_view act
 
 Status audit(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
              std::string_view object, const Json& detail) {
-  auto r = tx.exec(kAuditInsert, auditParams(actor, at, action, object, detail));
-  if (!r)
-    return std::move(r).error();
+  // Nobody reads the row back in the same transaction: it goes with the
+  // next statement or the COMMIT.
+  tx.execLater(kAuditInsert, auditParams(actor, at, action, object, detail));
   return {};
 }
 
@@ -172,7 +172,7 @@ Status auditEach(db::Transaction& tx, const Actor& actor, std::int64_t at, std::
   rows.reserve(entries.size());
   for (const auto& [object, detail] : entries)
     rows.push_back(auditParams(actor, at, action, object, detail));
-  return db::insertRows(tx, "audit_log", kColumns, rows);
+  return db::insertRows(tx, "audit_log", kColumns, rows, db::Send::kLater);
 }
 
 Result<std::optional<std::string>> optString(const Json& body, std::string_view field) {
@@ -391,9 +391,10 @@ Result<std::map<std::int64_t, std::vector<TotalLimit>>> totalLimitsOfUsers(
     return out;
   for (auto id : userIds)
     out[id];
-  const std::string in = "IN (" + db::placeholders(userIds.size()) + ")";
-  db::Params params(userIds.begin(), userIds.end());
-  params.insert(params.end(), userIds.begin(), userIds.end());
+  auto list = db::inIds(tx.dialect(), userIds);
+  const std::string& in = list.sql;
+  db::Params params = list.params;
+  params.insert(params.end(), list.params.begin(), list.params.end());
   // Rows come ordered by kind and subject, so each user's list keeps that order.
   auto rows = AULA_TRY(tx.query(totalLimitsSql(in), params));
   for (const auto& r : rows)

@@ -31,7 +31,8 @@ Status requireAdmin(const Actor& actor);
 Status requireManager(const Actor& actor);  // manager or admin
 bool managesCategory(const Actor& actor, std::optional<std::int64_t> categoryId);
 
-// The audit entry for a change, written in the change's transaction.
+// The audit entry for a change, written in the change's transaction (queued
+// with Transaction::execLater: it goes with the next statement or the COMMIT).
 Status audit(db::Transaction& tx, const Actor& actor, std::int64_t at, std::string_view action,
              std::string_view object, const Json& detail = Json::object());
 // The same action on many objects ({object, detail} each), in one round trip.

@@ -64,9 +64,8 @@ Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
   std::map<std::int64_t, StateRow> out;
   if (ids.empty())
     return out;
-  auto rows = AULA_TRY(
-      tx.query(std::string(kStateSelect) + " WHERE d.id IN (" + db::placeholders(ids.size()) + ")",
-               db::Params(ids.begin(), ids.end())));
+  auto in = db::inIds(tx.dialect(), ids);
+  auto rows = AULA_TRY(tx.query(std::string(kStateSelect) + " WHERE d.id " + in.sql, in.params));
   for (const auto& r : rows) {
     auto row = AULA_TRY(stateOf(r));
     out.emplace(row.id, row);
@@ -152,7 +151,8 @@ Status storeTransitions(db::Transaction& tx,
     batch.second.push_back(std::move(w->values));
   }
   for (const auto& [kind, batch] : batches)
-    AULA_TRY_STATUS(db::updateRows(tx, "desktops", batch.first, "id", batch.second));
+    AULA_TRY_STATUS(
+        db::updateRows(tx, "desktops", batch.first, "id", batch.second, db::Send::kLater));
   return {};
 }
 

@@ -39,7 +39,9 @@ Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t
 // observation number; nothing otherwise). A desktop that stops lets go of
 // its host unless it is persistent and has run there (its disk is there).
 Status storeTransition(db::Transaction& tx, const StateRow& row, const Transition& t);
-// The same for many desktops, in one round trip per kind of change.
+// The same for many desktops, one statement per kind of change. The writes
+// are queued (Transaction::execLater): they go with the next statement or
+// the COMMIT, and fail the transaction if they fail.
 Status storeTransitions(db::Transaction& tx,
                         const std::vector<std::pair<StateRow, Transition>>& transitions);
 

@@ -252,9 +252,9 @@ Result<std::vector<DesktopService::StartPlan>> DesktopService::planStarts(
   auto planned = ctx_.db.transact(db::TxMode::kExclusive, [&](db::Transaction& tx) -> Status {
     giveBackAll();
     plans.clear();
-    auto rows = AULA_TRY(tx.query(
-        std::string(kDesktopSelect) + " WHERE d.id IN (" + db::placeholders(ids.size()) + ")",
-        db::Params(ids.begin(), ids.end())));
+    auto in = db::inIds(tx.dialect(), ids);
+    auto rows =
+        AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id " + in.sql, in.params));
     std::map<std::int64_t, const db::Row*> byId;
     std::vector<std::int64_t> owners;
     for (const auto& r : rows) {

@@ -31,6 +31,16 @@ using Params = std::vector<Value>;
 // "?, ?, ?": the placeholders of an IN list of `count` values (count > 0).
 std::string placeholders(std::size_t count);
 
+// A match against a list of ids, to follow a column: "IN (?, ?, ?)" with a
+// value each on SQLite; "= ANY(CAST(? AS BIGINT[]))" with one array on
+// PostgreSQL, whose text is the same for any number of ids, so that it is
+// parsed and planned once per connection rather than once per length.
+struct IdList {
+  std::string sql;
+  std::vector<Value> params;
+};
+IdList inIds(Dialect dialect, const std::vector<std::int64_t>& ids);
+
 class Row {
  public:
   explicit Row(std::vector<Value> columns) : columns_(std::move(columns)) {}
@@ -60,6 +70,12 @@ class Transaction {
   virtual Result<std::int64_t> exec(std::string_view sql, const Params& params = {}) = 0;
   virtual Dialect dialect() const = 0;
 
+  // Queues a write whose row count nobody needs (a state change, an audit
+  // row): it goes with the transaction's next statement or with its COMMIT,
+  // in the same round trip on PostgreSQL. If it fails, that statement or the
+  // transaction fails with its error. SQLite, in-process, runs it at once.
+  virtual void execLater(std::string_view sql, Params params) = 0;
+
   // Runs `sql` once for each set of values, in order, and returns each run's
   // rows. PostgreSQL sends them all in one round trip (pipeline mode) instead
   // of one each, which is what a batch of similar statements costs most. The
@@ -82,17 +98,26 @@ struct Column {
   std::string type;
 };
 
-// Inserts many rows into `table`: a multi-row INSERT, one statement per few
-// hundred rows on both engines. Each row holds a value per column.
+// When the batch helpers below send their statements: at once (an error
+// comes back from the call), or with the transaction's next statement
+// (Transaction::execLater: an error comes back from that, or from the
+// transaction).
+enum class Send { kNow, kLater };
+
+// Inserts many rows into `table`. Each row holds a value per column. On
+// SQLite a multi-row INSERT per few hundred rows; on PostgreSQL one INSERT
+// ... SELECT FROM unnest() of an array per column, whose text is the same for
+// any number of rows (parsed and planned once per connection).
 Status insertRows(Transaction& tx, std::string_view table, const std::vector<Column>& columns,
-                  const std::vector<Params>& rows);
+                  const std::vector<Params>& rows, Send send = Send::kNow);
 
 // Updates many rows of `table` by `key` (a BIGINT column): each row holds
-// the new value of each column, then its key. One UPDATE ... FROM (VALUES
-// ...) on PostgreSQL, where a statement costs a trip to the server and its
-// planning; one UPDATE per row on SQLite, where it costs neither.
+// the new value of each column, then its key. One UPDATE ... FROM unnest()
+// of an array per column on PostgreSQL, where a statement costs a trip to the
+// server and its planning; one UPDATE per row on SQLite, where it costs
+// neither.
 Status updateRows(Transaction& tx, std::string_view table, const std::vector<Column>& columns,
-                  std::string_view key, const std::vector<Params>& rows);
+                  std::string_view key, const std::vector<Params>& rows, Send send = Send::kNow);
 
 struct Migration {
   int version = 0;
