@@ -146,7 +146,7 @@ SettingsSource fileSettings(const std::string& path) {
 struct Display {
   std::unique_ptr<Seat> seat;
   std::unique_ptr<Output> output;
-  std::unique_ptr<KeyboardInput> keyboard;
+  std::unique_ptr<SeatInput> keyboard;
 };
 
 Result<std::unique_ptr<Output>> openScreen(Seat& seat, const std::string& kind) {
@@ -297,10 +297,11 @@ static int run(int argc, char** argv) {
                                    }
                                  }});
     if (display.seat) {
-      auto keyboard =
-          KeyboardInput::open(*display.seat, [&runtime](const Key& key) { runtime.key(key); });
+      auto keyboard = SeatInput::open(
+          *display.seat, [&runtime](const Key& key) { runtime.key(key); },
+          [&runtime](const Pointer& pointer) { runtime.pointer(pointer); });
       if (!keyboard)
-        log::warn("No keyboard: {}", keyboard.error().message());
+        log::warn("No keyboard or mouse: {}", keyboard.error().message());
       else
         display.keyboard = std::move(keyboard).value();
     }
@@ -317,7 +318,7 @@ static int run(int argc, char** argv) {
       return G_SOURCE_CONTINUE;
     };
     auto dispatchKeys = [](gint, GIOCondition, gpointer data) -> gboolean {
-      static_cast<KeyboardInput*>(data)->dispatch();
+      static_cast<SeatInput*>(data)->dispatch();
       return G_SOURCE_CONTINUE;
     };
     if (display.seat)

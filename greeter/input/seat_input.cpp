@@ -1,4 +1,4 @@
-// libseat, libinput and xkbcommon behind Seat and KeyboardInput. Every C
+// libseat, libinput and xkbcommon behind Seat and SeatInput. Every C
 // callback runs inside guardCallback.
 #include "seat_input.hpp"
 
@@ -100,11 +100,13 @@ std::string Seat::name() const {
   return libseat_seat_name(impl_->seat);
 }
 
-// ---- KeyboardInput ---------------------------------------------------------
+// ---- SeatInput ---------------------------------------------------------
 
-struct KeyboardInput::Impl {
+struct SeatInput::Impl {
   Seat* seat = nullptr;
   std::function<void(const Key&)> onKey;
+  std::function<void(const Pointer&)> onPointer;
+  double wheel120 = 0;  // high-resolution wheel movement not yet a whole notch
   udev* udevContext = nullptr;
   libinput* input = nullptr;
   xkb_context* xkb = nullptr;
@@ -155,17 +157,69 @@ struct KeyboardInput::Impl {
     }
     onKey(key);
   }
+
+  void pointer(libinput_event* event) {
+    if (!onPointer)
+      return;
+    const auto type = libinput_event_get_type(event);
+    if (type != LIBINPUT_EVENT_POINTER_MOTION && type != LIBINPUT_EVENT_POINTER_MOTION_ABSOLUTE &&
+        type != LIBINPUT_EVENT_POINTER_BUTTON && type != LIBINPUT_EVENT_POINTER_SCROLL_WHEEL)
+      return;
+    auto* p = libinput_event_get_pointer_event(event);
+    Pointer out;
+    switch (type) {
+      case LIBINPUT_EVENT_POINTER_MOTION:
+        out.kind = Pointer::Kind::kMotion;
+        out.dx = libinput_event_pointer_get_dx(p);
+        out.dy = libinput_event_pointer_get_dy(p);
+        break;
+      case LIBINPUT_EVENT_POINTER_MOTION_ABSOLUTE:
+        out.kind = Pointer::Kind::kAbsolute;
+        out.x = libinput_event_pointer_get_absolute_x_transformed(p, kScale) / kScale;
+        out.y = libinput_event_pointer_get_absolute_y_transformed(p, kScale) / kScale;
+        break;
+      case LIBINPUT_EVENT_POINTER_BUTTON: {
+        auto button = mouseButton(libinput_event_pointer_get_button(p));
+        if (!button)
+          return;
+        out.kind = Pointer::Kind::kButton;
+        out.button = *button;
+        out.pressed = libinput_event_pointer_get_button_state(p) == LIBINPUT_BUTTON_STATE_PRESSED;
+        break;
+      }
+      case LIBINPUT_EVENT_POINTER_SCROLL_WHEEL: {
+        if (libinput_event_pointer_has_axis(p, LIBINPUT_POINTER_AXIS_SCROLL_VERTICAL) == 0)
+          return;
+        wheel120 +=
+            libinput_event_pointer_get_scroll_value_v120(p, LIBINPUT_POINTER_AXIS_SCROLL_VERTICAL);
+        const int notches = static_cast<int>(wheel120 / 120);
+        if (notches == 0)
+          return;
+        wheel120 -= notches * 120.0;
+        out.kind = Pointer::Kind::kWheel;
+        out.wheel = notches;
+        break;
+      }
+      default:
+        return;
+    }
+    onPointer(out);
+  }
+
+  static constexpr std::uint32_t kScale = 1U << 16;
 };
 
-KeyboardInput::KeyboardInput() : impl_(std::make_unique<Impl>()) {}
-KeyboardInput::~KeyboardInput() = default;
+SeatInput::SeatInput() : impl_(std::make_unique<Impl>()) {}
+SeatInput::~SeatInput() = default;
 
-Result<std::unique_ptr<KeyboardInput>> KeyboardInput::open(Seat& seat,
-                                                           std::function<void(const Key&)> onKey) {
-  std::unique_ptr<KeyboardInput> keyboard(new KeyboardInput());
+Result<std::unique_ptr<SeatInput>> SeatInput::open(Seat& seat,
+                                                   std::function<void(const Key&)> onKey,
+                                                   std::function<void(const Pointer&)> onPointer) {
+  std::unique_ptr<SeatInput> keyboard(new SeatInput());
   Impl& impl = *keyboard->impl_;
   impl.seat = &seat;
   impl.onKey = std::move(onKey);
+  impl.onPointer = std::move(onPointer);
   static const libinput_interface interface = {&Impl::openRestricted, &Impl::closeRestricted};
   impl.udevContext = udev_new();
   bool udevWorks = false;
@@ -195,7 +249,7 @@ Result<std::unique_ptr<KeyboardInput>> KeyboardInput::open(Seat& seat,
   return keyboard;
 }
 
-Status KeyboardInput::setLayout(const std::string& xkb) {
+Status SeatInput::setLayout(const std::string& xkb) {
   Impl& impl = *impl_;
   std::string layout = xkb;
   std::string variant;
@@ -221,16 +275,18 @@ Status KeyboardInput::setLayout(const std::string& xkb) {
   return okStatus();
 }
 
-int KeyboardInput::fd() const {
+int SeatInput::fd() const {
   return libinput_get_fd(impl_->input);
 }
 
-void KeyboardInput::dispatch() {
+void SeatInput::dispatch() {
   Impl& impl = *impl_;
   libinput_dispatch(impl.input);
   while (libinput_event* event = libinput_get_event(impl.input)) {
     if (libinput_event_get_type(event) == LIBINPUT_EVENT_KEYBOARD_KEY)
       impl.key(libinput_event_get_keyboard_event(event));
+    else
+      impl.pointer(event);
     libinput_event_destroy(event);
   }
 }

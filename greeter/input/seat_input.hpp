@@ -1,7 +1,7 @@
 // The lab PC's seat: the DRM and input devices handed over by logind or
-// seatd through libseat (the greeter runs unprivileged), keyboards read with
-// libinput and turned into text with xkbcommon in the layout the login
-// screen chose.
+// seatd through libseat (the greeter runs unprivileged), keyboards and mice
+// read with libinput, keys turned into text with xkbcommon in the layout the
+// login screen chose.
 #pragma once
 
 #include <functional>
@@ -36,15 +36,16 @@ class Seat {
   std::unique_ptr<Impl> impl_;
 };
 
-class KeyboardInput {
+class SeatInput {
  public:
-  // Keyboards of the seat through libinput (udev, or /dev/input/event*
-  // where there is no udev); `onKey` hears each key.
-  static Result<std::unique_ptr<KeyboardInput>> open(Seat& seat,
-                                                     std::function<void(const Key&)> onKey);
-  ~KeyboardInput();
-  KeyboardInput(const KeyboardInput&) = delete;
-  KeyboardInput& operator=(const KeyboardInput&) = delete;
+  // Keyboards and mice of the seat through libinput (udev, or
+  // /dev/input/event* where there is no udev); `onKey` hears each key,
+  // `onPointer` each motion, button and wheel notch.
+  static Result<std::unique_ptr<SeatInput>> open(Seat& seat, std::function<void(const Key&)> onKey,
+                                                 std::function<void(const Pointer&)> onPointer);
+  ~SeatInput();
+  SeatInput(const SeatInput&) = delete;
+  SeatInput& operator=(const SeatInput&) = delete;
 
   // An xkb layout, with its variant in parentheses: "us", "es(cat)".
   Status setLayout(const std::string& xkb);
@@ -54,7 +55,7 @@ class KeyboardInput {
   struct Impl;
 
  private:
-  KeyboardInput();
+  SeatInput();
   std::unique_ptr<Impl> impl_;
 };
 

@@ -4,12 +4,16 @@
 #include "runtime.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include <glib.h>
 #include <time.h>
@@ -36,6 +40,18 @@ void post(std::function<void()> fn) {
         return G_SOURCE_REMOVE;
       },
       boxed, [](gpointer data) { delete static_cast<std::function<void()>*>(data); });
+}
+
+// The pointer drawn over the desktop: an arrow, its tip the hot spot. 'B'
+// black, 'W' white, ' ' the desktop.
+constexpr std::array<std::string_view, 19> kArrow = {
+    "B",         "BB",         "BWB",        "BWWB",        "BWWWB",        "BWWWWB",   "BWWWWWB",
+    "BWWWWWWB",  "BWWWWWWWB",  "BWWWWWWWWB", "BWWWWWWWWWB", "BWWWWWWBBBBB", "BWWWBWWB", "BWWB BWWB",
+    "BWB  BWWB", "BB    BWWB", "B     BWWB", "       BWWB", "        BB"};
+constexpr int kArrowWidth = 12;
+
+bool overlaps(const Rect& a, const Rect& b) {
+  return a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
 }
 
 std::string clockText() {
@@ -94,6 +110,11 @@ struct Runtime::Impl {
   bool setupShown = false;
   bool listShown = false;          // since another screen
   bool sessionFrameShown = false;  // since the session screen came up
+  // The pointer on head 0 (its middle until the mouse moves), and where the
+  // arrow was last drawn over the desktop.
+  double pointerX = -1;
+  double pointerY = -1;
+  std::optional<Rect> arrowDrawn;
 
   static Instant now() { return std::chrono::steady_clock::now(); }
 
@@ -167,6 +188,7 @@ struct Runtime::Impl {
                      [&](OpenSession& open) { openSession(open.console); },
                      [&](CloseSession&) { parts.session.close(); },
                      [&](SendKey& key) { parts.session.key(key.scancode, key.pressed); },
+                     [&](SendMouse& send) { parts.session.mouse(toGuest(send), send.buttons); },
                      [&](SendCtrlAltDel&) { parts.session.ctrlAltDel(); },
                      [&](LogOut&) {
                        watching = false;
@@ -210,11 +232,15 @@ struct Runtime::Impl {
     parts.session.open(console, std::move(listener));
   }
 
-  // Copies part of the guest's screen onto head 0, centred, and shows it.
-  void showFrame(const Frame& frame, Rect damage) {
-    Canvas canvas = parts.output.canvas(0);
-    const int left = std::max(0, (canvas.width - frame.width) / 2);
-    const int top = std::max(0, (canvas.height - frame.height) / 2);
+  // Where the guest's screen sits on head 0: centred.
+  static std::pair<int, int> origin(const Canvas& canvas, int width, int height) {
+    return {std::max(0, (canvas.width - width) / 2), std::max(0, (canvas.height - height) / 2)};
+  }
+
+  // Copies part of the guest's screen onto head 0's canvas, centred; returns
+  // the part of head 0 that changed, if any.
+  static std::optional<Rect> copyFrame(const Frame& frame, Rect damage, Canvas canvas) {
+    const auto [left, top] = origin(canvas, frame.width, frame.height);
     const int x0 = std::clamp(damage.x, 0, frame.width);
     const int y0 = std::clamp(damage.y, 0, frame.height);
     const int x1 =
@@ -222,7 +248,7 @@ struct Runtime::Impl {
     const int y1 =
         std::clamp(damage.y + damage.height, 0, std::min(frame.height, canvas.height - top));
     if (x1 <= x0 || y1 <= y0)
-      return;
+      return std::nullopt;
     const auto bytes = static_cast<std::size_t>(x1 - x0) * 4;
     for (int y = y0; y < y1; ++y) {
       const auto* from = reinterpret_cast<const std::uint8_t*>(frame.pixels) +
@@ -233,10 +259,145 @@ struct Runtime::Impl {
                  static_cast<std::ptrdiff_t>(x0 + left) * 4;
       std::memcpy(to, from, bytes);
     }
+    return Rect{x0 + left, y0 + top, x1 - x0, y1 - y0};
+  }
+
+  // ---- The pointer over the desktop ----
+
+  bool arrowWanted() const { return greeter.screen() == Screen::kSession && !greeter.menuOpen(); }
+
+  void placePointerIfNew() {
+    if (pointerX >= 0)
+      return;
+    Canvas canvas = parts.output.canvas(0);
+    pointerX = canvas.width / 2.0;
+    pointerY = canvas.height / 2.0;
+  }
+
+  // Draws the arrow at the pointer on head 0's canvas; returns where.
+  Rect drawArrow(Canvas canvas) {
+    placePointerIfNew();
+    const int scale = canvas.width >= 2560 ? 2 : 1;
+    const int px = static_cast<int>(pointerX);
+    const int py = static_cast<int>(pointerY);
+    for (int row = 0; row < static_cast<int>(kArrow.size()) * scale; ++row) {
+      const int y = py + row;
+      if (y < 0 || y >= canvas.height)
+        continue;
+      const std::string_view line = kArrow[static_cast<std::size_t>(row / scale)];
+      auto* out = canvas.pixels + static_cast<std::ptrdiff_t>(y) * (canvas.stride / 4);
+      for (int col = 0; col < static_cast<int>(line.size()) * scale; ++col) {
+        const int x = px + col;
+        if (x < 0 || x >= canvas.width)
+          continue;
+        const char c = line[static_cast<std::size_t>(col / scale)];
+        if (c == 'B')
+          out[x] = 0x000000;
+        else if (c == 'W')
+          out[x] = 0xffffff;
+      }
+    }
+    Rect at{px, py, kArrowWidth * scale, static_cast<int>(kArrow.size()) * scale};
+    arrowDrawn = at;
+    return at;
+  }
+
+  // Puts back what the arrow covered: the guest's pixels, black around them.
+  void eraseArrow(Canvas canvas) {
+    if (!arrowDrawn)
+      return;
+    const Rect r = *arrowDrawn;
+    arrowDrawn.reset();
+    for (int y = std::max(0, r.y); y < std::min(canvas.height, r.y + r.height); ++y) {
+      const int x0 = std::max(0, r.x);
+      const int x1 = std::min(canvas.width, r.x + r.width);
+      if (x1 > x0)
+        std::fill_n(canvas.pixels + static_cast<std::ptrdiff_t>(y) * (canvas.stride / 4) + x0,
+                    x1 - x0, 0U);
+    }
+    if (auto frame = parts.session.frame()) {
+      const auto [left, top] = origin(canvas, frame->width, frame->height);
+      (void)copyFrame(*frame, Rect{r.x - left, r.y - top, r.width, r.height}, canvas);
+    }
+  }
+
+  void moveArrow() {
+    if (!arrowWanted() || !sessionFrameShown)
+      return;
+    Canvas canvas = parts.output.canvas(0);
+    std::vector<Rect> damage;
+    if (arrowDrawn)
+      damage.push_back(*arrowDrawn);
+    eraseArrow(canvas);
+    damage.push_back(drawArrow(canvas));
+    if (auto presented = parts.output.present(0, damage); !presented)
+      log::warn("Showing the pointer failed: {}", presented.error().message());
+  }
+
+  // SendMouse's position on head 0, moved to the guest's screen.
+  Mouse toGuest(const SendMouse& send) {
+    Mouse out = send.mouse;
+    if (shownWidth > 0 && shownHeight > 0) {
+      const auto [left, top] = origin(parts.output.canvas(0), shownWidth, shownHeight);
+      out.x = std::clamp(send.mouse.x - left, 0, shownWidth - 1);
+      out.y = std::clamp(send.mouse.y - top, 0, shownHeight - 1);
+    }
+    return out;
+  }
+
+  // Moves the pointer on head 0 as the mouse says, and hands it on.
+  void pointer(const Pointer& p) {
+    placePointerIfNew();
+    const Canvas canvas = parts.output.canvas(0);
+    const double maxX = std::max(0, canvas.width - 1);
+    const double maxY = std::max(0, canvas.height - 1);
+    const int oldX = static_cast<int>(pointerX);
+    const int oldY = static_cast<int>(pointerY);
+    Mouse mouse;
+    switch (p.kind) {
+      case Pointer::Kind::kMotion:
+        pointerX = std::clamp(pointerX + p.dx, 0.0, maxX);
+        pointerY = std::clamp(pointerY + p.dy, 0.0, maxY);
+        break;
+      case Pointer::Kind::kAbsolute:
+        pointerX = std::clamp(p.x * maxX, 0.0, maxX);
+        pointerY = std::clamp(p.y * maxY, 0.0, maxY);
+        break;
+      case Pointer::Kind::kButton:
+        mouse.button = p.button;
+        mouse.pressed = p.pressed;
+        break;
+      case Pointer::Kind::kWheel:
+        mouse.wheel = p.wheel;
+        break;
+    }
+    mouse.x = static_cast<int>(pointerX);
+    mouse.y = static_cast<int>(pointerY);
+    mouse.dx = mouse.x - oldX;
+    mouse.dy = mouse.y - oldY;
+    const bool moved = mouse.dx != 0 || mouse.dy != 0;
+    if (!moved && !mouse.button && mouse.wheel == 0)
+      return;
+    apply(greeter.handle(mouse, now()));
+    if (moved)
+      moveArrow();
+    if (greeter.screen() != Screen::kSession)
+      redraw(false);
+  }
+
+  // Copies part of the guest's screen onto head 0, with the pointer over
+  // it, and shows it.
+  void showFrame(const Frame& frame, Rect damage) {
+    Canvas canvas = parts.output.canvas(0);
+    auto copied = copyFrame(frame, damage, canvas);
+    if (!copied)
+      return;
     shownWidth = frame.width;
     shownHeight = frame.height;
-    const Rect shown{x0 + left, y0 + top, x1 - x0, y1 - y0};
-    if (auto presented = parts.output.present(0, {&shown, 1}); !presented)
+    std::vector<Rect> shown{*copied};
+    if (arrowWanted() && (!arrowDrawn || overlaps(*copied, *arrowDrawn)))
+      shown.push_back(drawArrow(canvas));
+    if (auto presented = parts.output.present(0, shown); !presented)
       log::warn("Showing the desktop's screen failed: {}", presented.error().message());
     ++frames;
     if (!sessionFrameShown) {
@@ -249,6 +410,7 @@ struct Runtime::Impl {
   // The whole guest screen on head 0, on black.
   void showWholeFrame() {
     Canvas canvas = parts.output.canvas(0);
+    arrowDrawn.reset();
     for (int y = 0; y < canvas.height; ++y)
       std::memset(reinterpret_cast<std::uint8_t*>(canvas.pixels) +
                       static_cast<std::ptrdiff_t>(y) * canvas.stride,
@@ -386,6 +548,10 @@ void Runtime::key(const Key& key) {
   Impl& impl = *impl_;
   impl.apply(impl.greeter.handle(key, Impl::now()));
   impl.redraw(false);
+}
+
+void Runtime::pointer(const Pointer& pointer) {
+  impl_->pointer(pointer);
 }
 
 const Greeter& Runtime::greeter() const {

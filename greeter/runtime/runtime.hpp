@@ -37,6 +37,9 @@ class Runtime {
   // On the main context's thread.
   void start();
   void key(const Key& key);
+  // The mouse: to the guest while the desktop is on screen, with the
+  // greeter's own arrow drawn where it points.
+  void pointer(const Pointer& pointer);
   const Greeter& greeter() const;
   // Frames presented on head 0 since start (for tests and benchmarks).
   int framesPresented() const;

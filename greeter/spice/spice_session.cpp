@@ -2,6 +2,8 @@
 // channels' signals guarded (nothing throws through GLib), handles in RAII.
 #include "spice_session.hpp"
 
+#include <algorithm>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -233,6 +235,58 @@ void SpiceSession::key(std::uint32_t scancode, bool pressed) {
     spice_inputs_channel_key_press(inputs, scancode);
   else
     spice_inputs_channel_key_release(inputs, scancode);
+}
+
+namespace {
+
+int spiceButton(MouseButton button) {
+  switch (button) {
+    case MouseButton::kLeft:
+      return SPICE_MOUSE_BUTTON_LEFT;
+    case MouseButton::kMiddle:
+      return SPICE_MOUSE_BUTTON_MIDDLE;
+    case MouseButton::kRight:
+      return SPICE_MOUSE_BUTTON_RIGHT;
+    case MouseButton::kSide:
+      return SPICE_MOUSE_BUTTON_SIDE;
+    case MouseButton::kExtra:
+      return SPICE_MOUSE_BUTTON_EXTRA;
+  }
+  return SPICE_MOUSE_BUTTON_INVALID;
+}
+
+}  // namespace
+
+void SpiceSession::mouse(const Mouse& mouse, std::uint32_t buttons) {
+  Impl& impl = *impl_;
+  if (!impl.inputs)
+    return;
+  auto* inputs = SPICE_INPUTS_CHANNEL(impl.inputs.get());
+  const auto held = static_cast<gint>(buttons);
+  if (mouse.button) {
+    if (mouse.pressed)
+      spice_inputs_channel_button_press(inputs, spiceButton(*mouse.button), held);
+    else
+      spice_inputs_channel_button_release(inputs, spiceButton(*mouse.button), held);
+    return;
+  }
+  if (mouse.wheel != 0) {
+    // A notch is a press and release of the wheel's own button.
+    const int button = mouse.wheel > 0 ? SPICE_MOUSE_BUTTON_DOWN : SPICE_MOUSE_BUTTON_UP;
+    const gint mask = mouse.wheel > 0 ? SPICE_MOUSE_BUTTON_MASK_DOWN : SPICE_MOUSE_BUTTON_MASK_UP;
+    for (int i = 0; i < std::min(std::abs(mouse.wheel), 10); ++i) {
+      spice_inputs_channel_button_press(inputs, button, held | mask);
+      spice_inputs_channel_button_release(inputs, button, held);
+    }
+    return;
+  }
+  int mode = SPICE_MOUSE_MODE_SERVER;
+  if (impl.main)
+    g_object_get(impl.main.get(), "mouse-mode", &mode, nullptr);
+  if (mode == SPICE_MOUSE_MODE_CLIENT)
+    spice_inputs_channel_position(inputs, mouse.x, mouse.y, 0, held);
+  else if (mouse.dx != 0 || mouse.dy != 0)
+    spice_inputs_channel_motion(inputs, mouse.dx, mouse.dy, held);
 }
 
 void SpiceSession::ctrlAltDel() {

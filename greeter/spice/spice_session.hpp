@@ -1,7 +1,8 @@
 // The desktop's session over SPICE (spice-client-glib, no GTK): connects with
 // the broker's one-time ticket over TLS checked against the broker's CA and
 // the host's certificate subject, hands the display channel's damaged
-// rectangles to the runtime, and sends keys as XT scancodes. Runs on the
+// rectangles to the runtime, and sends keys as XT scancodes and the mouse
+// as a position or a motion, as the server's mouse mode asks. Runs on the
 // default GLib main context, like spice-client-glib itself.
 #pragma once
 
@@ -21,6 +22,7 @@ class SpiceSession final : public Session {
   void open(const Console& console, Listener listener) override;
   void close() override;
   void key(std::uint32_t scancode, bool pressed) override;
+  void mouse(const Mouse& mouse, std::uint32_t buttons) override;
   void ctrlAltDel() override;
   std::optional<Frame> frame() override;
 

@@ -20,6 +20,23 @@ bool opensMenu(const Key& key) {
   return key.pressed && key.code == KEY_F12 && key.shift;
 }
 
+// A button's bit in SendMouse's mask (SPICE's SPICE_MOUSE_BUTTON_MASK_*).
+std::uint32_t buttonBit(MouseButton button) {
+  switch (button) {
+    case MouseButton::kLeft:
+      return 1U << 0;
+    case MouseButton::kMiddle:
+      return 1U << 1;
+    case MouseButton::kRight:
+      return 1U << 2;
+    case MouseButton::kSide:
+      return 1U << 5;
+    case MouseButton::kExtra:
+      return 1U << 6;
+  }
+  return 0;
+}
+
 bool isBrokerTrouble(Notice notice) {
   return notice == Notice::kBrokerUnreachable || notice == Notice::kCertificateRejected ||
          notice == Notice::kClockOff;
@@ -174,6 +191,7 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
       Overloaded{
           [&](const Tick&) { return onTick(now); },
           [&](const Key& key) { return onKey(key, now); },
+          [&](const Mouse& mouse) { return onMouse(mouse, now); },
           [&](const BrokerReady& ready) -> std::vector<Effect> {
             school_ = ready.school;
             trying_ = false;
@@ -584,6 +602,38 @@ void Greeter::releaseHeldKeys(std::vector<Effect>& effects) {
   for (std::uint32_t scancode : held_)
     effects.emplace_back(SendKey{scancode, false});
   held_.clear();
+  for (MouseButton button : {MouseButton::kLeft, MouseButton::kMiddle, MouseButton::kRight,
+                             MouseButton::kSide, MouseButton::kExtra}) {
+    const std::uint32_t bit = buttonBit(button);
+    if ((buttons_ & bit) != 0) {
+      buttons_ &= ~bit;
+      Mouse release;
+      release.button = button;
+      effects.emplace_back(SendMouse{release, buttons_});
+    }
+  }
+}
+
+// ---- The mouse -------------------------------------------------------------
+
+// The mouse goes to the guest while the desktop is on screen; the screens
+// themselves are worked with the keyboard. Any use of it counts as use (the
+// idle logout waits).
+std::vector<Effect> Greeter::onMouse(const Mouse& mouse, Instant now) {
+  lastInput_ = now;
+  if (screen_ != Screen::kSession || menuOpen_)
+    return {};
+  if (mouse.button) {
+    const std::uint32_t bit = buttonBit(*mouse.button);
+    if (mouse.pressed) {
+      buttons_ |= bit;
+    } else if ((buttons_ & bit) == 0) {
+      return {};  // the release of a press the guest never got (the menu's)
+    } else {
+      buttons_ &= ~bit;
+    }
+  }
+  return list(SendMouse{mouse, buttons_});
 }
 
 std::vector<Effect> Greeter::onMenuKey(const Key& key) {
@@ -687,6 +737,7 @@ std::vector<Effect> Greeter::toList(Message message) {
   retryAt_.reset();
   countdownEnd_.reset();
   held_.clear();
+  buttons_ = 0;
   listFocus_ = ListFocus::kList;
   message_ = std::move(message);
   if (message_.notice == Notice::kNone && listLoaded_ && desktops_.empty())
@@ -711,6 +762,7 @@ std::vector<Effect> Greeter::toLogin(Message message) {
   retryAt_.reset();
   countdownEnd_.reset();
   held_.clear();
+  buttons_ = 0;
   username_.clear();
   password_.clear();
   loginField_ = LoginField::kUser;
@@ -726,6 +778,7 @@ std::vector<Effect> Greeter::loseLink(std::string detail, Instant now) {
     attempts_ = 0;
     menuOpen_ = false;
     held_.clear();
+    buttons_ = 0;
     message_ = {Notice::kLinkLost, detail, 0};
     // A pause first: a guest that shut down also drops the link, and the
     // broker hears of that from the agent within a moment.

@@ -56,6 +56,25 @@ constexpr std::array<std::pair<std::uint32_t, std::uint32_t>, 37> kBeyondXt = {{
 
 }  // namespace
 
+std::optional<MouseButton> mouseButton(std::uint32_t linuxCode) {
+  switch (linuxCode) {
+    case BTN_LEFT:
+      return MouseButton::kLeft;
+    case BTN_MIDDLE:
+      return MouseButton::kMiddle;
+    case BTN_RIGHT:
+      return MouseButton::kRight;
+    case BTN_SIDE:
+    case BTN_BACK:
+      return MouseButton::kSide;
+    case BTN_EXTRA:
+    case BTN_FORWARD:
+      return MouseButton::kExtra;
+    default:
+      return std::nullopt;
+  }
+}
+
 std::optional<std::uint32_t> xtScancode(std::uint32_t linuxCode) {
   if (linuxCode >= KEY_ESC && linuxCode <= KEY_F12 && linuxCode != 84 && linuxCode != 85)
     return linuxCode;

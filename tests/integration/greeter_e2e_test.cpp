@@ -3,6 +3,8 @@
 // with the HTTPS broker client pinned to the CA fingerprint and the SPICE
 // session, drawing on the headless output and driven by scripted keys, as a
 // student would type them.
+#include <regex>
+
 #include <glib.h>
 #include <gtest/gtest.h>
 #include <linux/input-event-codes.h>
@@ -168,6 +170,75 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
   EXPECT_EQ(greeter().desktops()[0].name, "Informatik");
   ASSERT_NO_FATAL_FAILURE(connectAndSeeTheGuest());
   writeShot("e2e-session.png");
+
+  // The mouse: QEMU's own trace of its input layer shows what reached the
+  // guest. The guest's screen (720x400) sits in the middle of 1024x768, so
+  // 180 px right and 100 down of the middle is the guest's (540, 300).
+  const std::string domain = fmt::format("aula-{}", id);
+  const std::filesystem::path log = fmt::format("/var/log/libvirt/qemu/{}.log", domain);
+  const auto logBefore = test::readFile(log).size();
+  test::virsh({"qemu-monitor-command", "--hmp", domain, "trace-event input_event_* on"});
+  Pointer move;
+  move.dx = 180;
+  move.dy = 100;
+  runtime_->pointer(move);
+  Pointer left;
+  left.kind = Pointer::Kind::kButton;
+  runtime_->pointer(left);
+  left.pressed = false;
+  runtime_->pointer(left);
+  std::string seen;
+  until(
+      [&] {
+        auto text = test::readFile(log);
+        seen = text.size() > logBefore ? text.substr(logBefore) : "";
+        return seen.find("input_event_btn") != std::string::npos &&
+               seen.rfind("down 0") != std::string::npos;
+      },
+      20s);
+  test::virsh({"qemu-monitor-command", "--hmp", domain, "trace-event input_event_* off"});
+  // The test guest has no USB driver, so its USB tablet never becomes
+  // QEMU's pointer and SPICE stays in server mouse mode: the guest gets the
+  // motion. (A guest that drives the tablet, or runs the SPICE agent, puts
+  // SPICE in client mode, and then the position goes, scaled to 0..0x7fff.)
+  int rx = 0;
+  int ry = 0;
+  std::optional<double> ax;
+  std::optional<double> ay;
+  static const std::regex kMotion(
+      R"(input_event_(rel|abs) con -?\d+, axis ([xy]), value (0x[0-9a-f]+|-?\d+))");
+  for (auto it = std::sregex_iterator(seen.begin(), seen.end(), kMotion);
+       it != std::sregex_iterator(); ++it) {
+    const bool x = (*it)[2].str() == "x";
+    const long value = std::stol((*it)[3].str(), nullptr, 0);
+    if ((*it)[1].str() == "rel")
+      (x ? rx : ry) += static_cast<int>(value);
+    else
+      (x ? ax : ay) = static_cast<double>(value) / 0x7fff;
+  }
+  if (ax && ay) {
+    EXPECT_NEAR(*ax, 540.0 / 719, 0.01) << seen;
+    EXPECT_NEAR(*ay, 300.0 / 399, 0.01) << seen;
+  } else {
+    EXPECT_EQ(rx, 180) << seen;
+    EXPECT_EQ(ry, 100) << seen;
+  }
+  EXPECT_NE(seen.find("button left, down 1"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("button left, down 0"), std::string::npos) << seen;
+  // The greeter's arrow is where the pointer is, its tip black, its inside
+  // white; moved away, the guest's pixels come back.
+  auto pixel = [&](int px, int py) {
+    Canvas c = output_->shown(0);
+    return c.pixels[static_cast<std::ptrdiff_t>(py) * (c.stride / 4) + px] & 0xffffffU;
+  };
+  EXPECT_EQ(pixel(692, 484), 0x000000U);
+  EXPECT_EQ(pixel(693, 489), 0xffffffU);
+  writeShot("e2e-session-pointer.png");
+  move.dx = -300;
+  move.dy = 0;
+  runtime_->pointer(move);
+  EXPECT_NE(pixel(692, 484), 0x000000U) << "the arrow left its old place";
+  EXPECT_EQ(pixel(392, 484), 0x000000U) << "and is at its new one";
 
   // The guest going away from under the session brings the list back.
   test::virsh({"destroy", fmt::format("aula-{}", id)});

@@ -274,6 +274,45 @@ TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
       << "\nDesktop: " << env_->admin("GET", fmt::format("/api/v1/desktops/{}", id)).dump()
       << "\nSerial console:\n"
       << serialTail();
+
+  // The mouse: QEMU's PS/2 mouse under this VM, read by libinput in the
+  // greeter, reaches the desktop's QEMU, whose own input trace shows it.
+  const std::string domain = fmt::format("aula-{}", id);
+  const fs::path log = fmt::format("/var/log/libvirt/qemu/{}.log", domain);
+  const auto logBefore = readFile(log).size();
+  test::virsh({"qemu-monitor-command", "--hmp", domain, "trace-event input_event_* on"});
+  auto send = [&](json::Json events) {
+    qmp_->execute("input-send-event", json::Json{{"events", std::move(events)}});
+  };
+  for (int i = 0; i < 4; ++i) {
+    send(
+        json::Json::array({json::Json{{"type", "rel"}, {"data", {{"axis", "x"}, {"value", 40}}}},
+                           json::Json{{"type", "rel"}, {"data", {{"axis", "y"}, {"value", 20}}}}}));
+    std::this_thread::sleep_for(100ms);
+  }
+  for (bool down : {true, false}) {
+    send(json::Json::array(
+        {json::Json{{"type", "btn"}, {"data", {{"button", "left"}, {"down", down}}}}}));
+    std::this_thread::sleep_for(200ms);
+  }
+  std::string seen;
+  const bool clicked = waitFor(
+      [&] {
+        auto text = readFile(log);
+        seen = text.size() > logBefore ? text.substr(logBefore) : "";
+        return seen.find("button left, down 0") != std::string::npos;
+      },
+      30s);
+  test::virsh({"qemu-monitor-command", "--hmp", domain, "trace-event input_event_* off"});
+  EXPECT_TRUE(clicked) << "The desktop's QEMU saw no click:\n"
+                       << seen << "\nSerial console:\n"
+                       << serialTail();
+  EXPECT_NE(seen.find("button left, down 1"), std::string::npos) << seen;
+  EXPECT_TRUE(seen.find("input_event_rel con -1, axis x, value ") != std::string::npos ||
+              seen.find("input_event_abs") != std::string::npos)
+      << "The desktop's QEMU saw no motion:\n"
+      << seen;
+  shot("kms-session-pointer");
 }
 
 // French on the login screen brings the French keyboard (AZERTY) through

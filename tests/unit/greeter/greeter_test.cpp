@@ -429,6 +429,74 @@ TEST_F(GreeterTest, ShiftF12OpensTheMenuAndReleasesHeldKeysInTheGuest) {
   EXPECT_TRUE(on(release(KEY_LEFTSHIFT)).empty()) << "the guest already had its release";
 }
 
+Mouse moveTo(int x, int y, int dx, int dy) {
+  Mouse m;
+  m.x = x;
+  m.y = y;
+  m.dx = dx;
+  m.dy = dy;
+  return m;
+}
+Mouse click(MouseButton button, bool pressed) {
+  Mouse m;
+  m.x = 100;
+  m.y = 50;
+  m.button = button;
+  m.pressed = pressed;
+  return m;
+}
+
+TEST_F(GreeterTest, TheMouseInTheSessionGoesToTheGuestWithTheButtonsHeld) {
+  inSession();
+  auto effects = on(moveTo(100, 50, 3, -2));
+  ASSERT_TRUE(has<SendMouse>(effects));
+  EXPECT_EQ(first<SendMouse>(effects).mouse.x, 100);
+  EXPECT_EQ(first<SendMouse>(effects).mouse.dy, -2);
+  EXPECT_EQ(first<SendMouse>(effects).buttons, 0u);
+
+  effects = on(click(MouseButton::kLeft, true));
+  EXPECT_EQ(first<SendMouse>(effects).mouse.button, MouseButton::kLeft);
+  EXPECT_EQ(first<SendMouse>(effects).buttons, 1u) << "left held";
+  effects = on(click(MouseButton::kRight, true));
+  EXPECT_EQ(first<SendMouse>(effects).buttons, 5u) << "left and right held";
+  effects = on(moveTo(120, 60, 20, 10));
+  EXPECT_EQ(first<SendMouse>(effects).buttons, 5u) << "a drag carries its buttons";
+  effects = on(click(MouseButton::kLeft, false));
+  EXPECT_EQ(first<SendMouse>(effects).buttons, 4u);
+  EXPECT_FALSE(first<SendMouse>(effects).mouse.pressed);
+
+  Mouse wheel;
+  wheel.wheel = -2;
+  effects = on(wheel);
+  EXPECT_EQ(first<SendMouse>(effects).mouse.wheel, -2);
+}
+
+TEST_F(GreeterTest, TheMenuLetsGoOfHeldButtonsAndTakesNoMouse) {
+  inSession();
+  on(click(MouseButton::kLeft, true));
+  Key combo = press(KEY_F12);
+  combo.shift = true;
+  auto effects = on(combo);
+  ASSERT_TRUE(greeter.menuOpen());
+  ASSERT_TRUE(has<SendMouse>(effects)) << "the button is let go in the guest";
+  EXPECT_EQ(first<SendMouse>(effects).mouse.button, MouseButton::kLeft);
+  EXPECT_FALSE(first<SendMouse>(effects).mouse.pressed);
+  EXPECT_EQ(first<SendMouse>(effects).buttons, 0u);
+  EXPECT_TRUE(on(moveTo(5, 5, -95, -45)).empty()) << "the menu is on screen";
+  key(KEY_ESC);
+  EXPECT_TRUE(on(click(MouseButton::kLeft, false)).empty()) << "the guest already had its release";
+  EXPECT_TRUE(has<SendMouse>(on(moveTo(6, 6, 1, 1))));
+}
+
+TEST_F(GreeterTest, TheMouseOnTheScreensSendsNothingButKeepsTheListFromIdling) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning)});
+  after(200s);
+  EXPECT_TRUE(on(moveTo(10, 10, 1, 0)).empty());
+  EXPECT_TRUE(on(click(MouseButton::kLeft, true)).empty());
+  EXPECT_TRUE(after(200s).empty()) << "moving the mouse restarts the idle time";
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+}
+
 TEST_F(GreeterTest, TheMenuSendsCtrlAltDelDisconnectsAndLogsOut) {
   inSession();
   Key combo = press(KEY_F12);
@@ -561,6 +629,16 @@ TEST(SecretTest, WipesItsBytesAndMovesWithoutCopies) {
   moved.append("é");
   moved.popCharacter();
   EXPECT_EQ(moved.view(), "correct hors") << "a two-byte character goes at once";
+}
+
+TEST(KeysTest, LinuxButtonCodesMapToMouseButtons) {
+  EXPECT_EQ(mouseButton(BTN_LEFT), MouseButton::kLeft);
+  EXPECT_EQ(mouseButton(BTN_RIGHT), MouseButton::kRight);
+  EXPECT_EQ(mouseButton(BTN_MIDDLE), MouseButton::kMiddle);
+  EXPECT_EQ(mouseButton(BTN_SIDE), MouseButton::kSide);
+  EXPECT_EQ(mouseButton(BTN_EXTRA), MouseButton::kExtra);
+  EXPECT_FALSE(mouseButton(BTN_TOUCH));
+  EXPECT_FALSE(mouseButton(KEY_A));
 }
 
 TEST(KeysTest, LinuxCodesMapToXtScancodes) {

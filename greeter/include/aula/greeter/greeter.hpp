@@ -181,7 +181,19 @@ struct SessionEnded {
   std::string detail;
 };
 
-using Event = std::variant<Tick, Key, BrokerReady, BrokerFailed, LoggedIn, LoginRefused,
+// The mouse, placed on head 0 by the runtime: where it is after the event,
+// how far it moved, and the button or wheel that changed, if any.
+struct Mouse {
+  int x = 0;
+  int y = 0;
+  int dx = 0;
+  int dy = 0;
+  std::optional<MouseButton> button;
+  bool pressed = false;
+  int wheel = 0;  // notches, more than 0 down
+};
+
+using Event = std::variant<Tick, Key, Mouse, BrokerReady, BrokerFailed, LoggedIn, LoginRefused,
                            DesktopsListed, DesktopChanged, RequestFailed, ConsoleReady,
                            ConsoleRefused, SessionOpened, SessionEnded>;
 
@@ -213,6 +225,13 @@ struct SendKey {  // to the guest: a PC XT scancode (0xe0-prefixed as 0x100|code
   std::uint32_t scancode = 0;
   bool pressed = true;
 };
+// To the guest: the mouse as in Mouse (x, y on head 0), with the buttons
+// held after it as a mask (bit 0 left, 1 middle, 2 right, 5 side, 6 extra:
+// SPICE's).
+struct SendMouse {
+  Mouse mouse;
+  std::uint32_t buttons = 0;
+};
 struct SendCtrlAltDel {};
 struct LogOut {};   // end the broker session, forget the token
 struct SetLayout {  // the keyboard layout keys are read with
@@ -221,7 +240,7 @@ struct SetLayout {  // the keyboard layout keys are read with
 
 using Effect = std::variant<ProbeBroker, LogIn, ListDesktops, WatchDesktops, RequestConsole,
                             StopDesktop, CancelRequests, OpenSession, CloseSession, SendKey,
-                            SendCtrlAltDel, LogOut, SetLayout>;
+                            SendMouse, SendCtrlAltDel, LogOut, SetLayout>;
 
 // ---- The machine -----------------------------------------------------------
 
@@ -272,6 +291,7 @@ class Greeter {
   std::vector<Effect> onLoginKey(const Key& key);
   std::vector<Effect> onListKey(const Key& key);
   std::vector<Effect> onSessionKey(const Key& key);
+  std::vector<Effect> onMouse(const Mouse& mouse, Instant now);
   std::vector<Effect> onMenuKey(const Key& key);
   std::vector<Effect> onTick(Instant now);
   std::vector<Effect> submitLogin();
@@ -313,6 +333,7 @@ class Greeter {
   bool menuOpen_ = false;
   std::size_t menuIndex_ = 0;
   std::set<std::uint32_t> held_;  // scancodes pressed in the guest
+  std::uint32_t buttons_ = 0;     // mouse buttons pressed in the guest (SendMouse's mask)
 
   // Retries: the broker (kTrouble) and the SPICE link (kReconnecting).
   bool trying_ = false;

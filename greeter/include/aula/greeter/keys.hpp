@@ -22,6 +22,25 @@ struct Key {
   bool alt = false;
 };
 
+enum class MouseButton { kLeft, kMiddle, kRight, kSide, kExtra };
+
+// The mouse as the greeter's input delivers it: a mouse moves by pixels, a
+// tablet or touch screen (and QEMU's usb-tablet) says where on the screen.
+struct Pointer {
+  enum class Kind { kMotion, kAbsolute, kButton, kWheel };
+  Kind kind = Kind::kMotion;
+  double dx = 0;  // kMotion: pixels moved
+  double dy = 0;
+  double x = 0;  // kAbsolute: where, 0 to 1 across and down the screen
+  double y = 0;
+  MouseButton button = MouseButton::kLeft;  // kButton
+  bool pressed = true;
+  int wheel = 0;  // kWheel: notches; more than 0 is towards the user (scrolls down)
+};
+
+// The mouse button of a Linux BTN_* code, if it is one the guest can get.
+std::optional<MouseButton> mouseButton(std::uint32_t linuxCode);
+
 // The XT set-1 scancode of a Linux key code, with 0xe0-prefixed keys as
 // 0x100 | code, as spice_inputs_channel_key_press() takes them; none for a
 // key a PC keyboard does not have.

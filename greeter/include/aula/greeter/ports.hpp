@@ -62,6 +62,11 @@ class Session {
   virtual void open(const Console& console, Listener listener) = 0;
   virtual void close() = 0;
   virtual void key(std::uint32_t scancode, bool pressed) = 0;
+  // The mouse, its x and y on the guest's screen, with the buttons held
+  // after it (SendMouse's mask). Where the guest's own pointer is wanted
+  // (SPICE's client mouse mode: the SPICE agent or a USB tablet in the
+  // guest) the position goes; otherwise the motion.
+  virtual void mouse(const Mouse& mouse, std::uint32_t buttons) = 0;
   virtual void ctrlAltDel() = 0;
   // The guest's whole screen as it is now, if the session has one.
   virtual std::optional<Frame> frame() = 0;
