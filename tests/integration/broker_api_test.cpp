@@ -369,6 +369,30 @@ TEST_P(BrokerApiTest, ConsoleAsAVirtViewerFileCarriesTheTicketCaAndHostSubject) 
   EXPECT_EQ(file["delete-this-file"], "1");
   EXPECT_EQ(file["secure-channels"], "all");
 
+  // The template's USB policy: USB sticks by default; what an admin sets
+  // after that; a policy that is not one is refused and changes nothing.
+  EXPECT_EQ(console.body["usb"], "storage");
+  EXPECT_EQ(file["usb-filter"], "0x08,-1,-1,-1,1|-1,-1,-1,-1,0");
+  EXPECT_EQ(file["usb-autoshare"], "1");
+  const auto templatePath = fmt::format("/api/v1/templates/{}", ids.debian);
+  auto none = api().call("PATCH", templatePath, broker().adminToken(), Json{{"usb", "none"}});
+  ASSERT_EQ(none.status, 200) << none.describe();
+  EXPECT_EQ(none.body["usb"], "none");
+  auto wrong = api().call("PATCH", templatePath, broker().adminToken(), Json{{"usb", "sticks"}});
+  EXPECT_EQ(wrong.status, 400) << wrong.describe();
+  EXPECT_EQ(wrong.errorMessage(),
+            "The field 'usb' must be 'none', 'storage' (USB sticks and disks only) or 'all', not "
+            "'sticks'.");
+  auto afterNone = api().call("POST", path, alice);
+  ASSERT_EQ(afterNone.status, 200) << afterNone.describe();
+  EXPECT_EQ(afterNone.body["usb"], "none");
+  auto vvNone = parseVv(
+      api()
+          .call("POST", path, alice, std::nullopt, {{"Accept", "application/x-virt-viewer"}})
+          .text);
+  EXPECT_EQ(vvNone["usb-filter"], "-1,-1,-1,-1,0");
+  EXPECT_FALSE(vvNone.contains("usb-autoshare"));
+
   // Errors stay JSON whatever the client accepts.
   auto unknown = api().call("POST", "/api/v1/desktops/999999/console", alice, std::nullopt,
                             {{"Accept", "application/x-virt-viewer"}});

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "aula/common/usb_policy.hpp"
+
 namespace aula::broker {
 
 namespace {
@@ -80,6 +82,12 @@ std::string renderVirtViewerFile(const ConsoleFile& console) {
   if (auto title = sanitizeTitle(console.title); !title.empty())
     out += fmt::format("title={}\n", escapeValue(title));
   out += "delete-this-file=1\n";
+  // Devices plugged in while the viewer runs go to the desktop as the
+  // template allows; none unless it says so.
+  const auto filter = usbRedirFilter(console.usb).value_or(*usbRedirFilter("none"));
+  out += fmt::format("usb-filter={}\n", filter);
+  if (console.usb == "storage" || console.usb == "all")
+    out += "usb-autoshare=1\n";
   // Without a plain port every channel must use TLS; say so, so that a
   // viewer never falls back to an unencrypted connection.
   if (console.plainPort <= 0 && console.tlsPort > 0)

@@ -16,7 +16,8 @@ std::string consoleFile(const Json& d) {
        .password = d.value("ticket", ""),
        .caPem = d.value("ca", ""),
        .hostSubject = d.value("host_subject", ""),
-       .title = d.contains("desktop") ? d["desktop"].value("name", "") : ""});
+       .title = d.contains("desktop") ? d["desktop"].value("name", "") : "",
+       .usb = d.value("usb", "")});
 }
 
 }  // namespace

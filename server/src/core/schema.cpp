@@ -231,6 +231,12 @@ CREATE TABLE settings (
         // network broke" before it takes the desktop back.
         {6, "desktops.consoles",
          "ALTER TABLE desktops ADD COLUMN consoles BIGINT NOT NULL DEFAULT 0", ""},
+        // Which USB devices a lab PC's greeter hands to a desktop of the
+        // template: none, storage only (the default: USB sticks), or all.
+        {7, "templates.usb",
+         "ALTER TABLE templates ADD COLUMN usb TEXT NOT NULL DEFAULT 'storage' "
+         "CHECK (usb IN ('none', 'storage', 'all'))",
+         ""},
     };
   }();
   return kMigrations;

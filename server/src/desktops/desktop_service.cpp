@@ -641,10 +641,15 @@ Result<Json> DesktopService::console(const Actor& actor, std::int64_t id) {
       AULA_TRY(ctx_.hosts.setTicket(hostOf(*row), row->spec, ctx_.settings.ticketValidity));
   auto now = unixNow(ctx_.clock);
   std::int64_t number = 0;
+  std::string usb = "none";
   AULA_TRY_STATUS(ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
     AULA_TRY(tx.exec("UPDATE desktops SET consoles = consoles + 1 WHERE id = ?", {id}));
-    auto rows = AULA_TRY(tx.query("SELECT consoles FROM desktops WHERE id = ?", {id}));
+    auto rows =
+        AULA_TRY(tx.query("SELECT d.consoles, t.usb FROM desktops d JOIN templates t ON t.id = "
+                          "d.template_id WHERE d.id = ?",
+                          {id}));
     number = rows.empty() ? 0 : rows[0].integer(0);
+    usb = rows.empty() ? "none" : rows[0].text(1);
     return audit(tx, actor, now, "desktop.console", fmt::format("desktop:{}", id));
   }));
   desktop["consoles"] = number;
@@ -657,7 +662,8 @@ Result<Json> DesktopService::console(const Actor& actor, std::int64_t id) {
       {"ticket", ticket.ticket},
       {"expires_at",
        std::chrono::duration_cast<std::chrono::seconds>(ticket.expires.time_since_epoch()).count()},
-      {"host_subject", ticket.hostSubject.empty() ? row->hostSubject : ticket.hostSubject}};
+      {"host_subject", ticket.hostSubject.empty() ? row->hostSubject : ticket.hostSubject},
+      {"usb", usb}};
 }
 
 // ---- templates from desktops ----

@@ -22,7 +22,8 @@ TemplateRow templateOf(const db::Row& r) {
                      r.optInteger(TemplateCol::kFromDesktopId),
                      r.optInteger(TemplateCol::kOriginHostId),
                      r.optText(TemplateCol::kBackingStorage),
-                     r.optText(TemplateCol::kBackingDisk)};
+                     r.optText(TemplateCol::kBackingDisk),
+                     r.text(TemplateCol::kUsb)};
 }
 
 Result<Json> templateJson(db::Transaction& tx, const db::Row& r) {
@@ -37,6 +38,7 @@ Result<Json> templateJson(db::Transaction& tx, const db::Row& r) {
          {"vcpus", r.integer(TemplateCol::kVcpus)},
          {"memory_mb", r.integer(TemplateCol::kMemoryMb)},
          {"video", r.text(TemplateCol::kVideo)},
+         {"usb", r.text(TemplateCol::kUsb)},
          {"version", r.integer(TemplateCol::kVersion)},
          {"enabled", r.integer(TemplateCol::kEnabled) != 0},
          {"created_at", r.integer(TemplateCol::kCreatedAt)},

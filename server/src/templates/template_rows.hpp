@@ -34,14 +34,16 @@ struct TemplateCol {
     kFromDesktopId,
     kOriginHostId,
     kBackingStorage,
-    kBackingDisk
+    kBackingDisk,
+    kUsb
   };
 };
 
 inline constexpr const char* kTemplateSelect =
     "SELECT t.id, t.name, t.description, t.owner_id, t.category_id, t.storage, t.base_disk, "
     "t.disk_gb, t.vcpus, t.memory_mb, t.video, t.version, t.enabled, t.created_at, t.updated_at, "
-    "t.from_desktop_id, t.origin_host_id, t.backing_storage, t.backing_disk FROM templates t";
+    "t.from_desktop_id, t.origin_host_id, t.backing_storage, t.backing_disk, t.usb FROM templates "
+    "t";
 
 struct TemplateRow {
   std::int64_t id;
@@ -58,6 +60,7 @@ struct TemplateRow {
   std::optional<std::int64_t> fromDesktopId;
   std::optional<std::int64_t> originHostId;
   std::optional<std::string> backingStorage, backingDisk;  // re-based: the base it needs
+  std::string usb;                                         // the USB policy: none, storage, all
 };
 
 // Where templates made from desktops keep their images, inside kTemplateStorage.

@@ -84,15 +84,28 @@ Result<std::string> checkedBaseDisk(const std::map<std::string, std::string>& st
   return rel.string();
 }
 
+// The template's USB policy ("usb"): what a lab PC's greeter hands to its
+// desktops.
+Result<std::string> checkedUsb(const Json& body, const std::string& fallback) {
+  auto usb = AULA_TRY(optString(body, "usb")).value_or(fallback);
+  if (usb != "none" && usb != "storage" && usb != "all") {
+    return makeError(Errc::kInvalidArgument,
+                     "The field 'usb' must be 'none', 'storage' (USB sticks and disks only) or "
+                     "'all', not '{}'.",
+                     usb);
+  }
+  return usb;
+}
+
 }  // namespace
 
 Result<Json> TemplateService::create(const Actor& actor, const Json& body) {
   if (actor.role == Role::kUser) {
     return Error(Errc::kPermissionDenied, "Students may not create templates; ask your teacher.");
   }
-  AULA_TRY_STATUS(
-      json::checkFields(body, {"name", "description", "storage", "base_disk", "disk_gb", "vcpus",
-                               "memory_mb", "video", "access", "pools", "category_id", "enabled"}));
+  AULA_TRY_STATUS(json::checkFields(
+      body, {"name", "description", "storage", "base_disk", "disk_gb", "vcpus", "memory_mb",
+             "video", "usb", "access", "pools", "category_id", "enabled"}));
   auto name = AULA_TRY(json::getString(body, "name"));
   AULA_TRY_STATUS(checkName("template", name));
   auto description = AULA_TRY(optString(body, "description")).value_or("");
@@ -106,6 +119,7 @@ Result<Json> TemplateService::create(const Actor& actor, const Json& body) {
   if (video != "qxl" && video != "virtio") {
     return Error(Errc::kInvalidArgument, "The field 'video' must be 'qxl' or 'virtio'.");
   }
+  auto usb = AULA_TRY(checkedUsb(body, "storage"));
   auto enabled = AULA_TRY(optBool(body, "enabled")).value_or(true);
   auto category = AULA_TRY(optInt(body, "category_id"));
   if (actor.role != Role::kAdmin) {
@@ -140,11 +154,12 @@ Result<Json> TemplateService::create(const Actor& actor, const Json& body) {
     auto rows = tx.query(
         "INSERT INTO templates (name, description, owner_id, category_id, storage, base_disk, "
         "disk_gb, "
-        "vcpus, memory_mb, video, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-        "?, ?, ?, ?, ?) "
+        "vcpus, memory_mb, video, usb, enabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, "
+        "?, "
+        "?, ?, ?, ?, ?, ?, ?) "
         "RETURNING id",
         {name, description, actor.userId, intOrNull(category), storageName, baseDisk, diskGb, vcpus,
-         memoryMb, video, std::int64_t{enabled ? 1 : 0}, now, now});
+         memoryMb, video, usb, std::int64_t{enabled ? 1 : 0}, now, now});
     if (!rows && rows.error().code() == Errc::kAlreadyExists) {
       return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);
     }
@@ -170,7 +185,7 @@ Result<Json> TemplateService::create(const Actor& actor, const Json& body) {
 Result<Json> TemplateService::update(const Actor& actor, std::int64_t id, const Json& body) {
   AULA_TRY_STATUS(
       json::checkFields(body, {"name", "description", "base_disk", "storage", "disk_gb", "vcpus",
-                               "memory_mb", "video", "access", "pools", "enabled"}));
+                               "memory_mb", "video", "usb", "access", "pools", "enabled"}));
   auto now = unixNow(ctx_.clock);
   return ctx_.db.transactValue<Json>(db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Json> {
     auto row = AULA_TRY(tx.queryOne(std::string(kTemplateSelect) + " WHERE t.id = ?", {id},
@@ -200,6 +215,7 @@ Result<Json> TemplateService::update(const Actor& actor, std::int64_t id, const 
     if (video != "qxl" && video != "virtio") {
       return Error(Errc::kInvalidArgument, "The field 'video' must be 'qxl' or 'virtio'.");
     }
+    auto usb = AULA_TRY(checkedUsb(body, t.usb));
     auto enabled = AULA_TRY(optBool(body, "enabled")).value_or(t.enabled);
     // A new base is a new version: desktops made from the old one keep
     // theirs (each desktop records its base) until they are recreated.
@@ -207,8 +223,8 @@ Result<Json> TemplateService::update(const Actor& actor, std::int64_t id, const 
     auto r = tx.exec(
         "UPDATE templates SET name = ?, description = ?, storage = ?, base_disk = ?, disk_gb = ?, "
         "vcpus = ?, "
-        "memory_mb = ?, video = ?, enabled = ?, version = ?, updated_at = ? WHERE id = ?",
-        {name, description, storageName, baseDisk, diskGb, vcpus, memoryMb, video,
+        "memory_mb = ?, video = ?, usb = ?, enabled = ?, version = ?, updated_at = ? WHERE id = ?",
+        {name, description, storageName, baseDisk, diskGb, vcpus, memoryMb, video, usb,
          std::int64_t{enabled ? 1 : 0}, version, now, id});
     if (!r && r.error().code() == Errc::kAlreadyExists) {
       return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);

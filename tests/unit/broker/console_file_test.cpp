@@ -34,6 +34,7 @@ TEST(ConsoleFileTest, TlsOnlyRequiresTlsOnEveryChannel) {
             "host-subject=O=Aula,CN=hv1\n"
             "title=Informatik\n"
             "delete-this-file=1\n"
+            "usb-filter=-1,-1,-1,-1,0\n"
             "secure-channels=all\n");
 }
 
@@ -51,7 +52,21 @@ TEST(ConsoleFileTest, APlainPortIsOfferedBesideTlsWithoutSecureChannels) {
             "-----END CERTIFICATE-----\\n\n"
             "host-subject=O=Aula,CN=hv1\n"
             "title=Informatik\n"
-            "delete-this-file=1\n");
+            "delete-this-file=1\n"
+            "usb-filter=-1,-1,-1,-1,0\n");
+}
+
+TEST(ConsoleFileTest, TheTemplatesUsbPolicyIsTheViewersFilter) {
+  const std::pair<std::string, std::string> policies[] = {
+      {"storage", "\nusb-filter=0x08,-1,-1,-1,1|-1,-1,-1,-1,0\nusb-autoshare=1\n"},
+      {"all", "\nusb-filter=-1,-1,-1,-1,1\nusb-autoshare=1\n"},
+      {"none", "\nusb-filter=-1,-1,-1,-1,0\nsecure-channels"}};
+  for (const auto& [usb, lines] : policies) {
+    auto console = tlsOnly();
+    console.usb = usb;
+    auto text = renderVirtViewerFile(console);
+    EXPECT_NE(text.find(lines), std::string::npos) << usb << ":\n" << text;
+  }
 }
 
 TEST(ConsoleFileTest, ATitleStaysOneLineWithoutGroupBrackets) {

@@ -15,11 +15,13 @@ struct ConsoleFile {
   std::string caPem;  // the CA the host's SPICE certificate chains to
   std::string hostSubject;
   std::string title;  // the window title: the desktop's name
+  std::string usb;    // the template's USB policy: none, storage, all ("": none)
 };
 
 // The file's text: a [virt-viewer] group with type=spice, the connection
 // keys, delete-this-file=1, and secure-channels=all when there is no plain
-// port. Values are escaped as GKeyFile reads them back (newlines as the two
+// port, and the USB policy as usb-filter (plus usb-autoshare=1 when it lets
+// any device through). Values are escaped as GKeyFile reads them back (newlines as the two
 // characters \n); the title is also made one harmless line.
 std::string renderVirtViewerFile(const ConsoleFile& console);
 
