@@ -338,8 +338,22 @@ static int run(int argc, char** argv) {
   }
 }
 
+// spice-client-glib runs a helper before it opens a USB device to redirect
+// it; ours (aula-usb-access, next to the greeter) only checks the access the
+// image's udev rule gives. Set before any thread starts.
+void pointUsbAccessHelper() {
+  if (std::getenv("SPICE_USB_ACL_BINARY") != nullptr)
+    return;
+  std::error_code ec;
+  const auto helper =
+      std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "aula-usb-access";
+  if (!ec && std::filesystem::exists(helper, ec))
+    ::setenv("SPICE_USB_ACL_BINARY", helper.c_str(), 1);
+}
+
 int main(int argc, char** argv) {
   try {
+    pointUsbAccessHelper();
     return run(argc, argv);
   } catch (...) {
     (void)std::fputs("aula-greeter: stopped by an unexpected error.\n", stderr);

@@ -14,6 +14,7 @@
 #include "aula/common/callback_guard.hpp"
 #include "aula/common/file.hpp"
 #include "aula/common/log.hpp"
+#include "aula/common/usb_policy.hpp"
 
 #include "glib_handles.hpp"
 
@@ -97,7 +98,12 @@ struct SpiceSession::Impl {
     if (SPICE_IS_INPUTS_CHANNEL(channel) && !inputs) {
       inputs.reset(static_cast<SpiceChannel*>(g_object_ref(channel)));
       spice_channel_connect(channel);
+      return;
     }
+    // A slot for one redirected USB device; the USB device manager fills
+    // it as the policy's filter allows.
+    if (SPICE_IS_USBREDIR_CHANNEL(channel))
+      spice_channel_connect(channel);
   }
 
   void channelEvent(SpiceChannel* channel, SpiceChannelEvent event) {
@@ -160,6 +166,51 @@ struct SpiceSession::Impl {
                  primary.height, primary.stride};
   }
 
+  static void onUsbAdded(SpiceUsbDeviceManager*, SpiceUsbDevice* device, gpointer) {
+    guardCallback("a SPICE device-added handler",
+                  [&] { log::info("USB device plugged in: {}.", describe(device)); });
+  }
+  static void onUsbAutoConnectFailed(SpiceUsbDeviceManager*, SpiceUsbDevice* device, GError* error,
+                                     gpointer) {
+    guardCallback("a SPICE auto-connect-failed handler", [&] {
+      log::warn("The USB device {} could not be handed to the desktop: {}", describe(device),
+                error != nullptr && error->message != nullptr ? error->message : "no reason given");
+    });
+  }
+  static std::string describe(SpiceUsbDevice* device) {
+    gchar* text = spice_usb_device_get_description(device, nullptr);
+    std::string out = text != nullptr ? text : "(unknown)";
+    g_free(text);
+    return out;
+  }
+
+  // Devices plugged in during the session go to the desktop as the
+  // template's policy allows (usb_policy.hpp); those already plugged in
+  // stay with the PC.
+  void shareUsb(const std::string& policy) {
+    auto filter = usbRedirFilter(policy);
+    if (!filter || policy == "none") {
+      log::info("USB devices plugged in stay with this PC (the template's USB policy is none).");
+      return;
+    }
+    GError* error = nullptr;
+    SpiceUsbDeviceManager* manager = spice_usb_device_manager_get(session.get(), &error);
+    if (manager == nullptr) {
+      log::warn("USB devices cannot be handed to the desktop: {}",
+                error != nullptr && error->message != nullptr ? error->message : "no reason given");
+      g_clear_error(&error);
+      return;
+    }
+    const std::string rules(*filter);
+    g_object_set(manager, "auto-connect", TRUE, "auto-connect-filter", rules.c_str(), nullptr);
+    connections.emplace_back(manager, "device-added", reinterpret_cast<GCallback>(&onUsbAdded),
+                             this);
+    connections.emplace_back(manager, "auto-connect-failed",
+                             reinterpret_cast<GCallback>(&onUsbAutoConnectFailed), this);
+    log::info("USB devices plugged in now go to the desktop ({}).",
+              policy == "all" ? "all of them" : "storage only");
+  }
+
   void drawn(int x, int y, int width, int height) {
     if (!listener.drawn)
       return;
@@ -198,8 +249,8 @@ void SpiceSession::open(const Console& console, Listener listener) {
   const std::string port = std::to_string(tls ? console.tlsPort : console.port);
   std::string ticket(console.ticket.view());
   g_object_set(session, "host", console.host.c_str(), tls ? "tls-port" : "port", port.c_str(),
-               "password", ticket.c_str(), "enable-audio", FALSE, "enable-usbredir", FALSE,
-               nullptr);
+               "password", ticket.c_str(), "enable-audio", FALSE, "enable-usbredir",
+               console.usb != "none" ? TRUE : FALSE, nullptr);
   wipe(ticket);
   if (tls && !console.caPem.empty()) {
     impl.caFile = file::UniqueFd(::memfd_create("aula-ca", MFD_CLOEXEC));
@@ -217,6 +268,7 @@ void SpiceSession::open(const Console& console, Listener listener) {
   }
   impl.connections.emplace_back(session, "channel-new",
                                 reinterpret_cast<GCallback>(&Impl::onChannelNew), &impl);
+  impl.shareUsb(console.usb);
   if (!spice_session_connect(session)) {
     impl.end(SessionEnd::kFailed,
              fmt::format("spice-client-glib could not start a connection to {}.", impl.where));

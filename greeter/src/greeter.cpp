@@ -305,7 +305,7 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
             Console console{ready.console.desktopId,     ready.console.host,
                             ready.console.tlsPort,       ready.console.port,
                             ready.console.ticket.copy(), ready.console.hostSubject,
-                            ready.console.caPem};
+                            ready.console.caPem,         ready.console.usb};
             return list(OpenSession{std::move(console)});
           },
           [&](const ConsoleRefused& refused) -> std::vector<Effect> {

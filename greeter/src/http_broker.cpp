@@ -9,6 +9,7 @@
 #include "aula/common/crypto.hpp"
 #include "aula/common/json.hpp"
 #include "aula/common/log.hpp"
+#include "aula/common/usb_policy.hpp"
 #include "aula/greeter/ports.hpp"
 
 namespace aula::greeter {
@@ -244,6 +245,10 @@ Event console(const Result<http::Response>& answer, std::int64_t desktopId) {
   console.port = static_cast<int>(integerOr(j, "port", 0));
   console.hostSubject = stringOr(j, "host_subject");
   console.caPem = stringOr(j, "ca");
+  // A broker from before USB policies, or one that names none: no devices.
+  console.usb = stringOr(j, "usb");
+  if (!usbRedirFilter(console.usb))
+    console.usb = "none";
   if (j.contains("ticket") && j["ticket"].is_string()) {
     // The JSON library's copy goes with `parsed`; ours is a Secret.
     console.ticket = Secret(j["ticket"].get_ref<const std::string&>());

@@ -3,7 +3,8 @@
 # kernel and an initramfs with the greeter, the libraries it links, seatd
 # (standing in for logind, through libseat), udev, busybox, the Inter font,
 # the xkb layouts and the kernel modules for QEMU's std VGA (bochs), its e1000
-# NIC and evdev. It is a test system, not the lab image (issue 10 builds that
+# NIC, evdev and xhci-pci (USB devices for the greeter's USB redirection,
+# through a udev rule giving them to the group plugdev). It is a test system, not the lab image (issue 10 builds that
 # with mmdebstrap): the greeter and its libraries are copied from this
 # machine, where the greeter was built.
 #
@@ -63,7 +64,7 @@ kernel_deb=$(fetch "$kernel_pkg")
 busybox_deb=$(fetch busybox-static)
 udev_deb=$(fetch udev)
 
-hash=$( (sha256sum "$0" "$greeter" "$kernel_deb" "$busybox_deb" "$udev_deb"; find "$locales" -type f -exec sha256sum {} +) |
+hash=$( (sha256sum "$0" "$greeter" "$(dirname "$greeter")/aula-usb-access" "$kernel_deb" "$busybox_deb" "$udev_deb"; find "$locales" -type f -exec sha256sum {} +) |
     awk '{print $1}' | sha256sum | cut -d' ' -f1)
 if [[ -f $out/initrd.img && -f $out/vmlinuz && $(cat "$out/initrd.stamp" 2>/dev/null) == "$hash" ]]; then
     log "$out/initrd.img is up to date"
@@ -96,6 +97,7 @@ copy_with_libs() {  # binary destination
     done
 }
 copy_with_libs "$greeter" /usr/bin/aula-greeter
+copy_with_libs "$(dirname "$greeter")/aula-usb-access" /usr/bin/aula-usb-access
 copy_with_libs /usr/sbin/seatd /usr/sbin/seatd
 copy_with_libs "$work/udev/bin/udevadm" /bin/udevadm
 mkdir -p "$root/lib/systemd"
@@ -127,7 +129,14 @@ cat >"$root/etc/group" <<'EOF'
 root:x:0:
 video:x:44:aula
 input:x:105:aula
+plugdev:x:46:aula
 aula:x:900:
+EOF
+# USB devices for the greeter's USB redirection (libusb opens /dev/bus/usb),
+# as the lab image does it.
+mkdir -p "$root/etc/udev/rules.d"
+cat >"$root/etc/udev/rules.d/70-aula-usb.rules" <<'EOF'
+SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", GROUP="plugdev", MODE="0660"
 EOF
 
 # --- kernel and the modules /init loads, dependencies first ------------------------------------
@@ -152,7 +161,9 @@ add_module() {  # name, as in modules.dep (kernel/drivers/.../x.ko)
     install -D -m 0644 "$moddir/$rel" "$root/lib/modules/$rel"
     echo "$rel" >>"$root/lib/modules/order"
 }
-for name in bochs e1000 evdev psmouse; do
+# xhci-pci for USB sticks plugged in during a session (redirected, not
+# mounted: there is no usb-storage here).
+for name in bochs e1000 evdev psmouse xhci-pci; do
     rel=$(awk -F: -v n="/$name.ko" 'index($1, n) && substr($1, length($1) - length(n) + 1) == n {print $1; exit}' "$moddir/modules.dep")
     [[ -n $rel ]] || die "the kernel $kver has no module $name"
     add_module "$rel"

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 
@@ -145,6 +146,8 @@ class GreeterVm : public AgentStackTest {
             "none",
             "-nic",
             "user,model=e1000",
+            "-device",
+            "qemu-xhci,id=xhci",
             "-no-reboot",
             "-kernel",
             (vm / "vmlinuz").string(),
@@ -313,6 +316,53 @@ TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
       << "The desktop's QEMU saw no motion:\n"
       << seen;
   shot("kms-session-pointer");
+
+  // USB: a stick plugged into the lab PC during the session goes to the
+  // desktop (the template's policy is the default, storage); a keyboard
+  // plugged in stays with the PC. QEMU's `info usb` on the desktop lists its
+  // redirection slots; an empty one shows 1.5 Mb/s, one holding a device the
+  // device's speed (5000 Mb/s for QEMU's SuperSpeed stick, 12 for a keyboard).
+  auto usbOfDesktop = [&] {
+    return test::virsh({"qemu-monitor-command", "--hmp", domain, "info usb"});
+  };
+  auto slotsInUse = [](const std::string& info) {
+    std::vector<std::string> speeds;
+    static const std::regex kSlot(R"(Speed ([0-9.]+) Mb/s, Product USB Redirection Device)");
+    for (auto it = std::sregex_iterator(info.begin(), info.end(), kSlot);
+         it != std::sregex_iterator(); ++it) {
+      if ((*it)[1].str() != "1.5")
+        speeds.push_back((*it)[1].str());
+    }
+    return speeds;
+  };
+  const std::string before = usbOfDesktop();
+  ASSERT_TRUE(slotsInUse(before).empty()) << before;
+  qmp_->execute("blockdev-add", json::Json{{"driver", "null-co"},
+                                           {"node-name", "stick"},
+                                           {"size", 64 * 1024 * 1024},
+                                           {"read-zeroes", true}});
+  qmp_->execute("device_add", json::Json{{"driver", "usb-kbd"}, {"id", "kbd"}, {"bus", "xhci.0"}});
+  qmp_->execute(
+      "device_add",
+      json::Json{
+          {"driver", "usb-storage"}, {"id", "stick0"}, {"drive", "stick"}, {"bus", "xhci.0"}});
+  std::string after;
+  const bool redirected = waitFor(
+      [&] {
+        after = usbOfDesktop();
+        return !slotsInUse(after).empty();
+      },
+      60s);
+  EXPECT_TRUE(redirected) << "The stick did not reach the desktop. Its USB before:\n"
+                          << before << "after:\n"
+                          << after << "Serial console:\n"
+                          << serialTail();
+  std::this_thread::sleep_for(3s);  // the keyboard, had it been let through, would be in by now
+  after = usbOfDesktop();
+  EXPECT_EQ(slotsInUse(after), std::vector<std::string>{"5000"})
+      << "only the stick, not the keyboard:\n"
+      << after;
+  EXPECT_TRUE(serialSays("USB device plugged in")) << serialTail();
 }
 
 // French on the login screen brings the French keyboard (AZERTY) through

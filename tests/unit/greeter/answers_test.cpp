@@ -86,6 +86,15 @@ TEST(BrokerAnswersTest, TheConsoleAnswerCarriesTheTicketAndRefusalsTheirReason) 
   EXPECT_EQ(console.port, 0);
   EXPECT_EQ(console.ticket.view(), "q5Jd");
   EXPECT_EQ(console.hostSubject, "O=Aula,CN=hv1");
+  EXPECT_EQ(console.usb, "none") << "a broker that names no USB policy gets no devices";
+  for (std::string usb : {"storage", "all", "none"}) {
+    auto with = answers::console(
+        response(200, R"({"host":"hv1","tls_port":5912,"ticket":"t","usb":")" + usb + R"("})"), 12);
+    EXPECT_EQ(std::get<ConsoleReady>(with).console.usb, usb);
+  }
+  auto unknown = answers::console(
+      response(200, R"({"host":"hv1","tls_port":5912,"ticket":"t","usb":"everything"})"), 12);
+  EXPECT_EQ(std::get<ConsoleReady>(unknown).console.usb, "none");
   auto quota = answers::console(response(403, error("quota_exceeded", "limit of 1")), 12);
   EXPECT_EQ(std::get<ConsoleRefused>(quota).notice, Notice::kQuotaReached);
   EXPECT_EQ(std::get<ConsoleRefused>(quota).detail, "limit of 1");

@@ -323,10 +323,17 @@ TEST_F(GreeterTest, EnterConnectsShowingProgressAndOpensTheSession) {
   EXPECT_EQ(first<RequestConsole>(effects).desktopId, 12);
   EXPECT_EQ(greeter.screen(), Screen::kConnecting);
   EXPECT_FALSE(greeter.opening());
-  effects = on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("ticket"), "O=Aula,CN=hv1", "pem"}});
+  effects = on(ConsoleReady{
+      Console{12, "hv1", 5912, 0, Secret("ticket"), "O=Aula,CN=hv1", "pem", "storage"}});
   EXPECT_TRUE(greeter.opening());
   ASSERT_TRUE(has<OpenSession>(effects));
-  EXPECT_EQ(first<OpenSession>(effects).console.ticket.view(), "ticket");
+  const Console& opened = first<OpenSession>(effects).console;
+  EXPECT_EQ(opened.ticket.view(), "ticket");
+  EXPECT_EQ(opened.host, "hv1");
+  EXPECT_EQ(opened.tlsPort, 5912);
+  EXPECT_EQ(opened.hostSubject, "O=Aula,CN=hv1");
+  EXPECT_EQ(opened.caPem, "pem");
+  EXPECT_EQ(opened.usb, "storage") << "the template's USB policy goes to the session";
   on(SessionOpened{});
   EXPECT_EQ(greeter.screen(), Screen::kSession);
   EXPECT_EQ(greeter.current()->name, "Informatik");

@@ -165,6 +165,9 @@ struct Console {
   Secret ticket;
   std::string hostSubject;
   std::string caPem;
+  // The template's USB policy: which devices plugged in during the session
+  // go to the desktop (none, storage, all).
+  std::string usb = "none";
 };
 struct ConsoleReady {
   Console console;
