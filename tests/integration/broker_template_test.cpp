@@ -66,6 +66,8 @@ TEST_P(TemplateFromDesktopApiTest, AnAdvancedUserMakesATemplateOfTheirOwnStopped
   const auto& ids = seed();
   const auto desktop = usedDesktop(ids.adv, "my setup");
   const auto host = hostOf(desktop);
+  broker().adminCall("PATCH", fmt::format("/api/v1/templates/{}", ids.debian), Json{{"usb", "all"}},
+                     200);
 
   auto made = makeTemplate("adv", desktop, Json{{"name", "My setup"}, {"description", "mine"}});
   ASSERT_EQ(made.status, 201) << made.describe();
@@ -83,6 +85,7 @@ TEST_P(TemplateFromDesktopApiTest, AnAdvancedUserMakesATemplateOfTheirOwnStopped
   EXPECT_EQ(t["memory_mb"], 1024);
   EXPECT_EQ(t["disk_gb"], 20);
   EXPECT_EQ(t["video"], "qxl");
+  EXPECT_EQ(t["usb"], "all") << "the source template's USB policy";
   EXPECT_EQ(t["enabled"], true);
   EXPECT_EQ(t["pools"], Json::array({ids.pool})) << "only where the host's storage reaches";
   EXPECT_EQ(t["from_desktop_id"], desktop);

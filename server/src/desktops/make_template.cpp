@@ -91,6 +91,7 @@ Result<Json> DesktopService::makeTemplate(const Actor& actor, std::int64_t id, c
     std::int64_t sourceId = 0;
     std::int64_t diskGb = 0, vcpus = 0, memoryMb = 0;
     std::string video;
+    std::string usb;
     std::string baseDisk;
   };
   // Held until the template's row is in: the desktop may neither start nor
@@ -141,15 +142,22 @@ Result<Json> DesktopService::makeTemplate(const Actor& actor, std::int64_t id, c
         for (const auto& a : access)
           AULA_TRY_STATUS(checkAccessSubject(tx, actor, a));
         // Columns of the query below, in its order.
-        enum SourceCol : std::size_t { kSourceDiskGb, kSourceVcpus, kSourceMemoryMb, kSourceVideo };
+        enum SourceCol : std::size_t {
+          kSourceDiskGb,
+          kSourceVcpus,
+          kSourceMemoryMb,
+          kSourceVideo,
+          kSourceUsb
+        };
         auto source = AULA_TRY(
-            tx.queryOne("SELECT disk_gb, vcpus, memory_mb, video FROM templates WHERE id = ?",
+            tx.queryOne("SELECT disk_gb, vcpus, memory_mb, video, usb FROM templates WHERE id = ?",
                         {d.templateId}, "gone"));
         p.sourceId = d.templateId;
         p.diskGb = source.integer(kSourceDiskGb);
         p.vcpus = source.integer(kSourceVcpus);
         p.memoryMb = source.integer(kSourceMemoryMb);
         p.video = source.text(kSourceVideo);
+        p.usb = source.text(kSourceUsb);
         p.poolId = AULA_TRY(tx.queryInt("SELECT pool_id FROM hosts WHERE id = ?", {*d.hostId}));
         p.host = hostOf(d);
         // As createTemplate: a template belongs to its maker's category; an
@@ -193,12 +201,12 @@ Result<Json> DesktopService::makeTemplate(const Actor& actor, std::int64_t id, c
         }
         auto rows = tx.query(
             "INSERT INTO templates (name, description, owner_id, category_id, storage, base_disk, "
-            "disk_gb, vcpus, memory_mb, video, enabled, created_at, updated_at, from_desktop_id, "
-            "origin_host_id, backing_storage, backing_disk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "1, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "disk_gb, vcpus, memory_mb, video, usb, enabled, created_at, updated_at, "
+            "from_desktop_id, origin_host_id, backing_storage, backing_disk) VALUES (?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) RETURNING id",
             {name, description, actor.userId, intOrNull(p.categoryId),
-             std::string(kTemplateStorage), p.baseDisk, p.diskGb, p.vcpus, p.memoryMb, p.video, now,
-             now, id, p.host.id, textOrNull(backingStorage), textOrNull(backingDisk)});
+             std::string(kTemplateStorage), p.baseDisk, p.diskGb, p.vcpus, p.memoryMb, p.video,
+             p.usb, now, now, id, p.host.id, textOrNull(backingStorage), textOrNull(backingDisk)});
         if (!rows && rows.error().code() == Errc::kAlreadyExists) {
           return makeError(Errc::kAlreadyExists, "A template named '{}' exists already.", name);
         }
