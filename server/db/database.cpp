@@ -151,6 +151,8 @@ IdList inIds(Dialect dialect, const std::vector<std::int64_t>& ids) {
     out.params.emplace_back(arrayLiteral(pointers));
     return out;
   }
+  // "IN ()" is not SQL; "x IN (NULL)" is never true, so an empty list
+  // matches no row, as "= ANY('{}')" does on PostgreSQL.
   out.sql = ids.empty() ? "IN (NULL)" : "IN (" + placeholders(ids.size()) + ")";
   out.params.assign(ids.begin(), ids.end());
   return out;

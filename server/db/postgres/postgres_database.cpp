@@ -290,10 +290,12 @@ class Connection {
   // pipeline; the statements' own errors are in Piped.
   Result<Piped> pipeline(const std::vector<Step>& steps, Failure* failure) {
     *failure = Failure::kNone;
-    for (const auto& step : steps) {
-      std::string text;
-      AULA_TRY_STATUS(
-          checkCount(step.sql, rewritePlaceholders(step.sql, &text), step.params.size(), failure));
+    // Each step's text with $1..$n, checked against its values before
+    // anything is sent.
+    std::vector<std::string> texts(steps.size());
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      const std::size_t count = rewritePlaceholders(steps[i].sql, &texts[i]);
+      AULA_TRY_STATUS(checkCount(steps[i].sql, count, steps[i].params.size(), failure));
     }
     PGconn* conn = handle_.get();
     if (PQenterPipelineMode(conn) != 1)
@@ -303,8 +305,7 @@ class Connection {
     std::vector<Preparation> plans(steps.size());
     std::unordered_map<std::string, std::string> preparing;
     for (std::size_t i = 0; i < steps.size(); ++i) {
-      std::string text;
-      rewritePlaceholders(steps[i].sql, &text);
+      const std::string& text = texts[i];
       const BoundValues bound(steps[i].params);
       const auto given = static_cast<int>(steps[i].params.size());
       auto& plan = plans[i];
@@ -624,9 +625,7 @@ class Pool {
 
 // The key of the advisory lock that kExclusive transactions take: "aula" in
 // ASCII, so that it is recognisable in pg_locks.
-constexpr std::int64_t kExclusiveLockKey = 0x61756c61;
-constexpr std::string_view kTakeExclusiveLock = "SELECT pg_advisory_lock(1635085409)";
-static_assert(kExclusiveLockKey == 1635085409);
+constexpr std::int64_t kExclusiveLockKey = 0x61756c61;  // 1635085409
 
 constexpr std::string_view kBeginWrite = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 constexpr std::string_view kBeginRead = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
@@ -645,7 +644,7 @@ class PgTransaction final : public Transaction {
     // kExclusive waits for the lock before BEGIN, so that its snapshot is
     // taken after the transaction before it committed.
     if (exclusive_)
-      pending_.push_back({std::string(kTakeExclusiveLock), {}});
+      pending_.push_back({"SELECT pg_advisory_lock(?)", {kExclusiveLockKey}});
     pending_.push_back({std::string(mode == TxMode::kRead ? kBeginRead : kBeginWrite), {}});
   }
   // A body that threw leaves its transaction open: it ends here, so that the
