@@ -173,7 +173,8 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
 
   // The mouse: QEMU's own trace of its input layer shows what reached the
   // guest. The guest's screen (720x400) sits in the middle of 1024x768, so
-  // 180 px right and 100 down of the middle is the guest's (540, 300).
+  // The pointer starts in the middle of the 1024x768 head; 180 px right and
+  // 100 down of it is (692, 484) on the head.
   const std::string domain = fmt::format("aula-{}", id);
   const std::filesystem::path log = fmt::format("/var/log/libvirt/qemu/{}.log", domain);
   const auto logBefore = test::readFile(log).size();
@@ -217,8 +218,13 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
       (x ? ax : ay) = static_cast<double>(value) / 0x7fff;
   }
   if (ax && ay) {
-    EXPECT_NEAR(*ax, 540.0 / 719, 0.01) << seen;
-    EXPECT_NEAR(*ay, 300.0 / 399, 0.01) << seen;
+    // Where (692, 484) is on the guest's screen, centred on the head.
+    auto frame = session_.frame();
+    ASSERT_TRUE(frame);
+    const int gx = 692 - (1024 - frame->width) / 2;
+    const int gy = 484 - (768 - frame->height) / 2;
+    EXPECT_NEAR(*ax, static_cast<double>(gx) / (frame->width - 1), 0.01) << seen;
+    EXPECT_NEAR(*ay, static_cast<double>(gy) / (frame->height - 1), 0.01) << seen;
   } else {
     EXPECT_EQ(rx, 180) << seen;
     EXPECT_EQ(ry, 100) << seen;
@@ -237,8 +243,27 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
   move.dx = -300;
   move.dy = 0;
   runtime_->pointer(move);
-  EXPECT_NE(pixel(692, 484), 0x000000U) << "the arrow left its old place";
-  EXPECT_EQ(pixel(392, 484), 0x000000U) << "and is at its new one";
+  EXPECT_EQ(pixel(392, 484), 0x000000U) << "the arrow is at its new place";
+  // Where it was, the head shows the guest's own pixels again (black
+  // around the guest's screen).
+  auto frame = session_.frame();
+  ASSERT_TRUE(frame);
+  const int left0 = (1024 - frame->width) / 2;
+  const int top0 = (768 - frame->height) / 2;
+  int wrong = 0;
+  for (int y = 484; y < 484 + 19; ++y) {
+    for (int x = 692; x < 692 + 12; ++x) {
+      const int fx = x - left0;
+      const int fy = y - top0;
+      const bool inside = fx >= 0 && fy >= 0 && fx < frame->width && fy < frame->height;
+      const std::uint32_t guest =
+          inside ? frame->pixels[static_cast<std::ptrdiff_t>(fy) * (frame->stride / 4) + fx] &
+                       0xffffffU
+                 : 0U;
+      wrong += pixel(x, y) != guest ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "pixels of the arrow's old place that are not the guest's";
 
   // The guest going away from under the session brings the list back.
   test::virsh({"destroy", fmt::format("aula-{}", id)});
