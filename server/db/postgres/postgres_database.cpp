@@ -199,7 +199,7 @@ class Connection {
     AULA_TRY_STATUS(checkCount(sql, count, params.size(), failure));
     const BoundValues bound(params);
     const auto given = static_cast<int>(params.size());
-    const Preparation plan = preparation(text, bound);
+    const Preparation plan = preparation(text, bound, false);
     if (plan.prepare) {
       ResultHandle prepared(
           PQprepare(handle_.get(), plan.name.c_str(), text.c_str(), given, bound.types.data()));
@@ -309,7 +309,7 @@ class Connection {
       const BoundValues bound(steps[i].params);
       const auto given = static_cast<int>(steps[i].params.size());
       auto& plan = plans[i];
-      plan = preparation(text, bound);
+      plan = preparation(text, bound, true);
       if (plan.prepare) {
         auto [it, first] = preparing.emplace(plan.key, plan.name);
         plan.prepare = first;
@@ -407,7 +407,9 @@ class Connection {
   }
 
   // How to run `text` on this connection: by the name it was prepared under,
-  // prepared now on its second run (`prepare`), or unprepared (no name).
+  // prepared now (`prepare`) on its second run, or on its first in a
+  // pipeline, where preparing costs no round trip of its own; or unprepared
+  // (no name).
   // PostgreSQL then parses each statement once per connection instead of once
   // per run, and plans it once when a generic plan serves as well as a fresh
   // one. The parameter types are part of the key: a NULL leaves its type open.
@@ -417,7 +419,7 @@ class Connection {
     std::string name;  // empty: unprepared
     bool prepare = false;
   };
-  Preparation preparation(const std::string& text, const BoundValues& bound) {
+  Preparation preparation(const std::string& text, const BoundValues& bound, bool piped) {
     if (!worthPreparing(text))
       return {};
     Preparation out;
@@ -429,10 +431,9 @@ class Connection {
       out.name = it->second;
       return out;
     }
-    // Preparing costs a round trip of its own (or a message in a pipeline):
-    // only for a statement this connection has run before, which it will
-    // most likely run again.
-    if (prepared_.size() >= kMaxPrepared || seen_.insert(out.key).second) {
+    // Alone, preparing costs a round trip of its own: only for a statement
+    // this connection has run before, which it will most likely run again.
+    if (prepared_.size() >= kMaxPrepared || (!piped && seen_.insert(out.key).second)) {
       if (seen_.size() > kMaxSeen)
         seen_.clear();
       return {};
@@ -599,6 +600,16 @@ class Pool {
     }
     // Notices ("relation already exists, skipping") would go to stderr.
     PQsetNoticeProcessor(handle.get(), logNotice, nullptr);
+    // The broker's statements look rows up by keys and id lists: one plan
+    // serves every value, and a statement prepared on this connection is
+    // planned once instead of at each of its first five runs (planning a
+    // join costs more than running it). A server that does not know the
+    // setting (before PostgreSQL 12) plans as it always did.
+    ResultHandle generic(PQexec(handle.get(), "SET plan_cache_mode = force_generic_plan"));
+    if (generic == nullptr || PQresultStatus(generic.get()) != PGRES_COMMAND_OK) {
+      log::info("PostgreSQL plans each statement as it runs: {}",
+                firstLine(PQerrorMessage(handle.get())));
+    }
     return std::make_unique<Connection>(std::move(handle), settings_);
   }
 

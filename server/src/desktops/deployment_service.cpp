@@ -184,23 +184,27 @@ Result<Json> DeploymentService::create(const Actor& actor, const Json& body) {
 
 namespace {
 
+// The deployment's desktops, if the actor manages its category.
+Result<std::vector<std::int64_t>> deploymentDesktops(db::Transaction& tx, const Actor& actor,
+                                                     std::int64_t id) {
+  auto row = AULA_TRY(tx.queryOne(std::string(kDeploymentSelect) + " WHERE p.id = ?", {id},
+                                  fmt::format("There is no deployment with id {}.", id)));
+  if (!managesCategory(actor, row.integer(DeploymentCol::kCategoryId))) {
+    return makeError(Errc::kNotFound, "There is no deployment with id {}.", id);
+  }
+  auto rows =
+      AULA_TRY(tx.query("SELECT id FROM desktops WHERE deployment_id = ? ORDER BY id", {id}));
+  std::vector<std::int64_t> ids;
+  ids.reserve(rows.size());
+  for (const auto& r : rows)
+    ids.push_back(r.integer(0));
+  return ids;
+}
+
 Result<std::vector<std::int64_t>> deploymentDesktops(db::Database& db, const Actor& actor,
                                                      std::int64_t id) {
   return db.transactValue<std::vector<std::int64_t>>(
-      db::TxMode::kRead, [&](db::Transaction& tx) -> Result<std::vector<std::int64_t>> {
-        auto row = AULA_TRY(tx.queryOne(std::string(kDeploymentSelect) + " WHERE p.id = ?", {id},
-                                        fmt::format("There is no deployment with id {}.", id)));
-        if (!managesCategory(actor, row.integer(DeploymentCol::kCategoryId))) {
-          return makeError(Errc::kNotFound, "There is no deployment with id {}.", id);
-        }
-        auto rows =
-            AULA_TRY(tx.query("SELECT id FROM desktops WHERE deployment_id = ? ORDER BY id", {id}));
-        std::vector<std::int64_t> ids;
-        ids.reserve(rows.size());
-        for (const auto& r : rows)
-          ids.push_back(r.integer(0));
-        return ids;
-      });
+      db::TxMode::kRead, [&](db::Transaction& tx) { return deploymentDesktops(tx, actor, id); });
 }
 
 // Runs `op` on each desktop, a few at a time, and sums up.
@@ -230,16 +234,17 @@ Json forEachDesktop(const std::vector<std::int64_t>& ids,
 
 Result<Json> DeploymentService::start(const Actor& actor, std::int64_t id) {
   AULA_TRY_STATUS(requireManager(actor));
-  // The deployment is the manager's (checked here): so is each desktop of it.
-  auto ids = AULA_TRY(deploymentDesktops(ctx_.db, actor, id));
-  auto outcomes = desktops_.startMany(actor, ids, true);
+  // The deployment is the manager's (checked in the planning transaction):
+  // so is each desktop of it.
+  auto outcomes = AULA_TRY(desktops_.startSelected(
+      actor, [&](db::Transaction& tx) { return deploymentDesktops(tx, actor, id); }, true));
   Json failed = Json::array();
   std::size_t ok = 0;
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (outcomes[i]) {
+  for (const auto& o : outcomes) {
+    if (o.status) {
       ++ok;
     } else {
-      failed.push_back({{"desktop_id", ids[i]}, {"error", outcomes[i].error().message()}});
+      failed.push_back({{"desktop_id", o.id}, {"error", o.status.error().message()}});
     }
   }
   return Json{{"succeeded", ok}, {"failed", failed}};

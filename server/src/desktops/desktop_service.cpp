@@ -237,7 +237,7 @@ void DesktopService::giveBack(StartPlan& plan) {
 // transactions and retrying, and a deployment pays for one transaction and
 // a few round trips, not a dozen per desktop.
 Result<std::vector<DesktopService::StartPlan>> DesktopService::planStarts(
-    const Actor& actor, const std::vector<std::int64_t>& ids, bool authorized) {
+    const Actor& actor, const StartSelection& select, bool authorized) {
   auto now = unixNow(ctx_.clock);
   const auto timing = stateTiming(ctx_.settings);
   // The Placer's reservations. A PostgreSQL retry runs the body below again,
@@ -252,6 +252,9 @@ Result<std::vector<DesktopService::StartPlan>> DesktopService::planStarts(
   auto planned = ctx_.db.transact(db::TxMode::kExclusive, [&](db::Transaction& tx) -> Status {
     giveBackAll();
     plans.clear();
+    const auto ids = AULA_TRY(select(tx));
+    if (ids.empty())
+      return {};
     auto in = db::inIds(tx.dialect(), ids);
     auto rows =
         AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id " + in.sql, in.params));
@@ -470,16 +473,28 @@ void DesktopService::recordStarts(const std::vector<StartPlan*>& go,
 std::vector<Status> DesktopService::startMany(const Actor& actor,
                                               const std::vector<std::int64_t>& ids,
                                               bool authorized) {
-  std::vector<Status> out;
   if (ids.empty())
-    return out;
-  auto plans = planStarts(actor, ids, authorized);
-  if (!plans)
-    return std::vector<Status>(ids.size(), plans.error());
-  runStarts(*plans);
-  out.reserve(plans->size());
-  for (auto& p : *plans)
-    out.push_back(std::move(p.outcome));
+    return {};
+  auto outcomes = startSelected(
+      actor, [&](db::Transaction&) -> Result<std::vector<std::int64_t>> { return ids; },
+      authorized);
+  if (!outcomes)
+    return std::vector<Status>(ids.size(), outcomes.error());
+  std::vector<Status> out;
+  out.reserve(outcomes->size());
+  for (auto& o : *outcomes)
+    out.push_back(std::move(o.status));
+  return out;
+}
+
+Result<std::vector<DesktopService::StartOutcome>> DesktopService::startSelected(
+    const Actor& actor, const StartSelection& select, bool authorized) {
+  auto plans = AULA_TRY(planStarts(actor, select, authorized));
+  runStarts(plans);
+  std::vector<StartOutcome> out;
+  out.reserve(plans.size());
+  for (auto& p : plans)
+    out.push_back(StartOutcome{.id = p.id, .status = std::move(p.outcome)});
   return out;
 }
 

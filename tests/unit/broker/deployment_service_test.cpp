@@ -142,6 +142,27 @@ TEST_F(DeploymentServiceTest, ATeacherOfAnotherCategoryCannotDeployToTheClass) {
   EXPECT_EQ(r.error().code(), Errc::kPermissionDenied);
 }
 
+TEST_F(DeploymentServiceTest, OnlyTheClasssTeachersMayStartItsDeployment) {
+  auto deployment = must(broker().deployments.create(
+      teacher_, Json{{"name", "Lesson 1"}, {"template_id", template_}, {"group_id", group_}}));
+  const auto id = deployment["id"].get<std::int64_t>();
+  onlineHost();
+  auto music = makeCategory("Music");
+  makeUser("other-teacher", "manager", music);
+  auto r = broker().deployments.start(signIn("other-teacher"), id);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kNotFound);
+  EXPECT_THAT(r.error().message(), HasSubstr(fmt::format("no deployment with id {}", id)));
+  auto missing = broker().deployments.start(teacher_, id + 100);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), Errc::kNotFound);
+  // Neither started anything.
+  EXPECT_EQ(broker().counters.desktopStarts.load(), 0u);
+  auto hers = must(broker().desktops.list(signIn("alice"), {}));
+  ASSERT_EQ(hers.size(), 1u);
+  EXPECT_EQ(hers[0]["state"], "stopped");
+}
+
 TEST_F(DeploymentServiceTest, AStudentCannotDeploy) {
   auto r = broker().deployments.create(
       signIn("alice"), Json{{"name", "Mine"}, {"template_id", template_}, {"group_id", group_}});

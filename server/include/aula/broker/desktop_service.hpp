@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -32,6 +33,18 @@ class DesktopService {
   // that the actor may start every one of them.
   std::vector<Status> startMany(const Actor& actor, const std::vector<std::int64_t>& ids,
                                 bool authorized);
+  // Which desktops to start, read inside the planning transaction (a
+  // deployment's desktops): the list and the plan are one snapshot, and one
+  // transaction instead of two. An error starts none.
+  using StartSelection = std::function<Result<std::vector<std::int64_t>>(db::Transaction&)>;
+  struct StartOutcome {
+    std::int64_t id = 0;
+    Status status;
+  };
+  // The same as startMany, for the desktops `select` names; each one's
+  // outcome, in its order.
+  Result<std::vector<StartOutcome>> startSelected(const Actor& actor, const StartSelection& select,
+                                                  bool authorized);
   Result<Json> stop(const Actor& actor, std::int64_t id, bool force);
   Status remove(const Actor& actor, std::int64_t id);
   Result<Json> console(const Actor& actor, std::int64_t id);
@@ -42,8 +55,8 @@ class DesktopService {
 
  private:
   struct StartPlan;
-  Result<std::vector<StartPlan>> planStarts(const Actor& actor,
-                                            const std::vector<std::int64_t>& ids, bool authorized);
+  Result<std::vector<StartPlan>> planStarts(const Actor& actor, const StartSelection& select,
+                                            bool authorized);
   void runStarts(std::vector<StartPlan>& plans);
   void recordStarts(const std::vector<StartPlan*>& go,
                     const std::vector<std::optional<Result<Observed>>>& answers,
