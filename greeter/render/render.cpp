@@ -65,6 +65,7 @@ struct Style {
   PangoWeight weight = PANGO_WEIGHT_NORMAL;
   Color color = kInk;
   PangoAlignment align = PANGO_ALIGN_LEFT;
+  bool oneLine = false;  // with a width: one line, cut with "…" where it would wrap
 };
 
 struct LayoutDeleter {
@@ -96,7 +97,10 @@ class Flow {
     pango_font_description_free(font);
     if (width > 0) {
       pango_layout_set_width(layout.get(), static_cast<int>(width * PANGO_SCALE));
-      pango_layout_set_wrap(layout.get(), PANGO_WRAP_WORD_CHAR);
+      if (style.oneLine)
+        pango_layout_set_ellipsize(layout.get(), PANGO_ELLIPSIZE_END);
+      else
+        pango_layout_set_wrap(layout.get(), PANGO_WRAP_WORD_CHAR);
     }
     pango_layout_set_alignment(layout.get(), style.align);
     pango_layout_set_text(layout.get(), text.data(), static_cast<int>(text.size()));
@@ -283,11 +287,8 @@ void row(Flow& flow, const Row& row, bool listFocused) {
       if (listFocused)
         focusRing(cr, u, x, y + 2 * u, w, h - 4 * u, 10 * u);
     }
-    const double left = x + 18 * u;
-    flow.textAt(row.name, {.px = 19, .weight = PANGO_WEIGHT_SEMIBOLD}, left, y + 13 * u,
-                w - 200 * u);
-    flow.textAt(row.detail, {.px = 14, .color = kMuted}, left, y + 40 * u, w - 200 * u);
-    // The state as a pill on the right.
+    // The state as a pill on the right; the name and detail, one line each,
+    // in the room left of it.
     const Color color = stateColor(row.stateKind);
     const Style pill{.px = 14, .weight = PANGO_WEIGHT_SEMIBOLD, .color = color};
     Flow measure(cr, u, 0, 0, 0, false);
@@ -295,6 +296,11 @@ void row(Flow& flow, const Row& row, bool listFocused) {
     const double pillW = pw + 24 * u;
     const double pillH = ph + 10 * u;
     const double px = x + w - pillW - 18 * u;
+    const double left = x + 18 * u;
+    const double room = std::max(40 * u, px - 16 * u - left);
+    flow.textAt(row.name, {.px = 19, .weight = PANGO_WEIGHT_SEMIBOLD, .oneLine = true}, left,
+                y + 13 * u, room);
+    flow.textAt(row.detail, {.px = 14, .color = kMuted, .oneLine = true}, left, y + 40 * u, room);
     const double py = y + (h - pillH) / 2;
     roundedRect(cr, px, py, pillW, pillH, pillH / 2);
     setColor(cr, {color.r, color.g, color.b, 0.12});
@@ -394,6 +400,13 @@ double cardContent(const View& view, Flow& flow) {
       break;
     }
     case Screen::kSession: {
+      // The menu's items, or its USB list: a notice and the devices.
+      if (view.notice) {
+        callout(flow, *view.notice);
+        flow.gap(16);
+      }
+      for (const Row& r : view.rows)
+        row(flow, r, true);
       for (std::size_t i = 0; i < view.buttons.size(); ++i) {
         const double y = flow.y();
         flow.box(48, [](double, double, double, double) {});
@@ -406,8 +419,10 @@ double cardContent(const View& view, Flow& flow) {
   return flow.y() - top;
 }
 
-double cardWidth(Screen screen) {
-  switch (screen) {
+double cardWidth(const View& view) {
+  if (view.screen == Screen::kSession && (view.notice || !view.rows.empty()))
+    return 720;  // the menu's USB list
+  switch (view.screen) {
     case Screen::kDesktops:
       return 720;
     case Screen::kTrouble:
@@ -420,7 +435,7 @@ double cardWidth(Screen screen) {
 }
 
 void card(cairo_t* cr, const View& view, double u, double width, double height) {
-  const double cw = cardWidth(view.screen) * u;
+  const double cw = cardWidth(view) * u;
   const double pad = 40 * u;
   Flow measure(cr, u, 0, 0, cw - 2 * pad, false);
   const double contentHeight = cardContent(view, measure);

@@ -105,7 +105,7 @@ struct Runtime::Impl {
   int shownHeight = 0;
   // What the last drawing showed, to redraw only when it changes.
   std::string drawnSignature;
-  bool menuShown = false;
+  std::string menuShown;  // what the session's menu overlay shows; empty: none
   bool loginShown = false;
   bool setupShown = false;
   bool listShown = false;          // since another screen
@@ -190,6 +190,8 @@ struct Runtime::Impl {
                      [&](SendKey& key) { parts.session.key(key.scancode, key.pressed); },
                      [&](SendMouse& send) { parts.session.mouse(toGuest(send), send.buttons); },
                      [&](SendCtrlAltDel&) { parts.session.ctrlAltDel(); },
+                     [&](ListUsb&) { handle(UsbDevicesChanged{parts.session.usbDevices()}); },
+                     [&](ShareUsb& share) { parts.session.shareUsb(share.id, share.share); },
                      [&](LogOut&) {
                        watching = false;
                        ask([this] {
@@ -219,6 +221,12 @@ struct Runtime::Impl {
       post([this, keep, why, detail = std::move(detail)] {
         if (*keep)
           handle(SessionEnded{why, detail});
+      });
+    };
+    listener.usb = [this, keep](std::vector<UsbDevice> devices) {
+      post([this, keep, devices = std::move(devices)] {
+        if (*keep)
+          handle(UsbDevicesChanged{devices});
       });
     };
     listener.drawn = [this](const Frame& frame, Rect damage) {
@@ -407,14 +415,42 @@ struct Runtime::Impl {
     }
   }
 
-  // The whole guest screen on head 0, on black.
-  void showWholeFrame() {
+  // Head 0's canvas all black, with no arrow on it.
+  Canvas blackCanvas() {
     Canvas canvas = parts.output.canvas(0);
     arrowDrawn.reset();
     for (int y = 0; y < canvas.height; ++y)
       std::memset(reinterpret_cast<std::uint8_t*>(canvas.pixels) +
                       static_cast<std::ptrdiff_t>(y) * canvas.stride,
                   0, static_cast<std::size_t>(canvas.width) * 4);
+    return canvas;
+  }
+
+  // The whole guest screen on head 0's canvas, on black, not yet shown.
+  void paintWholeFrame() {
+    Canvas canvas = blackCanvas();
+    if (auto frame = parts.session.frame();
+        frame && copyFrame(*frame, Rect{0, 0, frame->width, frame->height}, canvas)) {
+      shownWidth = frame->width;
+      shownHeight = frame->height;
+    }
+  }
+
+  // What the menu overlay shows, to draw it again only when that changes.
+  static std::string menuSignature(const View& view) {
+    std::string out = view.subtitle + "|" + view.hints;
+    if (view.notice)
+      out += "|" + view.notice->headline + view.notice->body;
+    for (const auto& r : view.rows)
+      out += fmt::format("|{}{}{}{}", r.name, r.state, r.detail, r.selected);
+    for (const auto& b : view.buttons)
+      out += fmt::format("|{}{}", b.label, b.focused);
+    return out;
+  }
+
+  // The whole guest screen on head 0, on black.
+  void showWholeFrame() {
+    (void)blackCanvas();
     auto frame = parts.session.frame();
     if (frame) {
       showFrame(*frame, Rect{0, 0, frame->width, frame->height});
@@ -432,22 +468,24 @@ struct Runtime::Impl {
     if (view.screen == Screen::kSession) {
       const bool entering = drawnSignature != "session";
       drawnSignature = "session";
-      if (entering || view.menu != menuShown) {
-        menuShown = view.menu;
-        showWholeFrame();
+      const std::string menu = view.menu ? menuSignature(view) : "";
+      if (entering || menu != menuShown) {
+        menuShown = menu;
         if (view.menu) {
+          // The overlay is translucent: drawn on the desktop's own pixels,
+          // never on the overlay it replaces, and shown in one present.
+          paintWholeFrame();
           Canvas canvas = parts.output.canvas(0);
           renderer.drawOverlay(view, canvas);
           (void)parts.output.present(0, {});
+          ++frames;
+        } else {
+          showWholeFrame();
         }
-      } else if (view.menu) {
-        Canvas canvas = parts.output.canvas(0);
-        renderer.drawOverlay(view, canvas);
-        (void)parts.output.present(0, {});
       }
       return;
     }
-    menuShown = false;
+    menuShown.clear();
     const std::string clock = clockText();
     // A cheap fingerprint of what is on screen.
     std::string signature = fmt::format(

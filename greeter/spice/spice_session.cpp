@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -50,6 +52,13 @@ struct SpiceSession::Impl {
   bool ended = false;
   bool warnedFormat = false;
   std::string where;
+  // USB: the manager while devices go to the desktop, the policy's filter,
+  // and the last failure to move each device (by UsbDevice::id).
+  SpiceUsbDeviceManager* usbManager = nullptr;  // owned by `session`
+  std::string usbFilter;
+  std::map<std::string, std::string> usbProblems;
+  // Expires with this Impl: a USB move that finishes later finds it gone.
+  std::shared_ptr<int> token = std::make_shared<int>(0);
 
   void end(SessionEnd why, std::string reason) {
     if (ended)
@@ -166,15 +175,30 @@ struct SpiceSession::Impl {
                  primary.height, primary.stride};
   }
 
-  static void onUsbAdded(SpiceUsbDeviceManager*, SpiceUsbDevice* device, gpointer) {
-    guardCallback("a SPICE device-added handler",
-                  [&] { log::info("USB device plugged in: {}.", describe(device)); });
+  static void onUsbAdded(SpiceUsbDeviceManager*, SpiceUsbDevice* device, gpointer data) {
+    guardCallback("a SPICE device-added handler", [&] {
+      log::info("USB device plugged in: {}.", describe(device));
+      static_cast<Impl*>(data)->usbChanged();
+    });
+  }
+  static void onUsbRemoved(SpiceUsbDeviceManager*, SpiceUsbDevice* device, gpointer data) {
+    guardCallback("a SPICE device-removed handler", [&] {
+      log::info("USB device pulled out: {}.", describe(device));
+      auto* impl = static_cast<Impl*>(data);
+      impl->usbProblems.erase(usbId(device));
+      impl->usbChanged();
+    });
   }
   static void onUsbAutoConnectFailed(SpiceUsbDeviceManager*, SpiceUsbDevice* device, GError* error,
-                                     gpointer) {
+                                     gpointer data) {
     guardCallback("a SPICE auto-connect-failed handler", [&] {
+      const std::string reason =
+          error != nullptr && error->message != nullptr ? error->message : "no reason given";
       log::warn("The USB device {} could not be handed to the desktop: {}", describe(device),
-                error != nullptr && error->message != nullptr ? error->message : "no reason given");
+                reason);
+      auto* impl = static_cast<Impl*>(data);
+      impl->usbProblems[usbId(device)] = reason;
+      impl->usbChanged();
     });
   }
   static std::string describe(SpiceUsbDevice* device) {
@@ -183,11 +207,124 @@ struct SpiceSession::Impl {
     g_free(text);
     return out;
   }
+  // "bus-address": spice_usb_device_get_description's 4th and 5th values
+  // (manufacturer, product, [vid:pid], bus, address). glibc's fortified
+  // printf aborts on a positional format that skips a value, so the first
+  // three are printed empty.
+  static std::string usbId(SpiceUsbDevice* device) {
+    gchar* text = spice_usb_device_get_description(device, "%1$.0s%2$.0s%3$.0s%4$d-%5$d");
+    std::string out = text != nullptr ? text : "";
+    g_free(text);
+    return out;
+  }
+
+  struct UsbArray {
+    GPtrArray* array = nullptr;
+    ~UsbArray() {
+      if (array != nullptr)
+        g_ptr_array_unref(array);
+    }
+    std::size_t size() const { return array != nullptr ? array->len : 0; }
+    SpiceUsbDevice* at(std::size_t i) const {
+      return static_cast<SpiceUsbDevice*>(g_ptr_array_index(array, static_cast<guint>(i)));
+    }
+  };
+
+  std::vector<UsbDevice> usbDevices() {
+    std::vector<UsbDevice> out;
+    if (usbManager == nullptr)
+      return out;
+    UsbArray all{spice_usb_device_manager_get_devices(usbManager)};
+    UsbArray allowed{
+        spice_usb_device_manager_get_devices_with_filter(usbManager, usbFilter.c_str())};
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      SpiceUsbDevice* device = all.at(i);
+      UsbDevice d;
+      d.id = usbId(device);
+      // The name as the device gives it, without the " at bus-address" a
+      // student has no use for.
+      d.name = describe(device);
+      if (const std::string at = " at " + d.id; d.name.ends_with(at))
+        d.name.resize(d.name.size() - at.size());
+      for (std::size_t j = 0; j < allowed.size(); ++j)
+        d.allowed = d.allowed || allowed.at(j) == device;
+      d.shared = spice_usb_device_manager_is_device_connected(usbManager, device) != FALSE;
+      if (auto problem = usbProblems.find(d.id); problem != usbProblems.end())
+        d.problem = problem->second;
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  void usbChanged() {
+    if (listener.usb)
+      listener.usb(usbDevices());
+  }
+
+  // One move of a device, until spice-client-glib says how it went.
+  struct UsbMove {
+    std::weak_ptr<int> token;
+    Impl* impl = nullptr;
+    std::string id;
+    std::string name;
+    bool share = true;
+  };
+
+  static void onUsbMoved(GObject* source, GAsyncResult* result, gpointer data) {
+    std::unique_ptr<UsbMove> move(static_cast<UsbMove*>(data));
+    guardCallback("a SPICE USB connect or disconnect handler", [&] {
+      auto* manager = SPICE_USB_DEVICE_MANAGER(source);
+      GError* error = nullptr;
+      const gboolean done =
+          move->share ? spice_usb_device_manager_connect_device_finish(manager, result, &error)
+                      : spice_usb_device_manager_disconnect_device_finish(manager, result, &error);
+      std::string reason;
+      if (done == FALSE) {
+        reason = error != nullptr && error->message != nullptr ? error->message : "no reason given";
+        log::warn("The USB device {} could not be moved {}: {}", move->name,
+                  move->share ? "to the desktop" : "back to this PC", reason);
+      } else {
+        log::info("The USB device {} is now {}.", move->name,
+                  move->share ? "on the desktop" : "back on this PC");
+      }
+      g_clear_error(&error);
+      if (move->token.expired())
+        return;  // the session is gone
+      Impl* impl = move->impl;
+      if (reason.empty())
+        impl->usbProblems.erase(move->id);
+      else
+        impl->usbProblems[move->id] = reason;
+      impl->usbChanged();
+    });
+  }
+
+  void shareUsb(const std::string& id, bool share) {
+    if (usbManager == nullptr)
+      return;
+    UsbArray all{spice_usb_device_manager_get_devices(usbManager)};
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      SpiceUsbDevice* device = all.at(i);
+      if (usbId(device) != id)
+        continue;
+      auto move = std::make_unique<UsbMove>(UsbMove{token, this, id, describe(device), share});
+      if (share) {
+        spice_usb_device_manager_connect_device_async(usbManager, device, nullptr, &onUsbMoved,
+                                                      move.release());
+      } else {
+        spice_usb_device_manager_disconnect_device_async(usbManager, device, nullptr, &onUsbMoved,
+                                                         move.release());
+      }
+      return;
+    }
+    log::warn("The USB device {} to move is no longer plugged in.", id);
+    usbChanged();
+  }
 
   // Devices plugged in during the session go to the desktop as the
   // template's policy allows (usb_policy.hpp); those already plugged in
   // stay with the PC.
-  void shareUsb(const std::string& policy) {
+  void startUsb(const std::string& policy) {
     auto filter = usbRedirFilter(policy);
     if (!filter || policy == "none") {
       log::info("USB devices plugged in stay with this PC (the template's USB policy is none).");
@@ -201,9 +338,13 @@ struct SpiceSession::Impl {
       g_clear_error(&error);
       return;
     }
-    const std::string rules(*filter);
-    g_object_set(manager, "auto-connect", TRUE, "auto-connect-filter", rules.c_str(), nullptr);
+    usbManager = manager;
+    usbFilter = std::string(*filter);
+    usbProblems.clear();
+    g_object_set(manager, "auto-connect", TRUE, "auto-connect-filter", usbFilter.c_str(), nullptr);
     connections.emplace_back(manager, "device-added", reinterpret_cast<GCallback>(&onUsbAdded),
+                             this);
+    connections.emplace_back(manager, "device-removed", reinterpret_cast<GCallback>(&onUsbRemoved),
                              this);
     connections.emplace_back(manager, "auto-connect-failed",
                              reinterpret_cast<GCallback>(&onUsbAutoConnectFailed), this);
@@ -225,6 +366,9 @@ struct SpiceSession::Impl {
     inputs.reset();
     display.reset();
     main.reset();
+    usbManager = nullptr;
+    usbProblems.clear();
+    token = std::make_shared<int>(0);  // moves still out find this session gone
     session.reset();
     caFile = {};
     opened = false;
@@ -268,7 +412,7 @@ void SpiceSession::open(const Console& console, Listener listener) {
   }
   impl.connections.emplace_back(session, "channel-new",
                                 reinterpret_cast<GCallback>(&Impl::onChannelNew), &impl);
-  impl.shareUsb(console.usb);
+  impl.startUsb(console.usb);
   if (!spice_session_connect(session)) {
     impl.end(SessionEnd::kFailed,
              fmt::format("spice-client-glib could not start a connection to {}.", impl.where));
@@ -346,6 +490,14 @@ void SpiceSession::ctrlAltDel() {
     key(code, true);
   for (std::uint32_t code : {kDelete, kAlt, kCtrl})
     key(code, false);
+}
+
+std::vector<UsbDevice> SpiceSession::usbDevices() {
+  return impl_->usbDevices();
+}
+
+void SpiceSession::shareUsb(const std::string& id, bool share) {
+  impl_->shareUsb(id, share);
 }
 
 std::optional<Frame> SpiceSession::frame() {

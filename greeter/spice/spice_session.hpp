@@ -24,6 +24,8 @@ class SpiceSession final : public Session {
   void key(std::uint32_t scancode, bool pressed) override;
   void mouse(const Mouse& mouse, std::uint32_t buttons) override;
   void ctrlAltDel() override;
+  std::vector<UsbDevice> usbDevices() override;
+  void shareUsb(const std::string& id, bool share) override;
   std::optional<Frame> frame() override;
 
  private:

@@ -306,6 +306,8 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
                             ready.console.tlsPort,       ready.console.port,
                             ready.console.ticket.copy(), ready.console.hostSubject,
                             ready.console.caPem,         ready.console.usb};
+            usbPolicy_ = console.usb;
+            usbDevices_.clear();
             return list(OpenSession{std::move(console)});
           },
           [&](const ConsoleRefused& refused) -> std::vector<Effect> {
@@ -334,7 +336,7 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
             trying_ = false;
             attempts_ = 0;
             retryAt_.reset();
-            menuOpen_ = false;
+            closeMenu();
             message_ = {};
             return {};
           },
@@ -372,6 +374,17 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
                 return effects;
               }
             }
+            return {};
+          },
+          [&](const UsbDevicesChanged& changed) -> std::vector<Effect> {
+            if (screen_ != Screen::kSession)
+              return {};
+            // The devices that may go to the desktop first, as they came.
+            usbDevices_ = changed.devices;
+            std::stable_partition(usbDevices_.begin(), usbDevices_.end(),
+                                  [](const UsbDevice& d) { return d.allowed; });
+            if (usbIndex_ >= usbDevices_.size())
+              usbIndex_ = usbDevices_.empty() ? 0 : usbDevices_.size() - 1;
             return {};
           },
       },
@@ -636,13 +649,20 @@ std::vector<Effect> Greeter::onMouse(const Mouse& mouse, Instant now) {
   return list(SendMouse{mouse, buttons_});
 }
 
+void Greeter::closeMenu() {
+  menuOpen_ = false;
+  usbOpen_ = false;
+}
+
 std::vector<Effect> Greeter::onMenuKey(const Key& key) {
   if (!key.pressed)
     return {};
+  if (usbOpen_)
+    return onUsbKey(key);
   constexpr auto kCount = std::size(kMenuItems);
   switch (key.code) {
     case KEY_ESC:
-      menuOpen_ = false;
+      closeMenu();
       return {};
     case KEY_UP:
       menuIndex_ = (menuIndex_ + kCount - 1) % kCount;
@@ -657,10 +677,17 @@ std::vector<Effect> Greeter::onMenuKey(const Key& key) {
     default:
       return {};
   }
-  menuOpen_ = false;
+  if (kMenuItems[menuIndex_] == MenuItem::kUsbDevices) {
+    usbOpen_ = true;
+    usbIndex_ = 0;
+    return list(ListUsb{});
+  }
+  closeMenu();
   switch (kMenuItems[menuIndex_]) {
     case MenuItem::kCtrlAltDel:
       return list(SendCtrlAltDel{});
+    case MenuItem::kUsbDevices:
+      return {};
     case MenuItem::kDisconnect: {
       auto effects = toList({});
       effects.insert(effects.begin(), CloseSession{});
@@ -674,6 +701,38 @@ std::vector<Effect> Greeter::onMenuKey(const Key& key) {
     }
   }
   return {};
+}
+
+// The menu's USB list: Enter moves the chosen device to the desktop or back
+// to this PC, where the template's policy allows it; Esc goes back to the
+// menu.
+std::vector<Effect> Greeter::onUsbKey(const Key& key) {
+  const std::size_t count = usbDevices_.size();
+  switch (key.code) {
+    case KEY_ESC:
+      usbOpen_ = false;
+      return {};
+    case KEY_UP:
+      if (count > 0)
+        usbIndex_ = (usbIndex_ + count - 1) % count;
+      return {};
+    case KEY_DOWN:
+    case KEY_TAB:
+      if (count > 0)
+        usbIndex_ = (usbIndex_ + 1) % count;
+      return {};
+    case KEY_ENTER:
+    case KEY_KPENTER: {
+      if (usbIndex_ >= count)
+        return {};
+      const UsbDevice& device = usbDevices_[usbIndex_];
+      if (!device.allowed)
+        return {};
+      return list(ShareUsb{device.id, !device.shared});
+    }
+    default:
+      return {};
+  }
 }
 
 // ---- Time ------------------------------------------------------------------
@@ -731,7 +790,8 @@ std::vector<Effect> Greeter::toTrouble(Notice notice, std::string detail, Instan
 
 std::vector<Effect> Greeter::toList(Message message) {
   screen_ = Screen::kDesktops;
-  menuOpen_ = false;
+  closeMenu();
+  usbDevices_.clear();
   opening_ = false;
   trying_ = false;
   retryAt_.reset();
@@ -755,7 +815,8 @@ std::vector<Effect> Greeter::toLogin(Message message) {
   listLoaded_ = false;
   selected_ = 0;
   currentId_ = 0;
-  menuOpen_ = false;
+  closeMenu();
+  usbDevices_.clear();
   opening_ = false;
   trying_ = false;
   attempts_ = 0;
@@ -776,7 +837,8 @@ std::vector<Effect> Greeter::loseLink(std::string detail, Instant now) {
     screen_ = Screen::kReconnecting;
     troubleSince_ = now;
     attempts_ = 0;
-    menuOpen_ = false;
+    closeMenu();
+    usbDevices_.clear();
     held_.clear();
     buttons_ = 0;
     message_ = {Notice::kLinkLost, detail, 0};

@@ -92,6 +92,20 @@ constexpr std::string_view kMenu = "Menu";
 constexpr std::string_view kCtrlAltDel = "Send Ctrl+Alt+Del";
 constexpr std::string_view kDisconnect = "Disconnect";
 constexpr std::string_view kMenuHints = "Up/Down: choose · Enter: do it · Esc: back to the desktop";
+constexpr std::string_view kUsbDevices = "USB devices";
+constexpr std::string_view kOnDesktop = "On the desktop";
+constexpr std::string_view kOnThisPc = "On this PC";
+constexpr std::string_view kStaysHere = "Stays on this PC";
+constexpr std::string_view kUsbNone = "USB devices stay with this PC.";
+constexpr std::string_view kUsbNoneHelp =
+    "This desktop does not take USB devices. Ask your teacher if you need one.";
+constexpr std::string_view kNoUsb = "No USB device is plugged in.";
+constexpr std::string_view kNoUsbHelp =
+    "Plug one in: it goes to the desktop by itself if the desktop takes it.";
+constexpr std::string_view kStorageOnly = "This desktop takes USB storage only.";
+constexpr std::string_view kUsbFailed = "It could not be moved: {}";
+constexpr std::string_view kUsbHints =
+    "Up/Down: choose · Enter: move to the desktop or back · Esc: back to the menu";
 constexpr std::string_view kSessionHint = "Shift+F12: menu";
 constexpr std::string_view kThisPc = "This PC: {} · {} · image {}";
 constexpr std::string_view kUnknown = "unknown";
@@ -161,6 +175,17 @@ constexpr std::string_view kAll[] = {
     kCtrlAltDel,
     kDisconnect,
     kMenuHints,
+    kUsbDevices,
+    kOnDesktop,
+    kOnThisPc,
+    kStaysHere,
+    kUsbNone,
+    kUsbNoneHelp,
+    kNoUsb,
+    kNoUsbHelp,
+    kStorageOnly,
+    kUsbFailed,
+    kUsbHints,
     kSessionHint,
     kThisPc,
     kUnknown,
@@ -263,6 +288,47 @@ std::string translateFormat(const Translations& translations, Language language,
 std::vector<std::string_view> allMessages() {
   return {std::begin(msg::kAll), std::end(msg::kAll)};
 }
+
+namespace {
+
+// The session menu's USB list: each device plugged into this PC, where it
+// is now, and why one stays here.
+template <typename Tr, typename Trf>
+void describeUsb(const Greeter& greeter, const Tr& tr, const Trf& trf, View& view) {
+  view.subtitle = tr(msg::kUsbDevices);
+  view.hints = tr(msg::kUsbHints);
+  const auto& devices = greeter.usbDevices();
+  if (greeter.usbPolicy() == "none") {
+    view.notice = Callout{tr(msg::kUsbNone), tr(msg::kUsbNoneHelp), {}, false};
+  } else if (devices.empty()) {
+    view.notice = Callout{tr(msg::kNoUsb), tr(msg::kNoUsbHelp), {}, false};
+  }
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    const UsbDevice& device = devices[i];
+    Row row;
+    row.name = device.name;
+    row.selected = i == greeter.usbSelected();
+    if (!device.allowed) {
+      row.state = tr(msg::kStaysHere);
+      row.stateKind = DesktopState::kStopping;
+      if (greeter.usbPolicy() == "storage")
+        row.detail = tr(msg::kStorageOnly);
+    } else if (device.shared) {
+      row.state = tr(msg::kOnDesktop);
+      row.stateKind = DesktopState::kRunning;
+    } else {
+      row.state = tr(msg::kOnThisPc);
+      row.stateKind = DesktopState::kStopped;
+    }
+    if (!device.problem.empty()) {
+      row.detail = trf(msg::kUsbFailed, {device.problem});
+      row.stateKind = DesktopState::kFailed;
+    }
+    view.rows.push_back(std::move(row));
+  }
+}
+
+}  // namespace
 
 View describe(const Greeter& greeter, const Translations& translations) {
   const Language language = greeter.language();
@@ -444,10 +510,13 @@ View describe(const Greeter& greeter, const Translations& translations) {
     case Screen::kSession:
       view.title = currentName;
       view.menu = greeter.menuOpen();
-      if (view.menu) {
+      if (greeter.usbListOpen()) {
+        describeUsb(greeter, tr, trf, view);
+      } else if (view.menu) {
         view.subtitle = tr(msg::kMenu);
         for (MenuItem item : kMenuItems) {
           const std::string_view label = item == MenuItem::kCtrlAltDel   ? msg::kCtrlAltDel
+                                         : item == MenuItem::kUsbDevices ? msg::kUsbDevices
                                          : item == MenuItem::kDisconnect ? msg::kDisconnect
                                                                          : msg::kLogOut;
           view.buttons.push_back({tr(label), greeter.menuItem() == item, true});

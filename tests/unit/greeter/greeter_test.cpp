@@ -4,8 +4,11 @@
 
 #include <algorithm>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <linux/input-event-codes.h>
+
+#include "aula/greeter/view.hpp"
 
 namespace aula::greeter {
 namespace {
@@ -513,6 +516,8 @@ TEST_F(GreeterTest, TheMenuSendsCtrlAltDelDisconnectsAndLogsOut) {
   EXPECT_TRUE(has<SendCtrlAltDel>(key(KEY_ENTER)));
   on(combo);
   key(KEY_DOWN);
+  key(KEY_DOWN);
+  EXPECT_EQ(greeter.menuItem(), MenuItem::kDisconnect);
   auto effects = key(KEY_ENTER);
   EXPECT_TRUE(has<CloseSession>(effects));
   EXPECT_EQ(greeter.screen(), Screen::kDesktops);
@@ -526,6 +531,133 @@ TEST_F(GreeterTest, TheMenuSendsCtrlAltDelDisconnectsAndLogsOut) {
   EXPECT_TRUE(has<CloseSession>(effects));
   EXPECT_TRUE(has<LogOut>(effects));
   EXPECT_EQ(greeter.screen(), Screen::kLogin);
+}
+
+// A session whose template lets USB storage go to the desktop, with the
+// menu's USB list open.
+class GreeterUsbTest : public GreeterTest {
+ protected:
+  void SetUp() override {
+    GreeterTest::SetUp();
+    withList({desktop(12, "Informatik", DesktopState::kRunning)});
+    key(KEY_ENTER);
+    on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("t1"), "", "", "storage"}});
+    on(SessionOpened{});
+    Key combo = press(KEY_F12);
+    combo.shift = true;
+    on(combo);
+    key(KEY_DOWN);
+    ASSERT_EQ(greeter.menuItem(), MenuItem::kUsbDevices);
+    listAsked = has<ListUsb>(key(KEY_ENTER));
+  }
+
+  static std::vector<UsbDevice> stickAndKeyboard(bool stickShared) {
+    return {UsbDevice{"1-2", "SanDisk Cruzer [0781:5567]", true, stickShared, ""},
+            UsbDevice{"1-3", "Logitech Keyboard [046d:c31c]", false, false, ""}};
+  }
+
+  bool listAsked = false;
+};
+
+TEST_F(GreeterUsbTest, TheMenusUsbListAsksTheSessionAndShowsEachDeviceAndWhereItIs) {
+  EXPECT_TRUE(listAsked);
+  EXPECT_TRUE(greeter.usbListOpen());
+  auto view = describe(greeter, Translations{});
+  ASSERT_TRUE(view.notice.has_value());
+  EXPECT_EQ(view.notice->headline, "No USB device is plugged in.");
+  EXPECT_FALSE(view.notice->error);
+
+  on(UsbDevicesChanged{stickAndKeyboard(true)});
+  view = describe(greeter, Translations{});
+  EXPECT_FALSE(view.notice.has_value());
+  ASSERT_EQ(view.rows.size(), 2u);
+  EXPECT_EQ(view.rows[0].name, "SanDisk Cruzer [0781:5567]");
+  EXPECT_EQ(view.rows[0].state, "On the desktop");
+  EXPECT_TRUE(view.rows[0].selected);
+  EXPECT_EQ(view.rows[1].state, "Stays on this PC");
+  EXPECT_EQ(view.rows[1].detail, "This desktop takes USB storage only.");
+  EXPECT_EQ(view.subtitle, "USB devices");
+}
+
+TEST_F(GreeterUsbTest, EnterMovesTheChosenDeviceToTheDesktopOrBack) {
+  on(UsbDevicesChanged{stickAndKeyboard(true)});
+  auto back = first<ShareUsb>(key(KEY_ENTER));
+  EXPECT_EQ(back.id, "1-2");
+  EXPECT_FALSE(back.share) << "a device on the desktop comes back to this PC";
+  on(UsbDevicesChanged{stickAndKeyboard(false)});
+  auto there = first<ShareUsb>(key(KEY_ENTER));
+  EXPECT_TRUE(there.share);
+  EXPECT_TRUE(greeter.usbListOpen()) << "the list stays open to show where it went";
+}
+
+TEST_F(GreeterUsbTest, TheDevicesThatMayGoToTheDesktopComeFirst) {
+  auto devices = stickAndKeyboard(false);
+  std::swap(devices[0], devices[1]);
+  on(UsbDevicesChanged{devices});
+  ASSERT_EQ(greeter.usbDevices().size(), 2u);
+  EXPECT_EQ(greeter.usbDevices()[0].id, "1-2");
+  EXPECT_EQ(first<ShareUsb>(key(KEY_ENTER)).id, "1-2");
+}
+
+TEST_F(GreeterUsbTest, ADeviceThePolicyKeepsHereDoesNotMove) {
+  on(UsbDevicesChanged{stickAndKeyboard(false)});
+  key(KEY_DOWN);
+  EXPECT_EQ(greeter.usbSelected(), 1u);
+  EXPECT_TRUE(key(KEY_ENTER).empty());
+  key(KEY_DOWN);
+  EXPECT_EQ(greeter.usbSelected(), 0u) << "the choice wraps around";
+}
+
+TEST_F(GreeterUsbTest, AFailedMoveShowsTheSessionsReason) {
+  auto devices = stickAndKeyboard(false);
+  devices[0].problem = "No free USB channel";
+  on(UsbDevicesChanged{devices});
+  auto view = describe(greeter, Translations{});
+  ASSERT_FALSE(view.rows.empty());
+  EXPECT_EQ(view.rows[0].detail, "It could not be moved: No free USB channel");
+  EXPECT_EQ(view.rows[0].stateKind, DesktopState::kFailed);
+}
+
+TEST_F(GreeterUsbTest, EscGoesBackToTheMenuThenToTheDesktopAndKeysGoToTheGuestAgain) {
+  key(KEY_ESC);
+  EXPECT_FALSE(greeter.usbListOpen());
+  EXPECT_TRUE(greeter.menuOpen());
+  EXPECT_EQ(greeter.menuItem(), MenuItem::kUsbDevices);
+  key(KEY_ESC);
+  EXPECT_FALSE(greeter.menuOpen());
+  EXPECT_TRUE(has<SendKey>(key(KEY_A)));
+}
+
+TEST_F(GreeterUsbTest, AUnplugWhileTheListIsOpenKeepsTheChoiceOnTheList) {
+  on(UsbDevicesChanged{stickAndKeyboard(false)});
+  key(KEY_DOWN);
+  on(UsbDevicesChanged{{stickAndKeyboard(false)[0]}});
+  EXPECT_EQ(greeter.usbSelected(), 0u);
+  on(UsbDevicesChanged{{}});
+  EXPECT_TRUE(key(KEY_ENTER).empty());
+}
+
+TEST_F(GreeterUsbTest, LeavingTheSessionForgetsItsDevices) {
+  on(UsbDevicesChanged{stickAndKeyboard(true)});
+  on(SessionEnded{SessionEnd::kGuestShutDown, ""});
+  EXPECT_TRUE(greeter.usbDevices().empty());
+  EXPECT_FALSE(greeter.usbListOpen());
+  // A list that arrives late, from the closed session, is dropped.
+  on(UsbDevicesChanged{stickAndKeyboard(true)});
+  EXPECT_TRUE(greeter.usbDevices().empty());
+}
+
+TEST_F(GreeterTest, ATemplateThatKeepsUsbHereSaysSoInTheList) {
+  inSession();  // its console carries no USB policy: none
+  Key combo = press(KEY_F12);
+  combo.shift = true;
+  on(combo);
+  key(KEY_DOWN);
+  key(KEY_ENTER);
+  auto view = describe(greeter, Translations{});
+  ASSERT_TRUE(view.notice.has_value());
+  EXPECT_EQ(view.notice->headline, "USB devices stay with this PC.");
+  EXPECT_THAT(view.notice->body, ::testing::HasSubstr("Ask your teacher"));
 }
 
 TEST_F(GreeterTest, ADroppedLinkGetsAFreshTicketAndReconnects) {

@@ -161,6 +161,22 @@ const std::map<std::string, Scene>& scenes() {
          combo.shift = true;
          s.on(combo);
        }},
+      {"session-usb",
+       [](Script& s, Language l) {
+         s.loggedIn(l, someDesktops());
+         s.on(press(KEY_ENTER));
+         s.on(ConsoleReady{Console{12, "hv1", 5912, 0, Secret("t"), "", "", "storage"}});
+         s.on(SessionOpened{});
+         Key combo = press(KEY_F12);
+         combo.shift = true;
+         s.on(combo);
+         s.on(press(KEY_DOWN));
+         s.on(press(KEY_ENTER));
+         s.on(UsbDevicesChanged{
+             {UsbDevice{"1-2", "SanDisk Cruzer Blade [0781:5567]", true, true, ""},
+              UsbDevice{"1-4", "Logitech USB Keyboard [046d:c31c]", false, false, ""},
+              UsbDevice{"2-1", "Kingston DataTraveler 3.0 [0951:1666]", true, false, ""}}});
+       }},
   };
   return all;
 }
@@ -238,6 +254,7 @@ TEST_F(ScreensTest, TheFocusRingMarksWhereTheKeysGo) {
   EXPECT_GT(count(draw("login", Language::kEnglish, output), kFocusRing), 500u);
   EXPECT_GT(count(draw("desktops", Language::kEnglish, output), kFocusRing), 500u);
   EXPECT_GT(count(draw("session-menu", Language::kEnglish, output), kFocusRing), 300u);
+  EXPECT_GT(count(draw("session-usb", Language::kEnglish, output), kFocusRing), 300u);
   EXPECT_EQ(count(draw("connecting", Language::kEnglish, output), kFocusRing), 0u)
       << "nothing to focus while connecting";
 }

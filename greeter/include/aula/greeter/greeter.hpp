@@ -196,9 +196,22 @@ struct Mouse {
   int wheel = 0;  // notches, more than 0 down
 };
 
+// A USB device plugged into this PC, as the session sees it.
+struct UsbDevice {
+  std::string id;        // the session's key for it: "bus-address"
+  std::string name;      // as the device names itself, with its vendor:product
+  bool allowed = false;  // the template's USB policy lets it go to the desktop
+  bool shared = false;   // it is on the desktop now
+  std::string problem;   // why it could not be moved the last time, if so
+};
+// The session's USB devices changed: plugged in, pulled out, or moved.
+struct UsbDevicesChanged {
+  std::vector<UsbDevice> devices;
+};
+
 using Event = std::variant<Tick, Key, Mouse, BrokerReady, BrokerFailed, LoggedIn, LoginRefused,
                            DesktopsListed, DesktopChanged, RequestFailed, ConsoleReady,
-                           ConsoleRefused, SessionOpened, SessionEnded>;
+                           ConsoleRefused, SessionOpened, SessionEnded, UsbDevicesChanged>;
 
 // ---- Effects: what the caller does next ------------------------------------
 
@@ -236,6 +249,12 @@ struct SendMouse {
   std::uint32_t buttons = 0;
 };
 struct SendCtrlAltDel {};
+struct ListUsb {};  // ask the session for its USB devices (UsbDevicesChanged)
+// Move a USB device to the desktop (`share`) or back to this PC.
+struct ShareUsb {
+  std::string id;
+  bool share = true;
+};
 struct LogOut {};   // end the broker session, forget the token
 struct SetLayout {  // the keyboard layout keys are read with
   std::string xkb;
@@ -243,15 +262,15 @@ struct SetLayout {  // the keyboard layout keys are read with
 
 using Effect = std::variant<ProbeBroker, LogIn, ListDesktops, WatchDesktops, RequestConsole,
                             StopDesktop, CancelRequests, OpenSession, CloseSession, SendKey,
-                            SendMouse, SendCtrlAltDel, LogOut, SetLayout>;
+                            SendMouse, SendCtrlAltDel, ListUsb, ShareUsb, LogOut, SetLayout>;
 
 // ---- The machine -----------------------------------------------------------
 
 enum class LoginField { kUser, kPassword, kLanguage, kLayout, kSubmit };
 enum class ListFocus { kList, kShutDown, kLogOut };
-enum class MenuItem { kCtrlAltDel, kDisconnect, kLogOut };
-inline constexpr MenuItem kMenuItems[] = {MenuItem::kCtrlAltDel, MenuItem::kDisconnect,
-                                          MenuItem::kLogOut};
+enum class MenuItem { kCtrlAltDel, kUsbDevices, kDisconnect, kLogOut };
+inline constexpr MenuItem kMenuItems[] = {MenuItem::kCtrlAltDel, MenuItem::kUsbDevices,
+                                          MenuItem::kDisconnect, MenuItem::kLogOut};
 
 class Greeter {
  public:
@@ -285,6 +304,12 @@ class Greeter {
   bool opening() const { return opening_; }
   bool menuOpen() const { return menuOpen_; }
   MenuItem menuItem() const { return kMenuItems[menuIndex_]; }
+  // The menu's USB devices list is open (in place of the menu's items).
+  bool usbListOpen() const { return menuOpen_ && usbOpen_; }
+  const std::vector<UsbDevice>& usbDevices() const { return usbDevices_; }
+  std::size_t usbSelected() const { return usbIndex_; }
+  // The session's template's USB policy: none, storage, all.
+  const std::string& usbPolicy() const { return usbPolicy_; }
   bool loggedIn() const { return loggedIn_; }
   // kTrouble and kReconnecting: a request is out right now.
   bool trying() const { return trying_; }
@@ -296,6 +321,8 @@ class Greeter {
   std::vector<Effect> onSessionKey(const Key& key);
   std::vector<Effect> onMouse(const Mouse& mouse, Instant now);
   std::vector<Effect> onMenuKey(const Key& key);
+  std::vector<Effect> onUsbKey(const Key& key);
+  void closeMenu();
   std::vector<Effect> onTick(Instant now);
   std::vector<Effect> submitLogin();
   std::vector<Effect> toTrouble(Notice notice, std::string detail, Instant now);
@@ -335,6 +362,10 @@ class Greeter {
   bool opening_ = false;
   bool menuOpen_ = false;
   std::size_t menuIndex_ = 0;
+  bool usbOpen_ = false;
+  std::size_t usbIndex_ = 0;
+  std::vector<UsbDevice> usbDevices_;
+  std::string usbPolicy_ = "none";
   std::set<std::uint32_t> held_;  // scancodes pressed in the guest
   std::uint32_t buttons_ = 0;     // mouse buttons pressed in the guest (SendMouse's mask)
 

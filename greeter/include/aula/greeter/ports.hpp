@@ -56,6 +56,8 @@ class Session {
     std::function<void(SessionEnd, std::string)> ended;
     // Part of the guest's screen changed; `frame` is valid during the call.
     std::function<void(const Frame&, Rect)> drawn;
+    // A USB device was plugged in, pulled out, or moved.
+    std::function<void(std::vector<UsbDevice>)> usb;
   };
   virtual ~Session() = default;
   // Connects; the listener hears how it goes. Closing first if one is open.
@@ -68,6 +70,11 @@ class Session {
   // guest) the position goes; otherwise the motion.
   virtual void mouse(const Mouse& mouse, std::uint32_t buttons) = 0;
   virtual void ctrlAltDel() = 0;
+  // The USB devices plugged into this PC, and where each is.
+  virtual std::vector<UsbDevice> usbDevices() = 0;
+  // Moves a device (UsbDevice::id) to the desktop or back to this PC; the
+  // listener's `usb` hears the outcome.
+  virtual void shareUsb(const std::string& id, bool share) = 0;
   // The guest's whole screen as it is now, if the session has one.
   virtual std::optional<Frame> frame() = 0;
 };
