@@ -19,7 +19,9 @@ LIBS=(libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
       # compiles its translations; libdrm, libinput, xkbcommon (and its
       # layouts) and libseat reach the screen and keyboard.
       libcairo2-dev libpango1.0-dev fonts-inter gettext
-      libdrm-dev libinput-dev libudev-dev libxkbcommon-dev xkb-data libseat-dev)
+      libdrm-dev libinput-dev libudev-dev libxkbcommon-dev xkb-data libseat-dev
+      # The desktop's sound, straight to ALSA.
+      libasound2-dev)
 # Tests and benchmarks: the real daemons the integration tests start
 # (PostgreSQL, OpenLDAP), libFuzzer's runtime, and the curl CLI for SSE.
 # spice-client-glib (no GTK) is what tests/tools/aula-spice-probe is built on.

@@ -87,6 +87,7 @@ struct Flags {
   std::string caFile;
   std::string config = "/etc/aula/greeter.toml";
   std::string language;
+  std::string audioDevice;
   std::string output = "auto";
   std::string headlessSize = "1280x1024";
   std::string localeDir = AULA_GREETER_DEFAULT_LOCALE_DIR;
@@ -197,6 +198,8 @@ static int run(int argc, char** argv) {
   app.add_option("--ca-file", flags.caFile, "the broker's CA as PEM, instead of the fingerprint");
   app.add_option("--config", flags.config, "settings file")->capture_default_str();
   app.add_option("--language", flags.language, "en, es, ca or fr");
+  app.add_option("--audio-device", flags.audioDevice,
+                 "the ALSA device the desktop's sound plays on (default: default; off: none)");
   app.add_option("--output", flags.output, "auto, kms, fbdev or headless")->capture_default_str();
   app.add_option("--headless-size", flags.headlessSize, "WIDTHxHEIGHT of the headless output")
       ->capture_default_str();
@@ -213,7 +216,8 @@ static int run(int argc, char** argv) {
     for (const auto& [key, value] : {std::pair{"broker_url", flags.broker},
                                      {"ca_fingerprint", flags.caFingerprint},
                                      {"ca_file", flags.caFile},
-                                     {"language", flags.language}}) {
+                                     {"language", flags.language},
+                                     {"audio_device", flags.audioDevice}}) {
       if (!value.empty())
         fromFlags[key] = value;
     }
@@ -222,6 +226,7 @@ static int run(int argc, char** argv) {
     // rather than leaving it black.
     std::string setupError;
     BrokerAddress address;
+    std::string audioDevice;
     auto cmdline = file::readFile("/proc/cmdline");
     SettingsSource fromFile;
     try {
@@ -236,6 +241,7 @@ static int run(int argc, char** argv) {
         setupError = settings.error().message();
       } else {
         options.language = settings->language;
+        audioDevice = settings->audioDevice;
         address = {settings->brokerUrl, settings->caFingerprint, {}};
         if (!settings->caFile.empty()) {
           auto pem = file::readFile(settings->caFile, "the broker's CA");
@@ -287,7 +293,7 @@ static int run(int argc, char** argv) {
     }
 
     HttpBroker broker(address, AULA_GREETER_BUILD_TIME);
-    SpiceSession session;
+    SpiceSession session(audioDevice);
     Runtime runtime(RuntimeParts{broker, session, *display.output,
                                  translations ? std::move(translations).value() : Translations{},
                                  options, machineInfo(), [&display](const std::string& xkb) {

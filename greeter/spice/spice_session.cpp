@@ -18,6 +18,7 @@
 #include "aula/common/log.hpp"
 #include "aula/common/usb_policy.hpp"
 
+#include "alsa_playback.hpp"
 #include "glib_handles.hpp"
 
 namespace aula::greeter {
@@ -41,6 +42,11 @@ constexpr std::uint32_t kDelete = 0x153;
 }  // namespace
 
 struct SpiceSession::Impl {
+  explicit Impl(std::string audioDevice) {
+    if (!audioDevice.empty())
+      audio = std::make_unique<AlsaPlayback>(std::move(audioDevice));
+  }
+
   GObjectPtr<::SpiceSession> session;
   GObjectPtr<SpiceChannel> main;
   GObjectPtr<SpiceChannel> display;
@@ -52,6 +58,9 @@ struct SpiceSession::Impl {
   bool ended = false;
   bool warnedFormat = false;
   std::string where;
+  // The desktop's sound, if this PC plays it.
+  std::unique_ptr<AlsaPlayback> audio;
+  bool warnedAudio = false;
   // USB: the manager while devices go to the desktop, the policy's filter,
   // and the last failure to move each device (by UsbDevice::id).
   SpiceUsbDeviceManager* usbManager = nullptr;  // owned by `session`
@@ -109,10 +118,68 @@ struct SpiceSession::Impl {
       spice_channel_connect(channel);
       return;
     }
+    if (SPICE_IS_PLAYBACK_CHANNEL(channel) && audio) {
+      connections.emplace_back(channel, "playback-start",
+                               reinterpret_cast<GCallback>(&onPlaybackStart), this);
+      connections.emplace_back(channel, "playback-data",
+                               reinterpret_cast<GCallback>(&onPlaybackData), this);
+      connections.emplace_back(channel, "playback-stop",
+                               reinterpret_cast<GCallback>(&onPlaybackStop), this);
+      spice_channel_connect(channel);
+      return;
+    }
     // A slot for one redirected USB device; the USB device manager fills
     // it as the policy's filter allows.
     if (SPICE_IS_USBREDIR_CHANNEL(channel))
       spice_channel_connect(channel);
+  }
+
+  // Sound: SPICE says the format when the desktop starts playing, sends
+  // the samples, and says when it stops.
+  static void onPlaybackStart(SpicePlaybackChannel*, gint format, gint channels, gint rate,
+                              gpointer data) {
+    guardCallback("a SPICE playback-start handler",
+                  [&] { static_cast<Impl*>(data)->playbackStart(format, channels, rate); });
+  }
+  static void onPlaybackData(SpicePlaybackChannel*, gpointer samples, gint size, gpointer data) {
+    guardCallback("a SPICE playback-data handler", [&] {
+      auto* impl = static_cast<Impl*>(data);
+      if (impl->audio && size > 0)
+        impl->audio->write(samples, static_cast<std::size_t>(size));
+    });
+  }
+  static void onPlaybackStop(SpicePlaybackChannel*, gpointer data) {
+    guardCallback("a SPICE playback-stop handler", [&] {
+      auto* impl = static_cast<Impl*>(data);
+      if (impl->audio && impl->audio->playing()) {
+        log::info("The desktop's sound stopped ({} frames played, {} dropped).",
+                  impl->audio->framesWritten(), impl->audio->framesDropped());
+        impl->audio->stop();
+      }
+    });
+  }
+
+  void playbackStart(int format, int channels, int rate) {
+    if (!audio)
+      return;
+    if (format != SPICE_AUDIO_FMT_S16) {
+      if (!warnedAudio)
+        log::warn(
+            "The desktop sends sound in SPICE audio format {}, which the greeter cannot "
+            "play.",
+            format);
+      warnedAudio = true;
+      return;
+    }
+    if (auto started = audio->start(channels, rate); !started) {
+      // Said once per session: a PC without a sound card is no error.
+      if (!warnedAudio)
+        log::warn("{} The desktop plays without sound here.", started.error().message());
+      warnedAudio = true;
+      return;
+    }
+    log::info("The desktop's sound plays on '{}' ({} channel(s), {} Hz).", audio->device(),
+              channels, rate);
   }
 
   void channelEvent(SpiceChannel* channel, SpiceChannelEvent event) {
@@ -368,6 +435,9 @@ struct SpiceSession::Impl {
     main.reset();
     usbManager = nullptr;
     usbProblems.clear();
+    if (audio)
+      audio->stop();
+    warnedAudio = false;
     token = std::make_shared<int>(0);  // moves still out find this session gone
     session.reset();
     caFile = {};
@@ -375,7 +445,8 @@ struct SpiceSession::Impl {
   }
 };
 
-SpiceSession::SpiceSession() : impl_(std::make_unique<Impl>()) {}
+SpiceSession::SpiceSession(std::string audioDevice)
+    : impl_(std::make_unique<Impl>(std::move(audioDevice))) {}
 
 SpiceSession::~SpiceSession() {
   impl_->disconnect();
@@ -393,8 +464,8 @@ void SpiceSession::open(const Console& console, Listener listener) {
   const std::string port = std::to_string(tls ? console.tlsPort : console.port);
   std::string ticket(console.ticket.view());
   g_object_set(session, "host", console.host.c_str(), tls ? "tls-port" : "port", port.c_str(),
-               "password", ticket.c_str(), "enable-audio", FALSE, "enable-usbredir",
-               console.usb != "none" ? TRUE : FALSE, nullptr);
+               "password", ticket.c_str(), "enable-audio", impl.audio ? TRUE : FALSE,
+               "enable-usbredir", console.usb != "none" ? TRUE : FALSE, nullptr);
   wipe(ticket);
   if (tls && !console.caPem.empty()) {
     impl.caFile = file::UniqueFd(::memfd_create("aula-ca", MFD_CLOEXEC));

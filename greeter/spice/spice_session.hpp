@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "aula/greeter/ports.hpp"
 
@@ -14,7 +15,9 @@ namespace aula::greeter {
 
 class SpiceSession final : public Session {
  public:
-  SpiceSession();
+  // `audioDevice`: the ALSA device the desktop's sound goes to ("default");
+  // empty: no sound.
+  explicit SpiceSession(std::string audioDevice = {});
   ~SpiceSession() override;
   SpiceSession(const SpiceSession&) = delete;
   SpiceSession& operator=(const SpiceSession&) = delete;

@@ -39,8 +39,10 @@ std::map<std::string, std::string> kernelParameters(std::string_view cmdline) {
 Result<StartSettings> resolveSettings(const std::map<std::string, std::string>& kernel,
                                       const SettingsSource& file, const SettingsSource& flags) {
   SettingsSource merged;
-  const std::map<std::string, std::string> fromKernel = {
-      {"aula.broker", "broker_url"}, {"aula.ca_fp", "ca_fingerprint"}, {"aula.lang", "language"}};
+  const std::map<std::string, std::string> fromKernel = {{"aula.broker", "broker_url"},
+                                                         {"aula.ca_fp", "ca_fingerprint"},
+                                                         {"aula.lang", "language"},
+                                                         {"aula.audio", "audio_device"}};
   for (const auto& [parameter, key] : fromKernel) {
     if (auto it = kernel.find(parameter); it != kernel.end())
       merged[key] = it->second;
@@ -89,6 +91,14 @@ Result<StartSettings> resolveSettings(const std::map<std::string, std::string>& 
                        code);
     }
     settings.language = *language;
+  }
+  if (auto it = merged.find("audio_device"); it != merged.end()) {
+    if (it->second.empty()) {
+      return makeError(Errc::kConfig,
+                       "The sound device (aula.audio, audio_device or --audio-device) is empty: "
+                       "name an ALSA device such as default or hw:0,0, or say off.");
+    }
+    settings.audioDevice = it->second == "off" ? "" : it->second;
   }
   return settings;
 }

@@ -4,7 +4,9 @@
 # (standing in for logind, through libseat), udev, busybox, the Inter font,
 # the xkb layouts and the kernel modules for QEMU's std VGA (bochs), its e1000
 # NIC, evdev and xhci-pci (USB devices for the greeter's USB redirection,
-# through a udev rule giving them to the group plugdev). It is a test system, not the lab image (issue 10 builds that
+# through a udev rule giving them to the group plugdev), and HD Audio with
+# ALSA's configuration (the desktop's sound, played through ALSA's default
+# device by the greeter in the group audio). It is a test system, not the lab image (issue 10 builds that
 # with mmdebstrap): the greeter and its libraries are copied from this
 # machine, where the greeter was built.
 #
@@ -130,6 +132,7 @@ root:x:0:
 video:x:44:aula
 input:x:105:aula
 plugdev:x:46:aula
+audio:x:29:aula
 aula:x:900:
 EOF
 # USB devices for the greeter's USB redirection (libusb opens /dev/bus/usb),
@@ -161,9 +164,12 @@ add_module() {  # name, as in modules.dep (kernel/drivers/.../x.ko)
     install -D -m 0644 "$moddir/$rel" "$root/lib/modules/$rel"
     echo "$rel" >>"$root/lib/modules/order"
 }
+# ALSA's configuration: "default" is the first card, through dmix.
+cp -a /usr/share/alsa "$root/usr/share/alsa"
 # xhci-pci for USB sticks plugged in during a session (redirected, not
-# mounted: there is no usb-storage here).
-for name in bochs e1000 evdev psmouse xhci-pci; do
+# mounted: there is no usb-storage here); HD Audio (QEMU's ich9-intel-hda
+# with its hda-output codec) for the desktop's sound.
+for name in bochs e1000 evdev psmouse xhci-pci snd-hda-codec-generic snd-hda-intel; do
     rel=$(awk -F: -v n="/$name.ko" 'index($1, n) && substr($1, length($1) - length(n) + 1) == n {print $1; exit}' "$moddir/modules.dep")
     [[ -n $rel ]] || die "the kernel $kver has no module $name"
     add_module "$rel"

@@ -3,6 +3,9 @@
 // with the HTTPS broker client pinned to the CA fingerprint and the SPICE
 // session, drawing on the headless output and driven by scripted keys, as a
 // student would type them.
+#include <cmath>
+#include <cstring>
+#include <fstream>
 #include <regex>
 
 #include <glib.h>
@@ -15,6 +18,7 @@
 #include "runtime.hpp"
 #include "spice_session.hpp"
 #include "support/agent_stack.hpp"
+#include "support/temp_dir.hpp"
 
 namespace aula::greeter {
 namespace {
@@ -156,7 +160,11 @@ class GreeterEndToEnd : public AgentStackTest {
     }
   }
 
-  SpiceSession session_;
+  // The desktop's sound, as ALSA's file plugin writes what the greeter
+  // plays: raw 16-bit frames.
+  test::TempDir soundDir_;
+  const std::filesystem::path sound_ = soundDir_.path() / "desktop.raw";
+  SpiceSession session_{"file:FILE=" + sound_.string()};
   std::unique_ptr<HttpBroker> broker_;
   std::unique_ptr<HeadlessOutput> output_;
   std::unique_ptr<Runtime> runtime_;
@@ -264,6 +272,49 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
     }
   }
   EXPECT_EQ(wrong, 0) << "pixels of the arrow's old place that are not the guest's";
+
+  // Sound: the test guest plays a 440 Hz tone on its HD Audio card, 1 s out
+  // of every 10; through SPICE's playback channel the greeter plays it on
+  // its ALSA device (here ALSA's file plugin). SPICE sends 16-bit stereo at
+  // 44.1 or 48 kHz, so a 440 Hz tone crosses zero about 880 times a second
+  // on either channel.
+  std::vector<std::int16_t> samples;
+  auto loud = [&] {
+    std::ifstream in(sound_, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    samples.resize(bytes.size() / 2);
+    std::memcpy(samples.data(), bytes.data(), samples.size() * 2);
+    std::size_t n = 0;
+    for (std::size_t i = 0; i + 1 < samples.size(); i += 2)
+      n += std::abs(samples[i]) > 2000 ? 1 : 0;
+    return n;
+  };
+  ASSERT_TRUE(until([&] { return loud() > 24000; }, 30s))
+      << "half a second of the desktop's tone did not reach the greeter's sound device; "
+      << samples.size() / 2 << " frames written, " << loud() << " loud";
+  // The longest loud stretch of the left channel, and its zero crossings.
+  std::size_t best = 0;
+  std::size_t bestCrossings = 0;
+  for (std::size_t i = 0; i + 2 < samples.size();) {
+    std::size_t j = i;
+    std::size_t crossings = 0;
+    std::size_t quiet = 0;
+    while (j + 2 < samples.size() && quiet < 400) {
+      quiet = std::abs(samples[j]) < 500 ? quiet + 1 : 0;
+      crossings += (samples[j] < 0) != (samples[j + 2] < 0) ? 1 : 0;
+      j += 2;
+    }
+    if ((j - i) / 2 > best) {
+      best = (j - i) / 2;
+      bestCrossings = crossings;
+    }
+    i = j + 2;
+  }
+  ASSERT_GT(best, 17640u) << "no 0.4 s of tone in one piece";
+  const double at48 = static_cast<double>(bestCrossings) / 2 / (static_cast<double>(best) / 48000);
+  const double at44 = static_cast<double>(bestCrossings) / 2 / (static_cast<double>(best) / 44100);
+  EXPECT_TRUE(std::abs(at48 - 440) < 50 || std::abs(at44 - 440) < 50)
+      << "the tone is " << at44 << " Hz (at 44.1 kHz) or " << at48 << " Hz (at 48 kHz), not 440";
 
   // The guest going away from under the session brings the list back.
   test::virsh({"destroy", fmt::format("aula-{}", id)});

@@ -8,6 +8,7 @@
 // reaches through QEMU's user network (10.0.2.2 is this machine's loopback).
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -148,6 +149,14 @@ class GreeterVm : public AgentStackTest {
             "user,model=e1000",
             "-device",
             "qemu-xhci,id=xhci",
+            // A sound card whose output QEMU writes to a WAV file: what the
+            // lab PC's speakers would play.
+            "-audiodev",
+            "wav,id=speakers,path=" + speakers().string(),
+            "-device",
+            "ich9-intel-hda",
+            "-device",
+            "hda-output,audiodev=speakers",
             "-no-reboot",
             "-kernel",
             (vm / "vmlinuz").string(),
@@ -236,6 +245,7 @@ class GreeterVm : public AgentStackTest {
   TempDir dir_;
   std::string fingerprint_;  // the broker's CA, as an admin would give it
   fs::path serial_;
+  fs::path speakers() const { return dir_.path() / "speakers.wav"; }
   std::unique_ptr<ChildProcess> qemu_;
   std::optional<Qmp> qmp_;
 };
@@ -316,6 +326,27 @@ TEST_F(GreeterVm, TheLoginScreenComesUpOnKmsAndKeysLogAStudentIntoTheDesktop) {
       << "The desktop's QEMU saw no motion:\n"
       << seen;
   shot("kms-session-pointer");
+
+  // Sound: the desktop's 440 Hz tone (the test guest plays it 1 s out of
+  // every 10) comes out of this VM's HD Audio card, which QEMU records to a
+  // WAV file (16-bit stereo after a 44-byte header): the greeter played it
+  // through ALSA's default device.
+  auto loudFrames = [&] {
+    const std::string wav = readFile(speakers());
+    std::size_t loud = 0;
+    for (std::size_t i = 44; i + 4 <= wav.size(); i += 4) {
+      std::int16_t left = 0;
+      std::memcpy(&left, wav.data() + i, 2);
+      loud += std::abs(left) > 2000 ? 1 : 0;
+    }
+    return loud;
+  };
+  const bool heard = waitFor([&] { return loudFrames() > 22050; }, 60s);
+  EXPECT_TRUE(heard) << "half a second of the desktop's tone did not come out of the PC's sound "
+                        "card ("
+                     << loudFrames() << " loud frames). Serial console:\n"
+                     << serialTail();
+  EXPECT_TRUE(serialSays("The desktop's sound plays on 'default'")) << serialTail();
 
   // USB: a stick plugged into the lab PC during the session goes to the
   // desktop (the template's policy is the default, storage); a keyboard

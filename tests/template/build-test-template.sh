@@ -19,6 +19,13 @@
 # "AULA TEST DESKTOP", prints `AULA-TEST-READY` on the serial console (ttyS0) and then keeps a
 # root shell on ttyS0 for debugging. Kernel messages go to ttyS0 only.
 #
+# Sound, so that tests can hear the desktop: the initramfs carries the kernel's HD Audio and OSS
+# PCM modules (with what they depend on, from the package's modules.dep). /init loads them; when a
+# sound card comes up (the `<sound model='ich9'/>` the agent gives every desktop) it plays a
+# 440 Hz tone through OSS's /dev/dsp (8-bit, mono, 8 kHz; the kernel converts) at a quarter of
+# full scale for 1 s out of every 10, and says `AULA-TEST-SOUND` on ttyS0. A guest without a
+# sound card shows the text all the same.
+#
 # Idempotent: if OUTPUT exists and OUTPUT.stamp holds this script's SHA-256, it does nothing.
 # Tools it needs on the host are checked and, when missing, installed with apt-get (as root).
 set -euo pipefail
@@ -50,6 +57,8 @@ out_dir=$(dirname -- "$output")
 # "what must exist:the Debian package that provides it"
 tools=(
     "qemu-img:qemu-utils"
+    "python3:python3"
+    "modinfo:kmod"
     "syslinux:syslinux"
     "/usr/lib/syslinux/mbr/mbr.bin:syslinux-common"
     "/usr/lib/syslinux/modules/bios/ldlinux.c32:syslinux-common"
@@ -130,9 +139,10 @@ bdeb=$(first "$tmp/debs/"busybox-static_*.deb)
 [[ -f $kdeb ]] || die "no .deb for $kpkg after download"
 [[ -f $bdeb ]] || die "no .deb for busybox-static after download"
 
-log "unpacking $(basename "$kdeb") (only /boot: no module is needed)"
+log "unpacking $(basename "$kdeb") (/boot, and the sound modules below)"
 mkdir -p "$tmp/kernel"
 dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp/kernel" --wildcards './boot/*' \
+    './lib/modules/*/kernel/sound/*' './lib/modules/*/kernel/drivers/leds/*' \
     || die "cannot unpack $kdeb"
 log "unpacking $(basename "$bdeb")"
 dpkg-deb -x "$bdeb" "$tmp/busybox" || die "cannot unpack $bdeb"
@@ -163,6 +173,41 @@ done
 echo aula-test >"$root/etc/hostname"
 echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
 
+# --- sound: HD Audio and OSS PCM modules, in load order -----------------------------------------
+moddir=$(first "$tmp"/kernel/lib/modules/*)
+[[ -d $moddir/kernel/sound ]] || die "$kpkg has no sound modules"
+# Each wanted module after the ones it depends on, as each module's own "depends" field (modinfo)
+# names them; the package has no modules.dep (depmod makes it at install).
+mods=()
+want() {
+    local name=${1//_/-} path dep
+    path=$(find "$moddir/kernel" -name "$name.ko" -print -quit)
+    [[ -n $path ]] || die "$kpkg has no module $name among its sound and LED modules"
+    [[ " ${mods[*]} " == *" $path "* ]] && return 0
+    for dep in $(modinfo -F depends "$path" | tr ',' ' '); do
+        want "$dep"
+    done
+    mods+=("$path")
+}
+for m in snd-hda-codec-generic snd-hda-intel snd-pcm-oss; do
+    want "$m"
+done
+mkdir -p "$root/lib/sound"
+: >"$root/lib/sound/order"
+for path in "${mods[@]}"; do
+    cp "$path" "$root/lib/sound/"
+    basename "$path" >>"$root/lib/sound/order"
+done
+log "sound modules: $(tr '\n' ' ' <"$root/lib/sound/order")"
+# One second of a 440 Hz square wave at a quarter of full scale, as OSS plays it by default:
+# unsigned 8-bit, mono, 8000 Hz.
+python3 - "$root/lib/sound/tone.u8" <<'PY'
+import sys
+rate, freq, seconds = 8000, 440, 1
+with open(sys.argv[1], "wb") as f:
+    f.write(bytes(0xa0 if (i * freq * 2 // rate) % 2 == 0 else 0x60 for i in range(rate * seconds)))
+PY
+
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 # Aula test template: paint a fixed text on the VGA console, report readiness on ttyS0.
@@ -174,7 +219,10 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 exec </dev/console >/dev/console 2>&1
 hostname aula-test
-# No module to load: vgacon and the 8250 serial console are built into Debian's kernel.
+# vgacon and the 8250 serial console are built into Debian's kernel; sound is modules.
+while read -r mod; do
+    insmod "/lib/sound/$mod" 2>/dev/null
+done </lib/sound/order
 
 # The banner: the whole 80x25 text screen blue, rows 3 to 22 white "AULA TEST DESKTOP" x4.
 # ESC[?25l hides the cursor, ESC[9;0] turns console blanking off, ESC[44m ESC[2J clears to blue.
@@ -191,6 +239,21 @@ paint >/dev/tty1
 
 echo "AULA-TEST-READY"
 echo "aula test template: root shell on ttyS0; the banner is on tty1"
+
+# The tone, 1 s out of every 10, while there is a sound card.
+(
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        [ -e /dev/dsp ] && break
+        sleep 1
+    done
+    if [ -e /dev/dsp ]; then
+        echo "AULA-TEST-SOUND"
+        while :; do
+            cat /lib/sound/tone.u8 >/dev/dsp 2>/dev/null
+            sleep 9
+        done
+    fi
+) &
 
 # A root shell on the serial console, respawned when it exits.
 (

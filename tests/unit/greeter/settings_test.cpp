@@ -1,6 +1,9 @@
 // Where the greeter finds its broker: kernel command line, file, flags.
 #include "aula/greeter/settings.hpp"
 
+#include <map>
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace aula::greeter {
@@ -32,6 +35,29 @@ TEST(GreeterSettingsTest, FlagsWinOverTheFileAndTheFileOverTheKernel) {
   ASSERT_TRUE(settings) << settings.error().message();
   EXPECT_EQ(settings->brokerUrl, "https://flag:3");
   EXPECT_EQ(settings->language, Language::kFrench);
+}
+
+TEST(GreeterSettingsTest, SoundPlaysOnTheDefaultDeviceUnlessToldOtherwise) {
+  const std::map<std::string, std::string> kernel = {{"aula.broker", "https://aula.school:8443"},
+                                                     {"aula.ca_fp", std::string(kFingerprint)}};
+  auto plain = resolveSettings(kernel, {}, {});
+  ASSERT_TRUE(plain) << plain.error().message();
+  EXPECT_EQ(plain->audioDevice, "default");
+
+  auto withCard = kernel;
+  withCard["aula.audio"] = "hw:1,0";
+  auto fromKernel = resolveSettings(withCard, {}, {});
+  ASSERT_TRUE(fromKernel) << fromKernel.error().message();
+  EXPECT_EQ(fromKernel->audioDevice, "hw:1,0");
+
+  auto off = resolveSettings(withCard, {{"audio_device", "off"}}, {});
+  ASSERT_TRUE(off) << off.error().message();
+  EXPECT_EQ(off->audioDevice, "") << "off: the desktop plays without sound";
+
+  auto empty = resolveSettings(kernel, {{"audio_device", ""}}, {});
+  ASSERT_FALSE(empty);
+  EXPECT_NE(empty.error().message().find("or say off"), std::string::npos)
+      << empty.error().message();
 }
 
 TEST(GreeterSettingsTest, WhatIsMissingOrWrongIsNamedWithWhereToGiveIt) {

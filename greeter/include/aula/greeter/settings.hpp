@@ -18,14 +18,17 @@ struct StartSettings {
   std::string caFingerprint;  // aula.ca_fp=, [greeter] ca_fingerprint, --ca-fingerprint
   std::string caFile;         // [greeter] ca_file, --ca-file (instead of the fingerprint)
   Language language = Language::kEnglish;  // aula.lang=, [greeter] language, --language
+  // The ALSA device the desktop's sound plays on; empty: none ("off").
+  // aula.audio=, [greeter] audio_device, --audio-device.
+  std::string audioDevice = "default";
 };
 
 // The aula.* parameters of a kernel command line ("aula.broker=https://..."),
 // with double quotes around values that hold spaces.
 std::map<std::string, std::string> kernelParameters(std::string_view cmdline);
 
-// One source's settings: the keys broker_url, ca_fingerprint, ca_file and
-// language, each optional.
+// One source's settings: the keys broker_url, ca_fingerprint, ca_file,
+// language and audio_device, each optional.
 using SettingsSource = std::map<std::string, std::string>;
 
 // Merges the sources, later ones winning, and checks the result: an https

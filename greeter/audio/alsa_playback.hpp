@@ -1,0 +1,49 @@
+// The desktop's sound on this PC: the SPICE playback channel's samples
+// written to an ALSA device as they come. A thin adapter over libasound;
+// tests point it at ALSA's own file plugin ("file:FILE=/path"), the same
+// code that plays on a sound card.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "aula/common/result.hpp"
+
+// libasound's own handle type, declared as <alsa/pcm.h> does, so that only
+// the adapter includes ALSA.
+using snd_pcm_t = struct _snd_pcm;  // NOLINT(bugprone-reserved-identifier)
+
+namespace aula::greeter {
+
+class AlsaPlayback {
+ public:
+  // An ALSA device name: "default", "hw:0,0", "file:FILE=/tmp/desktop.raw".
+  explicit AlsaPlayback(std::string device);
+  ~AlsaPlayback();
+  AlsaPlayback(const AlsaPlayback&) = delete;
+  AlsaPlayback& operator=(const AlsaPlayback&) = delete;
+
+  // Opens the device for interleaved signed 16-bit little-endian frames
+  // (what SPICE sends), with 200 ms of buffer. Closes what was open first.
+  Status start(int channels, int rate);
+  // Writes what the device takes now and drops the rest: the desktop's
+  // sound must never hold up its screen. After an underrun the device is
+  // prepared again and the write tried once more.
+  void write(const void* data, std::size_t bytes);
+  void stop();
+  bool playing() const { return pcm_ != nullptr; }
+
+  const std::string& device() const { return device_; }
+  std::uint64_t framesWritten() const { return written_; }
+  std::uint64_t framesDropped() const { return dropped_; }
+
+ private:
+  std::string device_;
+  snd_pcm_t* pcm_ = nullptr;
+  int frameBytes_ = 0;
+  std::uint64_t written_ = 0;
+  std::uint64_t dropped_ = 0;
+};
+
+}  // namespace aula::greeter

@@ -1,0 +1,58 @@
+// The greeter's ALSA adapter, on ALSA's own file plugin: what a sound card
+// would play lands in a file, byte for byte.
+#include "alsa_playback.hpp"
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/temp_dir.hpp"
+
+namespace aula::greeter {
+namespace {
+
+TEST(AlsaPlaybackTest, FramesGoToTheDeviceAsTheyCome) {
+  test::TempDir dir;
+  const auto file = dir.path() / "played.raw";
+  AlsaPlayback playback("file:FILE=" + file.string());
+  ASSERT_TRUE(playback.start(2, 48000));
+  std::vector<std::int16_t> frames(2 * 4800);  // 100 ms of stereo
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    frames[i] = static_cast<std::int16_t>((i % 100) * 300 - 15000);
+  playback.write(frames.data(), frames.size() * sizeof(std::int16_t));
+  EXPECT_EQ(playback.framesWritten() + playback.framesDropped(), 4800u);
+  playback.stop();
+  EXPECT_FALSE(playback.playing());
+  const std::string played = test::readFile(file);
+  ASSERT_EQ(played.size(), playback.framesWritten() * 4);
+  ASSERT_GE(played.size(), 4u);
+  std::int16_t first = 0;
+  std::memcpy(&first, played.data(), 2);
+  EXPECT_EQ(first, -15000);
+}
+
+TEST(AlsaPlaybackTest, ADeviceThatIsNotThereIsNamedAndNothingPlays) {
+  AlsaPlayback playback("hw:97,0");
+  auto started = playback.start(2, 48000);
+  ASSERT_FALSE(started);
+  EXPECT_NE(started.error().message().find("'hw:97,0'"), std::string::npos)
+      << started.error().message();
+  EXPECT_FALSE(playback.playing());
+  std::int16_t frame[2] = {1, 2};
+  playback.write(frame, sizeof frame);  // no device: dropped quietly
+  EXPECT_EQ(playback.framesWritten(), 0u);
+}
+
+TEST(AlsaPlaybackTest, SoundThatIsNoSoundIsRefusedWithWhatCame) {
+  test::TempDir dir;
+  AlsaPlayback playback("file:FILE=" + (dir.path() / "x.raw").string());
+  auto started = playback.start(0, 48000);
+  ASSERT_FALSE(started);
+  EXPECT_NE(started.error().message().find("0 channel(s) at 48000 Hz"), std::string::npos)
+      << started.error().message();
+}
+
+}  // namespace
+}  // namespace aula::greeter
