@@ -167,6 +167,15 @@ Result<std::vector<std::vector<Row>>> Transaction::queryEach(std::string_view sq
   return out;
 }
 
+Result<std::vector<std::vector<Row>>> Transaction::queryAll(
+    const std::vector<Statement>& statements) {
+  std::vector<std::vector<Row>> out;
+  out.reserve(statements.size());
+  for (const auto& s : statements)
+    out.push_back(AULA_TRY(query(s.sql, s.params)));
+  return out;
+}
+
 namespace {
 
 // Rows per multi-row INSERT on SQLite: well under its 32,766 values for any

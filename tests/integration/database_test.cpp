@@ -565,6 +565,38 @@ TEST_P(DatabaseTest, AnErrorInTheMiddleOfQueryEachUndoesTheWholeTransaction) {
     EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners WHERE name = ?", {"ana"}), 1);
 }
 
+TEST_P(DatabaseTest, QueryAllRunsDifferentReadsAfterTheQueuedWritesAndGivesEachItsRows) {
+  createSchema();
+  ASSERT_GT(addOwner("ana"), 0);
+  auto status = db_->transact(TxMode::kWrite, [](Transaction& tx) -> Status {
+    // A queued write goes first, so the reads see it.
+    tx.execLater("INSERT INTO owners (name) VALUES (?)", {std::string("bob")});
+    auto read = AULA_TRY(tx.queryAll(
+        {{"SELECT COUNT(*) FROM owners", {}},
+         {"SELECT name FROM owners WHERE name <> ? ORDER BY name", {std::string("zoe")}},
+         {"SELECT id FROM owners WHERE name = ?", {"nobody"}}}));
+    EXPECT_EQ(read.size(), 3U);
+    EXPECT_EQ(read.at(0).at(0).integer(0), 2);
+    EXPECT_EQ(read.at(1).size(), 2U);
+    EXPECT_EQ(read.at(1).at(1).text(0), "bob");
+    EXPECT_TRUE(read.at(2).empty());
+    EXPECT_TRUE(AULA_TRY(tx.queryAll({})).empty());
+    return okStatus();
+  });
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 2);
+  // An error in one read ends the transaction: the queued write is undone.
+  auto failed = db_->transact(TxMode::kWrite, [](Transaction& tx) -> Status {
+    tx.execLater("INSERT INTO owners (name) VALUES (?)", {std::string("carol")});
+    AULA_TRY(tx.queryAll(
+        {{"SELECT COUNT(*) FROM owners", {}}, {"SELECT no_such_column FROM owners", {}}}));
+    return okStatus();
+  });
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code(), Errc::kInternal);
+  EXPECT_EQ(readInt("SELECT COUNT(*) FROM owners"), 2);
+}
+
 TEST_P(DatabaseTest, InsertRowsAndUpdateRowsWriteEveryRowWithItsOwnValues) {
   createSchema();
   auto owner = addOwner("ana");

@@ -171,6 +171,18 @@ void PostgresServer::createDatabase(std::string_view name) {
           false);
 }
 
+namespace {
+
+// More server options for a profiling run, such as
+// AULA_TEST_PG_OPTIONS="-c log_min_duration_statement=0 -c logging_collector=on
+// -c log_directory=/tmp/pglog".
+std::string extraServerOptions() {
+  const char* extra = std::getenv("AULA_TEST_PG_OPTIONS");
+  return extra != nullptr && *extra != '\0' ? std::string(" ") + extra : std::string();
+}
+
+}  // namespace
+
 void PostgresServer::start() {
   if (running_)
     return;
@@ -178,7 +190,8 @@ void PostgresServer::start() {
   // thrown away anyway, and initdb and every commit get much faster.
   const std::string serverOptions = "-k " + run_.string() + " -p " + std::to_string(port_) +
                                     " -c listen_addresses=127.0.0.1 -c fsync=off"
-                                    " -c full_page_writes=off -c synchronous_commit=off";
+                                    " -c full_page_writes=off -c synchronous_commit=off" +
+                                    extraServerOptions();
   try {
     runTool("pg_ctl",
             {"-D", data_.string(), "-l", (run_ / "postgres.log").string(), "-w", "-t", "60", "-o",

@@ -726,6 +726,26 @@ class PgTransaction final : public Transaction {
     return out;
   }
 
+  Result<std::vector<std::vector<Row>>> queryAll(
+      const std::vector<Statement>& statements) override {
+    if (statements.empty())
+      return std::vector<std::vector<Row>>();
+    std::vector<Step> steps;
+    steps.reserve(statements.size());
+    for (const auto& s : statements)
+      steps.push_back({s.sql, s.params});
+    auto piped = send(std::move(steps));
+    if (!piped || piped->error)
+      return *firstError_;
+    // The queued writes' results come first.
+    const auto& results = piped->results;
+    std::vector<std::vector<Row>> out;
+    out.reserve(statements.size());
+    for (std::size_t i = results.size() - statements.size(); i < results.size(); ++i)
+      out.push_back(rowsOf(results[i].get()));
+    return out;
+  }
+
   Dialect dialect() const override { return Dialect::kPostgres; }
 
   const std::optional<Error>& firstError() const { return firstError_; }

@@ -384,21 +384,30 @@ Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int6
   return totalLimitsOf(AULA_TRY(tx.query(totalLimitsSql("= ?"), {userId, userId})));
 }
 
-Result<std::map<std::int64_t, std::vector<TotalLimit>>> totalLimitsOfUsers(
-    db::Transaction& tx, const std::vector<std::int64_t>& userIds) {
-  std::map<std::int64_t, std::vector<TotalLimit>> out;
-  if (userIds.empty())
-    return out;
-  for (auto id : userIds)
-    out[id];
-  auto list = db::inIds(tx.dialect(), userIds);
-  const std::string& in = list.sql;
-  db::Params params = list.params;
-  params.insert(params.end(), list.params.begin(), list.params.end());
+db::Statement totalLimitsQuery(std::string_view userCondition, const db::Params& params) {
+  db::Params both = params;
+  both.insert(both.end(), params.begin(), params.end());
+  return {totalLimitsSql(userCondition), std::move(both)};
+}
+
+std::map<std::int64_t, std::vector<TotalLimit>> totalLimitsByUser(
+    const std::vector<db::Row>& rows) {
   // Rows come ordered by kind and subject, so each user's list keeps that order.
-  auto rows = AULA_TRY(tx.query(totalLimitsSql(in), params));
+  std::map<std::int64_t, std::vector<TotalLimit>> out;
   for (const auto& r : rows)
     out[r.integer(kTotalUserId)].push_back(totalLimitsOf({r}).front());
+  return out;
+}
+
+Result<std::map<std::int64_t, std::vector<TotalLimit>>> totalLimitsOfUsers(
+    db::Transaction& tx, const std::vector<std::int64_t>& userIds) {
+  if (userIds.empty())
+    return std::map<std::int64_t, std::vector<TotalLimit>>();
+  auto list = db::inIds(tx.dialect(), userIds);
+  auto q = totalLimitsQuery(list.sql, list.params);
+  auto out = totalLimitsByUser(AULA_TRY(tx.query(q.sql, q.params)));
+  for (auto id : userIds)
+    out[id];
   return out;
 }
 

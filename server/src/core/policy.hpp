@@ -3,6 +3,7 @@
 // JSON bodies, and users' limits.
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -102,6 +103,13 @@ Result<std::vector<TotalLimit>> totalLimitsOfUser(db::Transaction& tx, std::int6
 // The same for many users, by user id, in one round trip.
 Result<std::map<std::int64_t, std::vector<TotalLimit>>> totalLimitsOfUsers(
     db::Transaction& tx, const std::vector<std::int64_t>& userIds);
+
+// The same as a statement to send with other reads (Transaction::queryAll),
+// for the users `userCondition` matches (SQL to follow a user id: "= ?",
+// "IN (SELECT ...)") with its `params`; then its rows by user (a user with no
+// total has no entry).
+db::Statement totalLimitsQuery(std::string_view userCondition, const db::Params& params);
+std::map<std::int64_t, std::vector<TotalLimit>> totalLimitsByUser(const std::vector<db::Row>& rows);
 
 // "<who> reached the limit of <n> <what>; ..." for kQuotaExceeded.
 std::string limitMessage(std::string_view who, std::string_view what, std::int64_t limit);

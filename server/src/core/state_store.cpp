@@ -59,18 +59,26 @@ Result<std::optional<StateRow>> loadState(db::Transaction& tx, std::int64_t id) 
   return std::optional<StateRow>(AULA_TRY(stateOf(rows[0])));
 }
 
-Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
-                                                    const std::vector<std::int64_t>& ids) {
+db::Statement statesQuery(db::Dialect dialect, const std::vector<std::int64_t>& ids) {
+  auto in = db::inIds(dialect, ids);
+  return {std::string(kStateSelect) + " WHERE d.id " + in.sql, std::move(in.params)};
+}
+
+Result<std::map<std::int64_t, StateRow>> statesOf(const std::vector<db::Row>& rows) {
   std::map<std::int64_t, StateRow> out;
-  if (ids.empty())
-    return out;
-  auto in = db::inIds(tx.dialect(), ids);
-  auto rows = AULA_TRY(tx.query(std::string(kStateSelect) + " WHERE d.id " + in.sql, in.params));
   for (const auto& r : rows) {
     auto row = AULA_TRY(stateOf(r));
     out.emplace(row.id, row);
   }
   return out;
+}
+
+Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
+                                                    const std::vector<std::int64_t>& ids) {
+  if (ids.empty())
+    return std::map<std::int64_t, StateRow>();
+  auto q = statesQuery(tx.dialect(), ids);
+  return statesOf(AULA_TRY(tx.query(q.sql, q.params)));
 }
 
 Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t hostId) {

@@ -32,6 +32,10 @@ Result<std::optional<StateRow>> loadState(db::Transaction& tx, std::int64_t id);
 // The desktops with these ids that exist, by id, in one query.
 Result<std::map<std::int64_t, StateRow>> loadStates(db::Transaction& tx,
                                                     const std::vector<std::int64_t>& ids);
+// The same as a statement to send with other reads (Transaction::queryAll),
+// and its rows read.
+db::Statement statesQuery(db::Dialect dialect, const std::vector<std::int64_t>& ids);
+Result<std::map<std::int64_t, StateRow>> statesOf(const std::vector<db::Row>& rows);
 // Every desktop recorded on this host.
 Result<std::vector<StateRow>> loadStatesOnHost(db::Transaction& tx, std::int64_t hostId);
 

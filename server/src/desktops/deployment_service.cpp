@@ -187,16 +187,19 @@ namespace {
 // The deployment's desktops, if the actor manages its category.
 Result<std::vector<std::int64_t>> deploymentDesktops(db::Transaction& tx, const Actor& actor,
                                                      std::int64_t id) {
-  auto row = AULA_TRY(tx.queryOne(std::string(kDeploymentSelect) + " WHERE p.id = ?", {id},
-                                  fmt::format("There is no deployment with id {}.", id)));
-  if (!managesCategory(actor, row.integer(DeploymentCol::kCategoryId))) {
+  // Both in one round trip on PostgreSQL; the desktops count only if the
+  // deployment is the actor's to manage.
+  auto read = AULA_TRY(tx.queryAll(
+      {{"SELECT g.category_id FROM deployments p JOIN groups_ g ON g.id = p.group_id WHERE p.id "
+        "= ?",
+        {id}},
+       {"SELECT id FROM desktops WHERE deployment_id = ? ORDER BY id", {id}}}));
+  if (read[0].empty() || !managesCategory(actor, read[0].front().optInteger(0))) {
     return makeError(Errc::kNotFound, "There is no deployment with id {}.", id);
   }
-  auto rows =
-      AULA_TRY(tx.query("SELECT id FROM desktops WHERE deployment_id = ? ORDER BY id", {id}));
   std::vector<std::int64_t> ids;
-  ids.reserve(rows.size());
-  for (const auto& r : rows)
+  ids.reserve(read[1].size());
+  for (const auto& r : read[1])
     ids.push_back(r.integer(0));
   return ids;
 }

@@ -179,9 +179,9 @@ struct Hosts {
   std::map<std::int64_t, HostAddress> addresses;
 };
 
-Result<Hosts> loadHosts(db::Transaction& tx) {
+Hosts hostsOf(const std::vector<db::Row>& rows) {
   Hosts out;
-  for (const auto& h : AULA_TRY(tx.query(kHostCandidates))) {
+  for (const auto& h : rows) {
     const auto id = h.integer(CandidateCol::kId);
     out.candidates.push_back(
         HostCandidate{.id = id,
@@ -255,20 +255,54 @@ Result<std::vector<DesktopService::StartPlan>> DesktopService::planStarts(
     const auto ids = AULA_TRY(select(tx));
     if (ids.empty())
       return {};
+    // What every start needs, in one round trip on PostgreSQL: the desktops,
+    // their states, their templates' pools and their owners' totals.
     auto in = db::inIds(tx.dialect(), ids);
-    auto rows =
-        AULA_TRY(tx.query(std::string(kDesktopSelect) + " WHERE d.id " + in.sql, in.params));
+    auto ofDesktops = [&](std::string_view column) {
+      return fmt::format("IN (SELECT {} FROM desktops WHERE id {})", column, in.sql);
+    };
+    auto read = AULA_TRY(
+        tx.queryAll({{std::string(kDesktopSelect) + " WHERE d.id " + in.sql, in.params},
+                     statesQuery(tx.dialect(), ids),
+                     {"SELECT template_id, pool_id FROM template_pools WHERE template_id " +
+                          ofDesktops("template_id"),
+                      in.params},
+                     totalLimitsQuery(ofDesktops("owner_id"), in.params)}));
+    const auto& rows = read[0];
     std::map<std::int64_t, const db::Row*> byId;
     std::vector<std::int64_t> owners;
     for (const auto& r : rows) {
       byId[r.integer(DesktopCol::kId)] = &r;
       owners.push_back(r.integer(DesktopCol::kOwnerId));
     }
-    auto states = AULA_TRY(loadStates(tx, ids));
-    StartAdmission admission(tx);
-    AULA_TRY_STATUS(admission.prefetch(owners));
-    std::optional<Hosts> hosts;
+    auto states = AULA_TRY(statesOf(read[1]));
     std::map<std::int64_t, std::vector<std::int64_t>> templatePools;
+    for (const auto& r : read[2])
+      templatePools[r.integer(0)].push_back(r.integer(1));
+    StartAdmission admission(tx);
+    admission.prefetched(totalLimitsByUser(read[3]), owners);
+    // Then, if any of them is to start, what placing them needs: the usage
+    // under their owners' totals and every host's load, in one more.
+    std::vector<std::int64_t> starters;
+    for (auto id : ids) {
+      auto found = byId.find(id);
+      auto state = states.find(id);
+      if (found != byId.end() && state != states.end() &&
+          decide(state->second.record, Observation{.what = Happening::kStartRequested, .at = now},
+                 timing)
+              .changed()) {
+        starters.push_back(found->second->integer(DesktopCol::kOwnerId));
+      }
+    }
+    std::optional<Hosts> hosts;
+    if (!starters.empty()) {
+      auto reads = admission.usageQueries(starters);
+      reads.push_back({kHostCandidates, {}});
+      auto placing = AULA_TRY(tx.queryAll(reads));
+      hosts = hostsOf(placing.back());
+      placing.pop_back();
+      admission.usagesRead(placing);
+    }
     std::vector<std::pair<StateRow, Transition>> transitions;
     std::vector<std::pair<std::string, Json>> audits;
     for (auto id : ids) {
@@ -320,19 +354,10 @@ Result<std::vector<DesktopService::StartPlan>> DesktopService::planStarts(
         p.request.storage = "desktops";
         p.request.diskGb = row.integer(DesktopCol::kDiskGb);
       }
-      auto pools = templatePools.find(p.desktop.templateId);
-      if (pools == templatePools.end()) {
-        std::vector<std::int64_t> list;
-        for (const auto& r :
-             AULA_TRY(tx.query("SELECT pool_id FROM template_pools WHERE template_id = ?",
-                               {p.desktop.templateId}))) {
-          list.push_back(r.integer(0));
-        }
-        pools = templatePools.emplace(p.desktop.templateId, std::move(list)).first;
-      }
-      p.request.pools = pools->second;
+      if (auto pools = templatePools.find(p.desktop.templateId); pools != templatePools.end())
+        p.request.pools = pools->second;
       if (!hosts)
-        hosts = AULA_TRY(loadHosts(tx));
+        hosts = hostsOf(AULA_TRY(tx.query(kHostCandidates)));
       std::vector<HostCandidate> candidates;
       for (const auto& c : hosts->candidates) {
         // A persistent desktop's disk lives on the host that made it.

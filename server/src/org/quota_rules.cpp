@@ -7,31 +7,34 @@
 
 namespace aula::broker::detail {
 
-// Usage of the desktops whose owner matches `ownerCondition` (SQL over users u).
-Result<Usage> usageWhere(db::Transaction& tx, const std::string& ownerCondition,
-                         const db::Params& params) {
-  // Columns of the query below, in its order.
-  enum UsageCol : std::size_t {
-    kUsedDesktops,
-    kUsedRunning,
-    kUsedVcpus,
-    kUsedMemoryMb,
-    kUsedDiskGb
-  };
-  auto row = AULA_TRY(tx.queryOne(
-      // PostgreSQL's SUM over BIGINT is NUMERIC; cast back, as Row::integer() wants an integer.
+// Columns of usageQuery's statement, in its order.
+enum UsageCol : std::size_t { kUsedDesktops, kUsedRunning, kUsedVcpus, kUsedMemoryMb, kUsedDiskGb };
+
+db::Statement usageQuery(const std::string& ownerCondition, const db::Params& params) {
+  // PostgreSQL's SUM over BIGINT is NUMERIC; cast back, as Row::integer() wants an integer.
+  return {
       "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN 1 "
       "ELSE 0 END), 0) AS BIGINT), "
-      "CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.vcpus ELSE 0 END), "
-      "0) AS BIGINT), "
-      "CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.memory_mb ELSE 0 "
+      "CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.vcpus ELSE 0 "
       "END), 0) AS BIGINT), "
+      "CAST(COALESCE(SUM(CASE WHEN d.state IN ('starting', 'running') THEN d.memory_mb ELSE "
+      "0 END), 0) AS BIGINT), "
       "CAST(COALESCE(SUM(d.disk_gb), 0) AS BIGINT) FROM desktops d JOIN users u ON "
       "u.id = d.owner_id WHERE " +
           ownerCondition,
-      params, "usage"));
+      params};
+}
+
+Usage usageOf(const db::Row& row) {
   return Usage{row.integer(kUsedDesktops), row.integer(kUsedRunning), row.integer(kUsedVcpus),
                row.integer(kUsedMemoryMb), row.integer(kUsedDiskGb),  0};
+}
+
+// Usage of the desktops whose owner matches `ownerCondition` (SQL over users u).
+Result<Usage> usageWhere(db::Transaction& tx, const std::string& ownerCondition,
+                         const db::Params& params) {
+  auto q = usageQuery(ownerCondition, params);
+  return usageOf(AULA_TRY(tx.queryOne(q.sql, q.params, "usage")));
 }
 
 namespace {
@@ -64,13 +67,17 @@ bool limitsAnything(const Limits& l) {
   return l.desktops || l.running || l.vcpus || l.memoryMb || l.diskGb;
 }
 
-// Usage of the desktops a total counts.
-Result<Usage> usageOfTotal(db::Transaction& tx, const TotalLimit& total) {
+// The usage read of the desktops a total counts.
+db::Statement usageOfTotalQuery(const TotalLimit& total) {
   if (total.of == TotalLimit::Of::kGroup) {
-    return usageWhere(tx, "u.id IN (SELECT user_id FROM group_members WHERE group_id = ?)",
-                      {total.id});
+    return usageQuery("u.id IN (SELECT user_id FROM group_members WHERE group_id = ?)", {total.id});
   }
-  return usageWhere(tx, "u.category_id = ?", {total.id});
+  return usageQuery("u.category_id = ?", {total.id});
+}
+
+Result<Usage> usageOfTotal(db::Transaction& tx, const TotalLimit& total) {
+  auto q = usageOfTotalQuery(total);
+  return usageOf(AULA_TRY(tx.queryOne(q.sql, q.params, "usage")));
 }
 
 std::string totalWho(const TotalLimit& total) {
@@ -108,6 +115,41 @@ Status StartAdmission::prefetch(const std::vector<std::int64_t>& owners) {
   }
   totals_.merge(AULA_TRY(totalLimitsOfUsers(tx_, missing)));
   return {};
+}
+
+void StartAdmission::prefetched(std::map<std::int64_t, std::vector<TotalLimit>> totals,
+                                const std::vector<std::int64_t>& owners) {
+  totals_.merge(totals);
+  for (auto owner : owners)
+    totals_[owner];
+}
+
+std::vector<db::Statement> StartAdmission::usageQueries(const std::vector<std::int64_t>& owners) {
+  std::vector<db::Statement> out;
+  reading_.clear();
+  for (auto owner : owners) {
+    auto totals = totals_.find(owner);
+    if (totals == totals_.end())
+      continue;
+    for (const auto& total : totals->second) {
+      auto key = std::make_pair(total.of, total.id);
+      if (!limitsAnything(total.limits) || used_.contains(key) ||
+          std::find(reading_.begin(), reading_.end(), key) != reading_.end()) {
+        continue;
+      }
+      reading_.push_back(key);
+      out.push_back(usageOfTotalQuery(total));
+    }
+  }
+  return out;
+}
+
+void StartAdmission::usagesRead(const std::vector<std::vector<db::Row>>& results) {
+  for (std::size_t i = 0; i < reading_.size() && i < results.size(); ++i) {
+    if (!results[i].empty())
+      used_.emplace(reading_[i], usageOf(results[i].front()));
+  }
+  reading_.clear();
 }
 
 Status StartAdmission::admit(std::int64_t ownerId, std::int64_t vcpus, std::int64_t memoryMb,

@@ -39,6 +39,15 @@ class StartAdmission {
 
   // Reads the group and category totals of these owners in one round trip.
   Status prefetch(const std::vector<std::int64_t>& owners);
+  // The same, read elsewhere (totalLimitsQuery sent with other reads):
+  // every owner in `owners` gets an entry, empty if it has no total.
+  void prefetched(std::map<std::int64_t, std::vector<TotalLimit>> totals,
+                  const std::vector<std::int64_t>& owners);
+  // The usage reads that these owners' totals need and that were not read
+  // yet, to send with other reads (Transaction::queryAll); then their rows,
+  // in the same order. Any usage not read this way is read when needed.
+  std::vector<db::Statement> usageQueries(const std::vector<std::int64_t>& owners);
+  void usagesRead(const std::vector<std::vector<db::Row>>& results);
   // Checks one more running desktop of this size for the owner (their own
   // limits too, unless `skipPerUser`) and counts it when it fits.
   Status admit(std::int64_t ownerId, std::int64_t vcpus, std::int64_t memoryMb, bool skipPerUser);
@@ -52,6 +61,7 @@ class StartAdmission {
   std::map<std::int64_t, std::vector<TotalLimit>> totals_;  // by owner
   std::map<std::int64_t, Own> own_;                         // by owner
   std::map<std::pair<TotalLimit::Of, std::int64_t>, Usage> used_;
+  std::vector<std::pair<TotalLimit::Of, std::int64_t>> reading_;  // usageQueries' order
 };
 
 }  // namespace aula::broker::detail

@@ -41,6 +41,12 @@ struct IdList {
 };
 IdList inIds(Dialect dialect, const std::vector<std::int64_t>& ids);
 
+// A statement with its values, for Transaction::queryAll.
+struct Statement {
+  std::string sql;
+  Params params;
+};
+
 class Row {
  public:
   explicit Row(std::vector<Value> columns) : columns_(std::move(columns)) {}
@@ -83,6 +89,12 @@ class Transaction {
   // error does.
   virtual Result<std::vector<std::vector<Row>>> queryEach(std::string_view sql,
                                                           const std::vector<Params>& sets);
+
+  // Runs different statements in order and returns each one's rows: reads
+  // that do not depend on each other. PostgreSQL sends them, with the writes
+  // queued before them, in one round trip instead of one each. The first
+  // error ends the transaction, as any error does.
+  virtual Result<std::vector<std::vector<Row>>> queryAll(const std::vector<Statement>& statements);
 
   // One row or kNotFound with `notFoundMessage`.
   Result<Row> queryOne(std::string_view sql, const Params& params,
