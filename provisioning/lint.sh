@@ -35,18 +35,41 @@ for f in subprocess.run(["git", "-C", root, "ls-files", "--", "*.cpp"], capture_
         print(f)
 PY
 )
+start=$(date +%s)
+# A file whose exact input was found clean before is not checked again: the
+# key is clang's preprocessed text of the file (so every header it includes,
+# ours and the system's), its flags, .clang-tidy and clang-tidy's version,
+# with the checkout's path taken out so that another clone hits too. Only
+# clean results are kept, one empty file per key. AULA_LINT_CACHE=off checks
+# every file.
+CACHE="${AULA_LINT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aula-lint}"
+keys_file="$BUILD/clang-tidy.keys"
+if [[ "$CACHE" != off ]]; then
+  mkdir -p "$CACHE"
+  mapfile -t todo < <(python3 "$ROOT/provisioning/lint_keys.py" "$ROOT" "$BUILD/compile_commands.json" \
+    "$CACHE" "$JOBS" "$keys_file" "${files[@]}")
+else
+  todo=("${files[@]}")
+  : > "$keys_file"
+fi
+
 # run-clang-tidy takes regular expressions of paths: anchor each file.
 patterns=()
-for f in "${files[@]}"; do
+for f in "${todo[@]}"; do
   patterns+=("^$(printf '%s' "$ROOT/$f" | sed 's/[.[\*^$+?(){}|]/\\&/g')\$")
 done
 
-start=$(date +%s)
 # The build's flags are GCC's; clang does not know some of its warnings.
-if ! run-clang-tidy -p "$BUILD" -j "$JOBS" -quiet -extra-arg=-Wno-unknown-warning-option \
-    "${patterns[@]}" > "$BUILD/clang-tidy.log" 2>&1; then
+if [[ ${#todo[@]} -gt 0 ]] && ! run-clang-tidy -p "$BUILD" -j "$JOBS" -quiet \
+    -extra-arg=-Wno-unknown-warning-option "${patterns[@]}" > "$BUILD/clang-tidy.log" 2>&1; then
   grep -E "(warning|error): " "$BUILD/clang-tidy.log" | sort -u >&2 || true
   echo "lint.sh: clang-tidy found the problems above (whole output: $BUILD/clang-tidy.log)." >&2
   exit 1
 fi
-echo "lint.sh: ${#files[@]} files clean in $(( $(date +%s) - start )) s."
+if [[ "$CACHE" != off ]]; then
+  while read -r key; do
+    [[ -n "$key" ]] && : > "$CACHE/$key"
+  done < "$keys_file"
+fi
+echo "lint.sh: ${#files[@]} files clean in $(( $(date +%s) - start )) s" \
+  "(${#todo[@]} checked, $(( ${#files[@]} - ${#todo[@]} )) unchanged since a clean check in $CACHE)."
