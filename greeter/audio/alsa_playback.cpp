@@ -1,5 +1,7 @@
 #include "alsa_playback.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include <alsa/asoundlib.h>
@@ -13,6 +15,24 @@ namespace {
 constexpr unsigned kLatencyUs = 200'000;
 
 }  // namespace
+
+void applyVolume(std::span<std::int16_t> samples, int channels, const Volume& volume) {
+  if (channels < 1)
+    return;
+  if (volume.muted) {
+    std::fill(samples.begin(), samples.end(), std::int16_t{0});
+    return;
+  }
+  if (volume.levels.empty())
+    return;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    const auto channel = std::min(i % static_cast<std::size_t>(channels), volume.levels.size() - 1);
+    const std::int32_t level = volume.levels[channel];
+    if (level == 65535)
+      continue;
+    samples[i] = static_cast<std::int16_t>(static_cast<std::int32_t>(samples[i]) * level / 65535);
+  }
+}
 
 AlsaPlayback::AlsaPlayback(std::string device) : device_(std::move(device)) {}
 
@@ -52,8 +72,14 @@ Status AlsaPlayback::start(int channels, int rate) {
 void AlsaPlayback::write(const void* data, std::size_t bytes) {
   if (pcm_ == nullptr || frameBytes_ == 0)
     return;
-  const auto* at = static_cast<const char*>(data);
   auto frames = static_cast<snd_pcm_uframes_t>(bytes / static_cast<std::size_t>(frameBytes_));
+  const auto* at = static_cast<const char*>(data);
+  if (volume_.muted || !volume_.levels.empty()) {
+    scaled_.resize(frames * static_cast<std::size_t>(frameBytes_ / 2));
+    std::memcpy(scaled_.data(), data, scaled_.size() * sizeof(std::int16_t));
+    applyVolume(scaled_, frameBytes_ / 2, volume_);
+    at = reinterpret_cast<const char*>(scaled_.data());
+  }
   bool recovered = false;
   while (frames > 0) {
     snd_pcm_sframes_t done = snd_pcm_writei(pcm_, at, frames);

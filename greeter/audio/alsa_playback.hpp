@@ -6,7 +6,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "aula/common/result.hpp"
 
@@ -15,6 +18,19 @@
 using snd_pcm_t = struct _snd_pcm;  // NOLINT(bugprone-reserved-identifier)
 
 namespace aula::greeter {
+
+// The desktop's volume as SPICE gives it: a level per channel from 0 (silent)
+// to 65535 (as sent), and mute. QEMU hands the guest's mixer to the client
+// this way instead of scaling the samples itself.
+struct Volume {
+  std::vector<std::uint16_t> levels;  // empty: full volume
+  bool muted = false;
+};
+
+// Scales interleaved 16-bit frames of `channels` by `volume`, linearly as
+// QEMU's own mixer does (a channel without a level of its own takes the
+// last one).
+void applyVolume(std::span<std::int16_t> samples, int channels, const Volume& volume);
 
 class AlsaPlayback {
  public:
@@ -31,6 +47,9 @@ class AlsaPlayback {
   // sound must never hold up its screen. After an underrun the device is
   // prepared again and the write tried once more.
   void write(const void* data, std::size_t bytes);
+  // The desktop's volume for what is written from now on.
+  void setVolume(Volume volume) { volume_ = std::move(volume); }
+  const Volume& volume() const { return volume_; }
   void stop();
   bool playing() const { return pcm_ != nullptr; }
 
@@ -44,6 +63,8 @@ class AlsaPlayback {
   int frameBytes_ = 0;
   std::uint64_t written_ = 0;
   std::uint64_t dropped_ = 0;
+  Volume volume_;
+  std::vector<std::int16_t> scaled_;  // write's samples at volume_
 };
 
 }  // namespace aula::greeter

@@ -125,6 +125,10 @@ struct SpiceSession::Impl {
                                reinterpret_cast<GCallback>(&onPlaybackData), this);
       connections.emplace_back(channel, "playback-stop",
                                reinterpret_cast<GCallback>(&onPlaybackStop), this);
+      connections.emplace_back(channel, "notify::volume",
+                               reinterpret_cast<GCallback>(&onVolumeChanged), this);
+      connections.emplace_back(channel, "notify::mute",
+                               reinterpret_cast<GCallback>(&onVolumeChanged), this);
       spice_channel_connect(channel);
       return;
     }
@@ -157,6 +161,36 @@ struct SpiceSession::Impl {
         impl->audio->stop();
       }
     });
+  }
+
+  // The desktop's own volume and mute: QEMU leaves the samples at full
+  // level and tells the client what the guest's mixer says.
+  static void onVolumeChanged(SpiceChannel* channel, GParamSpec*, gpointer data) {
+    guardCallback("a SPICE volume handler",
+                  [&] { static_cast<Impl*>(data)->volumeChanged(channel); });
+  }
+
+  void volumeChanged(SpiceChannel* channel) {
+    if (!audio)
+      return;
+    guint channels = 0;
+    gpointer levels = nullptr;
+    gboolean muted = FALSE;
+    g_object_get(channel, "nchannels", &channels, "volume", &levels, "mute", &muted, nullptr);
+    Volume volume;
+    volume.muted = muted != FALSE;
+    if (levels != nullptr) {
+      const auto* level = static_cast<const guint16*>(levels);
+      volume.levels.assign(level, level + channels);
+    }
+    if (volume.levels == audio->volume().levels && volume.muted == audio->volume().muted)
+      return;
+    std::string said;
+    for (auto l : volume.levels)
+      said += fmt::format("{}{}%", said.empty() ? "" : " ", (l * 100 + 32767) / 65535);
+    log::info("The desktop set its sound to {}{}.", said.empty() ? "full" : said,
+              volume.muted ? ", muted" : "");
+    audio->setVolume(std::move(volume));
   }
 
   void playbackStart(int format, int channels, int rate) {

@@ -3,6 +3,7 @@
 // with the HTTPS broker client pinned to the CA fingerprint and the SPICE
 // session, drawing on the headless output and driven by scripted keys, as a
 // student would type them.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -315,6 +316,19 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
   const double at44 = static_cast<double>(bestCrossings) / 2 / (static_cast<double>(best) / 44100);
   EXPECT_TRUE(std::abs(at48 - 440) < 50 || std::abs(at44 - 440) < 50)
       << "the tone is " << at44 << " Hz (at 44.1 kHz) or " << at48 << " Hz (at 48 kHz), not 440";
+  // The guest plays it at a quarter of full scale (8192) with its mixer at
+  // half volume, which QEMU leaves to the client: played at about 4096.
+  std::vector<int> levels;
+  for (std::size_t i = 0; i < samples.size(); i += 2) {
+    if (std::abs(samples[i]) > 2000)
+      levels.push_back(std::abs(samples[i]));
+  }
+  std::nth_element(levels.begin(), levels.begin() + static_cast<std::ptrdiff_t>(levels.size() / 2),
+                   levels.end());
+  const int level = levels[levels.size() / 2];
+  EXPECT_TRUE(level > 3000 && level < 5500)
+      << "the tone plays at " << level
+      << ", not at about 4096: the desktop's mixer at half volume was not followed";
 
   // The guest going away from under the session brings the list back.
   test::virsh({"destroy", fmt::format("aula-{}", id)});

@@ -23,8 +23,10 @@
 # PCM modules (with what they depend on, from the package's modules.dep). /init loads them; when a
 # sound card comes up (the `<sound model='ich9'/>` the agent gives every desktop) it plays a
 # 440 Hz tone through OSS's /dev/dsp (8-bit, mono, 8 kHz; the kernel converts) at a quarter of
-# full scale for 1 s out of every 10, and says `AULA-TEST-SOUND` on ttyS0. A guest without a
-# sound card shows the text all the same.
+# full scale for 1 s out of every 10, with its mixer at half volume (`oss-volume 50`, a static
+# helper built here with gcc), and says `AULA-TEST-SOUND` on ttyS0. The SPICE client scales the
+# tone by that volume: a client that ignores it plays it at a quarter of full scale, one that
+# honours it at an eighth. A guest without a sound card shows the text all the same.
 #
 # Idempotent: if OUTPUT exists and OUTPUT.stamp holds this script's SHA-256, it does nothing.
 # Tools it needs on the host are checked and, when missing, installed with apt-get (as root).
@@ -71,6 +73,8 @@ tools=(
     "dpkg-deb:dpkg"
     "apt-get:apt"
     "apt-cache:apt"
+    "gcc:gcc"
+    "/usr/lib/x86_64-linux-gnu/libc.a:libc6-dev"
 )
 have() {
     if [[ $1 == /* ]]; then [[ -e $1 ]]; else command -v "$1" >/dev/null 2>&1; fi
@@ -208,6 +212,35 @@ with open(sys.argv[1], "wb") as f:
     f.write(bytes(0xa0 if (i * freq * 2 // rate) % 2 == 0 else 0x60 for i in range(rate * seconds)))
 PY
 
+# The guest's mixer: Linux starts an HD Audio card's output muted at 0, and QEMU hands that
+# volume to the SPICE client instead of scaling the samples, as a desktop's own mixer would. A
+# small static program sets it through OSS's /dev/mixer (the guest has no ALSA tools).
+cat >"$tmp/oss-volume.c" <<'C'
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/soundcard.h>
+
+int main(int argc, char **argv) {
+    int percent = argc > 1 ? atoi(argv[1]) : 100;
+    int both = percent | (percent << 8);
+    int fd = open("/dev/mixer", O_RDWR);
+    if (fd < 0) {
+        perror("oss-volume: /dev/mixer");
+        return 1;
+    }
+    if (ioctl(fd, SOUND_MIXER_WRITE_VOLUME, &both) < 0) {
+        perror("oss-volume: master volume");
+        return 1;
+    }
+    both = 100 | (100 << 8);
+    ioctl(fd, SOUND_MIXER_WRITE_PCM, &both); /* not every card has one */
+    return 0;
+}
+C
+gcc -static -Os -s -o "$root/bin/oss-volume" "$tmp/oss-volume.c" || die "gcc could not build oss-volume"
+
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 # Aula test template: paint a fixed text on the VGA console, report readiness on ttyS0.
@@ -247,6 +280,7 @@ echo "aula test template: root shell on ttyS0; the banner is on tty1"
         sleep 1
     done
     if [ -e /dev/dsp ]; then
+        oss-volume 50
         echo "AULA-TEST-SOUND"
         while :; do
             cat /lib/sound/tone.u8 >/dev/dsp 2>/dev/null
