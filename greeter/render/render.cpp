@@ -86,6 +86,18 @@ class Flow {
   double u() const { return u_; }
   bool painting() const { return paint_; }
   cairo_t* cairo() const { return cr_; }
+  // Where clicks land: what this flow paints is recorded there.
+  void recordHits(std::vector<Hit>* hits) { hits_ = hits; }
+  std::vector<Hit>* hitsOut() const { return hits_; }
+  void hit(Target target, std::size_t index, double x, double y, double w, double h) const {
+    if (paint_ && hits_ != nullptr) {
+      hits_->push_back(
+          Hit{.rect = Rect{static_cast<int>(x), static_cast<int>(y), static_cast<int>(std::ceil(w)),
+                           static_cast<int>(std::ceil(h))},
+              .target = target,
+              .index = index});
+    }
+  }
   void gap(double px) { y_ += px * u_; }
 
   LayoutPtr layout(std::string_view text, const Style& style, double width) const {
@@ -144,6 +156,7 @@ class Flow {
   double y_;
   double width_;
   bool paint_;
+  std::vector<Hit>* hits_ = nullptr;
 };
 
 void focusRing(cairo_t* cr, double u, double x, double y, double width, double height,
@@ -167,11 +180,12 @@ void spinner(cairo_t* cr, double u, double cx, double cy) {
   cairo_stroke(cr);
 }
 
-void field(Flow& flow, const Field& field) {
+void field(Flow& flow, const Field& field, std::size_t index) {
   flow.text(field.label, {.px = 14, .weight = PANGO_WEIGHT_SEMIBOLD, .color = kMuted});
   flow.gap(6);
   const double u = flow.u();
   flow.box(48, [&](double x, double y, double w, double h) {
+    flow.hit(Target::kField, index, x, y, w, h);
     cairo_t* cr = flow.cairo();
     roundedRect(cr, x, y, w, h, 8 * u);
     setColor(cr, kFieldBack);
@@ -200,11 +214,14 @@ void field(Flow& flow, const Field& field) {
   });
 }
 
-void button(Flow& flow, const Button& button, double x, double y, double width, bool primary) {
+void button(Flow& flow, const Button& button, std::size_t index, double x, double y, double width,
+            bool primary) {
   const double u = flow.u();
   const double height = 48 * u;
   if (!flow.painting())
     return;
+  if (button.enabled)
+    flow.hit(Target::kButton, index, x, y, width, height);
   cairo_t* cr = flow.cairo();
   roundedRect(cr, x, y, width, height, 8 * u);
   if (primary) {
@@ -276,9 +293,10 @@ Color stateColor(DesktopState state) {
   return kMuted;
 }
 
-void row(Flow& flow, const Row& row, bool listFocused) {
+void row(Flow& flow, const Row& row, std::size_t index, bool listFocused) {
   const double u = flow.u();
   flow.box(72, [&](double x, double y, double w, double h) {
+    flow.hit(Target::kRow, index, x, y, w, h);
     cairo_t* cr = flow.cairo();
     if (row.selected) {
       roundedRect(cr, x, y + 2 * u, w, h - 4 * u, 10 * u);
@@ -323,16 +341,18 @@ double cardContent(const View& view, Flow& flow) {
   switch (view.screen) {
     case Screen::kLogin:
     case Screen::kLoggingIn: {
-      field(flow, view.fields[0]);
+      field(flow, view.fields[0], 0);
       flow.gap(18);
-      field(flow, view.fields[1]);
+      field(flow, view.fields[1], 1);
       flow.gap(18);
       // Language and keyboard side by side.
       const double half = (flow.width() - 16 * u) / 2;
       Flow left(flow.cairo(), u, flow.x(), flow.y(), half, flow.painting());
       Flow right(flow.cairo(), u, flow.x() + half + 16 * u, flow.y(), half, flow.painting());
-      field(left, view.fields[2]);
-      field(right, view.fields[3]);
+      left.recordHits(flow.hitsOut());
+      right.recordHits(flow.hitsOut());
+      field(left, view.fields[2], 2);
+      field(right, view.fields[3], 3);
       flow.gap((left.y() - flow.y()) / u);
       flow.gap(24);
       if (view.notice) {
@@ -341,7 +361,7 @@ double cardContent(const View& view, Flow& flow) {
       }
       const double y = flow.y();
       flow.box(48, [](double, double, double, double) {});
-      button(flow, view.buttons[0], flow.x(), y, flow.width(), true);
+      button(flow, view.buttons[0], 0, flow.x(), y, flow.width(), true);
       if (view.busy && flow.painting())
         spinner(flow.cairo(), u, flow.x() + flow.width() - 30 * u, y + 24 * u);
       break;
@@ -353,8 +373,8 @@ double cardContent(const View& view, Flow& flow) {
       }
       const bool listFocused = std::none_of(view.buttons.begin(), view.buttons.end(),
                                             [](const Button& b) { return b.focused; });
-      for (const Row& r : view.rows)
-        row(flow, r, listFocused);
+      for (std::size_t i = 0; i < view.rows.size(); ++i)
+        row(flow, view.rows[i], i, listFocused);
       if (view.busy && flow.painting())
         spinner(flow.cairo(), u, flow.x() + flow.width() / 2, flow.y() + 24 * u);
       if (view.busy)
@@ -363,8 +383,8 @@ double cardContent(const View& view, Flow& flow) {
       const double y = flow.y();
       flow.box(48, [](double, double, double, double) {});
       const double bw = 170 * u;
-      button(flow, view.buttons[1], flow.x() + flow.width() - bw, y, bw, false);
-      button(flow, view.buttons[0], flow.x() + flow.width() - 2 * bw - 14 * u, y, bw, false);
+      button(flow, view.buttons[1], 1, flow.x() + flow.width() - bw, y, bw, false);
+      button(flow, view.buttons[0], 0, flow.x() + flow.width() - 2 * bw - 14 * u, y, bw, false);
       break;
     }
     case Screen::kStarting:
@@ -405,12 +425,12 @@ double cardContent(const View& view, Flow& flow) {
         callout(flow, *view.notice);
         flow.gap(16);
       }
-      for (const Row& r : view.rows)
-        row(flow, r, true);
+      for (std::size_t i = 0; i < view.rows.size(); ++i)
+        row(flow, view.rows[i], i, true);
       for (std::size_t i = 0; i < view.buttons.size(); ++i) {
         const double y = flow.y();
         flow.box(48, [](double, double, double, double) {});
-        button(flow, view.buttons[i], flow.x(), y, flow.width(), false);
+        button(flow, view.buttons[i], i, flow.x(), y, flow.width(), false);
         flow.gap(12);
       }
       break;
@@ -434,7 +454,8 @@ double cardWidth(const View& view) {
   }
 }
 
-void card(cairo_t* cr, const View& view, double u, double width, double height) {
+void card(cairo_t* cr, const View& view, double u, double width, double height,
+          std::vector<Hit>* hits) {
   const double cw = cardWidth(view) * u;
   const double pad = 40 * u;
   Flow measure(cr, u, 0, 0, cw - 2 * pad, false);
@@ -453,6 +474,7 @@ void card(cairo_t* cr, const View& view, double u, double width, double height) 
   setColor(cr, kCard);
   cairo_fill(cr);
   Flow flow(cr, u, x + pad, y + pad, cw - 2 * pad, true);
+  flow.recordHits(hits);
   cardContent(view, flow);
 }
 
@@ -494,6 +516,7 @@ cairo_status_t readPng(void* closure, unsigned char* data, unsigned int length) 
 
 struct Renderer::Impl {
   SurfacePtr logo;
+  std::vector<Hit> hits;
 };
 
 Renderer::Renderer() : impl_(std::make_unique<Impl>()) {}
@@ -548,7 +571,8 @@ void Renderer::draw(const View& view, Canvas canvas, std::string_view clock) {
         width - 36 * u - 300 * u, 33 * u, 300 * u);
   }
 
-  card(cr, view, u, width, height);
+  impl_->hits.clear();
+  card(cr, view, u, width, height, &impl_->hits);
 
   // Bottom: the keys this screen takes, and this PC for the admin.
   if (!view.hints.empty()) {
@@ -562,6 +586,7 @@ void Renderer::draw(const View& view, Canvas canvas, std::string_view clock) {
 }
 
 void Renderer::drawOverlay(const View& view, Canvas canvas) {
+  impl_->hits.clear();
   if (!view.menu)
     return;
   SurfacePtr surface = surfaceOf(canvas);
@@ -570,11 +595,15 @@ void Renderer::drawOverlay(const View& view, Canvas canvas) {
   const double u = scaleOf(canvas);
   cairo_set_source_rgba(cr, 0.02, 0.06, 0.14, 0.6);
   cairo_paint(cr);
-  card(cr, view, u, canvas.width, canvas.height);
+  card(cr, view, u, canvas.width, canvas.height, &impl_->hits);
   Flow bottom(cr, u, 0, 0, canvas.width, true);
   bottom.textAt(view.hints, {.px = 15, .color = kWhite, .align = PANGO_ALIGN_CENTER}, 0,
                 canvas.height - 86 * u, canvas.width);
   cairo_surface_flush(surface.get());
+}
+
+const std::vector<Hit>& Renderer::hits() const {
+  return impl_->hits;
 }
 
 }  // namespace aula::greeter

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "aula/greeter/output.hpp"
 #include "aula/greeter/view.hpp"
@@ -30,6 +31,9 @@ class Renderer {
   // kSession: the frame is the guest's; this draws only the menu over it
   // (when open), dimming what is below.
   void drawOverlay(const View& view, Canvas canvas);
+
+  // The fields, rows and buttons the last draw() or drawOverlay() drew.
+  const std::vector<Hit>& hits() const;
 
  private:
   struct Impl;

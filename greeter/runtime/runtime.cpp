@@ -115,6 +115,11 @@ struct Runtime::Impl {
   double pointerX = -1;
   double pointerY = -1;
   std::optional<Rect> arrowDrawn;
+  // On the greeter's own screens and the session's menu: the pixels under
+  // the arrow, put back when it moves; and what a click there reaches.
+  std::vector<std::uint32_t> underArrow;
+  bool pointerUsed = false;  // the arrow shows on the screens once the mouse moved
+  std::vector<Hit> hits;
 
   static Instant now() { return std::chrono::steady_clock::now(); }
 
@@ -272,7 +277,20 @@ struct Runtime::Impl {
 
   // ---- The pointer over the desktop ----
 
-  bool arrowWanted() const { return greeter.screen() == Screen::kSession && !greeter.menuOpen(); }
+  // Over the desktop (where the guest draws nothing of its own), on the
+  // menu over it, and on the screens with something to click.
+  bool overDesktop() const { return greeter.screen() == Screen::kSession && !greeter.menuOpen(); }
+  bool arrowWanted() const {
+    switch (greeter.screen()) {
+      case Screen::kSession:
+        return overDesktop() || pointerUsed;
+      case Screen::kLogin:
+      case Screen::kDesktops:
+        return pointerUsed;
+      default:
+        return false;
+    }
+  }
 
   void placePointerIfNew() {
     if (pointerX >= 0)
@@ -282,12 +300,28 @@ struct Runtime::Impl {
     pointerY = canvas.height / 2.0;
   }
 
+  // The index of (row, col) in a block `width` wide stored row by row.
+  static std::size_t cell(int row, int col, int width) {
+    return static_cast<std::size_t>(row) * static_cast<std::size_t>(width) +
+           static_cast<std::size_t>(col);
+  }
+
   // Draws the arrow at the pointer on head 0's canvas; returns where.
   Rect drawArrow(Canvas canvas) {
     placePointerIfNew();
     const int scale = canvas.width >= 2560 ? 2 : 1;
     const int px = static_cast<int>(pointerX);
     const int py = static_cast<int>(pointerY);
+    const int aw = kArrowWidth * scale;
+    const int ah = static_cast<int>(kArrow.size()) * scale;
+    // What the arrow covers, to put back when it moves.
+    underArrow.assign(static_cast<std::size_t>(aw) * static_cast<std::size_t>(ah), 0U);
+    for (int y = std::max(0, py); y < std::min(canvas.height, py + ah); ++y) {
+      for (int x = std::max(0, px); x < std::min(canvas.width, px + aw); ++x) {
+        underArrow[cell(y - py, x - px, aw)] =
+            canvas.pixels[static_cast<std::ptrdiff_t>(y) * (canvas.stride / 4) + x];
+      }
+    }
     for (int row = 0; row < static_cast<int>(kArrow.size()) * scale; ++row) {
       const int y = py + row;
       if (y < 0 || y >= canvas.height)
@@ -310,12 +344,22 @@ struct Runtime::Impl {
     return at;
   }
 
-  // Puts back what the arrow covered: the guest's pixels, black around them.
+  // Puts back what the arrow covered: over the desktop, the guest's pixels
+  // as they are now, black around them; elsewhere what was there.
   void eraseArrow(Canvas canvas) {
     if (!arrowDrawn)
       return;
     const Rect r = *arrowDrawn;
     arrowDrawn.reset();
+    if (!overDesktop()) {
+      for (int y = std::max(0, r.y); y < std::min(canvas.height, r.y + r.height); ++y) {
+        for (int x = std::max(0, r.x); x < std::min(canvas.width, r.x + r.width); ++x) {
+          canvas.pixels[static_cast<std::ptrdiff_t>(y) * (canvas.stride / 4) + x] =
+              underArrow[cell(y - r.y, x - r.x, r.width)];
+        }
+      }
+      return;
+    }
     for (int y = std::max(0, r.y); y < std::min(canvas.height, r.y + r.height); ++y) {
       const int x0 = std::max(0, r.x);
       const int x1 = std::min(canvas.width, r.x + r.width);
@@ -330,7 +374,8 @@ struct Runtime::Impl {
   }
 
   void moveArrow() {
-    if (!arrowWanted() || !sessionFrameShown)
+    if (!arrowWanted() || (overDesktop() && !sessionFrameShown) ||
+        (!overDesktop() && drawnSignature.empty()))
       return;
     Canvas canvas = parts.output.canvas(0);
     std::vector<Rect> damage;
@@ -383,9 +428,26 @@ struct Runtime::Impl {
     mouse.y = static_cast<int>(pointerY);
     mouse.dx = mouse.x - oldX;
     mouse.dy = mouse.y - oldY;
-    const bool moved = mouse.dx != 0 || mouse.dy != 0;
+    bool moved = mouse.dx != 0 || mouse.dy != 0;
     if (!moved && !mouse.button && mouse.wheel == 0)
       return;
+    // On the greeter's own screens and the menu, a left click reaches what
+    // is under the arrow; over the desktop everything goes to the guest.
+    if (!overDesktop()) {
+      const bool wasShown = arrowWanted();
+      pointerUsed = true;
+      if (mouse.button == MouseButton::kLeft && mouse.pressed) {
+        for (const Hit& hit : hits) {
+          if (mouse.x >= hit.rect.x && mouse.x < hit.rect.x + hit.rect.width &&
+              mouse.y >= hit.rect.y && mouse.y < hit.rect.y + hit.rect.height) {
+            apply(greeter.handle(Click{.target = hit.target, .index = hit.index}, now()));
+            break;
+          }
+        }
+      }
+      if (!wasShown && arrowWanted())
+        moved = true;
+    }
     apply(greeter.handle(mouse, now()));
     if (moved)
       moveArrow();
@@ -477,6 +539,9 @@ struct Runtime::Impl {
           paintWholeFrame();
           Canvas canvas = parts.output.canvas(0);
           renderer.drawOverlay(view, canvas);
+          hits = renderer.hits();
+          if (arrowWanted())
+            (void)drawArrow(canvas);
           (void)parts.output.present(0, {});
           ++frames;
         } else {
@@ -503,6 +568,12 @@ struct Runtime::Impl {
     drawnSignature = std::move(signature);
     for (int head = 0; head < parts.output.heads(); ++head) {
       renderer.draw(view, parts.output.canvas(head), clock);
+      if (head == 0) {
+        hits = renderer.hits();
+        arrowDrawn.reset();
+        if (arrowWanted())
+          (void)drawArrow(parts.output.canvas(0));
+      }
       if (auto presented = parts.output.present(head, {}); !presented)
         log::warn("Showing the greeter's screen failed: {}", presented.error().message());
     }
@@ -598,6 +669,10 @@ const Greeter& Runtime::greeter() const {
 
 int Runtime::framesPresented() const {
   return impl_->frames;
+}
+
+std::vector<Hit> Runtime::clickable() const {
+  return impl_->hits;
 }
 
 }  // namespace aula::greeter

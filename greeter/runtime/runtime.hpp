@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "aula/greeter/greeter.hpp"
 #include "aula/greeter/output.hpp"
@@ -43,6 +44,8 @@ class Runtime {
   const Greeter& greeter() const;
   // Frames presented on head 0 since start (for tests and benchmarks).
   int framesPresented() const;
+  // What a click on head 0 reaches now, and where (for tests).
+  std::vector<Hit> clickable() const;
 
  private:
   struct Impl;

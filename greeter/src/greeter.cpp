@@ -192,6 +192,7 @@ std::vector<Effect> Greeter::handle(const Event& event, Instant now) {
           [&](const Tick&) { return onTick(now); },
           [&](const Key& key) { return onKey(key, now); },
           [&](const Mouse& mouse) { return onMouse(mouse, now); },
+          [&](const Click& click) { return onClick(click, now); },
           [&](const BrokerReady& ready) -> std::vector<Effect> {
             school_ = ready.school;
             trying_ = false;
@@ -647,6 +648,64 @@ std::vector<Effect> Greeter::onMouse(const Mouse& mouse, Instant now) {
     }
   }
   return list(SendMouse{mouse, buttons_});
+}
+
+// A click does what the keys would: it moves the focus to what was clicked
+// and, on a button or on the row already chosen, presses Enter.
+std::vector<Effect> Greeter::onClick(const Click& click, Instant now) {
+  const Key enter{.code = KEY_ENTER, .pressed = true};
+  switch (screen_) {
+    case Screen::kLogin: {
+      constexpr std::array<LoginField, 4> kFields = {LoginField::kUser, LoginField::kPassword,
+                                                     LoginField::kLanguage, LoginField::kLayout};
+      if (click.target == Target::kButton && click.index == 0) {
+        lastInput_ = now;
+        loginField_ = LoginField::kSubmit;
+        return submitLogin();
+      }
+      if (click.target != Target::kField || click.index >= kFields.size())
+        return {};
+      lastInput_ = now;
+      const LoginField field = kFields[click.index];
+      // A choice already focused moves on to its next value, as Right does.
+      if (field == loginField_ &&
+          (field == LoginField::kLanguage || field == LoginField::kLayout)) {
+        return onLoginKey(Key{.code = KEY_RIGHT, .pressed = true});
+      }
+      loginField_ = field;
+      return {};
+    }
+    case Screen::kDesktops:
+      if (click.target == Target::kRow && click.index < desktops_.size()) {
+        lastInput_ = now;
+        const bool chosen = selected_ == click.index && listFocus_ == ListFocus::kList;
+        selected_ = click.index;
+        listFocus_ = ListFocus::kList;
+        return chosen ? onListKey(enter) : std::vector<Effect>{};
+      }
+      if (click.target == Target::kButton && click.index < 2) {
+        lastInput_ = now;
+        listFocus_ = click.index == 0 ? ListFocus::kShutDown : ListFocus::kLogOut;
+        return onListKey(enter);
+      }
+      return {};
+    case Screen::kSession:
+      if (!menuOpen_)
+        return {};
+      lastInput_ = now;
+      if (usbOpen_) {
+        if (click.target != Target::kRow || click.index >= usbDevices_.size())
+          return {};
+        usbIndex_ = click.index;
+        return onUsbKey(enter);
+      }
+      if (click.target != Target::kButton || click.index >= std::size(kMenuItems))
+        return {};
+      menuIndex_ = click.index;
+      return onMenuKey(enter);
+    default:
+      return {};
+  }
 }
 
 void Greeter::closeMenu() {

@@ -336,6 +336,82 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
   EXPECT_EQ(greeter().message().notice, Notice::kShutDown) << where();
 }
 
+// A student who reaches for the mouse: clicks the fields, the button and
+// the desktop, as they are drawn, instead of Tab and Enter.
+TEST_F(GreeterEndToEnd, TheMouseClicksTheFieldsTheLogInButtonAndTheDesktop) {
+  auto clickOn = [&](Target target, std::size_t index) {
+    const auto hits = runtime_->clickable();
+    auto hit = std::find_if(hits.begin(), hits.end(),
+                            [&](const Hit& h) { return h.target == target && h.index == index; });
+    ASSERT_NE(hit, hits.end()) << "nothing to click: target " << static_cast<int>(target)
+                               << " index " << index << "; " << where();
+    const Canvas canvas = output_->canvas(0);
+    Pointer to;
+    to.kind = Pointer::Kind::kAbsolute;
+    // The middle pixel, aimed at its centre so that rounding keeps it.
+    const int middleX = hit->rect.x + hit->rect.width / 2;
+    const int middleY = hit->rect.y + hit->rect.height / 2;
+    to.x = (middleX + 0.5) / (canvas.width - 1);
+    to.y = (middleY + 0.5) / (canvas.height - 1);
+    runtime_->pointer(to);
+    Pointer button;
+    button.kind = Pointer::Kind::kButton;
+    button.button = MouseButton::kLeft;
+    button.pressed = true;
+    runtime_->pointer(button);
+    button.pressed = false;
+    runtime_->pointer(button);
+  };
+  newDesktop("Informatik", env_->templateId, true);
+  newDesktop("Musik", env_->templateId, true);
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kLogin; }, 30s)) << where();
+  press(KEY_ESC);
+  ASSERT_NO_FATAL_FAILURE(clickOn(Target::kField, 1));  // the password field
+  EXPECT_EQ(greeter().loginField(), LoginField::kPassword);
+  ASSERT_NO_FATAL_FAILURE(clickOn(Target::kField, 0));  // back to the name
+  EXPECT_EQ(greeter().loginField(), LoginField::kUser);
+  type(test::kStudent);
+  ASSERT_NO_FATAL_FAILURE(clickOn(Target::kField, 1));
+  type(test::kStudentPassword);
+  writeShot("login-mouse.png");
+  ASSERT_NO_FATAL_FAILURE(clickOn(Target::kButton, 0));  // Log in
+  ASSERT_TRUE(
+      until([&] { return greeter().screen() == Screen::kDesktops && greeter().listLoaded(); }, 30s))
+      << where();
+  // The second desktop's row: the first click chooses it (the first row is
+  // chosen to begin with), the second opens it.
+  pump(200ms);
+  ASSERT_EQ(greeter().desktops().size(), 2u);
+  ASSERT_EQ(greeter().selected(), 0u);
+  ASSERT_NO_FATAL_FAILURE(clickOn(Target::kRow, 1));
+  EXPECT_EQ(greeter().screen(), Screen::kDesktops);
+  EXPECT_EQ(greeter().selected(), 1u);
+  const std::int64_t second = greeter().desktops()[1].id;
+  // The arrow is drawn over the row where the pointer is: its tip black, its
+  // inside white, on the row's light colours.
+  {
+    const auto hits = runtime_->clickable();
+    ASSERT_FALSE(hits.empty());
+    const auto row = std::find_if(hits.begin(), hits.end(), [](const Hit& h) {
+      return h.target == Target::kRow && h.index == 1;
+    });
+    ASSERT_NE(row, hits.end());
+    const Canvas shown = output_->shown(0);
+    const int px = row->rect.x + row->rect.width / 2;
+    const int py = row->rect.y + row->rect.height / 2;
+    auto at = [&](int x, int y) {
+      return shown.pixels[static_cast<std::ptrdiff_t>(y) * (shown.stride / 4) + x] & 0xffffffU;
+    };
+    EXPECT_EQ(at(px, py), 0x000000U) << "no arrow tip where the pointer is";
+    EXPECT_EQ(at(px + 1, py + 4), 0xffffffU) << "no arrow inside below the tip";
+    writeShot("list-mouse.png");
+  }
+  ASSERT_NO_FATAL_FAILURE(clickOn(Target::kRow, 1));
+  ASSERT_TRUE(until([&] { return greeter().screen() == Screen::kSession; }, 180s)) << where();
+  ASSERT_NE(greeter().current(), nullptr);
+  EXPECT_EQ(greeter().current()->id, second);
+}
+
 TEST_F(GreeterEndToEnd, AWrongPasswordShowsItsMessage) {
   logIn("not-the-password");
   ASSERT_TRUE(until([&] { return greeter().message().notice != Notice::kNone; }, 30s)) << where();

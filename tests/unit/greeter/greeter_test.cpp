@@ -507,6 +507,64 @@ TEST_F(GreeterTest, TheMouseOnTheScreensSendsNothingButKeepsTheListFromIdling) {
   EXPECT_EQ(greeter.screen(), Screen::kDesktops);
 }
 
+TEST_F(GreeterTest, ClicksOnTheLoginFocusTheFieldsTurnTheChoicesAndLogIn) {
+  ready();
+  on(Click{Target::kField, 1});
+  EXPECT_EQ(greeter.loginField(), LoginField::kPassword);
+  on(Click{Target::kField, 0});
+  EXPECT_EQ(greeter.loginField(), LoginField::kUser);
+  type("anna");
+  on(Click{Target::kField, 2});  // the language: the first click focuses it
+  EXPECT_EQ(greeter.loginField(), LoginField::kLanguage);
+  EXPECT_EQ(greeter.language(), Language::kEnglish);
+  auto effects = on(Click{Target::kField, 2});  // the next one turns it
+  EXPECT_EQ(greeter.language(), Language::kSpanish);
+  EXPECT_EQ(first<SetLayout>(effects).xkb, "es");
+  EXPECT_TRUE(on(Click{Target::kField, 9}).empty()) << "nothing there";
+  on(Click{Target::kField, 1});
+  type("secret");
+  effects = on(Click{Target::kButton, 0});
+  ASSERT_TRUE(has<LogIn>(effects));
+  EXPECT_EQ(first<LogIn>(effects).username, "anna");
+  EXPECT_EQ(greeter.screen(), Screen::kLoggingIn);
+  EXPECT_TRUE(on(Click{Target::kButton, 0}).empty()) << "the password goes once";
+}
+
+TEST_F(GreeterTest, AClickChoosesADesktopAndASecondOpensIt) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning),
+            desktop(13, "Mates", DesktopState::kStopped)});
+  EXPECT_TRUE(on(Click{Target::kRow, 1}).empty());
+  EXPECT_EQ(greeter.selected(), 1u);
+  EXPECT_EQ(greeter.screen(), Screen::kDesktops);
+  auto effects = on(Click{Target::kRow, 1});
+  EXPECT_EQ(first<RequestConsole>(effects).desktopId, 13);
+  EXPECT_EQ(greeter.screen(), Screen::kConnecting);
+}
+
+TEST_F(GreeterTest, TheListsButtonsAreClickedAsTheyAreFocused) {
+  withList({desktop(12, "Informatik", DesktopState::kRunning)});
+  EXPECT_TRUE(on(Click{Target::kRow, 5}).empty()) << "no such row";
+  auto effects = on(Click{Target::kButton, 0});  // shut down
+  EXPECT_EQ(first<StopDesktop>(effects).desktopId, 12);
+  EXPECT_EQ(greeter.listFocus(), ListFocus::kShutDown);
+  effects = on(Click{Target::kButton, 1});  // log out
+  EXPECT_TRUE(has<LogOut>(effects));
+  EXPECT_EQ(greeter.screen(), Screen::kLogin);
+}
+
+TEST_F(GreeterTest, TheMenusItemsTakeClicksAndTheDesktopNone) {
+  inSession();
+  EXPECT_TRUE(on(Click{Target::kButton, 0}).empty())
+      << "the menu is closed: clicks are the guest's";
+  Key combo = press(KEY_F12);
+  combo.shift = true;
+  on(combo);
+  EXPECT_TRUE(has<SendCtrlAltDel>(on(Click{Target::kButton, 0})));
+  on(combo);
+  on(Click{Target::kButton, 1});  // USB devices
+  EXPECT_TRUE(greeter.usbListOpen());
+}
+
 TEST_F(GreeterTest, TheMenuSendsCtrlAltDelDisconnectsAndLogsOut) {
   inSession();
   Key combo = press(KEY_F12);

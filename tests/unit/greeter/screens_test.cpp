@@ -259,6 +259,47 @@ TEST_F(ScreensTest, TheFocusRingMarksWhereTheKeysGo) {
       << "nothing to focus while connecting";
 }
 
+TEST_F(ScreensTest, WhatCanBeClickedIsWhereItIsDrawnAndOnlyThat) {
+  HeadlessOutput output({{1280, 1024}});
+  auto targets = [&](Target target) {
+    std::vector<Hit> out;
+    for (const Hit& h : renderer_.hits()) {
+      if (h.target == target)
+        out.push_back(h);
+    }
+    return out;
+  };
+  const Canvas login = draw("login", Language::kEnglish, output);
+  const auto fields = targets(Target::kField);
+  ASSERT_EQ(fields.size(), 4u);
+  const auto buttons = targets(Target::kButton);
+  ASSERT_EQ(buttons.size(), 1u);
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    EXPECT_EQ(fields[i].index, i);
+    EXPECT_GT(fields[i].rect.width, 150);
+    EXPECT_GE(fields[i].rect.height, 48);
+  }
+  EXPECT_LT(fields[0].rect.y + fields[0].rect.height, fields[1].rect.y) << "the name above";
+  EXPECT_EQ(fields[2].rect.y, fields[3].rect.y) << "language and keyboard side by side";
+  EXPECT_LT(fields[2].rect.x + fields[2].rect.width, fields[3].rect.x);
+  EXPECT_GT(buttons[0].rect.y, fields[3].rect.y + fields[3].rect.height) << "log in below";
+  // The middle of the focused name field is the field's own colour, not the card's.
+  const Rect name = fields[0].rect;
+  const std::uint32_t middle =
+      login.pixels[static_cast<std::ptrdiff_t>(name.y + name.height / 2) * (login.stride / 4) +
+                   name.x + name.width - 10] &
+      0xffffffU;
+  EXPECT_NE(middle, kCard);
+
+  draw("desktops", Language::kEnglish, output);
+  EXPECT_EQ(targets(Target::kRow).size(), 3u);
+  EXPECT_EQ(targets(Target::kButton).size(), 2u);
+  draw("connecting", Language::kEnglish, output);
+  EXPECT_TRUE(renderer_.hits().empty()) << "nothing to click while connecting";
+  draw("session-menu", Language::kEnglish, output);
+  EXPECT_EQ(targets(Target::kButton).size(), 4u);
+}
+
 TEST_F(ScreensTest, ErrorsAreRedAndInformationIsNot) {
   HeadlessOutput output({{1280, 1024}});
   EXPECT_EQ(count(draw("login", Language::kEnglish, output), kErrorBar), 0u);

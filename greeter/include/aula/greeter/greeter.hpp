@@ -209,9 +209,17 @@ struct UsbDevicesChanged {
   std::vector<UsbDevice> devices;
 };
 
+// A click on something the screen shows, found by the runtime under the
+// pointer: the View's field, row or button with this index.
+enum class Target { kField, kRow, kButton };
+struct Click {
+  Target target = Target::kButton;
+  std::size_t index = 0;
+};
+
 using Event = std::variant<Tick, Key, Mouse, BrokerReady, BrokerFailed, LoggedIn, LoginRefused,
                            DesktopsListed, DesktopChanged, RequestFailed, ConsoleReady,
-                           ConsoleRefused, SessionOpened, SessionEnded, UsbDevicesChanged>;
+                           ConsoleRefused, SessionOpened, SessionEnded, UsbDevicesChanged, Click>;
 
 // ---- Effects: what the caller does next ------------------------------------
 
@@ -320,6 +328,7 @@ class Greeter {
   std::vector<Effect> onListKey(const Key& key);
   std::vector<Effect> onSessionKey(const Key& key);
   std::vector<Effect> onMouse(const Mouse& mouse, Instant now);
+  std::vector<Effect> onClick(const Click& click, Instant now);
   std::vector<Effect> onMenuKey(const Key& key);
   std::vector<Effect> onUsbKey(const Key& key);
   void closeMenu();

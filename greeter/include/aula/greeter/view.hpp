@@ -14,6 +14,7 @@
 
 #include "aula/common/result.hpp"
 #include "aula/greeter/greeter.hpp"
+#include "aula/greeter/output.hpp"
 
 namespace aula::greeter {
 
@@ -90,6 +91,14 @@ struct View {
 };
 
 View describe(const Greeter& greeter, const Translations& translations);
+
+// Where a drawn field, row or button is on a head: what a click there
+// reaches (Click's target and index).
+struct Hit {
+  Rect rect;
+  Target target = Target::kButton;
+  std::size_t index = 0;
+};
 
 // Every English message the greeter shows, for the catalog check (every
 // language must translate each of them).
