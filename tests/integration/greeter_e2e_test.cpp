@@ -207,10 +207,9 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
       },
       20s);
   test::virsh({"qemu-monitor-command", "--hmp", domain, "trace-event input_event_* off"});
-  // The test guest has no USB driver, so its USB tablet never becomes
-  // QEMU's pointer and SPICE stays in server mouse mode: the guest gets the
-  // motion. (A guest that drives the tablet, or runs the SPICE agent, puts
-  // SPICE in client mode, and then the position goes, scaled to 0..0x7fff.)
+  // The test guest drives its USB tablet, so the tablet is QEMU's pointer
+  // and SPICE is in client mouse mode: the position goes, scaled to
+  // 0..0x7fff, not the motion.
   int rx = 0;
   int ry = 0;
   std::optional<double> ax;
@@ -226,18 +225,16 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
     else
       (x ? ax : ay) = static_cast<double>(value) / 0x7fff;
   }
-  if (ax && ay) {
-    // Where (692, 484) is on the guest's screen, centred on the head.
-    auto frame = session_.frame();
-    ASSERT_TRUE(frame);
-    const int gx = 692 - (1024 - frame->width) / 2;
-    const int gy = 484 - (768 - frame->height) / 2;
-    EXPECT_NEAR(*ax, static_cast<double>(gx) / (frame->width - 1), 0.01) << seen;
-    EXPECT_NEAR(*ay, static_cast<double>(gy) / (frame->height - 1), 0.01) << seen;
-  } else {
-    EXPECT_EQ(rx, 180) << seen;
-    EXPECT_EQ(ry, 100) << seen;
-  }
+  ASSERT_TRUE(ax && ay) << "no absolute position reached the guest (relative " << rx << ", " << ry
+                        << "): SPICE is not in client mouse mode\n"
+                        << seen;
+  // Where (692, 484) is on the guest's screen, centred on the head.
+  auto frame = session_.frame();
+  ASSERT_TRUE(frame);
+  const int gx = 692 - (1024 - frame->width) / 2;
+  const int gy = 484 - (768 - frame->height) / 2;
+  EXPECT_NEAR(*ax, static_cast<double>(gx) / (frame->width - 1), 0.01) << seen;
+  EXPECT_NEAR(*ay, static_cast<double>(gy) / (frame->height - 1), 0.01) << seen;
   EXPECT_NE(seen.find("button left, down 1"), std::string::npos) << seen;
   EXPECT_NE(seen.find("button left, down 0"), std::string::npos) << seen;
   // The greeter's arrow is where the pointer is, its tip black, its inside
@@ -255,7 +252,7 @@ TEST_F(GreeterEndToEnd, AStudentLogsInPicksTheDesktopAndSeesItsScreen) {
   EXPECT_EQ(pixel(392, 484), 0x000000U) << "the arrow is at its new place";
   // Where it was, the head shows the guest's own pixels again (black
   // around the guest's screen).
-  auto frame = session_.frame();
+  frame = session_.frame();
   ASSERT_TRUE(frame);
   const int left0 = (1024 - frame->width) / 2;
   const int top0 = (768 - frame->height) / 2;

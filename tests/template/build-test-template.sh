@@ -19,6 +19,10 @@
 # "AULA TEST DESKTOP", prints `AULA-TEST-READY` on the serial console (ttyS0) and then keeps a
 # root shell on ttyS0 for debugging. Kernel messages go to ttyS0 only.
 #
+# The mouse: the initramfs carries the xHCI and USB HID modules too, so the guest drives the USB
+# tablet the agent gives every desktop. QEMU then takes the tablet as its pointer and SPICE runs in
+# client mouse mode: the client sends where the pointer is, not how far it moved.
+#
 # Sound, so that tests can hear the desktop: the initramfs carries the kernel's HD Audio and OSS
 # PCM modules (with what they depend on, from the package's modules.dep). /init loads them; when a
 # sound card comes up (the `<sound model='ich9'/>` the agent gives every desktop) it plays a
@@ -143,10 +147,11 @@ bdeb=$(first "$tmp/debs/"busybox-static_*.deb)
 [[ -f $kdeb ]] || die "no .deb for $kpkg after download"
 [[ -f $bdeb ]] || die "no .deb for busybox-static after download"
 
-log "unpacking $(basename "$kdeb") (/boot, and the sound modules below)"
+log "unpacking $(basename "$kdeb") (/boot, and the sound, USB and HID modules below)"
 mkdir -p "$tmp/kernel"
 dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp/kernel" --wildcards './boot/*' \
     './lib/modules/*/kernel/sound/*' './lib/modules/*/kernel/drivers/leds/*' \
+    './lib/modules/*/kernel/drivers/usb/*' './lib/modules/*/kernel/drivers/hid/*' \
     || die "cannot unpack $kdeb"
 log "unpacking $(basename "$bdeb")"
 dpkg-deb -x "$bdeb" "$tmp/busybox" || die "cannot unpack $bdeb"
@@ -186,14 +191,14 @@ mods=()
 want() {
     local name=${1//_/-} path dep
     path=$(find "$moddir/kernel" -name "$name.ko" -print -quit)
-    [[ -n $path ]] || die "$kpkg has no module $name among its sound and LED modules"
+    [[ -n $path ]] || die "$kpkg has no module $name among its sound, LED, USB and HID modules"
     [[ " ${mods[*]} " == *" $path "* ]] && return 0
     for dep in $(modinfo -F depends "$path" | tr ',' ' '); do
         want "$dep"
     done
     mods+=("$path")
 }
-for m in snd-hda-codec-generic snd-hda-intel snd-pcm-oss; do
+for m in snd-hda-codec-generic snd-hda-intel snd-pcm-oss xhci-pci usbhid hid-generic; do
     want "$m"
 done
 mkdir -p "$root/lib/sound"
@@ -202,7 +207,7 @@ for path in "${mods[@]}"; do
     cp "$path" "$root/lib/sound/"
     basename "$path" >>"$root/lib/sound/order"
 done
-log "sound modules: $(tr '\n' ' ' <"$root/lib/sound/order")"
+log "modules (sound, USB, HID): $(tr '\n' ' ' <"$root/lib/sound/order")"
 # One second of a 440 Hz square wave at a quarter of full scale, as OSS plays it by default:
 # unsigned 8-bit, mono, 8000 Hz.
 python3 - "$root/lib/sound/tone.u8" <<'PY'
@@ -256,6 +261,12 @@ hostname aula-test
 while read -r mod; do
     insmod "/lib/sound/$mod" 2>/dev/null
 done </lib/sound/order
+# USB finds the tablet in the background: wait for it (up to 10 s), so that the screen comes up
+# with the tablet already QEMU's pointer.
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    grep -q Tablet /proc/bus/input/devices 2>/dev/null && break
+    sleep 0.5
+done
 
 # The banner: the whole 80x25 text screen blue, rows 3 to 22 white "AULA TEST DESKTOP" x4.
 # ESC[?25l hides the cursor, ESC[9;0] turns console blanking off, ESC[44m ESC[2J clears to blue.
