@@ -89,13 +89,15 @@ class Flow {
   // Where clicks land: what this flow paints is recorded there.
   void recordHits(std::vector<Hit>* hits) { hits_ = hits; }
   std::vector<Hit>* hitsOut() const { return hits_; }
-  void hit(Target target, std::size_t index, double x, double y, double w, double h) const {
+  void hit(Target target, std::size_t index, double x, double y, double w, double h,
+           int turn = 0) const {
     if (paint_ && hits_ != nullptr) {
       hits_->push_back(
           Hit{.rect = Rect{static_cast<int>(x), static_cast<int>(y), static_cast<int>(std::ceil(w)),
                            static_cast<int>(std::ceil(h))},
               .target = target,
-              .index = index});
+              .index = index,
+              .turn = turn});
     }
   }
   void gap(double px) { y_ += px * u_; }
@@ -185,6 +187,12 @@ void field(Flow& flow, const Field& field, std::size_t index) {
   flow.gap(6);
   const double u = flow.u();
   flow.box(48, [&](double x, double y, double w, double h) {
+    // A choice's arrows first: the runtime takes the first area that holds
+    // the click.
+    if (field.choice) {
+      flow.hit(Target::kField, index, x, y, 44 * u, h, -1);
+      flow.hit(Target::kField, index, x + w - 44 * u, y, 44 * u, h, 1);
+    }
     flow.hit(Target::kField, index, x, y, w, h);
     cairo_t* cr = flow.cairo();
     roundedRect(cr, x, y, w, h, 8 * u);

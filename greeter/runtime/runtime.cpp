@@ -440,7 +440,8 @@ struct Runtime::Impl {
         for (const Hit& hit : hits) {
           if (mouse.x >= hit.rect.x && mouse.x < hit.rect.x + hit.rect.width &&
               mouse.y >= hit.rect.y && mouse.y < hit.rect.y + hit.rect.height) {
-            apply(greeter.handle(Click{.target = hit.target, .index = hit.index}, now()));
+            apply(greeter.handle(Click{.target = hit.target, .index = hit.index, .turn = hit.turn},
+                                 now()));
             break;
           }
         }

@@ -667,12 +667,14 @@ std::vector<Effect> Greeter::onClick(const Click& click, Instant now) {
         return {};
       lastInput_ = now;
       const LoginField field = kFields[click.index];
-      // A choice already focused moves on to its next value, as Right does.
-      if (field == loginField_ &&
-          (field == LoginField::kLanguage || field == LoginField::kLayout)) {
-        return onLoginKey(Key{.code = KEY_RIGHT, .pressed = true});
-      }
+      const bool choice = field == LoginField::kLanguage || field == LoginField::kLayout;
+      // An arrow of a choice turns it, as Left or Right does; the choice
+      // itself, once focused, moves on to its next value.
+      const int turn = !choice ? 0 : click.turn != 0 ? click.turn : field == loginField_ ? 1 : 0;
       loginField_ = field;
+      if (turn != 0)
+        return onLoginKey(Key{.code = static_cast<std::uint32_t>(turn < 0 ? KEY_LEFT : KEY_RIGHT),
+                              .pressed = true});
       return {};
     }
     case Screen::kDesktops:

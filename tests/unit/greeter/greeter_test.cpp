@@ -520,6 +520,14 @@ TEST_F(GreeterTest, ClicksOnTheLoginFocusTheFieldsTurnTheChoicesAndLogIn) {
   auto effects = on(Click{Target::kField, 2});  // the next one turns it
   EXPECT_EQ(greeter.language(), Language::kSpanish);
   EXPECT_EQ(first<SetLayout>(effects).xkb, "es");
+  on(Click{Target::kField, 2, -1});  // its ‹ turns it back
+  EXPECT_EQ(greeter.language(), Language::kEnglish);
+  on(Click{Target::kField, 3, 1});  // the keyboard's › focuses it and turns it
+  EXPECT_EQ(greeter.loginField(), LoginField::kLayout);
+  EXPECT_NE(greeter.layout().xkb, "us");
+  on(Click{Target::kField, 1, 1});
+  EXPECT_EQ(greeter.loginField(), LoginField::kPassword)
+      << "a field that is no choice just focuses";
   EXPECT_TRUE(on(Click{Target::kField, 9}).empty()) << "nothing there";
   on(Click{Target::kField, 1});
   type("secret");

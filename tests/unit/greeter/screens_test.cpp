@@ -270,8 +270,19 @@ TEST_F(ScreensTest, WhatCanBeClickedIsWhereItIsDrawnAndOnlyThat) {
     return out;
   };
   const Canvas login = draw("login", Language::kEnglish, output);
-  const auto fields = targets(Target::kField);
+  std::vector<Hit> fields;
+  std::vector<Hit> arrows;
+  for (const Hit& h : targets(Target::kField))
+    (h.turn == 0 ? fields : arrows).push_back(h);
   ASSERT_EQ(fields.size(), 4u);
+  ASSERT_EQ(arrows.size(), 4u) << "the language's and the keyboard's ‹ and ›";
+  for (const Hit& a : arrows) {
+    const Hit& choice = fields.at(a.index);
+    EXPECT_GE(a.index, 2u);
+    EXPECT_TRUE(a.turn < 0 ? a.rect.x == choice.rect.x
+                           : a.rect.x + a.rect.width >= choice.rect.x + choice.rect.width - 1)
+        << "an arrow at its own end of the field";
+  }
   const auto buttons = targets(Target::kButton);
   ASSERT_EQ(buttons.size(), 1u);
   for (std::size_t i = 0; i < fields.size(); ++i) {

@@ -210,11 +210,13 @@ struct UsbDevicesChanged {
 };
 
 // A click on something the screen shows, found by the runtime under the
-// pointer: the View's field, row or button with this index.
+// pointer: the View's field, row or button with this index; on a choice
+// field's ‹ or › arrow, `turn` is -1 or 1.
 enum class Target { kField, kRow, kButton };
 struct Click {
   Target target = Target::kButton;
   std::size_t index = 0;
+  int turn = 0;
 };
 
 using Event = std::variant<Tick, Key, Mouse, BrokerReady, BrokerFailed, LoggedIn, LoginRefused,

@@ -98,6 +98,7 @@ struct Hit {
   Rect rect;
   Target target = Target::kButton;
   std::size_t index = 0;
+  int turn = 0;  // a choice field's ‹ (-1) or › (1)
 };
 
 // Every English message the greeter shows, for the catalog check (every
