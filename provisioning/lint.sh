@@ -46,21 +46,21 @@ CACHE="${AULA_LINT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aula-lint}"
 keys_file="$BUILD/clang-tidy.keys"
 if [[ "$CACHE" != off ]]; then
   mkdir -p "$CACHE"
-  mapfile -t todo < <(python3 "$ROOT/provisioning/lint_keys.py" "$ROOT" "$BUILD/compile_commands.json" \
+  mapfile -t unchecked < <(python3 "$ROOT/provisioning/lint_keys.py" "$ROOT" "$BUILD/compile_commands.json" \
     "$CACHE" "$JOBS" "$keys_file" "${files[@]}")
 else
-  todo=("${files[@]}")
+  unchecked=("${files[@]}")
   : > "$keys_file"
 fi
 
 # run-clang-tidy takes regular expressions of paths: anchor each file.
 patterns=()
-for f in "${todo[@]}"; do
+for f in "${unchecked[@]}"; do
   patterns+=("^$(printf '%s' "$ROOT/$f" | sed 's/[.[\*^$+?(){}|]/\\&/g')\$")
 done
 
 # The build's flags are GCC's; clang does not know some of its warnings.
-if [[ ${#todo[@]} -gt 0 ]] && ! run-clang-tidy -p "$BUILD" -j "$JOBS" -quiet \
+if [[ ${#unchecked[@]} -gt 0 ]] && ! run-clang-tidy -p "$BUILD" -j "$JOBS" -quiet \
     -extra-arg=-Wno-unknown-warning-option "${patterns[@]}" > "$BUILD/clang-tidy.log" 2>&1; then
   grep -E "(warning|error): " "$BUILD/clang-tidy.log" | sort -u >&2 || true
   echo "lint.sh: clang-tidy found the problems above (whole output: $BUILD/clang-tidy.log)." >&2
@@ -72,4 +72,4 @@ if [[ "$CACHE" != off ]]; then
   done < "$keys_file"
 fi
 echo "lint.sh: ${#files[@]} files clean in $(( $(date +%s) - start )) s" \
-  "(${#todo[@]} checked, $(( ${#files[@]} - ${#todo[@]} )) unchanged since a clean check in $CACHE)."
+  "(${#unchecked[@]} checked, $(( ${#files[@]} - ${#unchecked[@]} )) unchanged since a clean check in $CACHE)."

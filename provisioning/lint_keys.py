@@ -68,17 +68,17 @@ def main():
         h.update(run.stdout.replace(build.encode(), b"<build>").replace(root.encode(), b"<root>"))
         return rel, h.hexdigest()
 
-    todo, keys = [], []
+    unchecked, keys = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
         for rel, key in pool.map(key_of, files):
             if key is not None and os.path.exists(os.path.join(cache, key)):
                 continue
-            todo.append(rel)
+            unchecked.append(rel)
             if key is not None:
                 keys.append(key)
     with open(keys_out, "w", encoding="utf-8") as f:
         f.write("".join(k + "\n" for k in keys))
-    for rel in todo:
+    for rel in unchecked:
         print(rel)
 
 

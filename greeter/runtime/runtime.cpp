@@ -432,7 +432,10 @@ struct Runtime::Impl {
     if (!moved && !mouse.button && mouse.wheel == 0)
       return;
     // On the greeter's own screens and the menu, a left click reaches what
-    // is under the arrow; over the desktop everything goes to the guest.
+    // is under the arrow; over the desktop everything goes to the guest. A
+    // click that closed the menu stays the greeter's: the guest never gets
+    // its press (nor, so, its release).
+    bool clicked = false;
     if (!overDesktop()) {
       const bool wasShown = arrowWanted();
       pointerUsed = true;
@@ -442,6 +445,7 @@ struct Runtime::Impl {
               mouse.y >= hit.rect.y && mouse.y < hit.rect.y + hit.rect.height) {
             apply(greeter.handle(Click{.target = hit.target, .index = hit.index, .turn = hit.turn},
                                  now()));
+            clicked = true;
             break;
           }
         }
@@ -449,7 +453,8 @@ struct Runtime::Impl {
       if (!wasShown && arrowWanted())
         moved = true;
     }
-    apply(greeter.handle(mouse, now()));
+    if (!clicked)
+      apply(greeter.handle(mouse, now()));
     if (moved)
       moveArrow();
     if (greeter.screen() != Screen::kSession)

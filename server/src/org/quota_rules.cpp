@@ -30,11 +30,14 @@ Usage usageOf(const db::Row& row) {
                row.integer(kUsedMemoryMb), row.integer(kUsedDiskGb),  0};
 }
 
+Result<Usage> readUsage(db::Transaction& tx, const db::Statement& q) {
+  return usageOf(AULA_TRY(tx.queryOne(q.sql, q.params, "usage")));
+}
+
 // Usage of the desktops whose owner matches `ownerCondition` (SQL over users u).
 Result<Usage> usageWhere(db::Transaction& tx, const std::string& ownerCondition,
                          const db::Params& params) {
-  auto q = usageQuery(ownerCondition, params);
-  return usageOf(AULA_TRY(tx.queryOne(q.sql, q.params, "usage")));
+  return readUsage(tx, usageQuery(ownerCondition, params));
 }
 
 namespace {
@@ -76,8 +79,7 @@ db::Statement usageOfTotalQuery(const TotalLimit& total) {
 }
 
 Result<Usage> usageOfTotal(db::Transaction& tx, const TotalLimit& total) {
-  auto q = usageOfTotalQuery(total);
-  return usageOf(AULA_TRY(tx.queryOne(q.sql, q.params, "usage")));
+  return readUsage(tx, usageOfTotalQuery(total));
 }
 
 std::string totalWho(const TotalLimit& total) {
