@@ -448,7 +448,11 @@ void DesktopService::recordStarts(const std::vector<StartPlan*>& go,
                                   const StateTiming& timing) {
   auto after = unixNow(ctx_.clock);
   std::vector<StateChange> changes;
-  auto recorded = ctx_.db.transact(db::TxMode::kWrite, [&](db::Transaction& tx) -> Status {
+  // Exclusive, as the plans are: the Placer lets go of the starts' room
+  // inside it, so a plan sees each start counted once, by the Placer until
+  // this commits and by the 'running' rows after. (Let go after the commit,
+  // a plan in between counted it twice and refused a start that fitted.)
+  auto recorded = ctx_.db.transact(db::TxMode::kExclusive, [&](db::Transaction& tx) -> Status {
     changes.clear();
     std::vector<std::int64_t> ids;
     ids.reserve(batch.size());
@@ -470,9 +474,13 @@ void DesktopService::recordStarts(const std::vector<StartPlan*>& go,
         changes.push_back(changeOf(row->second, t));
       transitions.emplace_back(row->second, t);
     }
-    return storeTransitions(tx, transitions);
+    AULA_TRY_STATUS(storeTransitions(tx, transitions));
+    for (auto i : batch)
+      giveBack(*go[i]);
+    return {};
   });
-  // Only now do the 'running' rows count the desktops' vCPUs on their hosts.
+  // A failed record gives the room back all the same: the next heartbeat
+  // says what runs.
   for (auto i : batch)
     giveBack(*go[i]);
   if (!recorded) {
