@@ -6,8 +6,10 @@
 #include <thread>
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +114,11 @@ Result<Outcome> SystemRunner::run(const Command& command) {
       [[maybe_unused]] auto n = ::write(execStatus.write.get(), &e, sizeof e);
       ::_exit(127);
     }
+    // Nothing of this process but the three standard streams reaches the
+    // program: a descriptor another thread opened without O_CLOEXEC would
+    // otherwise leak into it (and push its own descriptors past 9, which
+    // dash's `>&N` cannot name: mmdebstrap fails that way).
+    ::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

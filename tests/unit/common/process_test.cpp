@@ -1,7 +1,9 @@
 // The process runner: argv, output, exit codes, timeouts, recording.
 #include "aula/common/process.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 namespace aula::process {
 namespace {
@@ -39,6 +41,18 @@ TEST(ProcessTest, LargeOutputDoesNotDeadlock) {
   auto r = runner.run({.argv = {"head", "-c", "1000000", "/dev/zero"}});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->out.size(), 1000000u);
+}
+
+// A descriptor this process holds open (here without O_CLOEXEC, as a library
+// might) is not the program's: it sees stdin, stdout and stderr only.
+TEST(ProcessTest, TheProgramGetsNoDescriptorButTheStandardThree) {
+  const int leaked = ::open("/dev/null", O_RDONLY);  // NOLINT(android-cloexec-open)
+  ASSERT_GE(leaked, 3);
+  SystemRunner runner;
+  auto r = runner.run(Command{.argv = {"/bin/sh", "-c", "ls /proc/$$/fd"}});
+  ::close(leaked);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "0\n1\n2\n");
 }
 
 TEST(ProcessTest, MissingProgramIsNotFound) {
