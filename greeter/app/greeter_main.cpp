@@ -294,9 +294,11 @@ static int run(int argc, char** argv) {
 
     HttpBroker broker(address, AULA_GREETER_BUILD_TIME);
     SpiceSession session(audioDevice);
+    MachineInfo machine = machineInfo();
+    log::info("This PC: {}.", describeMachine(machine));
     Runtime runtime(RuntimeParts{broker, session, *display.output,
                                  translations ? std::move(translations).value() : Translations{},
-                                 options, machineInfo(), [&display](const std::string& xkb) {
+                                 options, std::move(machine), [&display](const std::string& xkb) {
                                    if (display.keyboard) {
                                      if (auto set = display.keyboard->setLayout(xkb); !set)
                                        log::warn("{}", set.error().message());
@@ -334,8 +336,16 @@ static int run(int argc, char** argv) {
     StdinKeys stdinKeys{&runtime, {}};
     if (flags.keysFromStdin)
       g_unix_fd_add(STDIN_FILENO, G_IO_IN, &StdinKeys::onReadable, &stdinKeys);
+    // A lab PC's address comes from DHCP, often after the greeter started:
+    // the screens follow it.
+    auto rereadMachine = [](gpointer data) -> gboolean {
+      static_cast<Runtime*>(data)->machine(machineInfo());
+      return G_SOURCE_CONTINUE;
+    };
+    const guint machineTimer = g_timeout_add_seconds(2, rereadMachine, &runtime);
     runtime.start();
     g_main_loop_run(loop);
+    g_source_remove(machineTimer);
     g_main_loop_unref(loop);
     return 0;
   } catch (const std::exception& e) {

@@ -14,6 +14,8 @@ extern "C" {
 }
 
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -41,6 +43,24 @@ struct Seat::Impl {
   }
 };
 
+namespace {
+
+// libseat's own messages (which backend opened the seat, and why one could
+// not) go to the greeter's log: on a lab PC they are in the journal.
+// `format` is libseat's own printf format (the attribute says so).
+__attribute__((format(printf, 2, 0))) void onSeatLog(libseat_log_level level, const char* format,
+                                                     va_list args) {
+  char line[512] = {};
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): libseat hands a va_list
+  (void)std::vsnprintf(line, sizeof line, format, args);
+  if (level == LIBSEAT_LOG_LEVEL_ERROR)
+    log::warn("libseat: {}", line);
+  else
+    log::info("libseat: {}", line);
+}
+
+}  // namespace
+
 Seat::Seat() : impl_(std::make_unique<Impl>()) {}
 
 Seat::~Seat() {
@@ -53,6 +73,8 @@ Seat::~Seat() {
 
 Result<std::unique_ptr<Seat>> Seat::open() {
   std::unique_ptr<Seat> seat(new Seat());
+  libseat_set_log_handler(&onSeatLog);
+  libseat_set_log_level(LIBSEAT_LOG_LEVEL_INFO);
   static const libseat_seat_listener listener = {&Impl::onEnable, &Impl::onDisable};
   seat->impl_->seat = libseat_open_seat(&listener, seat->impl_.get());
   if (seat->impl_->seat == nullptr) {

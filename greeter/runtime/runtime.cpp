@@ -583,7 +583,10 @@ struct Runtime::Impl {
       if (auto presented = parts.output.present(head, {}); !presented)
         log::warn("Showing the greeter's screen failed: {}", presented.error().message());
     }
-    ++frames;
+    if (++frames == 1) {
+      // Boot-time benchmarks wait for this line: the first thing a student sees.
+      log::info("The greeter's first frame is on screen.");
+    }
     if (view.screen == Screen::kLogin && !loginShown) {
       loginShown = true;
       // Benchmarks and boot-time checks wait for this line.
@@ -662,6 +665,15 @@ void Runtime::start() {
 void Runtime::key(const Key& key) {
   Impl& impl = *impl_;
   impl.apply(impl.greeter.handle(key, Impl::now()));
+  impl.redraw(false);
+}
+
+void Runtime::machine(MachineInfo info) {
+  Impl& impl = *impl_;
+  if (impl.greeter.machine() == info)
+    return;
+  log::info("This PC is now: {}.", describeMachine(info));
+  impl.greeter.setMachine(std::move(info));
   impl.redraw(false);
 }
 

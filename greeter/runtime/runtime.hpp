@@ -41,6 +41,9 @@ class Runtime {
   // The mouse: to the guest while the desktop is on screen, with the
   // greeter's own arrow drawn where it points.
   void pointer(const Pointer& pointer);
+  // This PC's address, MAC or image as read now: the screens show them
+  // (redrawn when they changed, as when DHCP answers after the start).
+  void machine(MachineInfo info);
   const Greeter& greeter() const;
   // Frames presented on head 0 since start (for tests and benchmarks).
   int framesPresented() const;

@@ -124,6 +124,15 @@ std::optional<DesktopState> desktopStateFromName(std::string_view name) {
   return std::nullopt;
 }
 
+std::string describeMachine(const MachineInfo& machine) {
+  std::string text = machine.address.empty() ? "no address" : machine.address;
+  text += ' ';
+  text += machine.mac.empty() ? "no MAC" : machine.mac;
+  text += ", image ";
+  text += machine.imageVersion.empty() ? "unknown" : machine.imageVersion;
+  return text;
+}
+
 std::string_view desktopStateName(DesktopState state) {
   return kStateNames[static_cast<std::size_t>(state)];
 }

@@ -131,6 +131,13 @@ TEST_F(GreeterTest, EnterOnTheTroubleScreenTriesAtOnce) {
   EXPECT_FALSE(has<ProbeBroker>(key(KEY_ENTER))) << "one try at a time";
 }
 
+// What the greeter logs about this PC, with what is not known said so.
+TEST(MachineInfoTest, DescribedForTheLogWithWhatIsMissingNamed) {
+  EXPECT_EQ(describeMachine({"10.0.2.15", "52:54:00:12:34:56", "thin 20261205-abc"}),
+            "10.0.2.15 52:54:00:12:34:56, image thin 20261205-abc");
+  EXPECT_EQ(describeMachine({}), "no address no MAC, image unknown");
+}
+
 TEST(GreeterSetupTest, WrongSettingsAreShownAndNothingIsTried) {
   const Instant now = Instant{} + 1000s;
   Options options;

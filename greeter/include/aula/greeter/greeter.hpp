@@ -107,7 +107,11 @@ struct MachineInfo {
   std::string address;  // IPv4 or IPv6 of the boot interface
   std::string mac;
   std::string imageVersion;
+  bool operator==(const MachineInfo&) const = default;
 };
+// "ADDRESS MAC, image VERSION" for the log, with "no address", "no MAC" and
+// "unknown" for what is not known.
+std::string describeMachine(const MachineInfo& machine);
 
 struct Options {
   std::chrono::seconds reconnectFor{60};   // how long to try to restore a lost link
@@ -298,6 +302,8 @@ class Greeter {
   const Message& message() const { return message_; }
   const School& school() const { return school_; }
   const MachineInfo& machine() const { return machine_; }
+  // The PC's address came (DHCP answers after the greeter starts) or changed.
+  void setMachine(MachineInfo machine) { machine_ = std::move(machine); }
   Language language() const { return language_; }
   const Layout& layout() const;
   const std::string& username() const { return username_; }
