@@ -37,8 +37,11 @@ TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils
 # (tests/greeter_vm/): seatd in its initramfs, packed with cpio and zstd.
 GUEST=(qemu-system-x86 qemu-utils syslinux syslinux-common mtools dosfstools fdisk cpio
        seatd zstd)
+# The lab image (image/build.sh): mmdebstrap builds its root from Debian's
+# packages; ICU's tools make its empty data library; xz packs it.
+IMAGE=(mmdebstrap icu-devtools xz-utils kmod binutils)
 
-PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}" "${GUEST[@]}")
+PACKAGES=("${BUILD[@]}" "${LIBS[@]}" "${TEST[@]}" "${GUEST[@]}" "${IMAGE[@]}")
 
 if [[ "${1:-}" == "--list" ]]; then
   printf '%s\n' "${PACKAGES[@]}"

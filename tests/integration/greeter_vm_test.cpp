@@ -118,20 +118,26 @@ class GreeterVm : public AgentStackTest {
     AgentStackTest::SetUp();
     if (IsSkipped() || HasFatalFailure())
       return;
+    ASSERT_NO_FATAL_FAILURE(buildSystem());
+    auto fingerprint = crypto::certificateFingerprint(env_->caPem);
+    ASSERT_TRUE(fingerprint);
+    fingerprint_ = *fingerprint;
+  }
+
+  // What the VM boots: the greeter's test initramfs (tests/greeter_vm/).
+  virtual void buildSystem() {
     const fs::path vm = AULA_GREETER_VM_DIR;
     auto built = runProgram(
         {AULA_GREETER_VM_SCRIPT, vm.string(), AULA_GREETER_BIN, AULA_GREETER_LOCALE_DIR}, 600s);
     ASSERT_TRUE(built.succeeded()) << "The greeter's test VM did not build:\n" << built.err;
-    auto fingerprint = crypto::certificateFingerprint(env_->caPem);
-    ASSERT_TRUE(fingerprint);
-    fingerprint_ = *fingerprint;
+    kernel_ = vm / "vmlinuz";
+    initrd_ = vm / "initrd.img";
   }
 
   // Boots the VM as a lab PC told where the broker is and its CA's
   // fingerprint on the kernel command line.
   // `more` goes on the kernel command line too.
   void boot(const std::string& caFingerprint, const std::string& more = {}) {
-    const fs::path vm = AULA_GREETER_VM_DIR;
     serial_ = dir_.path() / "serial.log";
     const fs::path qmpSocket = dir_.path() / "qmp.sock";
     qemu_ = std::make_unique<ChildProcess>(
@@ -159,12 +165,12 @@ class GreeterVm : public AgentStackTest {
             "hda-output,audiodev=speakers",
             "-no-reboot",
             "-kernel",
-            (vm / "vmlinuz").string(),
+            kernel_.string(),
             "-initrd",
-            (vm / "initrd.img").string(),
+            initrd_.string(),
             "-append",
-            fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={} {}",
-                        kUserNetHost, env_->brokerPort, caFingerprint, more),
+            fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={} {} {}",
+                        kUserNetHost, env_->brokerPort, caFingerprint, cmdline_, more),
             "-serial",
             "file:" + serial_.string(),
             "-qmp",
@@ -243,6 +249,9 @@ class GreeterVm : public AgentStackTest {
   }
 
   TempDir dir_;
+  fs::path kernel_;
+  fs::path initrd_;
+  std::string cmdline_;      // what the system booted needs on its command line
   std::string fingerprint_;  // the broker's CA, as an admin would give it
   fs::path serial_;
   fs::path speakers() const { return dir_.path() / "speakers.wav"; }
@@ -506,6 +515,62 @@ TEST_F(GreeterVm, AWrongFingerprintOnTheCommandLineIsShownInsteadOfABlackScreen)
   std::this_thread::sleep_for(5s);
   EXPECT_FALSE(serialSays("the greeter exited")) << serialTail();
   EXPECT_TRUE(isLoginScreen(shot("kms-setup-wrong"))) << "and it stays";
+}
+
+// The lab image itself (image/build.sh, the thin flavour): systemd, udev,
+// logind, networkd's DHCP on QEMU's user network, seatd and the greeter as
+// the user aula, all from Debian's packages, booted as a lab PC boots it.
+class LabImage : public GreeterVm {
+ protected:
+  void buildSystem() override {
+    const fs::path out = AULA_IMAGE_OUT_DIR;
+    auto built = runProgram({AULA_IMAGE_SCRIPT, "--greeter", AULA_GREETER_BIN, "--locale-dir",
+                             AULA_GREETER_LOCALE_DIR, "--out", out.string()},
+                            1800s);
+    ASSERT_TRUE(built.succeeded()) << "The lab image did not build:\n" << built.err;
+    kernel_ = out / "thin" / "vmlinuz";
+    initrd_ = out / "thin" / "initrd.img";
+    version_ = readFile(out / "thin" / "version");
+    while (!version_.empty() && version_.back() == '\n')
+      version_.pop_back();
+    // The journal on the serial console, where the test reads the greeter.
+    cmdline_ = "systemd.journald.forward_to_console=1";
+  }
+  std::string version_;
+};
+
+TEST_F(LabImage, BootsIntoTheGreeterWhichLogsAStudentIntoTheDesktop) {
+  const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(boot(fingerprint_));
+  ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 240s))
+      << "The greeter did not say its login screen is up. Serial console:\n"
+      << serialTail();
+  // The PC got its address from DHCP, and the greeter runs as its own user
+  // with the screen from seatd, on KMS.
+  EXPECT_TRUE(serialSays("/dev/dri/card0")) << "Not on KMS:\n" << serialTail();
+  EXPECT_TRUE(serialSays("New client connected (pid: ") && serialSays(", uid: 900, gid: 900)"))
+      << "seatd did not hand the seat to the user aula:\n"
+      << serialTail();
+  EXPECT_FALSE(serialSays("Failed to start")) << "A unit failed:\n" << serialTail();
+  EXPECT_TRUE(serialSays(fmt::format("image thin {}.", version_))) << serialTail();
+  // Its address and MAC as DHCP gave them (QEMU's user network), shown under
+  // "This PC" however late DHCP answered.
+  EXPECT_TRUE(waitFor([&] { return serialSays("10.0.2.15 52:54:00:12:34:56, image thin"); }, 30s))
+      << serialTail();
+  // No console to log in on, not even on the serial line the kernel was given.
+  EXPECT_FALSE(serialSays(" login: ")) << serialTail();
+
+  Look login = shotUntil("image-login", isLoginScreen, 30s);
+  ASSERT_TRUE(isLoginScreen(login)) << describe(login) << "\n" << serialTail();
+
+  ASSERT_NO_FATAL_FAILURE(typeTheLogin());
+  qmp_->press({"ret"});
+  Look desktop = shotUntil("image-session", isGuestDesktop, 240s);
+  EXPECT_TRUE(isGuestDesktop(desktop))
+      << describe(desktop)
+      << "\nDesktop: " << env_->admin("GET", fmt::format("/api/v1/desktops/{}", id)).dump()
+      << "\nSerial console:\n"
+      << serialTail();
 }
 
 }  // namespace
