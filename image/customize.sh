@@ -60,6 +60,9 @@ systemctl --root="$root" --quiet mask getty@.service serial-getty@.service autov
     rescue.service systemd-firstboot.service kmod-static-nodes.service
 # No per-user service manager for the greeter's session: nothing runs in it.
 systemctl --root="$root" --quiet mask user@.service
+# DNS through systemd-resolved: resolv.conf points at the stub file resolved
+# writes under /run when it starts (so the link dangles in the built root).
+# Not tested yet: the tests give the broker as an IP address.
 ln -sfn ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 
 # --- ICU's 30 MB data, which nothing here reads ---------------------------------------------------
