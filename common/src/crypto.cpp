@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <mutex>
 #include <utility>
 
@@ -621,6 +622,28 @@ Bytes sha256(std::string_view data) {
 
 std::string sha256Hex(std::string_view data) {
   return toHex(sha256(data));
+}
+
+Result<std::string> sha256HexOfFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return makeError(Errc::kNotFound, "Cannot open '{}' to hash it.", path.string());
+  mbedtls_sha256_context context;
+  mbedtls_sha256_init(&context);
+  mbedtls_sha256_starts_ret(&context, 0);
+  std::vector<char> buffer(std::size_t{1} << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    mbedtls_sha256_update_ret(&context, reinterpret_cast<const unsigned char*>(buffer.data()),
+                              static_cast<std::size_t>(in.gcount()));
+  }
+  const bool failed = in.bad();
+  Bytes digest(32);
+  mbedtls_sha256_finish_ret(&context, digest.data());
+  mbedtls_sha256_free(&context);
+  if (failed)
+    return makeError(Errc::kIo, "Reading '{}' to hash it failed.", path.string());
+  return toHex(digest);
 }
 
 Bytes hmacSha256(std::string_view key, std::string_view data) {

@@ -20,8 +20,13 @@
 #include "aula/common/http_client.hpp"
 #include "aula/common/http_server.hpp"
 
+#include "support/temp_dir.hpp"
+
 namespace aula::http {
 namespace {
+
+using test::TempDir;
+using test::writeFile;
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
@@ -450,6 +455,107 @@ TEST(HttpServerTest, ListensOnIpv6Loopback) {
   auto response = client.get(fmt::format("http://[::1]:{}/whoami", (*server)->port()));
   ASSERT_TRUE(response.ok()) << response.error().message();
   EXPECT_EQ(nlohmann::json::parse(response->body)["remote"], "::1");
+}
+
+// ---- files ----------------------------------------------------------------------
+
+// A file of `size` bytes that differ from their neighbours, so a range from
+// the wrong offset shows.
+std::string patterned(std::size_t size) {
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i < size; ++i)
+    data[i] = static_cast<char>((i * 7 + i / 251) & 0xff);
+  return data;
+}
+
+Handler fileHandler(const std::filesystem::path& path) {
+  return [path](ServerRequest& request) {
+    return serveFile(request, path, {.cacheControl = "public, max-age=60"});
+  };
+}
+
+// Whole file, a range, a conditional GET and HEAD, over one connection: what
+// iPXE, curl and a caching proxy do with a boot image.
+void servesFilesWith(Client& client, const Server& server, std::string_view scheme,
+                     const std::string& data) {
+  auto whole = client.get(urlFor(server, scheme, "/f"));
+  ASSERT_TRUE(whole.ok()) << whole.error().message();
+  EXPECT_EQ(whole->status, 200);
+  EXPECT_TRUE(whole->body == data) << "the body differs from the file";
+  EXPECT_EQ(whole->header("content-length"), std::to_string(data.size()));
+  EXPECT_EQ(whole->header("accept-ranges"), "bytes");
+  EXPECT_EQ(whole->header("cache-control"), "public, max-age=60");
+  const std::string etag = whole->header("etag");
+  ASSERT_FALSE(etag.empty());
+
+  auto part = client.send(
+      {.url = urlFor(server, scheme, "/f"), .headers = {{"Range", "bytes=1000000-1000099"}}});
+  ASSERT_TRUE(part.ok());
+  EXPECT_EQ(part->status, 206);
+  EXPECT_TRUE(part->body == data.substr(1000000, 100));
+  EXPECT_EQ(part->header("content-range"), fmt::format("bytes 1000000-1000099/{}", data.size()));
+
+  auto tail = client.send({.url = urlFor(server, scheme, "/f"),
+                           .headers = {{"Range", "bytes=-5"}, {"If-Range", etag}}});
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->status, 206);
+  EXPECT_TRUE(tail->body == data.substr(data.size() - 5));
+
+  auto stale = client.send({.url = urlFor(server, scheme, "/f"),
+                            .headers = {{"Range", "bytes=0-9"}, {"If-Range", "\"old\""}}});
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(stale->status, 200) << "a stale If-Range gets the whole file";
+  EXPECT_EQ(stale->body.size(), data.size());
+
+  auto past = client.send(
+      {.url = urlFor(server, scheme, "/f"), .headers = {{"Range", "bytes=999999999-"}}});
+  ASSERT_TRUE(past.ok());
+  EXPECT_EQ(past->status, 416);
+  EXPECT_EQ(past->header("content-range"), fmt::format("bytes */{}", data.size()));
+
+  auto same =
+      client.send({.url = urlFor(server, scheme, "/f"), .headers = {{"If-None-Match", etag}}});
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->status, 304);
+  EXPECT_TRUE(same->body.empty());
+
+  auto head = client.send({.method = "HEAD", .url = urlFor(server, scheme, "/f")});
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->status, 200);
+  EXPECT_TRUE(head->body.empty());
+
+  // The connection survived all of it.
+  EXPECT_EQ(server.activeConnections(), 1U);
+}
+
+TEST(HttpServerTest, ServesAFileWithRangesAndValidators) {
+  TempDir dir;
+  const std::string data = patterned(3 * 1024 * 1024 + 17);
+  writeFile(dir.path() / "f", data);
+  auto server = startServer({}, fileHandler(dir.path() / "f"));
+  ASSERT_TRUE(server);
+  Client client;
+  servesFilesWith(client, *server, "http", data);
+}
+
+TEST(HttpServerTlsTest, ServesAFileWithRangesAndValidators) {
+  TempDir dir;
+  const std::string data = patterned(3 * 1024 * 1024 + 17);
+  writeFile(dir.path() / "f", data);
+  auto server = startServer({.tls = pki().serverTls()}, fileHandler(dir.path() / "f"));
+  ASSERT_TRUE(server);
+  Client client({.tls = {.caPem = pki().ca.certPem}});
+  servesFilesWith(client, *server, "https", data);
+}
+
+TEST(HttpServerTest, AMissingFileIs404) {
+  TempDir dir;
+  auto server = startServer({}, fileHandler(dir.path() / "absent"));
+  ASSERT_TRUE(server);
+  Client client;
+  auto missing = client.get(urlFor(*server, "http", "/f"));
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->status, 404);
 }
 
 // ---- TLS ------------------------------------------------------------------------

@@ -449,5 +449,42 @@ TEST(RouterTest, RootAndEmptySegments) {
   EXPECT_EQ(router.dispatch(empty).status, 404);
 }
 
+// ---- byte ranges ----------------------------------------------------------------
+
+TEST(ParseRangeTest, OneRangeInEachForm) {
+  ByteRange r;
+  ASSERT_EQ(parseRange("bytes=0-99", 1000, r), RangeResult::kPartial);
+  EXPECT_EQ(r.first, 0U);
+  EXPECT_EQ(r.length, 100U);
+  ASSERT_EQ(parseRange("bytes=900-", 1000, r), RangeResult::kPartial);
+  EXPECT_EQ(r.first, 900U);
+  EXPECT_EQ(r.length, 100U);
+  ASSERT_EQ(parseRange("bytes=-10", 1000, r), RangeResult::kPartial);
+  EXPECT_EQ(r.first, 990U);
+  EXPECT_EQ(r.length, 10U);
+  // A last byte past the end is cut to the end; a suffix longer than the
+  // file is the whole file.
+  ASSERT_EQ(parseRange("bytes=500-5000", 1000, r), RangeResult::kPartial);
+  EXPECT_EQ(r.length, 500U);
+  ASSERT_EQ(parseRange("bytes=-5000", 1000, r), RangeResult::kPartial);
+  EXPECT_EQ(r.first, 0U);
+  EXPECT_EQ(r.length, 1000U);
+  ASSERT_EQ(parseRange(" bytes= 7-7 ", 1000, r), RangeResult::kPartial);
+  EXPECT_EQ(r.first, 7U);
+  EXPECT_EQ(r.length, 1U);
+}
+
+TEST(ParseRangeTest, PastTheEndIsUnsatisfiableAndNonsenseIsIgnored) {
+  ByteRange r;
+  EXPECT_EQ(parseRange("bytes=1000-", 1000, r), RangeResult::kUnsatisfiable);
+  EXPECT_EQ(parseRange("bytes=-0", 1000, r), RangeResult::kUnsatisfiable);
+  EXPECT_EQ(parseRange("bytes=0-", 0, r), RangeResult::kUnsatisfiable);
+  // Not a range we serve: the whole file, never an error.
+  for (const char* header : {"items=0-1", "bytes=5-1", "bytes=a-b", "bytes=", "bytes=-",
+                             "bytes=0-1,5-6", "bytes=99999999999999999999-"}) {
+    EXPECT_EQ(parseRange(header, 1000, r), RangeResult::kWhole) << header;
+  }
+}
+
 }  // namespace
 }  // namespace aula::http

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,6 +33,8 @@ bool constantTimeEqual(std::string_view a, std::string_view b);
 
 Bytes sha256(std::string_view data);
 std::string sha256Hex(std::string_view data);  // lower-case hex, 64 characters
+// The SHA-256 of a file, read in pieces: kNotFound, kIo.
+Result<std::string> sha256HexOfFile(const std::filesystem::path& path);
 Bytes hmacSha256(std::string_view key, std::string_view data);
 
 std::string toHex(std::span<const std::uint8_t> bytes);

@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "aula/common/file.hpp"
 #include "aula/common/result.hpp"
 
 namespace aula::http {
@@ -49,10 +52,21 @@ class StreamWriter {
   virtual bool stopping() const = 0;
 };
 
+// A body read from an open file: `length` bytes from `offset`. The server
+// sends it with sendfile(2) on plain HTTP and in chunks over TLS; the
+// descriptor is closed when the last copy of the response goes.
+struct FileBody {
+  std::shared_ptr<const file::UniqueFd> fd;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
 struct ServerResponse {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // When set, the body is this file's bytes instead of `body`.
+  std::optional<FileBody> file;
   // When set, the server sends the status and headers without a
   // Content-Length, then calls stream() on the connection's thread; the
   // connection closes when it returns.
@@ -66,6 +80,31 @@ struct ServerResponse {
 };
 
 using Handler = std::function<ServerResponse(ServerRequest&)>;
+
+// Serving a file the way caches and download tools expect: a strong ETag,
+// Last-Modified, conditional GET (If-None-Match: 304), one byte range
+// (Range: 206, or 416 with the size when it lies past the end; If-Range
+// with a stale tag gets the whole file; several ranges get the whole file,
+// as RFC 9110 allows), HEAD, and the Cache-Control given.
+struct FileServeOptions {
+  std::string contentType = "application/octet-stream";
+  std::string cacheControl = "no-cache";
+  // The entity tag, quoted ("\"abc\""); empty: made from the size and mtime.
+  std::string etag;
+};
+
+// The response for GET or HEAD of `path`; 404 (JSON error) when it is not a
+// regular file that can be opened.
+ServerResponse serveFile(const ServerRequest& request, const std::filesystem::path& path,
+                         const FileServeOptions& options = {});
+
+// One "Range: bytes=..." header against a file of `size` bytes.
+struct ByteRange {
+  std::uint64_t first = 0;
+  std::uint64_t length = 0;
+};
+enum class RangeResult { kWhole, kPartial, kUnsatisfiable };
+RangeResult parseRange(std::string_view header, std::uint64_t size, ByteRange& range);
 
 // The HTTP status that answers an Error of this code (400 invalid, 404 not
 // found, 409 conflict, 503 unavailable, ...).
