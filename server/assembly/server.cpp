@@ -1,6 +1,7 @@
 // Assembling the broker from its configuration; creating a data dir.
 #include "aula/broker/server.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <thread>
 
@@ -82,6 +83,19 @@ config::Schema brokerSchema() {
       .string("greeter.logo_file", "", "a PNG of at most 256 KiB shown beside the name")
       .integer("greeter.idle_logout_minutes", 5, 1, 1440,
                "a greeter's desktop list logs out after this long without a key")
+      .string("boot.listen", "",
+              "address and port to serve network boot on, in plain HTTP (a PC's firmware "
+              "cannot check our CA), like 0.0.0.0:8080; empty: no network boot")
+      .string("boot.image_dir", "", "where images are kept (default: <data_dir>/images)")
+      .string("boot.broker_url", "",
+              "the broker's HTTPS URL as lab PCs reach it (default: the host a PC asked for "
+              "its boot script, with the HTTPS port)")
+      .choice("boot.unknown", "thin", {"thin", "menu", "local"},
+              "what a PC no admin registered boots: the thin image, the menu, or its own disk")
+      .string("boot.unknown_channel", "stable", "the channel unknown PCs boot from")
+      .string("boot.kernel_args", "", "more on every image's kernel command line")
+      .integer("boot.max_unknown", 5000, 0, 1000000,
+               "unknown MAC addresses recorded at most (more are served, not stored)")
       .boolean("debug.simulate_hosts", false,
                "start desktops on in-memory hosts (demos, benchmarks)")
       .integer("debug.deployment_step_delay_ms", 0, 0, 10000, "fault injection for the crash test");
@@ -152,6 +166,37 @@ Result<std::unique_ptr<db::Database>> openDatabase(const config::Config& c,
                          .poolSize = static_cast<int>(c.getInt("database.pool_size"))});
 }
 
+// What goes on lab PCs' kernel command line is checked before any PC boots.
+Status checkBootSettings(const config::Config& c) {
+  auto plain = [](std::string_view v) {
+    return std::all_of(v.begin(), v.end(), [](char ch) {
+      const auto u = static_cast<unsigned char>(ch);
+      return u > 0x20 && u < 0x7f && ch != '$';
+    });
+  };
+  const auto& url = c.getString("boot.broker_url");
+  if (!url.empty() && (!url.starts_with("https://") || !plain(url))) {
+    return makeError(Errc::kConfig,
+                     "{}: boot.broker_url '{}' must be the broker's https:// URL, without spaces "
+                     "or '$', like https://aula.school.example:8443.",
+                     c.sourceName(), url);
+  }
+  const auto& args = c.getString("boot.kernel_args");
+  for (std::size_t start = 0; start < args.size();) {
+    auto end = args.find(' ', start);
+    if (end == std::string::npos)
+      end = args.size();
+    if (!plain(args.substr(start, end - start))) {
+      return makeError(Errc::kConfig,
+                       "{}: boot.kernel_args '{}' may hold only printable characters other than "
+                       "'$', separated by spaces.",
+                       c.sourceName(), args);
+    }
+    start = end + 1;
+  }
+  return checkChannel(c.getString("boot.unknown_channel"));
+}
+
 BrokerSettings settingsFrom(const config::Config& c) {
   BrokerSettings s;
   s.sessionIdle = std::chrono::minutes(c.getInt("auth.session_idle_minutes"));
@@ -184,6 +229,13 @@ BrokerSettings settingsFrom(const config::Config& c) {
       ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     s.directoryMapping.groupMap[lower] = target;
   }
+  s.boot.imageDir =
+      orDefault(c, "boot.image_dir", fs::path(c.getString("broker.data_dir")) / "images");
+  s.boot.brokerUrl = c.getString("boot.broker_url");
+  s.boot.unknown = c.getString("boot.unknown");
+  s.boot.unknownChannel = c.getString("boot.unknown_channel");
+  s.boot.kernelArgs = c.getString("boot.kernel_args");
+  s.boot.maxUnknown = c.getInt("boot.max_unknown");
   s.greeter.schoolName = c.getString("greeter.school_name");
   s.greeter.idleLogout = std::chrono::minutes(c.getInt("greeter.idle_logout_minutes"));
   s.directoryMapping.defaultRole = c.getString("ldap.default_role");
@@ -330,6 +382,7 @@ struct BrokerServer::Impl {
   std::unique_ptr<Broker> broker;
   std::unique_ptr<Api> api;
   std::unique_ptr<http::Server> server;
+  std::unique_ptr<http::Server> bootServer;  // plain HTTP for network boot, when configured
   std::string caPem;
   std::thread watchdog;
   std::thread directorySync;  // every ldap.sync_minutes, when there is a directory
@@ -412,7 +465,10 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     }
     impl.directory = makeLdapDirectory(std::move(ldap));
   }
+  if (auto checked = checkBootSettings(c); !checked)
+    return checked.error();
   BrokerSettings settings = settingsFrom(c);
+  settings.boot.caFingerprint = AULA_TRY(crypto::certificateFingerprint(impl.caPem));
   if (const auto& logo = c.getString("greeter.logo_file"); !logo.empty()) {
     settings.greeter.logoPng = AULA_TRY(readText(logo, "greeter logo"));
     constexpr std::string_view kPngSignature = "\x89PNG\r\n\x1a\n";
@@ -480,6 +536,25 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
   Api* api = impl.api.get();
   impl.server = AULA_TRY(
       http::Server::start(serverOptions, [api](http::ServerRequest& r) { return api->handle(r); }));
+  impl.broker->bootHosts.setHttpsPort(impl.server->port());
+  if (const auto bootListen = options.bootListen.value_or(c.getString("boot.listen"));
+      !bootListen.empty()) {
+    // Only what a booting PC needs is on plain HTTP; everything else stays
+    // behind TLS.
+    std::string httpsAddress = impl.server->address();
+    impl.bootServer = AULA_TRY(
+        http::Server::start({.listen = bootListen}, [api, httpsAddress](http::ServerRequest& r) {
+          if (r.path.starts_with("/boot/"))
+            return api->handle(r);
+          return http::ServerResponse::error(
+              404, "not_found",
+              fmt::format("This is Aula's network-boot listener, which serves only /boot/; the "
+                          "API is on HTTPS ({}).",
+                          httpsAddress));
+        }));
+    log::info("Serving network boot on http://{}/boot/ipxe (images in {}).",
+              impl.bootServer->address(), impl.broker->settings.boot.imageDir);
+  }
 
   Impl* raw = &impl;
   impl.watchdog = std::thread([raw] {
@@ -538,6 +613,8 @@ void BrokerServer::stop() {
   }
   impl_->wake.notify_all();
   impl_->events.close();
+  if (impl_->bootServer)
+    impl_->bootServer->stop();
   if (impl_->server)
     impl_->server->stop();
   if (impl_->watchdog.joinable())
@@ -552,6 +629,9 @@ int BrokerServer::port() const {
 }
 std::string BrokerServer::address() const {
   return impl_->server->address();
+}
+std::string BrokerServer::bootAddress() const {
+  return impl_->bootServer ? impl_->bootServer->address() : std::string();
 }
 const std::string& BrokerServer::caPem() const {
   return impl_->caPem;

@@ -24,6 +24,8 @@
 #include "aula/common/http_client.hpp"
 #include "aula/common/json.hpp"
 
+#include "cli/aulactl_internal.hpp"
+
 namespace aula::ctl {
 namespace {
 
@@ -183,12 +185,10 @@ const std::vector<Resource>& resources() {
   return kResources;
 }
 
-struct Session {
-  std::string url;
-  std::optional<std::string> caPem;
-  std::optional<std::string> caFingerprint;
-  std::string token;
-};
+}  // namespace
+
+// Shared with the other command files (aulactl_internal.hpp).
+namespace detail {
 
 fs::path credentialsPath() {
   const char* xdg = std::getenv("XDG_CONFIG_HOME");
@@ -242,10 +242,10 @@ http::Client clientFor(const Session& s) {
 }
 
 // Sends a request; prints the API's error sentence and returns nullopt on failure.
-std::optional<http::Response> call(
-    const Session& s, const std::string& method, const std::string& path,
-    const std::optional<Json>& body, const std::string& accept = "application/json",
-    std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+std::optional<http::Response> call(const Session& s, const std::string& method,
+                                   const std::string& path, const std::optional<Json>& body,
+                                   const std::string& accept,
+                                   std::optional<std::chrono::milliseconds> timeout) {
   auto client = clientFor(s);
   http::Request r;
   r.method = method;
@@ -274,7 +274,7 @@ std::optional<http::Response> call(
   return std::move(response).value();
 }
 
-std::string cell(const Json& v) {
+static std::string cell(const Json& v) {
   if (v.is_null())
     return "-";
   if (v.is_string())
@@ -292,12 +292,12 @@ std::string cell(const Json& v) {
   return v.dump();
 }
 
-bool isTimeColumn(const std::string& name) {
+static bool isTimeColumn(const std::string& name) {
   return name == "at" || name.ends_with("_at") || name == "last_heartbeat" ||
          name.ends_with("_seen");
 }
 
-std::string timeCell(const Json& v) {
+static std::string timeCell(const Json& v) {
   if (!v.is_number_integer())
     return cell(v);
   std::time_t t = v.get<std::int64_t>();
@@ -308,7 +308,7 @@ std::string timeCell(const Json& v) {
   return buf;
 }
 
-void printTable(const Json& rows, const std::vector<std::string>& columns) {
+static void printTable(const Json& rows, const std::vector<std::string>& columns) {
   std::vector<std::size_t> width;
   width.reserve(columns.size());
   for (const auto& c : columns)
@@ -344,7 +344,7 @@ void printTable(const Json& rows, const std::vector<std::string>& columns) {
     print(line);
 }
 
-void printObject(const Json& object) {
+static void printObject(const Json& object) {
   std::size_t w = 0;
   for (const auto& [k, v] : object.items())
     w = std::max(w, k.size());
@@ -359,7 +359,7 @@ void printObject(const Json& object) {
 
 // `aulactl directory check` for people: the entry, each group with its
 // path through nested groups, and what follows in Aula.
-std::string printDirectoryCheck(const Json& j) {
+static std::string printDirectoryCheck(const Json& j) {
   auto text = [&j](const char* key) {
     return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string("-");
   };
@@ -407,6 +407,12 @@ void output(const Json& j, bool asJson, const std::vector<std::string>& columns)
     printObject(j);
   }
 }
+
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
 
 // Values given on the command line for a resource's fields, as JSON.
 struct FieldValues {
@@ -1176,6 +1182,8 @@ int run(const std::vector<std::string>& args) {
           names += (names.empty() ? "" : ", ") + n.get<std::string>();
         std::cout << (names.empty() ? std::string(".") : " (" + names + ").") << "\n";
       });
+
+  addImageCommands(app, asJson, exitCode);
 
   auto* audit = app.add_subcommand("audit", "who did what, when, from where");
   std::string auditActor, auditAction, auditLimit;

@@ -104,19 +104,10 @@ TEST_F(BrokerActiveDirectoryTest, ATeacherThroughANestedGroupIsAManagerAndAStude
 
 TEST_F(BrokerActiveDirectoryTest, AulactlShowsAnAdminWhatTheBrokerSeesAndSyncsNow) {
   auto aulactl = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), AULA_AULACTL_BIN);
-    process::SystemRunner runner;
-    auto ran = runner.run({.argv = args,
-                           .timeout = std::chrono::seconds(60),
-                           .env = {{"AULA_URL", broker_->baseUrl()},
-                                   {"AULA_TOKEN", broker_->adminToken()},
-                                   {"AULA_CA_FILE", broker_->caFile().string()},
-                                   {"HOME", dir_.path().string()},
-                                   {"XDG_CONFIG_HOME", (dir_.path() / "config").string()}}});
-    if (!ran)
-      throw std::runtime_error(ran.error().message());
-    return *ran;
+    return broker_->runAulactl(AULA_AULACTL_BIN, std::move(args), broker_->adminToken(),
+                               dir_.path());
   };
+
   auto check = aulactl({"directory", "check", "tom"});
   EXPECT_EQ(check.exitCode, 0) << check.err;
   EXPECT_THAT(check.out, HasSubstr("manager")) << check.out;

@@ -147,7 +147,7 @@ class BrokerApiTest : public BrokerBackendTest {
          {"/api/v1/categories", "/api/v1/groups", "/api/v1/users?limit=10000", "/api/v1/quotas",
           "/api/v1/templates", "/api/v1/desktops?scope=all", "/api/v1/deployments", "/api/v1/pools",
           "/api/v1/hosts", "/api/v1/enrolment-tokens", "/api/v1/boot-hosts", "/api/v1/api-tokens",
-          "/api/v1/audit?limit=10000"}) {
+          "/api/v1/images", "/api/v1/image-channels", "/api/v1/audit?limit=10000"}) {
       counts[path] = broker().adminCall("GET", path, std::nullopt, 200).size();
     }
     return counts;
@@ -616,6 +616,14 @@ TEST_P(BrokerApiTest, EachRoleMayDoExactlyWhatItsRightsAllow) {
       {"list boot hosts", "GET", "/api/v1/boot-hosts", "", {200, 403, 403, 403}},
       {"set a boot host", "PUT", "/api/v1/boot-hosts/52:54:00:00:00:01", R"({"kind":"thin_client"})", {200, 403, 403, 403}},
       {"delete a boot host", "DELETE", "/api/v1/boot-hosts/{fresh}", "", {204, 403, 403, 403}, freshBootHost},
+      {"list images", "GET", "/api/v1/images", "", {200, 403, 403, 403}},
+      {"list image channels", "GET", "/api/v1/image-channels", "", {200, 403, 403, 403}},
+      {"promote an image", "POST", "/api/v1/image-channels/stable/promote", R"({"version":"none"})", {404, 403, 403, 403}},
+      {"roll a channel back", "POST", "/api/v1/image-channels/stable/rollback", "", {404, 403, 403, 403}},
+      {"upload an image", "PUT", "/api/v1/images/thin/v1/files/vmlinuz", "", {400, 403, 403, 403}},
+      {"add an image", "POST", "/api/v1/images", R"({"flavour":"thin","version":"v1","artefacts":[]})", {400, 403, 403, 403}},
+      {"delete an image", "DELETE", "/api/v1/images/thin/v1", "", {404, 403, 403, 403}},
+      {"pin PCs", "POST", "/api/v1/boot-hosts/pin", R"({"macs":["52:54:00:00:00:99"],"channel":"testing"})", {404, 403, 403, 403}},
 
       {"read the audit log", "GET", "/api/v1/audit", "", {200, 403, 403, 403}},
       {"create an API token", "POST", "/api/v1/api-tokens", R"({"name":"token {role}"})", {201, 201, 201, 201}},
@@ -1427,22 +1435,10 @@ class AulactlConsoleTest : public ::testing::Test {
 
   process::Outcome aulactl(const std::vector<std::string>& args, const std::string& user = "alice",
                            const std::string& path = "") {
-    std::vector<std::string> argv = {AULA_AULACTL_BIN};
-    argv.insert(argv.end(), args.begin(), args.end());
-    process::SystemRunner runner;
-    auto ran = runner.run(
-        {.argv = argv,
-         .timeout = std::chrono::seconds(60),
-         .env = {{"AULA_URL", broker_.baseUrl()},
-                 {"AULA_TOKEN", broker_.tokenOf(user)},
-                 {"AULA_CA_FILE", broker_.caFile().string()},
-                 {"HOME", dir_.path().string()},
-                 {"XDG_CONFIG_HOME", (dir_ / "config").string()},
-                 {"XDG_RUNTIME_DIR", (dir_ / "run").string()},
-                 {"PATH", path.empty() ? (dir_ / "bin").string() + ":/usr/bin:/bin" : path}}});
-    if (!ran)
-      throw std::runtime_error("aulactl did not run: " + ran.error().message());
-    return *ran;
+    return broker_.runAulactl(
+        AULA_AULACTL_BIN, args, broker_.tokenOf(user), dir_.path(),
+        {{"XDG_RUNTIME_DIR", (dir_ / "run").string()},
+         {"PATH", path.empty() ? (dir_ / "bin").string() + ":/usr/bin:/bin" : path}});
   }
 
   // A stand-in for remote-viewer: notes the mode and place of the file it is

@@ -353,20 +353,10 @@ TEST(AulactlMakeTemplateTest, MakesATemplateAndRefusesAnUnknownModeOrNoName) {
   broker.adminCall("POST", fmt::format("/api/v1/desktops/{}/stop", desktop), std::nullopt, 200);
   TempDir home;
   auto aulactl = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), AULA_AULACTL_BIN);
-    process::SystemRunner runner;
-    auto ran = runner.run({.argv = args,
-                           .timeout = std::chrono::seconds(60),
-                           .env = {{"AULA_URL", broker.baseUrl()},
-                                   {"AULA_TOKEN", broker.tokenOf("adv")},
-                                   {"AULA_CA_FILE", broker.caFile().string()},
-                                   {"HOME", home.path().string()},
-                                   {"XDG_CONFIG_HOME", (home / "config").string()},
-                                   {"PATH", "/usr/bin:/bin"}}});
-    if (!ran)
-      throw std::runtime_error("aulactl did not run: " + ran.error().message());
-    return *ran;
+    return broker.runAulactl(AULA_AULACTL_BIN, std::move(args), broker.tokenOf("adv"), home.path(),
+                             {{"PATH", "/usr/bin:/bin"}});
   };
+
   const auto id = std::to_string(desktop);
 
   auto wrongMode = aulactl({"desktops", "make-template", id, "--name", "X", "--mode", "copy"});

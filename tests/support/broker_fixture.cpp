@@ -1,6 +1,7 @@
 // A whole broker for API tests (see broker_fixture.hpp).
 #include "support/broker_fixture.hpp"
 
+#include <chrono>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -208,6 +209,22 @@ Json BrokerFixture::adminCall(std::string_view method, std::string_view path,
         fmt::format("As admin, {} {} answered {}", method, path, r.describe()));
   }
   return r.body;
+}
+
+process::Outcome BrokerFixture::runAulactl(
+    const std::string& bin, std::vector<std::string> args, const std::string& token,
+    const std::filesystem::path& home, std::vector<std::pair<std::string, std::string>> env) const {
+  args.insert(args.begin(), bin);
+  env.insert(env.begin(), {{"AULA_URL", baseUrl()},
+                           {"AULA_TOKEN", token},
+                           {"AULA_CA_FILE", caFile().string()},
+                           {"HOME", home.string()},
+                           {"XDG_CONFIG_HOME", (home / "config").string()}});
+  process::SystemRunner runner;
+  auto ran = runner.run({.argv = std::move(args), .timeout = std::chrono::seconds(60), .env = env});
+  if (!ran)
+    throw std::runtime_error("aulactl did not run: " + ran.error().message());
+  return *ran;
 }
 
 std::int64_t BrokerFixture::createUser(const std::string& username, std::string_view role,

@@ -22,6 +22,7 @@
 #include "aula/broker/server.hpp"
 #include "aula/common/http_client.hpp"
 #include "aula/common/json.hpp"
+#include "aula/common/process.hpp"
 
 #include "support/temp_dir.hpp"
 
@@ -132,6 +133,13 @@ class BrokerFixture {
                           const std::vector<std::int64_t>& groupIds = {});
   std::int64_t createDesktop(std::int64_t ownerId, const std::string& name,
                              std::optional<std::int64_t> templateId = std::nullopt);
+
+  // Runs the aulactl at `bin` against this broker as the holder of `token`,
+  // with HOME and XDG_CONFIG_HOME under `home` and `env` added; throws only
+  // when it cannot run at all.
+  process::Outcome runAulactl(const std::string& bin, std::vector<std::string> args,
+                              const std::string& token, const std::filesystem::path& home,
+                              std::vector<std::pair<std::string, std::string>> env = {}) const;
 
   // Runs `method path` as admin and returns the body; throws unless the status is `expected`.
   json::Json adminCall(std::string_view method, std::string_view path,

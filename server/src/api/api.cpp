@@ -59,6 +59,7 @@ void Api::Impl::routes() {
   hostRoutes();
   enrolmentRoutes();
   bootHostRoutes();
+  bootRoutes();
 
   // The audit log and the live events.
   authed("GET", "/api/v1/audit",

@@ -135,6 +135,7 @@ struct Api::Impl {
   void hostRoutes();
   void enrolmentRoutes();
   void bootHostRoutes();
+  void bootRoutes();
   ServerResponse eventStream(const Actor& actor, ServerRequest& request);
   ServerResponse metrics();
 };

@@ -1,6 +1,10 @@
 // Boot hosts: MAC addresses and what they network-boot.
 #include "aula/broker/boot_host_service.hpp"
 
+#include "aula/broker/image_service.hpp"
+#include "aula/common/log.hpp"
+
+#include "boot/ipxe_script.hpp"
 #include "core/policy.hpp"
 
 namespace aula::broker {
@@ -18,11 +22,12 @@ Result<Json> BootHostService::list(const Actor& actor) {
       kHostname,
       kHostId,
       kFirstSeen,
-      kLastSeen
+      kLastSeen,
+      kImageVersion
     };
     auto rows =
-        AULA_TRY(tx.query("SELECT mac, kind, channel, hostname, host_id, first_seen, last_seen "
-                          "FROM boot_hosts ORDER BY mac"));
+        AULA_TRY(tx.query("SELECT mac, kind, channel, hostname, host_id, first_seen, last_seen, "
+                          "image_version FROM boot_hosts ORDER BY mac"));
     Json out = Json::array();
     for (const auto& r : rows) {
       out.push_back({{"mac", r.text(kMac)},
@@ -31,7 +36,8 @@ Result<Json> BootHostService::list(const Actor& actor) {
                      {"hostname", r.text(kHostname)},
                      {"host_id", nullableInt(r, kHostId)},
                      {"first_seen", r.integer(kFirstSeen)},
-                     {"last_seen", nullableInt(r, kLastSeen)}});
+                     {"last_seen", nullableInt(r, kLastSeen)},
+                     {"image_version", nullableText(r, kImageVersion)}});
     }
     return out;
   });
@@ -47,7 +53,7 @@ Result<Json> BootHostService::put(const Actor& actor, std::string_view macText, 
                  "The field 'kind' must be 'thin_client', 'workstation' or 'unknown'.");
   }
   auto channel = AULA_TRY(optString(body, "channel")).value_or("stable");
-  AULA_TRY_STATUS(checkName("channel", channel));
+  AULA_TRY_STATUS(checkChannel(channel));
   auto hostname = AULA_TRY(optString(body, "hostname")).value_or("");
   if (!hostname.empty())
     AULA_TRY_STATUS(checkHostName(hostname));
@@ -57,15 +63,19 @@ Result<Json> BootHostService::put(const Actor& actor, std::string_view macText, 
     if (hostId)
       AULA_TRY(tx.queryOne("SELECT id FROM hosts WHERE id = ?", {*hostId},
                            fmt::format("There is no host with id {}.", *hostId)));
-    auto existing =
-        AULA_TRY(tx.query("SELECT first_seen, last_seen FROM boot_hosts WHERE mac = ?", {mac}));
+    auto existing = AULA_TRY(tx.query(
+        "SELECT first_seen, last_seen, kind, image_version FROM boot_hosts WHERE mac = ?", {mac}));
     std::int64_t firstSeen = existing.empty() ? now : existing[0].integer(0);
+    // A pin to a version stays while the PC keeps its flavour.
+    db::Value pinned;
+    if (!existing.empty() && existing[0].text(2) == kind)
+      pinned = existing[0].at(3);
     AULA_TRY(tx.exec("DELETE FROM boot_hosts WHERE mac = ?", {mac}));
     AULA_TRY(
         tx.exec("INSERT INTO boot_hosts (mac, kind, channel, hostname, host_id, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "last_seen, image_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 {mac, kind, channel, hostname, intOrNull(hostId), firstSeen,
-                 existing.empty() ? db::Value() : existing[0].at(1)}));
+                 existing.empty() ? db::Value() : existing[0].at(1), pinned}));
     AULA_TRY_STATUS(audit(tx, actor, now, "boot_host.set", fmt::format("mac:{}", mac), body));
     return Json{{"mac", mac},
                 {"kind", kind},
@@ -86,6 +96,140 @@ Status BootHostService::remove(const Actor& actor, std::string_view macText) {
       return makeError(Errc::kNotFound, "There is no boot host with MAC {}.", mac);
     return audit(tx, actor, now, "boot_host.delete", fmt::format("mac:{}", mac));
   });
+}
+
+namespace {
+
+// Which image flavour a boot record's kind boots.
+std::string_view flavourOf(std::string_view kind) {
+  return kind == "workstation" ? "workstation" : "thin";
+}
+
+}  // namespace
+
+std::string BootHostService::brokerUrl(const BootRequest& request) const {
+  const auto& configured = ctx_.settings.boot.brokerUrl;
+  if (!configured.empty())
+    return configured;
+  // The name or address the PC used for this request, with HTTPS's port.
+  std::string host = request.host;
+  if (host.starts_with('[')) {
+    host = host.substr(0, host.find(']') + 1);
+  } else if (auto colon = host.find(':'); colon != std::string::npos) {
+    host.resize(colon);
+  }
+  const bool safe = !host.empty() && host.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789.-[]:") == std::string::npos;
+  if (!safe || httpsPort_ == 0)
+    return {};
+  return fmt::format("https://{}:{}", host, httpsPort_.load());
+}
+
+BootAnswer BootHostService::ipxe(const BootRequest& request) {
+  auto menu = [](const std::string& reason) {
+    return BootAnswer{ipxe::menuScript(reason), "menu: " + reason};
+  };
+  if (!request.hasMac)
+    return {ipxe::chainScript(), "asked for its settings"};
+  auto mac = normalizeMac(request.mac);
+  if (!mac) {
+    return menu(fmt::format("This PC sent '{}' as its MAC address, which is not one.",
+                            ipxe::safeText(request.mac, 40)));
+  }
+  // Debian's kernels are x86-64: BIOS iPXE is an i386 build on the same
+  // CPUs, UEFI must be the x86-64 one.
+  const bool bios = request.platform == "pcbios" &&
+                    (request.buildarch == "i386" || request.buildarch == "x86_64");
+  const bool uefi = request.platform == "efi" && request.buildarch == "x86_64";
+  if (!bios && !uefi) {
+    return menu(fmt::format(
+        "This PC's firmware ({} {}) cannot start Aula's images, which need a 64-bit PC with "
+        "BIOS or UEFI firmware.",
+        request.platform.empty() ? "unknown" : ipxe::safeText(request.platform, 20),
+        ipxe::safeText(request.buildarch, 20)));
+  }
+  const auto& boot = ctx_.settings.boot;
+  const std::string url = brokerUrl(request);
+  if (url.empty()) {
+    return menu(
+        "The Aula server does not know the address PCs reach it at: set boot.broker_url in its "
+        "configuration.");
+  }
+  const auto now = unixNow(ctx_.clock);
+  struct Decision {
+    bool local = false;
+    std::optional<BootImage> image;
+    std::string reason;
+  };
+  auto decided = ctx_.db.transactValue<Decision>(
+      db::TxMode::kWrite, [&](db::Transaction& tx) -> Result<Decision> {
+        auto rows = AULA_TRY(
+            tx.query("SELECT kind, channel, image_version FROM boot_hosts WHERE mac = ?", {*mac}));
+        std::string kind = "unknown";
+        std::string channel = boot.unknownChannel;
+        std::optional<std::string> pinned;
+        if (rows.empty()) {
+          // Recorded for the admin to adopt, up to a limit a flood of made-up
+          // MACs cannot push the table past.
+          const auto known =
+              AULA_TRY(tx.queryInt("SELECT COUNT(*) FROM boot_hosts WHERE kind = 'unknown'"));
+          if (known < boot.maxUnknown) {
+            AULA_TRY(tx.exec(
+                "INSERT INTO boot_hosts (mac, kind, channel, first_seen, last_seen) VALUES (?, "
+                "'unknown', ?, ?, ?)",
+                {*mac, boot.unknownChannel, now, now}));
+          }
+        } else {
+          kind = rows[0].text(0);
+          channel = rows[0].text(1);
+          pinned = rows[0].optText(2);
+          AULA_TRY(tx.exec("UPDATE boot_hosts SET last_seen = ? WHERE mac = ?", {now, *mac}));
+        }
+        Decision d;
+        if (kind == "unknown") {
+          if (boot.unknown == "local") {
+            d.local = true;
+            return d;
+          }
+          if (boot.unknown == "menu") {
+            d.reason = fmt::format(
+                "This PC is not registered with Aula yet. An admin adopts it with 'aulactl "
+                "boot-hosts set {} --kind thin_client'.",
+                *mac);
+            return d;
+          }
+          pinned.reset();  // an unknown PC boots the site's choice only
+        }
+        auto image = ImageService::resolve(tx, flavourOf(kind), channel, pinned);
+        if (!image) {
+          if (image.error().code() != Errc::kNotFound)
+            return image.error();
+          d.reason = image.error().message();
+          return d;
+        }
+        d.image = *image;
+        return d;
+      });
+  if (!decided) {
+    log::warn("A boot request from {} could not be answered: {}", *mac, decided.error().message());
+    return menu("The Aula server could not look this PC up just now; it will try again.");
+  }
+  if (decided->local)
+    return {ipxe::localScript(), "local disk (unknown PC)"};
+  if (!decided->image)
+    return menu(decided->reason);
+  const BootImage& image = *decided->image;
+  std::string cmdline = fmt::format("aula.broker={} aula.ca_fp={} aula.image={}/{}", url,
+                                    boot.caFingerprint, image.flavour, image.version);
+  if (!boot.kernelArgs.empty())
+    cmdline += " " + boot.kernelArgs;
+  const std::string from = image.channel.empty() ? "pinned" : "channel " + image.channel;
+  return {
+      ipxe::imageScript(fmt::format("/boot/images/{}/{}", image.flavour, image.version), cmdline,
+                        fmt::format("Aula: starting the {} image {} ({})...", image.flavour,
+                                    image.version, from)),
+      fmt::format("{} {} ({})", image.flavour, image.version, from)};
 }
 
 }  // namespace aula::broker

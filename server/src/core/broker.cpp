@@ -22,6 +22,7 @@ Broker::Broker(db::Database& database, BrokerSettings brokerSettings, const Cloc
       hosts(context),
       enrolment(context),
       bootHosts(context),
+      images(context),
       access(context) {}
 
 }  // namespace aula::broker

@@ -1,11 +1,29 @@
-// Boot hosts: which machine (by MAC address) network-boots what.
+// Boot hosts: which machine (by MAC address) network-boots what, and the
+// iPXE script each one gets when it does.
 #pragma once
 
+#include <atomic>
+#include <string>
 #include <string_view>
 
 #include "aula/broker/context.hpp"
 
 namespace aula::broker {
+
+// A PC's boot request (GET /boot/ipxe): iPXE's own settings in the query.
+struct BootRequest {
+  bool hasMac = false;    // false: the first request, a plain URL from DHCP
+  std::string mac;        // ${netX/mac}
+  std::string ip;         // ${netX/ip}
+  std::string platform;   // ${platform}: pcbios or efi
+  std::string buildarch;  // ${buildarch}: i386 (BIOS iPXE), x86_64, arm64
+  std::string host;       // the Host header: the name the PC reached us by
+};
+
+struct BootAnswer {
+  std::string script;   // always a script iPXE can run
+  std::string outcome;  // for the log: "thin 20261203-... (stable)", "menu: ..."
+};
 
 class BootHostService {
  public:
@@ -15,8 +33,21 @@ class BootHostService {
   Result<Json> put(const Actor& actor, std::string_view mac, const Json& body);
   Status remove(const Actor& actor, std::string_view mac);
 
+  // The script for a booting PC. Records the MAC (first and last seen; a
+  // new one as kind "unknown" for an admin to adopt) and answers with its
+  // image, or the menu with the reason when there is none, when the
+  // request is malformed, or when the database is away. Never fails.
+  BootAnswer ipxe(const BootRequest& request);
+
+  // The port HTTPS is served on, for the broker URL PCs are given when
+  // boot.broker_url is not set (known only once the server listens).
+  void setHttpsPort(int port) { httpsPort_ = port; }
+
  private:
+  std::string brokerUrl(const BootRequest& request) const;
+
   BrokerContext& ctx_;
+  std::atomic<int> httpsPort_{0};
 };
 
 }  // namespace aula::broker

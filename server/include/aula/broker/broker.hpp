@@ -17,6 +17,7 @@
 #include "aula/broker/desktop_service.hpp"
 #include "aula/broker/enrolment_service.hpp"
 #include "aula/broker/host_service.hpp"
+#include "aula/broker/image_service.hpp"
 #include "aula/broker/org_service.hpp"
 #include "aula/broker/template_service.hpp"
 
@@ -41,6 +42,7 @@ struct Broker {
   HostService hosts;
   EnrolmentService enrolment;
   BootHostService bootHosts;
+  ImageService images;
   AccessService access;
 };
 

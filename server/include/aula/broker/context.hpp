@@ -59,6 +59,22 @@ struct EnrollRequest {
   std::string remoteAddress;  // the peer's IP, for rate limiting and the audit log
 };
 
+// Network boot: where images live and what PCs are told.
+struct BootSettings {
+  std::string imageDir;  // images as <dir>/<flavour>/<version>/; empty: no images
+  // The broker's HTTPS URL on the lab PCs' kernel command line; empty: the
+  // host a PC asked for the boot script, with the HTTPS port.
+  std::string brokerUrl;
+  std::string caFingerprint;  // of the broker's CA, on the command line
+  // What a MAC address no admin registered boots: "thin" (the thin image
+  // of unknownChannel), "menu" (the menu, to adopt it first) or "local".
+  std::string unknown = "thin";
+  std::string unknownChannel = "stable";
+  std::string kernelArgs;  // more on every image's command line
+  // Unknown MACs recorded at most; more are served but not stored.
+  std::int64_t maxUnknown = 5000;
+};
+
 // What every greeter is told before anyone logs in (GET /api/v1/greeter).
 struct GreeterSettings {
   std::string schoolName;
@@ -83,6 +99,7 @@ struct BrokerSettings {
   std::chrono::seconds consoleStartWait{180};
   DirectoryMapping directoryMapping;
   GreeterSettings greeter;
+  BootSettings boot;
   CertificateAuthority ca;
   // Failed enrolments (wrong, used or expired join tokens) allowed per
   // address before a lockout of throttle.firstLockout, doubling.

@@ -40,8 +40,9 @@ struct InitResult {
 Result<InitResult> initDataDir(const InitOptions& options);
 
 struct StartOptions {
-  std::optional<std::string> listen;  // overrides broker.listen
-  HostLink* hostLink = nullptr;       // tests: a link of their own
+  std::optional<std::string> listen;      // overrides broker.listen
+  std::optional<std::string> bootListen;  // overrides boot.listen
+  HostLink* hostLink = nullptr;           // tests: a link of their own
 };
 
 class BrokerServer {
@@ -51,7 +52,8 @@ class BrokerServer {
   ~BrokerServer();
 
   int port() const;
-  std::string address() const;  // "127.0.0.1:43121"
+  std::string address() const;      // "127.0.0.1:43121"
+  std::string bootAddress() const;  // the network-boot listener's, or empty when off
   const std::string& caPem() const;
   std::string caFingerprint() const;
   Broker& broker();

@@ -1,0 +1,113 @@
+// iPXE scripts (see ipxe_script.hpp).
+#include "boot/ipxe_script.hpp"
+
+#include <fmt/format.h>
+
+namespace aula::broker::ipxe {
+
+namespace {
+
+// A sentence cut into lines that fit an 80-column console, for the menu's
+// --gap items.
+std::string gapLines(std::string_view text) {
+  constexpr std::size_t kWidth = 70;
+  std::string out;
+  while (!text.empty()) {
+    std::size_t cut = text.size();
+    if (cut > kWidth) {
+      cut = text.rfind(' ', kWidth);
+      if (cut == std::string_view::npos || cut == 0)
+        cut = kWidth;
+    }
+    std::string line(text.substr(0, cut));
+    if (line.front() == '-')
+      line.front() = '*';  // not an option of 'item'
+    out += fmt::format("item --gap {}\n", line);
+    text.remove_prefix(cut);
+    while (!text.empty() && text.front() == ' ')
+      text.remove_prefix(1);
+  }
+  return out;
+}
+
+// The menu as a labelled part of a script; `:aula_menu` is where a failed
+// step in the same script goes.
+std::string menuPart(std::string_view reason) {
+  const std::string why = safeText(reason);
+  return fmt::format(
+      ":aula_menu\n"
+      // A firmware's iPXE built without menus still shows the reason and
+      // tries again after a pause.
+      "menu Aula could not start this PC || goto aula_plain\n"
+      "{}"
+      "item --gap\n"
+      "item --gap This PC: MAC ${{netX/mac}}  IP ${{netX/ip}}  (${{platform}} ${{buildarch}})\n"
+      "item --gap\n"
+      "item --default aula_retry Try again\n"
+      "item aula_local Start from the local disk\n"
+      "choose --timeout 60000 --default aula_retry aula_choice || goto aula_retry\n"
+      "goto ${{aula_choice}}\n"
+      ":aula_plain\n"
+      "echo Aula could not start this PC: {}\n"
+      "echo This PC: MAC ${{netX/mac}}  IP ${{netX/ip}}\n"
+      "echo Trying again in 60 seconds...\n"
+      "sleep 60\n"
+      ":aula_retry\n"
+      "chain --replace --autofree {} || goto aula_menu\n"
+      ":aula_local\n"
+      "echo Starting from the local disk...\n"
+      "exit 1\n",
+      gapLines(why), why, kSelfQuery);
+}
+
+}  // namespace
+
+std::string safeText(std::string_view text, std::size_t max) {
+  std::string out;
+  for (char c : text) {
+    if (out.size() >= max)
+      break;
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '$')
+      out.push_back('S');
+    else if (u >= 0x20 && u < 0x7f)
+      out.push_back(c);
+    else if (c == '\n' || c == '\t')
+      out.push_back(' ');
+    else if (u >= 0xc0)
+      out.push_back('?');  // the first byte of a UTF-8 letter; its other bytes are dropped
+  }
+  return out;
+}
+
+std::string chainScript() {
+  return fmt::format("#!ipxe\nchain --replace --autofree {} || goto aula_menu\n{}", kSelfQuery,
+                     menuPart("The Aula server did not answer this PC's boot request."));
+}
+
+std::string imageScript(std::string_view base, std::string_view cmdline, std::string_view title) {
+  return fmt::format(
+      "#!ipxe\n"
+      "echo {}\n"
+      "kernel {}/vmlinuz initrd=initrd.img {} || goto aula_failed\n"
+      "initrd --name initrd.img {}/initrd.img || goto aula_failed\n"
+      "boot || goto aula_failed\n"
+      ":aula_failed\n"
+      "imgfree\n"
+      "{}",
+      safeText(title), base, cmdline, base,
+      menuPart("Loading this PC's image from the Aula server failed (see the message above). "
+               "The server may be busy: try again."));
+}
+
+std::string menuScript(std::string_view reason) {
+  return "#!ipxe\n" + menuPart(reason);
+}
+
+std::string localScript() {
+  return "#!ipxe\necho This PC is not registered with Aula, which is set to start such PCs from "
+         "their own disk.\n"
+         "exit 1\n";
+}
+
+}  // namespace aula::broker::ipxe
