@@ -37,7 +37,7 @@ std::string patterned(std::size_t size, int seed) {
 // What image/build.sh leaves for one flavour: kernel, initramfs, manifest.
 fs::path makeImageDir(const fs::path& parent, const std::string& flavour,
                       const std::string& version, int seed) {
-  const fs::path dir = parent / (flavour + "-" + version);
+  fs::path dir = parent / (flavour + "-" + version);
   fs::create_directories(dir);
   Json artefacts = Json::array();
   for (auto [name, size] : {std::pair<std::string, std::size_t>{"vmlinuz", 300 * 1024 + 7},
@@ -106,10 +106,11 @@ class BrokerBootTest : public ::testing::Test {
 // The image a script boots, from its kernel line: "thin/VERSION", or "" for
 // the menu.
 std::string bootsImage(const std::string& script) {
-  const auto at = script.find("kernel /boot/images/");
-  if (at == std::string::npos)
+  const auto kernel = script.find("\nkernel ");
+  const auto at = script.find("/boot/images/", kernel);
+  if (kernel == std::string::npos || at == std::string::npos)
     return "";
-  const auto from = at + std::string_view("kernel /boot/images/").size();
+  const auto from = at + std::string_view("/boot/images/").size();
   return script.substr(from, script.find("/vmlinuz", from) - from);
 }
 
@@ -248,7 +249,11 @@ TEST_F(BrokerBootTest, EachPcBootsItsChannelsImageOrItsPinAndARollbackGoesBack) 
   // menu when a download fails.
   EXPECT_THAT(script, HasSubstr(fmt::format("aula.broker={} ", broker_->baseUrl())));
   EXPECT_THAT(script, HasSubstr(fmt::format("aula.ca_fp={} ", broker_->server().caFingerprint())));
-  EXPECT_THAT(script, HasSubstr("initrd --name initrd.img /boot/images/thin/v1/initrd.img"));
+  // Every URL is absolute, on the listener the PC asked.
+  EXPECT_THAT(script, HasSubstr(fmt::format(
+                          "kernel {}/boot/images/thin/v1/vmlinuz initrd=initrd.img ", bootUrl_)));
+  EXPECT_THAT(script, HasSubstr(fmt::format(
+                          "initrd --name initrd.img {}/boot/images/thin/v1/initrd.img", bootUrl_)));
   EXPECT_THAT(script, HasSubstr("boot || goto aula_failed"));
   EXPECT_THAT(script, HasSubstr("menu Aula could not start this PC"));
 
@@ -340,8 +345,14 @@ TEST_F(BrokerBootTest, AMalformedRequestGetsTheMenuNeverAnError) {
   // own settings.
   auto first = boot("/boot/ipxe");
   EXPECT_EQ(first.status, 200);
-  EXPECT_THAT(first.body, HasSubstr("chain --replace --autofree /boot/ipxe?mac=${netX/mac}&"));
+  EXPECT_THAT(first.body,
+              HasSubstr(fmt::format("chain --replace --autofree {}/boot/ipxe?mac=${{netX/mac}}&",
+                                    bootUrl_)));
   EXPECT_EQ(first.header("cache-control"), "no-store");
+  // A Host header iPXE could misread is not copied into the script.
+  auto odd = boot("/boot/ipxe", {{"Host", "x${net0/ip}"}});
+  EXPECT_THAT(odd.body, HasSubstr("chain --replace --autofree /boot/ipxe?mac=${netX/mac}&"));
+  EXPECT_THAT(odd.body, Not(HasSubstr("x${net0/ip}")));
 
   struct Case {
     std::string query;

@@ -127,11 +127,12 @@ std::string BootHostService::brokerUrl(const BootRequest& request) const {
 }
 
 BootAnswer BootHostService::ipxe(const BootRequest& request) {
-  auto menu = [](const std::string& reason) {
-    return BootAnswer{ipxe::menuScript(reason), "menu: " + reason};
+  const std::string origin = ipxe::originOf(request.host);
+  auto menu = [&origin](const std::string& reason) {
+    return BootAnswer{ipxe::menuScript(origin, reason), "menu: " + reason};
   };
   if (!request.hasMac)
-    return {ipxe::chainScript(), "asked for its settings"};
+    return {ipxe::chainScript(origin), "asked for its settings"};
   auto mac = normalizeMac(request.mac);
   if (!mac) {
     return menu(fmt::format("This PC sent '{}' as its MAC address, which is not one.",
@@ -225,11 +226,12 @@ BootAnswer BootHostService::ipxe(const BootRequest& request) {
   if (!boot.kernelArgs.empty())
     cmdline += " " + boot.kernelArgs;
   const std::string from = image.channel.empty() ? "pinned" : "channel " + image.channel;
-  return {
-      ipxe::imageScript(fmt::format("/boot/images/{}/{}", image.flavour, image.version), cmdline,
-                        fmt::format("Aula: starting the {} image {} ({})...", image.flavour,
-                                    image.version, from)),
-      fmt::format("{} {} ({})", image.flavour, image.version, from)};
+  return {ipxe::imageScript(
+              origin, fmt::format("{}/boot/images/{}/{}", origin, image.flavour, image.version),
+              cmdline,
+              fmt::format("Aula: starting the {} image {} ({})...", image.flavour, image.version,
+                          from)),
+          fmt::format("{} {} ({})", image.flavour, image.version, from)};
 }
 
 }  // namespace aula::broker

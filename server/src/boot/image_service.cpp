@@ -459,7 +459,7 @@ Result<Json> ImageService::pin(const Actor& actor, const Json& body) {
           "SELECT kind, channel, image_version FROM boot_hosts WHERE mac = ?", {mac},
           fmt::format("There is no boot host with MAC {}; add it with 'aulactl boot-hosts set'.",
                       mac)));
-      const std::string kind = row.text(0);
+      const std::string& kind = row.text(0);
       if (version) {
         if (kind == "unknown") {
           return makeError(Errc::kConflict,

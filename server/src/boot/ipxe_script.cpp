@@ -1,6 +1,9 @@
 // iPXE scripts (see ipxe_script.hpp).
 #include "boot/ipxe_script.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include <fmt/format.h>
 
 namespace aula::broker::ipxe {
@@ -32,7 +35,7 @@ std::string gapLines(std::string_view text) {
 
 // The menu as a labelled part of a script; `:aula_menu` is where a failed
 // step in the same script goes.
-std::string menuPart(std::string_view reason) {
+std::string menuPart(std::string_view origin, std::string_view reason) {
   const std::string why = safeText(reason);
   return fmt::format(
       ":aula_menu\n"
@@ -53,11 +56,11 @@ std::string menuPart(std::string_view reason) {
       "echo Trying again in 60 seconds...\n"
       "sleep 60\n"
       ":aula_retry\n"
-      "chain --replace --autofree {} || goto aula_menu\n"
+      "chain --replace --autofree {}{} || goto aula_menu\n"
       ":aula_local\n"
       "echo Starting from the local disk...\n"
       "exit 1\n",
-      gapLines(why), why, kSelfQuery);
+      gapLines(why), why, origin, kSelfQuery);
 }
 
 }  // namespace
@@ -80,12 +83,25 @@ std::string safeText(std::string_view text, std::size_t max) {
   return out;
 }
 
-std::string chainScript() {
-  return fmt::format("#!ipxe\nchain --replace --autofree {} || goto aula_menu\n{}", kSelfQuery,
-                     menuPart("The Aula server did not answer this PC's boot request."));
+std::string originOf(std::string_view hostHeader) {
+  // A host name, an IPv4 or [IPv6] address, and a port: nothing iPXE would
+  // read as a setting or an operator.
+  const bool plain = !hostHeader.empty() && hostHeader.size() <= 255 &&
+                     std::all_of(hostHeader.begin(), hostHeader.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' ||
+                              c == '-' || c == ':' || c == '[' || c == ']';
+                     });
+  return plain ? "http://" + std::string(hostHeader) : std::string();
 }
 
-std::string imageScript(std::string_view base, std::string_view cmdline, std::string_view title) {
+std::string chainScript(std::string_view origin) {
+  return fmt::format("#!ipxe\nchain --replace --autofree {}{} || goto aula_menu\n{}", origin,
+                     kSelfQuery,
+                     menuPart(origin, "The Aula server did not answer this PC's boot request."));
+}
+
+std::string imageScript(std::string_view origin, std::string_view base, std::string_view cmdline,
+                        std::string_view title) {
   return fmt::format(
       "#!ipxe\n"
       "echo {}\n"
@@ -96,12 +112,13 @@ std::string imageScript(std::string_view base, std::string_view cmdline, std::st
       "imgfree\n"
       "{}",
       safeText(title), base, cmdline, base,
-      menuPart("Loading this PC's image from the Aula server failed (see the message above). "
+      menuPart(origin,
+               "Loading this PC's image from the Aula server failed (see the message above). "
                "The server may be busy: try again."));
 }
 
-std::string menuScript(std::string_view reason) {
-  return "#!ipxe\n" + menuPart(reason);
+std::string menuScript(std::string_view origin, std::string_view reason) {
+  return "#!ipxe\n" + menuPart(origin, reason);
 }
 
 std::string localScript() {
