@@ -11,6 +11,8 @@
 #       --token-file /root/hv2.token --address hv2.school.example:9443
 #   provisioning/hypervisor-setup.sh --help     # every option
 set -euo pipefail
+# shellcheck source=provisioning/lib/packages.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/packages.sh"
 umask 022
 
 PROG=hypervisor-setup.sh
@@ -404,29 +406,7 @@ done
 if [[ $SKIP_INSTALL -eq 1 ]]; then
   note "packages not checked (--skip-install)."
 else
-  missing=()
-  for pkg in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-      missing+=("$pkg")
-    fi
-  done
-  if [[ ${#missing[@]} -eq 0 ]]; then
-    ok "all ${#PACKAGES[@]} packages are installed (${PACKAGES[*]})"
-  else
-    echo "Installing ${#missing[@]} package(s): ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Refresh the package lists only when they are missing or older than a day.
-    if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -1)" ]]; then
-      apt-get update -q
-    fi
-    if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
-      echo "$PROG: apt-get install failed; refreshing the package lists and trying once more." >&2
-      apt-get update -q
-      apt-get install -y -q --no-install-recommends "${missing[@]}" \
-        || die "apt-get could not install ${missing[*]}; see its messages above."
-    fi
-    changed "installed ${missing[*]}"
-  fi
+  ensure_packages "${PACKAGES[@]}"
 fi
 
 # ---------------------------------------------------------------- 2. virtualisation

@@ -30,6 +30,7 @@ TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils
       samba samba-ad-dc samba-ad-provision clang libclang-rt-14-dev
       libvirt-clients libxml2-utils
       libvirt-daemon-system spice-client-gtk libspice-client-glib-2.0-dev
+      dnsmasq-base ipxe ovmf
       # bench/session_bench: Debian's remote-viewer under Xvfb, read with Xlib.
       virt-viewer xvfb libx11-dev)
 # The test guest (tests/template/): QEMU under TCG, and the tools that build

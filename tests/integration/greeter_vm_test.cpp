@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "aula/common/crypto.hpp"
+#include "aula/common/process.hpp"
 
 #include "support/agent_stack.hpp"
 #include "support/child_process.hpp"
@@ -140,43 +141,61 @@ class GreeterVm : public AgentStackTest {
   void boot(const std::string& caFingerprint, const std::string& more = {}) {
     serial_ = dir_.path() / "serial.log";
     const fs::path qmpSocket = dir_.path() / "qmp.sock";
-    qemu_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{
-            "/usr/bin/qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "1536",
-            "-vga",
-            "std",
-            "-display",
-            "none",
-            "-nic",
-            "user,model=e1000",
-            "-device",
-            "qemu-xhci,id=xhci",
-            // A sound card whose output QEMU writes to a WAV file: what the
-            // lab PC's speakers would play.
-            "-audiodev",
-            "wav,id=speakers,path=" + speakers().string(),
-            "-device",
-            "ich9-intel-hda",
-            "-device",
-            "hda-output,audiodev=speakers",
-            "-no-reboot",
-            "-kernel",
-            kernel_.string(),
-            "-initrd",
-            initrd_.string(),
-            "-append",
-            fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={} {} {}",
-                        kUserNetHost, env_->brokerPort, caFingerprint, cmdline_, more),
-            "-serial",
-            "file:" + serial_.string(),
-            "-qmp",
-            fmt::format("unix:{},server=on,wait=off", qmpSocket.string()),
-        },
-        dir_.path() / "qemu.log");
+    // A lab PC from the network (its firmware's iPXE asks the broker's boot
+    // listener what to run, and the broker's script says which kernel,
+    // initramfs and command line), or QEMU given the system directly.
+    std::vector<std::string> start = {"-boot", "n"};
+    if (uefi_) {
+      // OVMF, whose boot manager runs the EFI iPXE in QEMU's e1000 ROM
+      // (Debian's ipxe-qemu, built from the same source as package ipxe).
+      fs::copy_file("/usr/share/OVMF/OVMF_VARS_4M.fd", dir_.path() / "vars.fd",
+                    fs::copy_options::overwrite_existing);
+      start.insert(
+          start.end(),
+          {"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+           "-drive", "if=pflash,format=raw,file=" + (dir_.path() / "vars.fd").string()});
+    }
+    if (!netboot_) {
+      start = {"-kernel",
+               kernel_.string(),
+               "-initrd",
+               initrd_.string(),
+               "-append",
+               fmt::format("console=ttyS0 panic=-1 aula.broker=https://{}:{} aula.ca_fp={} {} {}",
+                           kUserNetHost, env_->brokerPort, caFingerprint, cmdline_, more)};
+    }
+    std::vector<std::string> argv{
+        "/usr/bin/qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "1536",
+        "-vga",
+        "std",
+        "-display",
+        "none",
+        "-nic",
+        netboot_ ? fmt::format("user,model=e1000,bootfile=http://{}:{}/boot/ipxe", kUserNetHost,
+                               env_->bootPort)
+                 : std::string("user,model=e1000"),
+        "-device",
+        "qemu-xhci,id=xhci",
+        // A sound card whose output QEMU writes to a WAV file: what the
+        // lab PC's speakers would play.
+        "-audiodev",
+        "wav,id=speakers,path=" + speakers().string(),
+        "-device",
+        "ich9-intel-hda",
+        "-device",
+        "hda-output,audiodev=speakers",
+        "-no-reboot",
+        "-serial",
+        "file:" + serial_.string(),
+        "-qmp",
+        fmt::format("unix:{},server=on,wait=off", qmpSocket.string()),
+    };
+    argv.insert(argv.end(), start.begin(), start.end());
+    qemu_ = std::make_unique<ChildProcess>(argv, dir_.path() / "qemu.log");
     ASSERT_TRUE(waitFor([&] { return fs::exists(qmpSocket) || !qemu_->running(); }, 20s));
     ASSERT_TRUE(qemu_->running()) << qemu_->log();
     qmp_.emplace(qmpSocket);
@@ -252,6 +271,8 @@ class GreeterVm : public AgentStackTest {
   fs::path kernel_;
   fs::path initrd_;
   std::string cmdline_;      // what the system booted needs on its command line
+  bool netboot_ = false;     // from the broker's boot listener, as a lab PC boots
+  bool uefi_ = false;        // UEFI firmware (OVMF) instead of SeaBIOS
   std::string fingerprint_;  // the broker's CA, as an admin would give it
   fs::path serial_;
   fs::path speakers() const { return dir_.path() / "speakers.wav"; }
@@ -522,6 +543,15 @@ TEST_F(GreeterVm, AWrongFingerprintOnTheCommandLineIsShownInsteadOfABlackScreen)
 // the user aula, all from Debian's packages, booted as a lab PC boots it.
 class LabImage : public GreeterVm {
  protected:
+  // The broker puts the serial console and the journal on it on every
+  // image's command line, where the test reads the greeter.
+  static void SetUpTestSuite() {
+    AgentStackOptions options;
+    options.spicePublicHost = kUserNetHost;
+    options.bootKernelArgs = "console=ttyS0 panic=-1 systemd.journald.forward_to_console=1";
+    startStack(options);
+  }
+
   void buildSystem() override {
     const fs::path out = AULA_IMAGE_OUT_DIR;
     auto built = runProgram({AULA_IMAGE_SCRIPT, "--greeter", AULA_GREETER_BIN, "--locale-dir",
@@ -533,14 +563,50 @@ class LabImage : public GreeterVm {
     version_ = readFile(out / "thin" / "version");
     while (!version_.empty() && version_.back() == '\n')
       version_.pop_back();
-    // The journal on the serial console, where the test reads the greeter.
-    cmdline_ = "systemd.journald.forward_to_console=1";
+    netboot_ = true;
+  }
+
+  // What an admin does with a new build: add it to the broker, release it
+  // on the stable channel, and enter the lab PC's MAC as a thin client.
+  void publish() {
+    if (published_)
+      return;  // once for the suite's broker
+    published_ = true;
+    const fs::path out = AULA_IMAGE_OUT_DIR;
+    const fs::path home = dir_.path() / "admin";
+    fs::create_directories(home);
+    writeFile(home / "ca.crt", env_->caPem);
+    auto aulactl = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), AULA_AULACTL_BIN);
+      process::SystemRunner runner;
+      auto ran = runner.run({.argv = args,
+                             .timeout = 120s,
+                             .env = {{"AULA_URL", env_->url()},
+                                     {"AULA_TOKEN", env_->adminToken},
+                                     {"AULA_CA_FILE", (home / "ca.crt").string()},
+                                     {"HOME", home.string()},
+                                     {"XDG_CONFIG_HOME", (home / "config").string()}}});
+      ASSERT_TRUE(ran) << ran.error().message();
+      EXPECT_TRUE(ran->succeeded())
+          << fmt::format("aulactl {}", fmt::join(args, " ")) << ": " << ran->err;
+    };
+    aulactl({"images", "add", (out / "thin").string()});
+    aulactl({"images", "promote", version_, "--channel", "stable"});
+    aulactl({"boot-hosts", "set", std::string(kPcMac), "--kind", "thin_client"});
+  }
+
+  static constexpr std::string_view kPcMac = "52:54:00:12:34:56";  // QEMU's first NIC
+  static inline bool published_ = false;
+  static void TearDownTestSuite() {
+    published_ = false;
+    GreeterVm::TearDownTestSuite();
   }
   std::string version_;
 };
 
 TEST_F(LabImage, BootsIntoTheGreeterWhichLogsAStudentIntoTheDesktop) {
   const std::int64_t id = newDesktop("Informatik", env_->templateId, true);
+  ASSERT_NO_FATAL_FAILURE(publish());
   ASSERT_NO_FATAL_FAILURE(boot(fingerprint_));
   ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 240s))
       << "The greeter did not say its login screen is up. Serial console:\n"
@@ -552,6 +618,15 @@ TEST_F(LabImage, BootsIntoTheGreeterWhichLogsAStudentIntoTheDesktop) {
       << "seatd did not hand the seat to the user aula:\n"
       << serialTail();
   EXPECT_FALSE(serialSays("Failed to start")) << "A unit failed:\n" << serialTail();
+  // It came from the network: the broker gave this PC its channel's image.
+  EXPECT_NE(readFile(env_->dir / "broker.log")
+                .find(fmt::format("Boot: {} (10.0.2.15, pcbios i386) from 127.0.0.1:", kPcMac)),
+            std::string::npos)
+      << fileTail(env_->dir / "broker.log", 20);
+  EXPECT_NE(
+      readFile(env_->dir / "broker.log").find(fmt::format(": thin {} (channel stable).", version_)),
+      std::string::npos)
+      << fileTail(env_->dir / "broker.log", 20);
   EXPECT_TRUE(serialSays(fmt::format("image thin {}.", version_))) << serialTail();
   // Its address and MAC as DHCP gave them (QEMU's user network), shown under
   // "This PC" however late DHCP answered.
@@ -571,6 +646,26 @@ TEST_F(LabImage, BootsIntoTheGreeterWhichLogsAStudentIntoTheDesktop) {
       << "\nDesktop: " << env_->admin("GET", fmt::format("/api/v1/desktops/{}", id)).dump()
       << "\nSerial console:\n"
       << serialTail();
+}
+
+// The same PC with UEFI firmware: OVMF runs iPXE's EFI build, the broker
+// answers it (platform efi, x86_64) with the same image, and Debian's
+// kernel starts through its EFI stub into the greeter's login screen.
+TEST_F(LabImage, BootsOnUefiFirmwareToTheLoginScreen) {
+  ASSERT_NO_FATAL_FAILURE(publish());
+  uefi_ = true;
+  ASSERT_NO_FATAL_FAILURE(boot(fingerprint_));
+  ASSERT_TRUE(waitFor([&] { return serialSays("The login screen is up."); }, 300s))
+      << "The greeter did not say its login screen is up. Serial console:\n"
+      << serialTail() << "\nBroker:\n"
+      << fileTail(env_->dir / "broker.log", 10);
+  EXPECT_NE(readFile(env_->dir / "broker.log")
+                .find(fmt::format("Boot: {} (10.0.2.15, efi x86_64) from 127.0.0.1:", kPcMac)),
+            std::string::npos)
+      << fileTail(env_->dir / "broker.log", 20);
+  EXPECT_TRUE(serialSays(fmt::format("image thin {}.", version_))) << serialTail();
+  Look login = shotUntil("image-login-uefi", isLoginScreen, 30s);
+  EXPECT_TRUE(isLoginScreen(login)) << describe(login) << "\n" << serialTail();
 }
 
 }  // namespace

@@ -68,6 +68,8 @@ struct AgentStackOptions {
   // spice.public_host: where viewers reach the guests' SPICE ports. A VM on
   // QEMU's user network reaches this machine's loopback as 10.0.2.2.
   std::string spicePublicHost = "127.0.0.1";
+  // boot.kernel_args: more on the command line of the images PCs boot.
+  std::string bootKernelArgs;
 };
 
 // The host's loopback as a guest on QEMU's user network sees it; the
@@ -88,6 +90,7 @@ struct AgentStack {
   fs::path agentState;
   fs::path brokerConfig;
   int brokerPort = 0;
+  int bootPort = 0;  // the broker's plain-HTTP boot listener
   int agentPort = 0;
   std::string caPem;
   std::unique_ptr<ChildProcess> broker;
@@ -186,6 +189,7 @@ struct AgentStack {
     // The broker: its own data dir, a fixed port (the agent keeps the URL
     // it enrolled with across a broker restart).
     brokerPort = freeLoopbackPort();
+    bootPort = freeLoopbackPort();
     broker::InitOptions init;
     init.dataDir = dir / "broker";
     init.adminPassword = std::string(BrokerFixture::kAdminPassword);
@@ -204,7 +208,9 @@ struct AgentStack {
              fmt::format(
                  "[console]\nticket_seconds = {}\n\n[hosts]\nshutdown_grace_seconds = "
                  "3\nlost_after_seconds = 30\n",
-                 options_.ticketSeconds);
+                 options_.ticketSeconds) +
+             fmt::format("\n[boot]\nlisten = \"127.0.0.1:{}\"\nkernel_args = \"{}\"\n", bootPort,
+                         options_.bootKernelArgs);
       writeFile(brokerConfig, text);
     }
     caPem = readFile(init.dataDir / "ca" / "ca.crt");

@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# Sourced by the provisioning scripts: installs the Debian packages given
+# that are missing. The lists are refreshed only when missing or older than
+# a day, and once more if apt-get fails. Uses the caller's PROG and its
+# ok, changed and die.
+ensure_packages() {
+  local pkg missing=()
+  for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    ok "all $# packages are installed ($*)"
+    return 0
+  fi
+  echo "Installing ${#missing[@]} package(s): ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -1)" ]]; then
+    apt-get update -q
+  fi
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    echo "$PROG: apt-get install failed; refreshing the package lists and trying once more." >&2
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}" \
+      || die "apt-get could not install ${missing[*]}; see its messages above."
+  fi
+  changed "installed ${missing[*]}"
+}
