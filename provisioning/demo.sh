@@ -10,10 +10,14 @@
 # It starts: the broker (SQLite, HTTPS on 127.0.0.1); libvirtd (unless one
 # runs) with an isolated network; an aula-agent enrolled with a join token;
 # the test template (tests/template, a tiny guest whose screen reads "AULA
-# TEST DESKTOP"); a school with a teacher, two students and a deployment.
-# Guests run under QEMU's TCG (no KVM needed). Everything it made is removed
-# when it stops: desktops, network, data dir, and the qemu.conf lines it
-# added. The thin-client boot chain joins this script when it lands.
+# TEST DESKTOP"); a school with a teacher, two students and a deployment;
+# and a lab PC: the thin image (image/build.sh, cached) added to the broker
+# and released on 'stable', and a QEMU PC that boots it from the network
+# through the broker's boot listener into the greeter. Guests and the PC run
+# under QEMU's TCG (no KVM needed). Everything it made is removed when it
+# stops: desktops, network, data dir, and the qemu.conf lines it added.
+# --headless also logs alice in on the lab PC with QMP key presses and checks
+# that its screen shows her desktop (screenshots in build/dev/demo/).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +26,7 @@ HEADLESS=0
 for arg in "$@"; do
   case "$arg" in
     --headless) HEADLESS=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$arg'; see --help." >&2; exit 2 ;;
   esac
 done
@@ -34,6 +38,8 @@ fi
 "$ROOT/provisioning/install-deps.sh"
 cmake --preset dev >/dev/null
 cmake --build --preset dev -j "$(nproc)" --target aula-broker aulactl aula-agent aula-spice-probe
+# The lab PC's image: minutes the first time, seconds when nothing changed.
+cmake --build --preset dev --target aula-image >/dev/null
 
 BIN="$ROOT/build/dev"
 TEMPLATE="$BIN/demo/test-template.qcow2"
@@ -45,7 +51,7 @@ DEMO="${AULA_DEMO_DIR:-$(mktemp -d /var/lib/aula-demo.XXXXXX)}"
 chmod 0711 "$DEMO"
 export HOME="$DEMO/home"
 mkdir -p "$HOME"
-BROKER_PID="" AGENT_PID="" STARTED_LIBVIRTD=0 NETWORK="" QEMU_CONF_SAVED=""
+BROKER_PID="" AGENT_PID="" PC_PID="" STARTED_LIBVIRTD=0 NETWORK="" QEMU_CONF_SAVED=""
 QEMU_CONF=/etc/libvirt/qemu.conf
 ctl() { XDG_CONFIG_HOME="$DEMO/home/admin" "$BIN/server/aulactl" "$@"; }
 ctl_as() { local who=$1; shift; XDG_CONFIG_HOME="$DEMO/home/$who" "$BIN/server/aulactl" "$@"; }
@@ -56,6 +62,7 @@ cleanup() {
   if [[ -n "$BROKER_PID" && -n "${DEP:-}" ]]; then
     ctl deployments delete "$DEP" >/dev/null 2>&1
   fi
+  [[ -n "$PC_PID" ]] && kill "$PC_PID" 2>/dev/null && wait "$PC_PID" 2>/dev/null
   [[ -n "$AGENT_PID" ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
   [[ -n "$BROKER_PID" ]] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
   # Guests of this demo that are still there (the deployment's deletion failed).
@@ -72,6 +79,7 @@ cleanup() {
     done
   fi
   [[ -n "$QEMU_CONF_SAVED" ]] && cp "$QEMU_CONF_SAVED" "$QEMU_CONF"
+  [[ -n "${ADDED_LO:-}" ]] && ip addr del 10.0.2.2/32 dev lo
   [[ -z "${AULA_DEMO_DIR:-}" ]] && rm -rf "$DEMO"
 }
 trap cleanup EXIT
@@ -109,9 +117,13 @@ virsh -c qemu:///system net-create "$DEMO/network.xml" >/dev/null
 
 # --- broker -------------------------------------------------------------------
 ADMIN_PW="demo-admin-$RANDOM$RANDOM"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BOOT_PORT=$(free_port)
+PC_SPICE_PORT=$(free_port)
 printf '%s\n' "$ADMIN_PW" > "$DEMO/admin.pw"
+# 10.0.2.2: this machine's loopback as the lab PC on QEMU's user network sees it.
 "$BIN/server/aula-broker" init --data-dir "$DEMO/broker" --admin-password-file "$DEMO/admin.pw" \
-  --listen 127.0.0.1:0 >/dev/null
+  --listen 127.0.0.1:0 --name 10.0.2.2 >/dev/null
 mkdir -p "$DEMO/storage/templates" "$DEMO/storage/desktops"
 chmod 0755 "$DEMO/storage" "$DEMO/storage/templates" "$DEMO/storage/desktops"
 sed -i -e "s|^templates = .*|templates = \"$DEMO/storage/templates\"|" \
@@ -121,6 +133,11 @@ cat >> "$DEMO/broker/broker.toml" <<TOML
 [hosts]
 # The test guest does not answer ACPI power-off: don't wait a minute for it.
 shutdown_grace_seconds = 5
+
+[boot]
+listen = "127.0.0.1:$BOOT_PORT"
+# The lab PC's journal, with the greeter's messages, on its serial line.
+kernel_args = "console=ttyS0 systemd.journald.forward_to_console=1"
 TOML
 "$BIN/server/aula-broker" --config "$DEMO/broker/broker.toml" --port-file "$DEMO/broker.addr" \
   >"$DEMO/broker.log" 2>&1 &
@@ -139,7 +156,11 @@ CAT=$(ctl --json categories create --name "Demo School" | field id)
 POOL=$(ctl --json pools create --name default | field id)
 
 # --- agent --------------------------------------------------------------------
-AGENT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+if ! ip -4 addr show dev lo | grep -q ' 10\.0\.2\.2/'; then
+  ip addr add 10.0.2.2/32 dev lo
+  ADDED_LO=1
+fi
+AGENT_PORT=$(free_port)
 JOIN=$(ctl --json enrolment-tokens create --host-name hv1 --pool-id "$POOL" | field token)
 AULA_JOIN_TOKEN="$JOIN" "$BIN/agent/aula-agent" enroll --broker "$URL" --ca-fingerprint "$FINGERPRINT" \
   --address "127.0.0.1:$AGENT_PORT" --state-dir "$DEMO/agent" >/dev/null
@@ -154,8 +175,12 @@ heartbeat_seconds = 2
 network = "$NETWORK"
 
 [spice]
-listen = "127.0.0.1"
-public_host = "127.0.0.1"
+# The lab PC (QEMU's user network) reaches this machine as 10.0.2.2, which
+# QEMU turns into 127.0.0.1 here; viewers on this machine reach 10.0.2.2
+# through the address added to lo above. So SPICE listens on both (TLS, and
+# a one-time ticket valid for a minute, guard every port).
+listen = "0.0.0.0"
+public_host = "10.0.2.2"
 tls_port = $SPICE_TLS
 plain_port = $PLAIN
 
@@ -189,6 +214,23 @@ for s in alice bob; do
 done
 desk_of() { ctl_as "$1" --json desktops list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; }
 
+# --- a lab PC -------------------------------------------------------------------
+# As an admin releases a build: add it, put it on 'stable', enter the PC's MAC.
+IMAGE_VERSION=$(cat "$BIN/image/thin/version")
+ctl images add "$BIN/image/thin" >/dev/null
+ctl images promote "$IMAGE_VERSION" --channel stable >/dev/null
+PC_MAC=52:54:00:12:34:56
+ctl boot-hosts set "$PC_MAC" --kind thin_client --hostname lab-pc-1 >/dev/null
+# No disk: its firmware's iPXE asks the broker's /boot/ipxe what to boot.
+# Its screen is on SPICE (remote-viewer), its keyboard on QMP.
+qemu-system-x86_64 -name lab-pc-1 -accel tcg -m 1536 -vga std \
+  -nic "user,model=e1000,mac=$PC_MAC,bootfile=http://10.0.2.2:$BOOT_PORT/boot/ipxe" -boot n \
+  -spice "addr=127.0.0.1,port=$PC_SPICE_PORT,disable-ticketing=on" -display none \
+  -audiodev none,id=speakers -device ich9-intel-hda -device hda-output,audiodev=speakers \
+  -serial "file:$DEMO/lab-pc.serial" -qmp "unix:$DEMO/lab-pc.qmp,server=on,wait=off" \
+  >"$DEMO/lab-pc.log" 2>&1 &
+PC_PID=$!
+
 echo
 echo "Aula demo is up (data in $DEMO):"
 echo "  broker        $URL  (pid $BROKER_PID, log $DEMO/broker.log)"
@@ -199,6 +241,10 @@ echo "  admin         admin / $ADMIN_PW"
 echo "  teacher       teacher / teacher-pass-1   (manager of 'Demo School')"
 echo "  students      alice / alice-pass-1, bob / bob-pass-1   (class 'Class 1A')"
 echo "  deployment    'Lesson 1' (id $DEP): one 'Test Desktop' for each student"
+echo "  boot listener http://127.0.0.1:$BOOT_PORT/boot/ipxe  (image thin $IMAGE_VERSION on 'stable')"
+echo "  lab PC        lab-pc-1 ($PC_MAC), booting from the network under TCG (pid $PC_PID):"
+echo "                screen: remote-viewer spice://127.0.0.1:$PC_SPICE_PORT"
+echo "                console: tail -f $DEMO/lab-pc.serial   (the login screen is up in about a minute)"
 
 if [[ $HEADLESS -eq 1 ]]; then
   echo
@@ -258,12 +304,24 @@ PY
     echo "  $s: desktop $DESK answered over SPICE ($([[ $* == *--tls-port* ]] && echo TLS || echo plain)) with its one-time ticket: $SEEN"
   done
   curl -sf --cacert "$CA" "$URL/healthz" >/dev/null && echo "  /healthz: ok"
+
+  echo "Checking the lab PC as a student would: the greeter's login screen, then alice's desktop:"
+  SHOTS="$BIN/demo"
+  if ! python3 "$ROOT/provisioning/lib/lab_pc.py" --qmp "$DEMO/lab-pc.qmp" \
+      --serial "$DEMO/lab-pc.serial" --user alice --password alice-pass-1 --shots "$SHOTS"; then
+    echo "demo.sh: the lab PC did not get to alice's desktop; its console:" >&2
+    tail -30 "$DEMO/lab-pc.serial" >&2
+    echo "broker log:" >&2; grep -E "Boot:|error|warn" "$DEMO/broker.log" | tail -10 >&2
+    exit 1
+  fi
+  grep -m1 "Boot: $PC_MAC" "$DEMO/broker.log" | sed 's/^/  broker: /'
   echo "demo.sh: headless check passed."
   exit 0
 fi
 
 echo
-echo "Open a student's desktop in remote-viewer (package virt-viewer) through the broker:"
+echo "Log in on the lab PC (remote-viewer spice://127.0.0.1:$PC_SPICE_PORT) as alice / alice-pass-1,"
+echo "or open a student's desktop in remote-viewer (package virt-viewer) through the broker:"
 for s in alice bob; do
   echo "  HOME=$HOME XDG_CONFIG_HOME=$DEMO/home/$s $BIN/server/aulactl desktops open $(desk_of "$s")"
 done
