@@ -11,8 +11,8 @@
 #       --token-file /root/hv2.token --address hv2.school.example:9443
 #   provisioning/hypervisor-setup.sh --help     # every option
 set -euo pipefail
-# shellcheck source=provisioning/lib/packages.sh
-source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/packages.sh"
+# shellcheck source=provisioning/lib/setup.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/setup.sh"
 umask 022
 
 PROG=hypervisor-setup.sh
@@ -56,16 +56,6 @@ option or value.
 EOF
 }
 
-# Errors in what was asked for: one sentence, exit 2.
-bad_usage() {
-  echo "$PROG: $*" >&2
-  exit 2
-}
-# Failures while working: one sentence, exit 1.
-die() {
-  echo "$PROG: $*" >&2
-  exit 1
-}
 
 ROOT=""
 SKIP_INSTALL=0

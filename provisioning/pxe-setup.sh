@@ -14,8 +14,8 @@
 #   provisioning/pxe-setup.sh --stop
 #   provisioning/pxe-setup.sh --help     # every option
 set -euo pipefail
-# shellcheck source=provisioning/lib/packages.sh
-source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/packages.sh"
+# shellcheck source=provisioning/lib/setup.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/setup.sh"
 umask 022
 
 PROG=pxe-setup.sh
@@ -58,16 +58,6 @@ Exit status: 0 when done, 1 when a step failed, 2 for a bad option or value.
 EOF
 }
 
-# Errors in what was asked for: one sentence, exit 2.
-bad_usage() {
-  echo "$PROG: $*" >&2
-  exit 2
-}
-# Failures while working: one sentence, exit 1.
-die() {
-  echo "$PROG: $*" >&2
-  exit 1
-}
 ok() { echo "ok: $*"; }
 changed() { echo "changed: $*"; }
 warn() { echo "warning: $*"; }

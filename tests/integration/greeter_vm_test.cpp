@@ -650,7 +650,8 @@ TEST_F(LabImage, BootsIntoTheGreeterWhichLogsAStudentIntoTheDesktop) {
 
 // The same PC with UEFI firmware: OVMF runs iPXE's EFI build, the broker
 // answers it (platform efi, x86_64) with the same image, and Debian's
-// kernel starts through its EFI stub into the greeter's login screen.
+// kernel, started by the firmware as an EFI program, comes up into the
+// greeter's login screen.
 TEST_F(LabImage, BootsOnUefiFirmwareToTheLoginScreen) {
   ASSERT_NO_FATAL_FAILURE(publish());
   uefi_ = true;

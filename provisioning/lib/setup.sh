@@ -1,8 +1,21 @@
 # shellcheck shell=bash
-# Sourced by the provisioning scripts: installs the Debian packages given
-# that are missing. The lists are refreshed only when missing or older than
-# a day, and once more if apt-get fails. Uses the caller's PROG and its
-# ok, changed and die.
+# Sourced by the provisioning scripts (hypervisor-setup.sh, pxe-setup.sh):
+# their messages and exit codes, and the Debian packages they install.
+# Uses the caller's PROG, and its ok and changed for what was found and done.
+
+# Errors in what was asked for: one sentence, exit 2.
+bad_usage() {
+  echo "$PROG: $*" >&2
+  exit 2
+}
+# Failures while working: one sentence, exit 1.
+die() {
+  echo "$PROG: $*" >&2
+  exit 1
+}
+
+# Installs the packages given that are missing. The lists are refreshed only
+# when missing or older than a day, and once more if apt-get fails.
 ensure_packages() {
   local pkg missing=()
   for pkg in "$@"; do
