@@ -43,6 +43,8 @@
 #include "aula/common/log.hpp"
 #include "aula/common/mbedtls_handle.hpp"
 
+#include "socket_address.hpp"
+
 namespace aula::http {
 namespace {
 
@@ -88,6 +90,7 @@ constexpr std::array<int, 7> kCipherSuites = {
 };
 
 using file::UniqueFd;
+using net::hostText;
 
 std::string errnoText(int error) {
   return std::error_code(error, std::generic_category()).message();
@@ -637,72 +640,6 @@ class TlsTransport final : public Transport {
   SslContext ssl_;
 };
 
-// ---- addresses --------------------------------------------------------------------
-
-struct SocketAddress {
-  sockaddr_storage storage{};
-  socklen_t length = 0;
-};
-
-Result<SocketAddress> parseListen(std::string_view text) {
-  const auto bad = [&] {
-    return makeError(Errc::kInvalidArgument,
-                     "The listen address '{}' is not valid; write ADDR:PORT with a numeric IPv4 "
-                     "address, or [IPv6]:PORT.",
-                     text);
-  };
-  auto parsed = parseHostPort(text, PortRule::kRequired, "The listen address");
-  if (!parsed)
-    return bad();
-  const std::string& host = parsed->host;
-  const int port = *parsed->port;
-  const bool v6 = parsed->ipv6;
-  SocketAddress address;
-  if (v6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&address.storage);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(static_cast<std::uint16_t>(port));
-    if (::inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) != 1) {
-      return bad();
-    }
-    address.length = sizeof(sockaddr_in6);
-  } else {
-    auto* in4 = reinterpret_cast<sockaddr_in*>(&address.storage);
-    in4->sin_family = AF_INET;
-    in4->sin_port = htons(static_cast<std::uint16_t>(port));
-    if (::inet_pton(AF_INET, host.c_str(), &in4->sin_addr) != 1) {
-      return bad();
-    }
-    address.length = sizeof(sockaddr_in);
-  }
-  return address;
-}
-
-// The host part of an address; an IPv4 peer on a dual-stack socket is shown
-// as IPv4 ("127.0.0.1", not "::ffff:127.0.0.1").
-std::string hostText(const sockaddr_storage& storage) {
-  std::array<char, INET6_ADDRSTRLEN> text{};
-  if (storage.ss_family == AF_INET) {
-    const auto* in4 = reinterpret_cast<const sockaddr_in*>(&storage);
-    ::inet_ntop(AF_INET, &in4->sin_addr, text.data(), text.size());
-  } else if (storage.ss_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage);
-    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-      ::inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], text.data(), text.size());
-    } else {
-      ::inet_ntop(AF_INET6, &in6->sin6_addr, text.data(), text.size());
-    }
-  }
-  return text.data();
-}
-
-int portOf(const sockaddr_storage& storage) {
-  if (storage.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in*>(&storage)->sin_port);
-  }
-  return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage)->sin6_port);
-}
-
 // ---- responses ------------------------------------------------------------------
 
 // The Date header (RFC 9110 6.6.1): clients with a wrong clock (a thin
@@ -819,43 +756,11 @@ struct Server::Impl {
 };
 
 Status Server::Impl::listen() {
-  const SocketAddress bindAddress = AULA_TRY(parseListen(options.listen));
-  listener = UniqueFd(::socket(bindAddress.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (listener.get() < 0) {
-    const int error = errno;
-    return Error(Errc::kIo,
-                 fmt::format("Cannot create a socket to listen on {}: {}.", options.listen,
-                             errnoText(error)),
-                 error);
-  }
-  const int one = 1;
-  ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&bindAddress.storage),
-             bindAddress.length) != 0 ||
-      ::listen(listener.get(), SOMAXCONN) != 0) {
-    const int error = errno;
-    return Error(Errc::kIo,
-                 fmt::format("Cannot listen on {}: {}.", options.listen, errnoText(error)), error);
-  }
-  SocketAddress bound;
-  bound.length = sizeof(bound.storage);
-  if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&bound.storage), &bound.length) !=
-      0) {
-    const int error = errno;
-    return Error(
-        Errc::kIo,
-        fmt::format("Cannot learn the port bound for {}: {}.", options.listen, errnoText(error)),
-        error);
-  }
-  port = portOf(bound.storage);
-  const std::string host = hostText(bound.storage);
-  address = bound.storage.ss_family == AF_INET6 ? fmt::format("[{}]:{}", host, port)
-                                                : fmt::format("{}:{}", host, port);
-  wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (wake.get() < 0) {
-    const int error = errno;
-    return Error(Errc::kIo, fmt::format("Cannot create an eventfd: {}.", errnoText(error)), error);
-  }
+  auto bound = AULA_TRY(net::bindListener(options.listen, SOCK_STREAM));
+  listener = std::move(bound.fd);
+  port = bound.port;
+  address = std::move(bound.address);
+  wake = AULA_TRY(net::wakeFd());
   return okStatus();
 }
 
