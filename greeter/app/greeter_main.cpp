@@ -43,8 +43,9 @@ std::string firstLine(const fs::path& path) {
   return line;
 }
 
-// This PC as an admin needs to find it: the interface of the default route,
-// its IPv4 address and MAC, and the image's version.
+// This PC as an admin needs to find it: the interface of the default route
+// (or, on a lab network without a router, the first other than loopback
+// with an IPv4 address), its IPv4 address and MAC, and the image's version.
 MachineInfo machineInfo() {
   MachineInfo info;
   std::ifstream routes("/proc/net/route");
@@ -61,22 +62,25 @@ MachineInfo machineInfo() {
       break;
     }
   }
-  if (!interface.empty()) {
-    info.mac = firstLine(fs::path("/sys/class/net") / interface / "address");
-    ifaddrs* all = nullptr;
-    if (getifaddrs(&all) == 0) {
-      for (ifaddrs* a = all; a != nullptr; a = a->ifa_next) {
-        if (a->ifa_addr != nullptr && a->ifa_addr->sa_family == AF_INET &&
-            interface == a->ifa_name) {
-          char text[INET_ADDRSTRLEN] = {};
-          inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
-                    sizeof text);
-          info.address = text;
-        }
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) == 0) {
+    for (ifaddrs* a = all; a != nullptr; a = a->ifa_next) {
+      if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET ||
+          (a->ifa_flags & IFF_LOOPBACK) != 0)
+        continue;
+      if (interface.empty())
+        interface = a->ifa_name;
+      if (interface == a->ifa_name && info.address.empty()) {
+        char text[INET_ADDRSTRLEN] = {};
+        inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                  sizeof text);
+        info.address = text;
       }
-      freeifaddrs(all);
     }
+    freeifaddrs(all);
   }
+  if (!interface.empty())
+    info.mac = firstLine(fs::path("/sys/class/net") / interface / "address");
   info.imageVersion = firstLine("/etc/aula-image-version");
   return info;
 }
