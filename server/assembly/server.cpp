@@ -9,6 +9,7 @@
 
 #include "aula/broker/agent_link.hpp"
 #include "aula/broker/api.hpp"
+#include "aula/broker/boot_tftp.hpp"
 #include "aula/broker/event_relay.hpp"
 #include "aula/broker/schema.hpp"
 #include "aula/common/crypto.hpp"
@@ -94,6 +95,12 @@ config::Schema brokerSchema() {
               "what a PC no admin registered boots: the thin image, the menu, or its own disk")
       .string("boot.unknown_channel", "stable", "the channel unknown PCs boot from")
       .string("boot.kernel_args", "", "more on every image's kernel command line")
+      .string("boot.tftp_listen", "",
+              "address and port to serve TFTP on, for UEFI PCs with Secure Boot on (Debian's "
+              "signed shim and GRUB, which read only TFTP), like 10.0.0.2:69; empty: none")
+      .string("boot.loaders_dir", "",
+              "where Debian's signed shimx64.efi and grubx64.efi are "
+              "(provisioning/fetch-loaders.sh puts them there; default: <data_dir>/loaders)")
       .integer("boot.max_unknown", 5000, 0, 1000000,
                "unknown MAC addresses recorded at most (more are served, not stored)")
       .boolean("debug.simulate_hosts", false,
@@ -236,6 +243,8 @@ BrokerSettings settingsFrom(const config::Config& c) {
   s.boot.unknownChannel = c.getString("boot.unknown_channel");
   s.boot.kernelArgs = c.getString("boot.kernel_args");
   s.boot.maxUnknown = c.getInt("boot.max_unknown");
+  s.boot.loadersDir =
+      orDefault(c, "boot.loaders_dir", fs::path(c.getString("broker.data_dir")) / "loaders");
   s.greeter.schoolName = c.getString("greeter.school_name");
   s.greeter.idleLogout = std::chrono::minutes(c.getInt("greeter.idle_logout_minutes"));
   s.directoryMapping.defaultRole = c.getString("ldap.default_role");
@@ -383,6 +392,7 @@ struct BrokerServer::Impl {
   std::unique_ptr<Api> api;
   std::unique_ptr<http::Server> server;
   std::unique_ptr<http::Server> bootServer;  // plain HTTP for network boot, when configured
+  std::unique_ptr<tftp::Server> tftpServer;  // TFTP for Secure Boot PCs, when configured
   std::string caPem;
   std::thread watchdog;
   std::thread directorySync;  // every ldap.sync_minutes, when there is a directory
@@ -555,6 +565,21 @@ Result<std::unique_ptr<BrokerServer>> BrokerServer::start(const config::Config& 
     log::info("Serving network boot on http://{}/boot/ipxe (images in {}).",
               impl.bootServer->address(), impl.broker->settings.boot.imageDir);
   }
+  if (const auto& tftpListen = c.getString("boot.tftp_listen"); !tftpListen.empty()) {
+    impl.tftpServer =
+        AULA_TRY(tftp::Server::start({.listen = tftpListen}, bootTftpHandler(*impl.broker)));
+    const auto& loaders = impl.broker->settings.boot.loadersDir;
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::path(loaders) / "shimx64.efi", ec)) {
+      log::warn(
+          "Serving TFTP on {}, but {} holds no shimx64.efi: Secure Boot PCs cannot start "
+          "until provisioning/fetch-loaders.sh {} puts Debian's signed loaders there.",
+          impl.tftpServer->address(), loaders, loaders);
+    } else {
+      log::info("Serving TFTP on {} for Secure Boot PCs (signed loaders in {}).",
+                impl.tftpServer->address(), loaders);
+    }
+  }
 
   Impl* raw = &impl;
   impl.watchdog = std::thread([raw] {
@@ -613,6 +638,8 @@ void BrokerServer::stop() {
   }
   impl_->wake.notify_all();
   impl_->events.close();
+  if (impl_->tftpServer)
+    impl_->tftpServer->stop();
   if (impl_->bootServer)
     impl_->bootServer->stop();
   if (impl_->server)
@@ -632,6 +659,9 @@ std::string BrokerServer::address() const {
 }
 std::string BrokerServer::bootAddress() const {
   return impl_->bootServer ? impl_->bootServer->address() : std::string();
+}
+std::string BrokerServer::tftpAddress() const {
+  return impl_->tftpServer ? impl_->tftpServer->address() : std::string();
 }
 const std::string& BrokerServer::caPem() const {
   return impl_->caPem;

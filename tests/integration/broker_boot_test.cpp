@@ -2,7 +2,9 @@
 // against their manifest, served on the plain-HTTP boot listener with
 // ranges and validators, and the iPXE script each PC gets by its boot
 // record: kind, channel, pin, rollback, unknown PCs, and every malformed
-// request answered with the menu instead of an error.
+// request answered with the menu instead of an error. The Secure Boot path
+// over the broker's TFTP: signed loaders, GRUB's bootstrap and each PC's
+// GRUB script, and the image's files.
 #include <chrono>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 
 #include "support/broker_fixture.hpp"
 #include "support/temp_dir.hpp"
+#include "support/tftp_client.hpp"
 
 namespace aula::test {
 namespace {
@@ -374,6 +377,99 @@ TEST_F(BrokerBootTest, AMalformedRequestGetsTheMenuNeverAnError) {
   }
   // None of them was recorded as a PC.
   EXPECT_EQ(admin("GET", "/api/v1/boot-hosts", std::nullopt, 200).size(), 0U);
+}
+
+// GRUB's scripts and the files a Secure Boot PC fetches, over the broker's
+// TFTP listener the way Debian's signed GRUB asks for them.
+TEST_F(BrokerBootTest, SecureBootPcsGetGrubScriptsAndTheImageOverTftp) {
+  const fs::path loaders = dir_.path() / "loaders";
+  fs::create_directories(loaders);
+  writeFile(loaders / "shimx64.efi", patterned(70 * 1024 + 1, 5));
+  writeFile(loaders / "grubx64.efi", patterned(90 * 1024, 6));
+  start({{"boot.tftp_listen", "127.0.0.1:0"}, {"boot.loaders_dir", loaders.string()}});
+  const std::string address = broker_->server().tftpAddress();
+  ASSERT_FALSE(address.empty());
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  auto get = [port](const std::string& name, std::optional<std::size_t> blockSize = 1468) {
+    return tftpGet("127.0.0.1", port, name, {.blockSize = blockSize, .timeoutMs = 20000});
+  };
+
+  // The loaders as the PC's firmware and shim ask for them.
+  auto shim = get("shimx64.efi", std::nullopt);
+  ASSERT_TRUE(shim.ok) << shim.errorText;
+  EXPECT_EQ(shim.data, patterned(70 * 1024 + 1, 5));
+  EXPECT_TRUE(get("/grubx64.efi").ok);
+  auto mok = get("mmx64.efi");
+  EXPECT_EQ(mok.errorCode, 1);
+  EXPECT_EQ(mok.errorText, "mmx64.efi is not on this Aula server.");
+  EXPECT_EQ(get("../etc/passwd").errorCode, 1);
+
+  // GRUB's own configuration asks for the PC's script with its settings.
+  for (const char* path : {"/grub/grub.cfg", "/grub/x86_64-efi/grub.cfg"}) {
+    auto bootstrap = get(path);
+    ASSERT_TRUE(bootstrap.ok) << path << ": " << bootstrap.errorText;
+    EXPECT_THAT(bootstrap.data,
+                HasSubstr("set aula_self=\"/boot/grub?mac=${net_default_mac}&ip=${net_default_ip}&"
+                          "platform=${grub_platform}&buildarch=${grub_cpu}\"\n"));
+    EXPECT_THAT(bootstrap.data, HasSubstr("source \"$aula_self\"\n"));
+    // A server that does not answer leaves the PC a menu, not a prompt.
+    EXPECT_THAT(bootstrap.data, HasSubstr("The Aula server did not answer"));
+  }
+
+  const std::string pc = "52:54:00:dd:00:01";
+  auto scriptFor = [&](const std::string& mac) {
+    auto r = get(fmt::format("/boot/grub?mac={}&ip=10.0.2.15&platform=efi&buildarch=x86_64", mac));
+    EXPECT_TRUE(r.ok) << r.errorText;
+    return r.data;
+  };
+  auto isGrubMenu = [](const std::string& script) {
+    return script.find("menuentry 'Try again' --id aula_retry") != std::string::npos &&
+           script.find("menuentry 'Start from the local disk' --id aula_local") !=
+               std::string::npos &&
+           script.find("set default=aula_retry") != std::string::npos &&
+           script.find("if linux") == std::string::npos;
+  };
+  std::string script = scriptFor(pc);
+  EXPECT_TRUE(isGrubMenu(script)) << script;
+  EXPECT_THAT(script, HasSubstr("menuentry \"  No thin image is released on the channel"));
+
+  ASSERT_NO_FATAL_FAILURE(addImage("v1", 1));
+  ASSERT_EQ(aulactl({"images", "promote", "v1", "--channel", "stable"}).exitCode, 0);
+  script = scriptFor(pc);
+  // The kernel and initramfs from the server GRUB came from; every word of
+  // the command line quoted; the broker's HTTPS URL on the address the PC
+  // reached.
+  EXPECT_THAT(script,
+              HasSubstr(fmt::format(
+                  "if linux /boot/images/thin/v1/vmlinuz \"aula.broker={}\" \"aula.ca_fp={}\" "
+                  "\"aula.image=thin/v1\"; then\n",
+                  broker_->baseUrl(), broker_->server().caFingerprint())));
+  EXPECT_THAT(script, HasSubstr("  if initrd /boot/images/thin/v1/initrd.img; then\n    boot\n"));
+  EXPECT_THAT(script, HasSubstr("Loading this PC's image from the Aula server failed"));
+  // The PC was recorded like one booting through iPXE.
+  auto hosts = admin("GET", "/api/v1/boot-hosts", std::nullopt, 200);
+  ASSERT_EQ(hosts.size(), 1U);
+  EXPECT_EQ(hosts[0]["mac"], pc);
+
+  // The image's files, whole, in frames of 1468 bytes and in plain blocks.
+  const fs::path built = dir_.path() / "thin-v1";
+  auto initrd = get("/boot/images/thin/v1/initrd.img");
+  ASSERT_TRUE(initrd.ok) << initrd.errorText;
+  EXPECT_EQ(initrd.data, readFile(built / "initrd.img"));
+  auto kernel = get("/boot/images/thin/v1/vmlinuz", std::nullopt);
+  ASSERT_TRUE(kernel.ok) << kernel.errorText;
+  EXPECT_EQ(kernel.data, readFile(built / "vmlinuz"));
+  EXPECT_EQ(get("/boot/images/thin/v9/vmlinuz").errorCode, 1);
+  EXPECT_EQ(get("/boot/images/thin/v1/manifest.json").errorCode, 1);
+
+  // Malformed requests get the menu, with nothing GRUB would read as syntax.
+  script = scriptFor("a'b${x}");
+  EXPECT_TRUE(isGrubMenu(script)) << script;
+  EXPECT_THAT(script, HasSubstr("sent 'a'bS{x}' as its MAC address"));
+  EXPECT_THAT(script, Not(HasSubstr("${x}")));
+  auto arm = get(fmt::format("/boot/grub?mac={}&platform=efi&buildarch=arm64", pc));
+  EXPECT_TRUE(isGrubMenu(arm.data)) << arm.data;
+  EXPECT_EQ(get("/boot/ipxe").errorCode, 1);  // iPXE's script is on HTTP only
 }
 
 }  // namespace

@@ -27,14 +27,8 @@ void Api::Impl::bootRoutes() {
     request.buildarch = arg("buildarch");
     request.host = r.header("host");
     auto answer = b.bootHosts.ipxe(request);
-    if (request.hasMac) {
-      std::string_view outcome = answer.outcome;
-      if (outcome.ends_with('.'))
-        outcome.remove_suffix(1);  // the log line ends with its own
-      log::info("Boot: {} ({}, {} {}) from {}: {}.", request.mac.substr(0, 40),
-                request.ip.substr(0, 40), request.platform.substr(0, 20),
-                request.buildarch.substr(0, 20), r.remoteAddress, outcome);
-    }
+    if (request.hasMac)
+      logBootAnswer(request, answer, r.remoteAddress);
     auto response = ServerResponse::text(200, std::move(answer.script), "text/plain");
     // A script depends on the moment (channels, pins): never from a cache.
     response.headers.emplace_back("Cache-Control", "no-store");

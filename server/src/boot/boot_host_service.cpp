@@ -4,6 +4,7 @@
 #include "aula/broker/image_service.hpp"
 #include "aula/common/log.hpp"
 
+#include "boot/grub_script.hpp"
 #include "boot/ipxe_script.hpp"
 #include "core/policy.hpp"
 
@@ -98,6 +99,16 @@ Status BootHostService::remove(const Actor& actor, std::string_view macText) {
   });
 }
 
+void logBootAnswer(const BootRequest& request, const BootAnswer& answer, std::string_view peer,
+                   std::string_view loader) {
+  std::string_view outcome = answer.outcome;
+  if (outcome.ends_with('.'))
+    outcome.remove_suffix(1);  // the log line ends with its own
+  log::info("Boot: {} ({}, {} {}) from {}{}{}: {}.", request.mac.substr(0, 40),
+            request.ip.substr(0, 40), request.platform.substr(0, 20),
+            request.buildarch.substr(0, 20), peer, loader.empty() ? "" : " by ", loader, outcome);
+}
+
 namespace {
 
 // Which image flavour a boot record's kind boots.
@@ -126,13 +137,14 @@ std::string BootHostService::brokerUrl(const BootRequest& request) const {
   return fmt::format("https://{}:{}", host, httpsPort_.load());
 }
 
-BootAnswer BootHostService::ipxe(const BootRequest& request) {
-  const std::string origin = ipxe::originOf(request.host);
-  auto menu = [&origin](const std::string& reason) {
-    return BootAnswer{ipxe::menuScript(origin, reason), "menu: " + reason};
+BootHostService::Plan BootHostService::plan(const BootRequest& request) {
+  auto menu = [](std::string reason) {
+    Plan p{.kind = Plan::kMenu, .reason = std::move(reason)};
+    p.outcome = "menu: " + p.reason;
+    return p;
   };
   if (!request.hasMac)
-    return {ipxe::chainScript(origin), "asked for its settings"};
+    return {.kind = Plan::kAskAgain, .outcome = "asked for its settings"};
   auto mac = normalizeMac(request.mac);
   if (!mac) {
     return menu(fmt::format("This PC sent '{}' as its MAC address, which is not one.",
@@ -217,21 +229,55 @@ BootAnswer BootHostService::ipxe(const BootRequest& request) {
     return menu("The Aula server could not look this PC up just now; it will try again.");
   }
   if (decided->local)
-    return {ipxe::localScript(), "local disk (unknown PC)"};
+    return {.kind = Plan::kLocal, .outcome = "local disk (unknown PC)"};
   if (!decided->image)
     return menu(decided->reason);
-  const BootImage& image = *decided->image;
-  std::string cmdline = fmt::format("aula.broker={} aula.ca_fp={} aula.image={}/{}", url,
-                                    boot.caFingerprint, image.flavour, image.version);
+  Plan p{.kind = Plan::kImage, .image = *decided->image};
+  p.cmdline = fmt::format("aula.broker={} aula.ca_fp={} aula.image={}/{}", url, boot.caFingerprint,
+                          p.image.flavour, p.image.version);
   if (!boot.kernelArgs.empty())
-    cmdline += " " + boot.kernelArgs;
-  const std::string from = image.channel.empty() ? "pinned" : "channel " + image.channel;
+    p.cmdline += " " + boot.kernelArgs;
+  const std::string from = p.image.channel.empty() ? "pinned" : "channel " + p.image.channel;
+  p.title =
+      fmt::format("Aula: starting the {} image {} ({})...", p.image.flavour, p.image.version, from);
+  p.outcome = fmt::format("{} {} ({})", p.image.flavour, p.image.version, from);
+  return p;
+}
+
+BootAnswer BootHostService::ipxe(const BootRequest& request) {
+  const std::string origin = ipxe::originOf(request.host);
+  Plan p = plan(request);
+  switch (p.kind) {
+    case Plan::kAskAgain:
+      return {ipxe::chainScript(origin), std::move(p.outcome)};
+    case Plan::kMenu:
+      return {ipxe::menuScript(origin, p.reason), std::move(p.outcome)};
+    case Plan::kLocal:
+      return {ipxe::localScript(), std::move(p.outcome)};
+    case Plan::kImage:
+      break;
+  }
   return {ipxe::imageScript(
-              origin, fmt::format("{}/boot/images/{}/{}", origin, image.flavour, image.version),
-              cmdline,
-              fmt::format("Aula: starting the {} image {} ({})...", image.flavour, image.version,
-                          from)),
-          fmt::format("{} {} ({})", image.flavour, image.version, from)};
+              origin, fmt::format("{}/boot/images/{}/{}", origin, p.image.flavour, p.image.version),
+              p.cmdline, p.title),
+          std::move(p.outcome)};
+}
+
+BootAnswer BootHostService::grub(const BootRequest& request) {
+  Plan p = plan(request);
+  switch (p.kind) {
+    case Plan::kAskAgain:
+      return {grub::bootstrapScript(), std::move(p.outcome)};
+    case Plan::kMenu:
+      return {grub::menuScript(p.reason), std::move(p.outcome)};
+    case Plan::kLocal:
+      return {grub::localScript(), std::move(p.outcome)};
+    case Plan::kImage:
+      break;
+  }
+  return {grub::imageScript(fmt::format("/boot/images/{}/{}", p.image.flavour, p.image.version),
+                            p.cmdline, p.title),
+          std::move(p.outcome)};
 }
 
 }  // namespace aula::broker

@@ -6,29 +6,19 @@
 
 #include <fmt/format.h>
 
+#include "boot/script_text.hpp"
+
 namespace aula::broker::ipxe {
 
 namespace {
 
-// A sentence cut into lines that fit an 80-column console, for the menu's
-// --gap items.
+// The reason as the menu's --gap items.
 std::string gapLines(std::string_view text) {
-  constexpr std::size_t kWidth = 70;
   std::string out;
-  while (!text.empty()) {
-    std::size_t cut = text.size();
-    if (cut > kWidth) {
-      cut = text.rfind(' ', kWidth);
-      if (cut == std::string_view::npos || cut == 0)
-        cut = kWidth;
-    }
-    std::string line(text.substr(0, cut));
+  for (auto& line : script::wrap(text)) {
     if (line.front() == '-')
       line.front() = '*';  // not an option of 'item'
     out += fmt::format("item --gap {}\n", line);
-    text.remove_prefix(cut);
-    while (!text.empty() && text.front() == ' ')
-      text.remove_prefix(1);
   }
   return out;
 }
@@ -66,21 +56,7 @@ std::string menuPart(std::string_view origin, std::string_view reason) {
 }  // namespace
 
 std::string safeText(std::string_view text, std::size_t max) {
-  std::string out;
-  for (char c : text) {
-    if (out.size() >= max)
-      break;
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '$')
-      out.push_back('S');
-    else if (u >= 0x20 && u < 0x7f)
-      out.push_back(c);
-    else if (c == '\n' || c == '\t')
-      out.push_back(' ');
-    else if (u >= 0xc0)
-      out.push_back('?');  // the first byte of a UTF-8 letter; its other bytes are dropped
-  }
-  return out;
+  return script::printable(text, max, "$", "S");
 }
 
 std::string originOf(std::string_view hostHeader) {

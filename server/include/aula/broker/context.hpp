@@ -73,6 +73,9 @@ struct BootSettings {
   std::string kernelArgs;  // more on every image's command line
   // Unknown MACs recorded at most; more are served but not stored.
   std::int64_t maxUnknown = 5000;
+  // Debian's signed shim and GRUB for Secure Boot PCs (served over TFTP as
+  // shimx64.efi, grubx64.efi, mmx64.efi); empty: none.
+  std::string loadersDir;
 };
 
 // What every greeter is told before anyone logs in (GET /api/v1/greeter).

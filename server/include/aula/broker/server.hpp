@@ -54,6 +54,7 @@ class BrokerServer {
   int port() const;
   std::string address() const;      // "127.0.0.1:43121"
   std::string bootAddress() const;  // the network-boot listener's, or empty when off
+  std::string tftpAddress() const;  // the TFTP listener's, or empty when off
   const std::string& caPem() const;
   std::string caFingerprint() const;
   Broker& broker();
