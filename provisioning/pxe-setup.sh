@@ -4,13 +4,17 @@
 # dhcp) or as proxy-DHCP beside the school's own DHCP server (--mode proxy).
 # PCs whose firmware is plain PXE get iPXE by TFTP (undionly.kpxe for BIOS,
 # snponly.efi or ipxe.efi for UEFI x86-64); iPXE then gets the broker's
-# http://BROKER/boot/ipxe and chains to it. Running it again replaces the
-# dnsmasq it started (pid file); there is never a second one.
+# http://BROKER/boot/ipxe and chains to it. With --secure-boot every PC
+# loads its boot loader from the broker's own TFTP instead (UEFI: Debian's
+# signed shim and GRUB, which boot with Secure Boot on). Running it again
+# replaces the dnsmasq it started (pid file); there is never a second one.
 #
 #   provisioning/pxe-setup.sh --interface eno1 --broker http://10.20.0.5:8080 \
 #       --mode proxy
 #   provisioning/pxe-setup.sh --interface eno1 --broker http://10.20.0.5:8080 \
 #       --mode dhcp --range 10.20.0.100,10.20.0.199 --router 10.20.0.1 --dns 10.20.0.1
+#   provisioning/pxe-setup.sh --interface eno1 --broker http://10.20.0.5:8080 \
+#       --mode proxy --secure-boot 10.20.0.5
 #   provisioning/pxe-setup.sh --stop
 #   provisioning/pxe-setup.sh --help     # every option
 set -euo pipefail
@@ -48,6 +52,12 @@ Options:
                          (default /var/lib/aula/pxe)
   --efi-binary NAME      snponly (default: iPXE over the firmware's own network driver)
                          or ipxe (iPXE with its own drivers) for UEFI x86-64 PCs
+  --secure-boot IP       PCs load their boot loader by TFTP from the broker's TFTP
+                         listener at IP ([boot] tftp_listen in broker.toml): UEFI
+                         x86-64 PCs Debian's signed shim and GRUB, which boot with
+                         Secure Boot on (and off), BIOS PCs iPXE; dnsmasq serves no
+                         TFTP itself. provisioning/fetch-loaders.sh puts the loaders
+                         into the broker's [boot] loaders_dir.
   --skip-install         do not check or install Debian packages
   --foreground           run dnsmasq in the foreground, logging to stderr
   --print-config         print the dnsmasq configuration and exit; nothing is changed
@@ -73,6 +83,8 @@ LEASE_TIME=""
 SUBNET=""
 STATE_DIR=/var/lib/aula/pxe
 EFI_BINARY=snponly
+EFI_BINARY_GIVEN=0
+SECURE_BOOT=""
 SKIP_INSTALL=0
 ACTION=start
 
@@ -113,7 +125,7 @@ while [[ $# -gt 0 ]]; do
   fi
   case "$opt" in
     --interface|--broker|--mode|--range|--router|--dns|--lease-time|--subnet|--state-dir|\
-    --efi-binary)
+    --efi-binary|--secure-boot)
       if [[ $has_value -eq 0 ]]; then
         [[ $# -gt 0 ]] || bad_usage "the option $opt needs a value; see --help."
         value=$1
@@ -208,6 +220,12 @@ while [[ $# -gt 0 ]]; do
       [[ "$value" == snponly || "$value" == ipxe ]] \
         || bad_usage "--efi-binary must be snponly or ipxe, not '$value'."
       EFI_BINARY=$value
+      EFI_BINARY_GIVEN=1
+      ;;
+    --secure-boot)
+      valid_ipv4 "$value" \
+        || bad_usage "--secure-boot takes the IPv4 address of the broker's TFTP listener ([boot] tftp_listen) such as 10.20.0.5, not '$value'."
+      SECURE_BOOT=$value
       ;;
   esac
 done
@@ -222,6 +240,13 @@ TFTP_ROOT=$STATE_DIR/tftp
 IPXE_DIR=/usr/lib/ipxe
 EFI_FILE=$EFI_BINARY.efi
 BIOS_FILE=undionly.kpxe
+# Where firmware gets its boot loader: dnsmasq's own TFTP, or with
+# --secure-boot the broker's (dhcp-boot's and pxe-service's server field).
+TFTP_AT=""
+if [[ -n "$SECURE_BOOT" ]]; then
+  EFI_FILE=shimx64.efi
+  TFTP_AT=,$SECURE_BOOT
+fi
 
 # ---------------------------------------------------------------- our dnsmasq
 
@@ -272,6 +297,8 @@ fi
 
 # ---------------------------------------------------------------- checks
 
+[[ -n "$SECURE_BOOT" && $EFI_BINARY_GIVEN -eq 1 ]] \
+  && bad_usage "--efi-binary does not apply with --secure-boot, where UEFI PCs load Debian's signed shim from the broker; drop one of them."
 [[ -n "$INTERFACE" ]] || bad_usage "--interface is missing: name the interface the lab's PCs are on, such as --interface eno1."
 [[ -n "$BROKER" ]] || bad_usage "--broker is missing: give the broker's boot listener, such as --broker http://10.20.0.5:8080."
 [[ -n "$MODE" ]] || bad_usage "--mode is missing: give --mode dhcp when this machine is to hand out the addresses, or --mode proxy beside the school's DHCP server."
@@ -354,8 +381,19 @@ log-facility=$log
 log-dhcp
 dhcp-leasefile=$LEASE_FILE
 
+EOF
+  if [[ -n "$SECURE_BOOT" ]]; then
+    cat <<EOF
+# No TFTP here: firmware loads its boot loader from the broker's TFTP at
+# $SECURE_BOOT (UEFI: Debian's signed shim, then GRUB; BIOS: iPXE).
+EOF
+  else
+    cat <<EOF
 enable-tftp
 tftp-root=$TFTP_ROOT
+EOF
+  fi
+  cat <<EOF
 
 # Who asks: iPXE sends option 175 (and the user class "iPXE"); plain PXE
 # firmware says its architecture in option 93: 0 BIOS, 7 and 9 UEFI x86-64.
@@ -379,8 +417,8 @@ dhcp-option=option:dns-server${DNS:+,$DNS}
 # Firmware gets iPXE by TFTP; iPXE (tag ipxe) gets the broker's URL, never
 # iPXE again, so it does not load itself in a loop.
 dhcp-boot=tag:ipxe,$BOOT_URL
-dhcp-boot=tag:!ipxe,tag:bios,$BIOS_FILE
-dhcp-boot=tag:!ipxe,tag:efi64,$EFI_FILE
+dhcp-boot=tag:!ipxe,tag:bios,$BIOS_FILE${TFTP_AT:+,$TFTP_AT}
+dhcp-boot=tag:!ipxe,tag:efi64,$EFI_FILE${TFTP_AT:+,$TFTP_AT}
 EOF
   else
     cat <<EOF
@@ -392,9 +430,9 @@ dhcp-range=$DHCP_RANGE
 # with a dot is sent as it is (dnsmasq adds ".0" only to a bare basename);
 # one entry per client type, so the menu is skipped. iPXE (tag ipxe) gets the
 # broker's URL, never iPXE again.
-pxe-service=tag:!ipxe,x86PC,"Aula network boot",$BIOS_FILE
-pxe-service=tag:!ipxe,X86-64_EFI,"Aula network boot",$EFI_FILE
-pxe-service=tag:!ipxe,BC_EFI,"Aula network boot",$EFI_FILE
+pxe-service=tag:!ipxe,x86PC,"Aula network boot",$BIOS_FILE$TFTP_AT
+pxe-service=tag:!ipxe,X86-64_EFI,"Aula network boot",$EFI_FILE$TFTP_AT
+pxe-service=tag:!ipxe,BC_EFI,"Aula network boot",$EFI_FILE$TFTP_AT
 pxe-service=tag:ipxe,x86PC,"Aula network boot",$BOOT_URL
 pxe-service=tag:ipxe,X86-64_EFI,"Aula network boot",$BOOT_URL
 pxe-service=tag:ipxe,BC_EFI,"Aula network boot",$BOOT_URL
@@ -424,10 +462,12 @@ else
 fi
 command -v dnsmasq >/dev/null 2>&1 \
   || die "dnsmasq is not installed; install the package dnsmasq-base (or run this without --skip-install)."
-for f in "$BIOS_FILE" "$EFI_FILE"; do
-  [[ -f "$IPXE_DIR/$f" ]] \
-    || die "$IPXE_DIR/$f is missing; install the package ipxe (or run this without --skip-install)."
-done
+if [[ -z "$SECURE_BOOT" ]]; then
+  for f in "$BIOS_FILE" "$EFI_FILE"; do
+    [[ -f "$IPXE_DIR/$f" ]] \
+      || die "$IPXE_DIR/$f is missing; install the package ipxe (or run this without --skip-install)."
+  done
+fi
 
 # ---------------------------------------------------------------- state dir
 
@@ -440,21 +480,17 @@ flock -n 9 || die "another pxe-setup.sh is working on $STATE_DIR; wait for it an
 
 # Copies, not links: the TFTP root holds only what it serves, and dnsmasq
 # (no longer root when it serves) reads them as world-readable files.
-for f in "$BIOS_FILE" "$EFI_FILE"; do
-  if cmp -s "$IPXE_DIR/$f" "$TFTP_ROOT/$f"; then
-    ok "$TFTP_ROOT/$f is up to date"
-  else
-    install -m 0644 "$IPXE_DIR/$f" "$TFTP_ROOT/$f.aula-new"
-    mv -f "$TFTP_ROOT/$f.aula-new" "$TFTP_ROOT/$f"
-    changed "copied $IPXE_DIR/$f to $TFTP_ROOT"
-  fi
+TFTP_FILES=("$BIOS_FILE" "$EFI_FILE")
+[[ -n "$SECURE_BOOT" ]] && TFTP_FILES=()
+for f in "${TFTP_FILES[@]}"; do
+  install_if_changed "$IPXE_DIR/$f" "$TFTP_ROOT/$f" "copied $IPXE_DIR/$f to $TFTP_ROOT"
 done
 
 # dnsmasq serves TFTP as an unprivileged user (dnsmasq when Debian's package
 # made it, else nobody), who must be able to reach the TFTP root: dnsmasq's
 # --test does not check that, so a folder of 0700 above it (mktemp -d) would
 # only show when dnsmasq refuses to start.
-if command -v runuser >/dev/null 2>&1 \
+if [[ -z "$SECURE_BOOT" ]] && command -v runuser >/dev/null 2>&1 \
     && ! runuser -u "$DNSMASQ_USER" -- test -r "$TFTP_ROOT/$BIOS_FILE" 2>/dev/null; then
   bad_usage "the user $DNSMASQ_USER, as whom dnsmasq serves TFTP, cannot read $TFTP_ROOT/$BIOS_FILE: a folder above it is not open to others (chmod o+x it) or use another --state-dir."
 fi
@@ -499,6 +535,12 @@ changed "wrote $CONF (mode $MODE on $INTERFACE, iPXE is sent to $BROKER/boot/ipx
 if command -v curl >/dev/null 2>&1; then
   if ! curl -s -f -m 5 "$BROKER/boot/ipxe" 2>/dev/null | head -1 | grep -q '^#!ipxe'; then
     warn "$BROKER/boot/ipxe does not answer with an iPXE script from here: check that the broker runs with a [boot] section (listen = \"HOST:PORT\") in broker.toml and that PCs on $INTERFACE can reach it."
+  fi
+  if [[ -n "$SECURE_BOOT" ]]; then
+    for f in "$BIOS_FILE" "$EFI_FILE" grubx64.efi; do
+      curl -s -f -m 5 -o /dev/null "tftp://$SECURE_BOOT/$f" 2>/dev/null \
+        || warn "the broker's TFTP at $SECURE_BOOT does not serve $f from here: check [boot] tftp_listen in broker.toml, and run provisioning/fetch-loaders.sh with the broker's [boot] loaders_dir."
+    done
   fi
 fi
 

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Sourced by the provisioning scripts (hypervisor-setup.sh, pxe-setup.sh):
-# their messages and exit codes, and the Debian packages they install.
+# Sourced by the provisioning scripts (hypervisor-setup.sh, pxe-setup.sh,
+# fetch-loaders.sh): their messages and exit codes, the Debian packages they
+# install, and the files they put in place.
 # Uses the caller's PROG, and its ok and changed for what was found and done.
 
 # Errors in what was asked for: one sentence, exit 2.
@@ -39,4 +40,18 @@ ensure_packages() {
       || die "apt-get could not install ${missing[*]}; see its messages above."
   fi
   changed "installed ${missing[*]}"
+}
+
+# Puts SRC at DST (mode 0644) unless DST already has the same bytes, in one
+# rename, so a reader never sees half a file; says which with ok or changed
+# and DESC.
+install_if_changed() {
+  local src=$1 dst=$2 desc=$3
+  if cmp -s "$src" "$dst"; then
+    ok "$dst is up to date"
+  else
+    install -m 0644 "$src" "$dst.aula-new"
+    mv -f "$dst.aula-new" "$dst"
+    changed "$desc"
+  fi
 }

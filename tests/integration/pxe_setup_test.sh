@@ -7,7 +7,19 @@
 # mode, and a BIOS PC does again in proxy mode beside another dnsmasq playing
 # the school's DHCP server (in a second namespace).
 #
+# With --secure-boot it tests the Secure Boot path instead: pxe-setup.sh
+# --secure-boot sends PCs to the broker's TFTP; a UEFI PC on OVMF's Secure
+# Boot build with Microsoft's keys enrolled loads Debian's signed shim and
+# GRUB from the broker (provisioning/fetch-loaders.sh, cached in
+# LOADERS_DIR), GRUB asks the broker for the PC's script and loads the
+# built image (IMAGE_DIR, image/build.sh's thin flavour) released with
+# aulactl; the kernel says Secure Boot and lockdown are on and the greeter's
+# login screen comes up (its screendump goes to $AULA_GREETER_SHOTS_DIR
+# when that is set).
+#
 #   tests/integration/pxe_setup_test.sh provisioning/pxe-setup.sh build/dev/server/aula-broker
+#   tests/integration/pxe_setup_test.sh provisioning/pxe-setup.sh build/dev/server/aula-broker \
+#       --secure-boot build/dev/server/aulactl build/dev/image/thin build/dev/loaders
 #
 # Run as root. Exit 0 on pass, 77 when it cannot run here (says why), 1 on
 # failure (says what).
@@ -16,6 +28,15 @@ set -uo pipefail
 SETUP=${1:?usage: pxe_setup_test.sh PXE_SETUP_SH AULA_BROKER}
 BROKER_BIN=${2:?usage: pxe_setup_test.sh PXE_SETUP_SH AULA_BROKER}
 START_TIME=$SECONDS
+SECURE_BOOT=0
+if [[ "${3:-}" == --secure-boot ]]; then
+  SECURE_BOOT=1
+  AULACTL=${4:?usage: pxe_setup_test.sh SETUP BROKER --secure-boot AULACTL IMAGE_DIR LOADERS_DIR}
+  IMAGE_DIR=${5:?usage: pxe_setup_test.sh SETUP BROKER --secure-boot AULACTL IMAGE_DIR LOADERS_DIR}
+  LOADERS_DIR=${6:?usage: pxe_setup_test.sh SETUP BROKER --secure-boot AULACTL IMAGE_DIR LOADERS_DIR}
+  SB_CODE=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+  SB_VARS=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+fi
 
 skip() {
   echo "SKIP: $*"
@@ -42,6 +63,16 @@ done
 for f in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/snponly.efi; do
   [[ -f "$f" ]] || skip "$f is missing (package ipxe); provisioning/install-deps.sh installs it."
 done
+if [[ $SECURE_BOOT -eq 1 ]]; then
+  for f in "$SB_CODE" "$SB_VARS"; do
+    [[ -f "$f" ]] || skip "$f is missing (package ovmf); provisioning/install-deps.sh installs it."
+  done
+  [[ -x "$AULACTL" ]] || fail "$AULACTL is not an executable aulactl."
+  # The image is LabImage's (greeter_vm_tests), which runs first in the suite.
+  [[ -f "$IMAGE_DIR/vmlinuz" && -f "$IMAGE_DIR/initrd.img" && -f "$IMAGE_DIR/manifest.json" ]] \
+    || skip "no built image in $IMAGE_DIR: build it first (cmake --build --preset dev --target aula-image, or run greeter_vm_tests' LabImage)."
+  command -v python3 >/dev/null 2>&1 || skip "python3 is missing; the test talks QMP with it."
+fi
 
 NS=aulapxe-$$-$RANDOM
 NS_SCHOOL=$NS-s
@@ -92,6 +123,10 @@ in_ns ip addr add "$SERVER/24" dev br0
 in_ns ip link set br0 up
 in_ns ip link set tap0 up
 
+# The broker's boot listener.
+B=http://$SERVER:8080
+
+if [[ $SECURE_BOOT -eq 0 ]]; then
 # ---------------------------------------------------------------- input checks
 
 step "input checks"
@@ -106,7 +141,6 @@ expect_bad() {
     || fail "pxe-setup.sh $* said '$(cat "$WORK/err")', without '$want'."
   [[ $(wc -l <"$WORK/err") -eq 1 ]] || fail "pxe-setup.sh $* said more than one line: $(cat "$WORK/err")"
 }
-B=http://$SERVER:8080
 DHCP=(--interface br0 --broker "$B" --mode dhcp --range "$SUBNET.100,$SUBNET.150")
 expect_bad "the interface 'nosuch0' does not exist" --interface nosuch0 --broker "$B" --mode proxy
 expect_bad "--interface is missing" --broker "$B" --mode proxy
@@ -138,6 +172,10 @@ expect_bad "--subnet 10.99.0.0/24 does not hold br0's address" --interface br0 -
   --mode proxy --subnet 10.99.0.0/24
 expect_bad "--efi-binary must be snponly or ipxe" "${DHCP[@]}" --efi-binary grub
 expect_bad "--stop and --print-config exclude each other" --stop --print-config
+expect_bad "--secure-boot takes the IPv4 address of the broker's TFTP listener" "${DHCP[@]}" \
+  --secure-boot broker.example
+expect_bad "--efi-binary does not apply with --secure-boot" "${DHCP[@]}" --secure-boot "$SERVER" \
+  --efi-binary ipxe
 expect_bad "unknown option '--bogus'" --bogus
 
 # A foreign DHCP server on br0's port 67.
@@ -186,6 +224,18 @@ dhcp-boot=tag:ipxe,$B$URL_Q"
 expect_lines --interface br0 --broker "$B/" --mode proxy --efi-binary ipxe
 grep -q 'dhcp-boot=tag:!ipxe' "$WORK/conf" && fail "proxy mode must boot firmware by pxe-service only."
 grep -q 'option:router' "$WORK/conf" && fail "proxy mode must not tell clients a router."
+# --secure-boot: every loader from the broker's TFTP, none from dnsmasq's.
+WANT="dhcp-boot=tag:ipxe,$B$URL_Q
+dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,$SUBNET.9
+dhcp-boot=tag:!ipxe,tag:efi64,shimx64.efi,,$SUBNET.9"
+expect_lines "${DHCP[@]}" --secure-boot "$SUBNET.9"
+grep -v '^#' "$WORK/conf" | grep -q 'tftp' && fail "with --secure-boot dnsmasq must serve no TFTP."
+WANT="pxe-service=tag:!ipxe,x86PC,\"Aula network boot\",undionly.kpxe,$SUBNET.9
+pxe-service=tag:!ipxe,X86-64_EFI,\"Aula network boot\",shimx64.efi,$SUBNET.9
+pxe-service=tag:!ipxe,BC_EFI,\"Aula network boot\",shimx64.efi,$SUBNET.9"
+expect_lines --interface br0 --broker "$B" --mode proxy --secure-boot "$SUBNET.9"
+
+fi  # not --secure-boot
 
 # ---------------------------------------------------------------- the broker
 
@@ -195,6 +245,20 @@ printf 'Test-pxe-%s\n' "$RANDOM$RANDOM" >"$WORK/admin.pw"
   --admin-password-file "$WORK/admin.pw" >"$WORK/init.log" 2>&1 \
   || fail "aula-broker init failed: $(cat "$WORK/init.log")"
 printf '\n[boot]\nlisten = "%s:8080"\n' "$SERVER" >>"$WORK/broker/broker.toml"
+if [[ $SECURE_BOOT -eq 1 ]]; then
+  # The broker's TFTP on the lab's address: dnsmasq serves none with
+  # --secure-boot. The kernel's console and the journal go to the serial
+  # port, where the test reads them.
+  printf 'tftp_listen = "%s:69"\nloaders_dir = "%s"\n' "$SERVER" "$LOADERS_DIR" \
+    >>"$WORK/broker/broker.toml"
+  printf 'kernel_args = "console=ttyS0 panic=-1 systemd.journald.forward_to_console=1"\n' \
+    >>"$WORK/broker/broker.toml"
+  if [[ ! -f "$LOADERS_DIR/shimx64.efi" || ! -f "$LOADERS_DIR/grubx64.efi" ]]; then
+    step "fetching Debian's signed loaders into $LOADERS_DIR"
+    "$(dirname "$SETUP")/fetch-loaders.sh" --skip-install "$LOADERS_DIR" >"$WORK/loaders.out" 2>&1 \
+      || fail "fetch-loaders.sh failed: $(tail -3 "$WORK/loaders.out")"
+  fi
+fi
 ip netns exec "$NS" "$BROKER_BIN" --config "$WORK/broker/broker.toml" >"$WORK/broker.log" 2>&1 &
 PIDS+=($!)
 for ((i = 0; i < 100; i++)); do
@@ -203,6 +267,7 @@ for ((i = 0; i < 100; i++)); do
 done
 ((i < 100)) || fail "aula-broker did not answer $B/boot/ipxe within 20 s."
 
+if [[ $SECURE_BOOT -eq 0 ]]; then
 # ---------------------------------------------------------------- PCs
 
 # Starts a PC with MAC $1 on tap0 (BIOS e1000, or UEFI when $2 is uefi) and
@@ -318,3 +383,114 @@ in_ns "$SETUP" --stop --state-dir "$WORK/pxe" >"$WORK/setup.out" 2>&1 \
 [[ $(count_ours) -eq 0 ]] || fail "pxe-setup.sh --stop left $(count_ours) dnsmasq running."
 
 echo "PASS: pxe-setup.sh ($((SECONDS - START_TIME)) s)"
+exit 0
+fi  # not --secure-boot
+
+# ---------------------------------------------------------------- (c) Secure Boot
+
+step "(c) releasing the image with aulactl"
+token=$(in_ns curl -s -k -m 10 -X POST "https://$SERVER:8443/api/v1/session" \
+  -H 'Content-Type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$(head -1 "$WORK/admin.pw")\"}" \
+  | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+[[ -n "$token" ]] || fail "could not log in to the broker as admin."
+MAC_SB=52:54:00:5b:$(printf '%02x:%02x' $((RANDOM % 256)) $((RANDOM % 256)))
+VERSION=$(tr -d '\n' <"$IMAGE_DIR/version")
+mkdir -p "$WORK/admin"
+aulactl() {
+  in_ns env HOME="$WORK/admin" XDG_CONFIG_HOME="$WORK/admin/config" AULA_URL="https://$SERVER:8443" \
+    AULA_TOKEN="$token" AULA_CA_FILE="$WORK/broker/ca/ca.crt" "$AULACTL" "$@" >"$WORK/aulactl.out" 2>&1 \
+    || fail "aulactl $* failed: $(cat "$WORK/aulactl.out")"
+}
+aulactl images add "$IMAGE_DIR"
+aulactl images promote "$VERSION" --channel stable
+aulactl boot-hosts set "$MAC_SB" --kind thin_client
+
+step "(c) pxe-setup.sh --secure-boot $SERVER (dhcp mode)"
+in_ns "$SETUP" --skip-install --state-dir "$WORK/pxe" --interface br0 --broker "$B" --mode dhcp \
+  --range "$SUBNET.100,$SUBNET.150" --secure-boot "$SERVER" >"$WORK/setup.out" 2>&1 \
+  || fail "pxe-setup.sh --secure-boot failed: $(cat "$WORK/setup.out")"
+grep -q '^enable-tftp' "$WORK/pxe/dnsmasq.conf" && fail "with --secure-boot dnsmasq must serve no TFTP."
+grep -qxF "dhcp-boot=tag:!ipxe,tag:efi64,shimx64.efi,,$SERVER" "$WORK/pxe/dnsmasq.conf" \
+  || fail "UEFI PCs are not sent to shimx64.efi on the broker's TFTP: $(grep dhcp-boot "$WORK/pxe/dnsmasq.conf")"
+grep -q warning "$WORK/setup.out" && fail "pxe-setup.sh warned: $(grep warning "$WORK/setup.out")"
+
+step "(c) a UEFI PC with Secure Boot on (OVMF secboot, Microsoft's keys)"
+cp "$SB_VARS" "$WORK/sb-vars.fd"
+ip netns exec "$NS" qemu-system-x86_64 -accel tcg -machine q35,smm=on -m 1536 \
+  -global driver=cfi.pflash01,property=secure,value=on \
+  -drive "if=pflash,format=raw,unit=0,readonly=on,file=$SB_CODE" \
+  -drive "if=pflash,format=raw,unit=1,file=$WORK/sb-vars.fd" \
+  -netdev "tap,id=n0,ifname=tap0,script=no,downscript=no" \
+  -device "virtio-net-pci,netdev=n0,romfile=,mac=$MAC_SB" -vga std -display none \
+  -serial "file:$WORK/sb-serial.log" -qmp "unix:$WORK/qmp.sock,server=on,wait=off" \
+  -monitor none -no-reboot </dev/null >"$WORK/qemu-sb.log" 2>&1 &
+QPID=$!
+PIDS+=("$QPID")
+serial_tail() { tr -d '\r' <"$WORK/sb-serial.log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | grep -v '^\s*$' | tail -"$1"; }
+for ((i = 0; i < 480; i++)); do
+  grep -q "The login screen is up." "$WORK/sb-serial.log" 2>/dev/null && break
+  kill -0 "$QPID" 2>/dev/null || break
+  sleep 0.5
+done
+grep -q "The login screen is up." "$WORK/sb-serial.log" \
+  || fail "the Secure Boot PC did not reach the login screen within 240 s; its console ended: $(serial_tail 25)"
+echo "   $((SECONDS - START_TIME)) s: the login screen is up"
+
+# What the loaders and the kernel said.
+grep -q "Boot: $MAC_SB .* by GRUB: thin $VERSION (channel stable)" "$WORK/broker.log" \
+  || fail "the broker did not answer GRUB with the image: $(grep 'Boot:' "$WORK/broker.log" | tail -3)"
+echo "   $(grep "Boot: $MAC_SB " "$WORK/broker.log" | head -1 | sed 's/.*Boot: /Boot: /')"
+grep -q "Secure boot enabled" "$WORK/sb-serial.log" \
+  || fail "the kernel does not say Secure Boot is on: $(grep -i 'secure' "$WORK/sb-serial.log" | head -3)"
+grep -q "Kernel is locked down from EFI Secure Boot" "$WORK/sb-serial.log" \
+  || fail "the kernel is not in lockdown: $(grep -i 'lockdown' "$WORK/sb-serial.log" | head -3)"
+grep -qi "module verification failed\|Loading of unsigned module is rejected" "$WORK/sb-serial.log" \
+  && fail "a module was refused under lockdown: $(grep -i 'module verification\|unsigned module' "$WORK/sb-serial.log" | head -3)"
+echo "   the kernel: Secure boot enabled; Kernel is locked down from EFI Secure Boot"
+
+# The screen, as the student sees it: not black, and saved for the docs.
+python3 - "$WORK/qmp.sock" "$WORK/screen.ppm" <<'PYEOF' || fail "could not take a screendump over QMP."
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+def call(cmd, **args):
+    f.write(json.dumps({"execute": cmd, "arguments": args} if args else {"execute": cmd}) + "\n")
+    f.flush()
+    while True:
+        reply = json.loads(f.readline())
+        if "return" in reply or "error" in reply:
+            return reply
+json.loads(f.readline())  # the greeting
+call("qmp_capabilities")
+time.sleep(2)  # the greeter's first frames
+sys.exit(0 if "return" in call("screendump", filename=sys.argv[2]) else 1)
+PYEOF
+python3 - "$WORK/screen.ppm" "$WORK/screen.png" <<'PYEOF' || fail "the Secure Boot PC's screen does not show the login card (white on blue)."
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+magic, size, depth, pix = data.split(b"\n", 3)
+w, h = map(int, size.split())
+rows = b"".join(b"\0" + pix[y * w * 3:(y + 1) * w * 3] for y in range(h))
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+open(sys.argv[2], "wb").write(png)
+def at(x, y):
+    i = (y * w + x) * 3
+    return tuple(pix[i:i + 3])
+card, corner = at(w // 2 + 150, h // 2 - 130), at(20, h // 2)  # beside "Welcome"
+print(f"   screen {w}x{h}: the card's middle is {card}, the background {corner}")
+# The login card is white on the greeter's blue background.
+sys.exit(0 if min(card) > 230 and corner[2] > corner[0] + 30 else 1)
+PYEOF
+if [[ -n "${AULA_GREETER_SHOTS_DIR:-}" ]]; then
+  mkdir -p "$AULA_GREETER_SHOTS_DIR"
+  cp "$WORK/screen.png" "$AULA_GREETER_SHOTS_DIR/image-login-secureboot.png"
+fi
+kill -TERM "$QPID" 2>/dev/null
+wait "$QPID" 2>/dev/null
+echo "PASS: a Secure Boot PC boots the image through shim and GRUB ($((SECONDS - START_TIME)) s)"
+
