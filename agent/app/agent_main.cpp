@@ -9,10 +9,12 @@
 #include <pthread.h>
 
 #include "aula/agent/enrolment.hpp"
+#include "aula/agent/passthrough.hpp"
 #include "aula/agent/settings.hpp"
 #include "aula/common/log.hpp"
 
 #include "agent_server.hpp"
+#include "sysfs_host.hpp"
 
 namespace {
 
@@ -43,7 +45,8 @@ int run(int argc, char** argv) {
   CLI::App app{
       "Aula agent: runs desktops on a hypervisor or workstation for the Aula broker.\n"
       "Subcommands: enroll (join a broker with a one-time token), serve (take the broker's "
-      "commands and report to it)."};
+      "commands and report to it), devices (this host's PCI devices for passthrough), "
+      "preflight (whether passthrough of chosen devices can work here)."};
   app.require_subcommand(1);
 
   auto* enroll = app.add_subcommand(
@@ -76,6 +79,32 @@ int run(int argc, char** argv) {
   serveCmd->add_option("--config", configPath, "the agent's configuration file")
       ->capture_default_str();
 
+  auto* devicesCmd = app.add_subcommand(
+      "devices", "list this host's PCI devices with their IOMMU groups, drivers and resets");
+  std::string sysRoot = "/";
+  bool asJson = false;
+  devicesCmd->add_option("--root", sysRoot, "the root sysfs and /proc are under (tests)")
+      ->capture_default_str();
+  devicesCmd->add_flag("--json", asJson, "print JSON, as the broker gets it");
+  auto* preflightCmd = app.add_subcommand(
+      "preflight",
+      "check whether VFIO passthrough of the chosen devices can work on this host; exits 1 "
+      "when a check fails");
+  std::vector<std::string> chosenText;
+  preflightCmd
+      ->add_option("--device", chosenText,
+                   "a device to pass, 0000:01:00.0, optionally with the IDs it must have "
+                   "(0000:01:00.0=10de:2484); repeat for each")
+      ->required();
+  preflightCmd->add_option("--root", sysRoot, "the root sysfs and /proc are under (tests)")
+      ->capture_default_str();
+  std::string resetFailedDir =
+      (std::filesystem::path(aula::agent::kDefaultStateDir) / "reset-failed").string();
+  preflightCmd
+      ->add_option("--reset-failed-dir", resetFailedDir,
+                   "where the agent records devices whose reset failed")
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -84,6 +113,30 @@ int run(int argc, char** argv) {
 
   if (*serveCmd)
     return serve(configPath);
+  if (*devicesCmd || *preflightCmd) {
+    auto host = aula::agent::readHostFacts(sysRoot, *preflightCmd ? resetFailedDir : "");
+    if (!host) {
+      aula::log::error("{}", host.error().message());
+      return 1;
+    }
+    if (*devicesCmd) {
+      std::cout << (asJson ? aula::agent::inventoryJson(*host).dump(2) + "\n"
+                           : aula::agent::formatInventory(*host));
+      return 0;
+    }
+    std::vector<aula::agent::ChosenDevice> chosen;
+    for (const auto& text : chosenText) {
+      auto parsed = aula::agent::parseChosenDevice(text);
+      if (!parsed) {
+        std::cerr << "aula-agent: " << parsed.error().message() << "\n";
+        return 2;
+      }
+      chosen.push_back(*parsed);
+    }
+    const auto findings = aula::agent::preflight(*host, chosen);
+    std::cout << aula::agent::formatFindings(findings);
+    return aula::agent::anyFailed(findings) ? 1 : 0;
+  }
   if (*enroll) {
     options.stateDir = stateDir;
     auto enrolled = aula::agent::enroll(options);
