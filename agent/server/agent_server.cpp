@@ -5,6 +5,7 @@
 
 #include "aula/agent/disks.hpp"
 #include "aula/agent/domain_xml.hpp"
+#include "aula/agent/passthrough_binding.hpp"
 #include "aula/agent/settings.hpp"
 #include "aula/common/config.hpp"
 #include "aula/common/file.hpp"
@@ -13,6 +14,7 @@
 #include "aula/common/log.hpp"
 
 #include "libvirt_hypervisor.hpp"
+#include "sysfs_port.hpp"
 
 namespace aula::agent {
 
@@ -65,6 +67,17 @@ Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions
   m.settings = AULA_TRY(settingsFrom(config));
   m.enrolment = AULA_TRY(readEnrolment(m.settings.stateDir));
   const fs::path& state = m.settings.stateDir;
+  // A workstation agent that was stopped with devices still on vfio-pci
+  // (killed, or the host lost power during a bind) gives them back first.
+  if (const fs::path journal = state / kPassthroughJournal; fs::exists(journal, ec)) {
+    RealSysfs sysfs("/");
+    PassthroughBinder binder(sysfs, journal);
+    if (auto back = binder.giveBack(); back)
+      log::info("Gave the devices an earlier run had passed through back to the host.");
+    else
+      log::error("{} The journal {} stays for the next start.", back.error().message(),
+                 journal.string());
+  }
   auto ca = AULA_TRY(file::readFile(state / "ca.crt", "broker CA"));
   auto cert = AULA_TRY(file::readFile(state / "spice" / "server-cert.pem", "host certificate"));
   auto key = AULA_TRY(file::readFile(state / "spice" / "server-key.pem", "host key"));

@@ -1,0 +1,187 @@
+// Binding devices to vfio-pci and giving them back, on a fixture sysfs tree
+// whose "kernel" (FakeKernel, over the real adapter's writes) does what
+// Linux does on driver_override, unbind and drivers_probe: the exact files
+// written, a twin the host keeps, a failure half-way, and an agent killed
+// half-way whose successor gives every device back.
+#include "aula/agent/passthrough_binding.hpp"
+
+#include <fstream>
+#include <map>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "support/temp_dir.hpp"
+#include "sysfs_port.hpp"
+
+namespace aula::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// The real adapter's writes, then what the kernel would do about them.
+class FakeKernel : public RealSysfs {
+ public:
+  explicit FakeKernel(const fs::path& root) : RealSysfs(root) {
+    fs::create_directories(sys() / "bus/pci/drivers");
+    touch(sys() / "bus/pci/drivers_probe");
+  }
+
+  // A device bound to its native driver, as after boot.
+  void device(const std::string& address, const std::string& native) {
+    native_[address] = native;
+    fs::create_directories(sys() / "bus/pci/devices" / address);
+    touch(sys() / "bus/pci/devices" / address / "driver_override");
+    setOverride(address, "");
+    loadDriver(native);
+    bindTo(address, native);
+  }
+  // A module loaded: its driver folder with unbind.
+  void loadDriver(const std::string& driver) {
+    fs::create_directories(sys() / "bus/pci/drivers" / driver);
+    touch(sys() / "bus/pci/drivers" / driver / "unbind");
+  }
+
+  Status write(std::string_view path, std::string_view value) override {
+    AULA_TRY_STATUS(RealSysfs::write(path, value));
+    writes.push_back(fmt::format("{}={}", path, value));
+    const std::string p(path);
+    const std::string v(value);
+    if (p.ends_with("/driver_override")) {
+      // Stored whole, a lone newline clearing it.
+      const auto address = fs::path(p).parent_path().filename().string();
+      setOverride(address, v == "\n" ? "" : v);
+    } else if (p.ends_with("/unbind")) {
+      const auto driver = fs::path(p).parent_path().filename().string();
+      if (driverOf(v).valueOr("") != driver)
+        return Error(Errc::kIo, "No such device (the kernel's ENODEV).");
+      fs::remove(sys() / "bus/pci/devices" / v / "driver");
+    } else if (p == "bus/pci/drivers_probe") {
+      if (!driverOf(v).valueOr("").empty())
+        return okStatus();
+      const std::string wanted = overrideOf(v).valueOr("");
+      const std::string driver = wanted.empty() ? native_[v] : wanted;
+      // Only a loaded driver takes it; a driver_override of one that is
+      // not loaded leaves the device with none.
+      if (fs::exists(sys() / "bus/pci/drivers" / driver))
+        bindTo(v, driver);
+    }
+    return okStatus();
+  }
+
+  std::vector<std::string> writes;
+
+ private:
+  static void touch(const fs::path& path) { std::ofstream(path).flush(); }
+  void setOverride(const std::string& address, const std::string& value) {
+    std::ofstream(sys() / "bus/pci/devices" / address / "driver_override", std::ios::trunc)
+        << (value.empty() ? "(null)" : value) << "\n";
+  }
+  void bindTo(const std::string& address, const std::string& driver) {
+    fs::create_symlink("../../../../bus/pci/drivers/" + driver,
+                       sys() / "bus/pci/devices" / address / "driver");
+  }
+
+  std::map<std::string, std::string> native_;
+};
+
+constexpr const char* kGpu = "0000:01:00.0";
+constexpr const char* kAudio = "0000:01:00.1";
+constexpr const char* kTwin = "0000:02:00.0";
+
+class BindingTest : public ::testing::Test {
+ protected:
+  BindingTest() {
+    kernel_.device(kGpu, "nvidia");
+    kernel_.device(kAudio, "snd_hda_intel");
+    kernel_.device(kTwin, "nvidia");  // the host's own card of the same model
+    kernel_.loadDriver("vfio-pci");
+  }
+  std::string driver(const char* address) { return kernel_.driverOf(address).valueOr("?"); }
+
+  test::TempDir dir_;
+  FakeKernel kernel_{dir_.path() / "root"};
+  fs::path journal_ = dir_.path() / "passthrough.journal";
+};
+
+TEST_F(BindingTest, BindsByDriverOverrideUnbindAndProbeAndGivesBackTheSameWay) {
+  PassthroughBinder binder(kernel_, journal_);
+  ASSERT_TRUE(binder.bind({kGpu, kAudio}));
+  EXPECT_EQ(driver(kGpu), "vfio-pci");
+  EXPECT_EQ(driver(kAudio), "vfio-pci");
+  EXPECT_EQ(driver(kTwin), "nvidia") << "the twin stays with the host";
+  EXPECT_THAT(kernel_.writes, ElementsAre("bus/pci/devices/0000:01:00.0/driver_override=vfio-pci",
+                                          "bus/pci/drivers/nvidia/unbind=0000:01:00.0",
+                                          "bus/pci/drivers_probe=0000:01:00.0",
+                                          "bus/pci/devices/0000:01:00.1/driver_override=vfio-pci",
+                                          "bus/pci/drivers/snd_hda_intel/unbind=0000:01:00.1",
+                                          "bus/pci/drivers_probe=0000:01:00.1"));
+  ASSERT_EQ(binder.pending()->size(), 2U);
+
+  kernel_.writes.clear();
+  ASSERT_TRUE(binder.giveBack());
+  EXPECT_EQ(driver(kGpu), "nvidia");
+  EXPECT_EQ(driver(kAudio), "snd_hda_intel");
+  EXPECT_EQ(kernel_.overrideOf(kGpu).valueOr("?"), "");
+  // Newest first.
+  EXPECT_THAT(kernel_.writes, ElementsAre("bus/pci/devices/0000:01:00.1/driver_override=\n",
+                                          "bus/pci/drivers/vfio-pci/unbind=0000:01:00.1",
+                                          "bus/pci/drivers_probe=0000:01:00.1",
+                                          "bus/pci/devices/0000:01:00.0/driver_override=\n",
+                                          "bus/pci/drivers/vfio-pci/unbind=0000:01:00.0",
+                                          "bus/pci/drivers_probe=0000:01:00.0"));
+  EXPECT_FALSE(fs::exists(journal_));
+}
+
+TEST_F(BindingTest, AFailureHalfWayGivesBackWhatWasBound) {
+  // The audio function's driver_override is refused: writing it fails.
+  fs::remove(dir_.path() / "root/sys/bus/pci/devices" / kAudio / "driver_override");
+  PassthroughBinder binder(kernel_, journal_);
+  auto bound = binder.bind({kGpu, kAudio});
+  ASSERT_FALSE(bound);
+  EXPECT_THAT(bound.error().message(), HasSubstr("0000:01:00.1/driver_override failed"));
+  EXPECT_EQ(driver(kGpu), "nvidia") << "the GPU went back";
+  EXPECT_EQ(driver(kAudio), "snd_hda_intel");
+  EXPECT_FALSE(fs::exists(journal_));
+}
+
+TEST_F(BindingTest, WithoutVfioPciLoadedItSaysSoAndTheDeviceComesBack) {
+  fs::remove_all(dir_.path() / "root/sys/bus/pci/drivers/vfio-pci");
+  PassthroughBinder binder(kernel_, journal_);
+  auto bound = binder.bind({kGpu});
+  ASSERT_FALSE(bound);
+  EXPECT_THAT(bound.error().message(),
+              HasSubstr("0000:01:00.0 did not go to vfio-pci (its driver is now 'none'); is the "
+                        "vfio-pci module loaded?"));
+  EXPECT_EQ(driver(kGpu), "nvidia");
+}
+
+TEST_F(BindingTest, AnAgentKilledHalfWayLeavesAJournalItsSuccessorReplays) {
+  {
+    PassthroughBinder binder(kernel_, journal_);
+    int writes = 0;
+    binder.afterEachWrite = [&] { return ++writes < 5; };  // killed after the 5th write
+    ASSERT_FALSE(binder.bind({kGpu, kAudio}));
+  }
+  // The GPU is on vfio-pci, the audio function unbound and on no driver.
+  EXPECT_EQ(driver(kGpu), "vfio-pci");
+  EXPECT_EQ(driver(kAudio), "");
+  // The restarted agent finds the journal and gives every device back.
+  PassthroughBinder restarted(kernel_, journal_);
+  auto pending = restarted.pending();
+  ASSERT_TRUE(pending);
+  ASSERT_EQ(pending->size(), 2U);
+  EXPECT_EQ((*pending)[1].address, kAudio);
+  EXPECT_EQ((*pending)[1].originalDriver, "snd_hda_intel");
+  ASSERT_TRUE(restarted.giveBack());
+  EXPECT_EQ(driver(kGpu), "nvidia");
+  EXPECT_EQ(driver(kAudio), "snd_hda_intel");
+  EXPECT_EQ(driver(kTwin), "nvidia");
+  for (const auto& w : kernel_.writes)
+    EXPECT_THAT(w, ::testing::Not(HasSubstr("new_id")));
+}
+
+}  // namespace
+}  // namespace aula::agent
