@@ -2,6 +2,7 @@
 #include "aula/agent/passthrough.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include <fmt/format.h>

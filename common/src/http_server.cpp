@@ -223,6 +223,27 @@ bool urlDecode(std::string_view in, std::string& out, bool plusIsSpace) {
   return true;
 }
 
+Status parseQuery(std::string_view query, std::map<std::string, std::string>& out) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty())
+      continue;
+    const auto equals = pair.find('=');
+    std::string key;
+    std::string value;
+    if (!urlDecode(pair.substr(0, equals), key, true) ||
+        (equals != std::string_view::npos && !urlDecode(pair.substr(equals + 1), value, true)))
+      return Error(Errc::kInvalidArgument,
+                   "The request query contains a malformed percent escape.");
+    if (key.find('\0') != std::string::npos || value.find('\0') != std::string::npos)
+      return Error(Errc::kInvalidArgument, "The request query contains a NUL byte.");
+    out.emplace(std::move(key), std::move(value));  // the first of repeated parameters wins
+  }
+  return okStatus();
+}
+
 // ---- RequestParser -------------------------------------------------------------
 
 RequestParser::State RequestParser::fail(int status, std::string message) {
@@ -450,27 +471,8 @@ RequestParser::State RequestParser::parseHead(std::size_t headEnd) {
     return fail(400, "The request path must not contain '..' segments.");
   }
   if (question != std::string_view::npos) {
-    std::string_view rest = target.substr(question + 1);
-    while (!rest.empty()) {
-      const auto amp = rest.find('&');
-      const std::string_view pair = rest.substr(0, amp);
-      rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
-      if (pair.empty()) {
-        continue;
-      }
-      const auto equals = pair.find('=');
-      std::string key;
-      std::string value;
-      if (!urlDecode(pair.substr(0, equals), key, true) ||
-          (equals != std::string_view::npos && !urlDecode(pair.substr(equals + 1), value, true))) {
-        return fail(400, "The request query contains a malformed percent escape.");
-      }
-      if (key.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
-        return fail(400, "The request query contains a NUL byte.");
-      }
-      // The first of repeated parameters wins.
-      current_.query.emplace(std::move(key), std::move(value));
-    }
+    if (auto parsed = parseQuery(target.substr(question + 1), current_.query); !parsed)
+      return fail(400, parsed.error().message());
   }
   return state_;
 }

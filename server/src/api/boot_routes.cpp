@@ -15,17 +15,7 @@ void Api::Impl::bootRoutes() {
   // gets holds no secret: which image to load, from where, and the CA's
   // fingerprint it will check the broker against afterwards.
   router.add("GET", "/boot/ipxe", [&b](ServerRequest& r) {
-    BootRequest request;
-    auto arg = [&r](const char* name) {
-      auto it = r.query.find(name);
-      return it == r.query.end() ? std::string() : it->second;
-    };
-    request.hasMac = r.query.contains("mac");
-    request.mac = arg("mac");
-    request.ip = arg("ip");
-    request.platform = arg("platform");
-    request.buildarch = arg("buildarch");
-    request.host = r.header("host");
+    const BootRequest request = bootRequestFrom(r.query, std::string(r.header("host")));
     auto answer = b.bootHosts.ipxe(request);
     if (request.hasMac)
       logBootAnswer(request, answer, r.remoteAddress);

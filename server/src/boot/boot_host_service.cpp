@@ -99,6 +99,19 @@ Status BootHostService::remove(const Actor& actor, std::string_view macText) {
   });
 }
 
+BootRequest bootRequestFrom(const std::map<std::string, std::string>& query, std::string host) {
+  auto arg = [&query](const char* name) {
+    auto it = query.find(name);
+    return it == query.end() ? std::string() : it->second;
+  };
+  return {.hasMac = query.contains("mac"),
+          .mac = arg("mac"),
+          .ip = arg("ip"),
+          .platform = arg("platform"),
+          .buildarch = arg("buildarch"),
+          .host = std::move(host)};
+}
+
 void logBootAnswer(const BootRequest& request, const BootAnswer& answer, std::string_view peer,
                    std::string_view loader) {
   std::string_view outcome = answer.outcome;

@@ -2,6 +2,7 @@
 #include "aula/broker/boot_tftp.hpp"
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 #include "aula/broker/broker.hpp"
@@ -28,29 +29,6 @@ std::vector<std::string_view> splitAt(std::string_view text, char separator) {
   }
 }
 
-// "a=1&b=2" as BootRequest's fields; GRUB sends them as they are.
-BootRequest parseGrubQuery(std::string_view query) {
-  BootRequest request;
-  for (std::string_view pair : splitAt(query, '&')) {
-    const auto eq = pair.find('=');
-    const std::string_view name = pair.substr(0, eq);
-    std::string value;
-    if (eq != std::string_view::npos && !http::urlDecode(pair.substr(eq + 1), value, false))
-      value = pair.substr(eq + 1);
-    if (name == "mac") {
-      request.hasMac = true;
-      request.mac = value;
-    } else if (name == "ip") {
-      request.ip = value;
-    } else if (name == "platform") {
-      request.platform = value;
-    } else if (name == "buildarch") {
-      request.buildarch = value;
-    }
-  }
-  return request;
-}
-
 }  // namespace
 
 tftp::Handler bootTftpHandler(Broker& broker) {
@@ -73,12 +51,15 @@ tftp::Handler bootTftpHandler(Broker& broker) {
     const bool bootstrap =
         std::ranges::find(grub::kBootstrapPaths, name) != std::end(grub::kBootstrapPaths);
     if (bootstrap || name == "boot/grub" || name.starts_with("boot/grub?")) {
-      BootRequest request;
-      if (!bootstrap && name.size() > 9)
-        request = parseGrubQuery(name.substr(10));
+      // The query GRUB filled in; a malformed one is a request without
+      // settings, answered like the bootstrap.
+      std::map<std::string, std::string> query;
+      if (!bootstrap && name.size() > 9 && !http::parseQuery(name.substr(10), query))
+        query.clear();
       // The broker's HTTPS URL for the PC is on the address it reached us at.
-      request.host =
-          r.localHost.find(':') != std::string::npos ? "[" + r.localHost + "]" : r.localHost;
+      const BootRequest request = bootRequestFrom(query, r.localHost.find(':') != std::string::npos
+                                                             ? "[" + r.localHost + "]"
+                                                             : r.localHost);
       auto answer = broker.bootHosts.grub(request);
       if (request.hasMac)
         logBootAnswer(request, answer, r.peerHost, "GRUB");

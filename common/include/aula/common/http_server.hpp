@@ -208,4 +208,9 @@ class RequestParser {
 // Percent-decodes; false on a malformed escape.
 bool urlDecode(std::string_view in, std::string& out, bool plusIsSpace);
 
+// Decodes a query ("a=1&b=x%20y", without the '?') into `out`; the first of
+// repeated parameters wins. An error (kInvalidArgument) for a malformed
+// percent escape or a NUL byte.
+Status parseQuery(std::string_view query, std::map<std::string, std::string>& out);
+
 }  // namespace aula::http

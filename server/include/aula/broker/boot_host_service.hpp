@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,10 @@ struct BootRequest {
   std::string buildarch;  // ${buildarch}: i386 (BIOS iPXE), x86_64, arm64
   std::string host;       // the Host header: the name the PC reached us by
 };
+
+// A request from its query (mac, ip, platform, buildarch), as iPXE and
+// GRUB send it, and the host the PC reached us at.
+BootRequest bootRequestFrom(const std::map<std::string, std::string>& query, std::string host);
 
 struct BootAnswer {
   std::string script;   // always a script iPXE can run
