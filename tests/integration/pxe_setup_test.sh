@@ -71,7 +71,7 @@ if [[ $SECURE_BOOT -eq 1 ]]; then
   # The image is LabImage's (greeter_vm_tests), which runs first in the suite.
   [[ -f "$IMAGE_DIR/vmlinuz" && -f "$IMAGE_DIR/initrd.img" && -f "$IMAGE_DIR/manifest.json" ]] \
     || skip "no built image in $IMAGE_DIR: build it first (cmake --build --preset dev --target aula-image, or run greeter_vm_tests' LabImage)."
-  command -v python3 >/dev/null 2>&1 || skip "python3 is missing; the test talks QMP with it."
+  command -v python3 >/dev/null 2>&1 || skip "python3 is missing; the test talks QMP with it (provisioning/lib/lab_pc.py)."
 fi
 
 NS=aulapxe-$$-$RANDOM
@@ -449,46 +449,13 @@ grep -qi "module verification failed\|Loading of unsigned module is rejected" "$
   && fail "a module was refused under lockdown: $(grep -i 'module verification\|unsigned module' "$WORK/sb-serial.log" | head -3)"
 echo "   the kernel: Secure boot enabled; Kernel is locked down from EFI Secure Boot"
 
-# The screen, as the student sees it: not black, and saved for the docs.
-python3 - "$WORK/qmp.sock" "$WORK/screen.ppm" <<'PYEOF' || fail "could not take a screendump over QMP."
-import json, socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-f = s.makefile("rw")
-def call(cmd, **args):
-    f.write(json.dumps({"execute": cmd, "arguments": args} if args else {"execute": cmd}) + "\n")
-    f.flush()
-    while True:
-        reply = json.loads(f.readline())
-        if "return" in reply or "error" in reply:
-            return reply
-json.loads(f.readline())  # the greeting
-call("qmp_capabilities")
-time.sleep(2)  # the greeter's first frames
-sys.exit(0 if "return" in call("screendump", filename=sys.argv[2]) else 1)
-PYEOF
-python3 - "$WORK/screen.ppm" "$WORK/screen.png" <<'PYEOF' || fail "the Secure Boot PC's screen does not show the login card (white on blue)."
-import struct, sys, zlib
-data = open(sys.argv[1], "rb").read()
-magic, size, depth, pix = data.split(b"\n", 3)
-w, h = map(int, size.split())
-rows = b"".join(b"\0" + pix[y * w * 3:(y + 1) * w * 3] for y in range(h))
-def chunk(kind, body):
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-       + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
-open(sys.argv[2], "wb").write(png)
-def at(x, y):
-    i = (y * w + x) * 3
-    return tuple(pix[i:i + 3])
-card, corner = at(w // 2 + 150, h // 2 - 130), at(20, h // 2)  # beside "Welcome"
-print(f"   screen {w}x{h}: the card's middle is {card}, the background {corner}")
-# The login card is white on the greeter's blue background.
-sys.exit(0 if min(card) > 230 and corner[2] > corner[0] + 30 else 1)
-PYEOF
+# The screen, as the student sees it (demo.sh's lab-PC helper checks it is
+# the login screen and saves it).
+python3 "$(dirname "$SETUP")/lib/lab_pc.py" --qmp "$WORK/qmp.sock" --serial "$WORK/sb-serial.log" \
+  --shots "$WORK/shots" --login-screen-only || fail "the Secure Boot PC's screen is not the login screen."
 if [[ -n "${AULA_GREETER_SHOTS_DIR:-}" ]]; then
   mkdir -p "$AULA_GREETER_SHOTS_DIR"
-  cp "$WORK/screen.png" "$AULA_GREETER_SHOTS_DIR/image-login-secureboot.png"
+  cp "$WORK/shots/lab-pc-login.png" "$AULA_GREETER_SHOTS_DIR/image-login-secureboot.png"
 fi
 kill -TERM "$QPID" 2>/dev/null
 wait "$QPID" 2>/dev/null
