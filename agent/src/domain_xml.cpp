@@ -11,13 +11,15 @@
 
 #include "aula/common/log.hpp"
 
+#include "xml_checks.hpp"
+
 namespace aula::agent {
 namespace {
 
+using namespace xml;  // NOLINT(google-build-using-namespace): the shared checks
+
 constexpr std::int64_t kMaxVcpus = 128;
 constexpr std::int64_t kMinMemoryMb = 128;
-constexpr std::size_t kMaxNameLength = 64;
-constexpr std::size_t kMaxOwnerLength = 256;
 constexpr std::size_t kMaxListenLength = 255;
 constexpr std::size_t kMaxTicketLength = 60;  // SPICE_MAX_PASSWORD_LENGTH in spice-protocol
 constexpr int kMaxUsbRedirChannels = 8;
@@ -30,115 +32,6 @@ constexpr std::int64_t kMinCpuPeriodUs = 1000;
 constexpr std::int64_t kMaxCpuPeriodUs = 1000000;
 constexpr std::int64_t kMinCpuQuotaUs = 1000;
 constexpr std::int64_t kMaxCpuQuotaUs = 17592186044415;
-
-Error fieldError(std::string_view field, std::string_view sentenceRest) {
-  return Error(Errc::kInvalidArgument,
-               fmt::format("The domain field '{}' {}", field, sentenceRest));
-}
-
-bool isLowerAlnum(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-bool isDigit(char c) {
-  return c >= '0' && c <= '9';
-}
-bool isHex(char c) {
-  return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-bool isAlnum(char c) {
-  return isLowerAlnum(c) || (c >= 'A' && c <= 'Z');
-}
-
-// XML 1.0 cannot carry most control characters even escaped, and none of
-// these fields has a reason to hold one.
-bool hasControlCharacter(std::string_view text) {
-  return std::any_of(text.begin(), text.end(), [](char c) {
-    auto byte = static_cast<unsigned char>(c);
-    return byte < 0x20 || byte == 0x7f;
-  });
-}
-
-template <typename Pred>
-bool allOf(std::string_view text, Pred pred) {
-  return std::all_of(text.begin(), text.end(), pred);
-}
-
-Status checkName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameLength ||
-      !allOf(name, [](char c) { return isLowerAlnum(c) || c == '-'; })) {
-    return fieldError("name",
-                      fmt::format("must be 1 to {} characters of a-z, 0-9 and '-', not '{}'.",
-                                  kMaxNameLength, name));
-  }
-  return okStatus();
-}
-
-Status checkUuid(const std::string& uuid) {
-  constexpr std::array<std::size_t, 4> kDashes = {8, 13, 18, 23};
-  bool ok = uuid.size() == 36;
-  for (std::size_t i = 0; ok && i < uuid.size(); ++i) {
-    bool dash = std::find(kDashes.begin(), kDashes.end(), i) != kDashes.end();
-    ok = dash ? uuid[i] == '-' : isHex(uuid[i]);
-  }
-  if (!ok) {
-    return fieldError("uuid", fmt::format("must be a UUID like "
-                                          "'3e3fce45-4f53-4fa7-bb32-11f34168b82b', not '{}'.",
-                                          uuid));
-  }
-  return okStatus();
-}
-
-Status checkMachine(const std::string& machine) {
-  constexpr std::string_view kVersioned = "pc-q35-";
-  bool ok = machine == "q35";
-  if (!ok && machine.size() > kVersioned.size() && machine.starts_with(kVersioned)) {
-    ok = allOf(std::string_view(machine).substr(kVersioned.size()),
-               [](char c) { return isDigit(c) || c == '.'; });
-  }
-  if (!ok) {
-    return fieldError("machine",
-                      fmt::format("must be 'q35' or a versioned 'pc-q35-X.Y', not '{}'.", machine));
-  }
-  return okStatus();
-}
-
-Status checkDiskPath(const std::filesystem::path& path) {
-  const std::string& text = path.native();
-  if (text.empty() || !path.is_absolute()) {
-    return fieldError("diskPath", fmt::format("must be an absolute path, not '{}'.", text));
-  }
-  if (hasControlCharacter(text)) {
-    return fieldError("diskPath", "contains a control character.");
-  }
-  for (const auto& part : path) {
-    if (part == "..") {
-      return fieldError("diskPath", fmt::format("must not contain '..', as '{}' does.", text));
-    }
-  }
-  return okStatus();
-}
-
-Status checkMacAddress(const std::string& mac) {
-  if (mac.empty()) {
-    return okStatus();
-  }
-  bool ok = mac.size() == 17;
-  for (std::size_t i = 0; ok && i < mac.size(); ++i) {
-    ok = (i % 3 == 2) ? mac[i] == ':' : isHex(mac[i]);
-  }
-  if (ok) {
-    // libvirt refuses a multicast address for a NIC: the first octet must be even.
-    char low = mac[1];
-    int lowNibble = isDigit(low) ? low - '0' : (low | 0x20) - 'a' + 10;
-    ok = (lowNibble & 1) == 0;
-  }
-  if (!ok) {
-    return fieldError("macAddress", fmt::format("must be empty or a unicast address like "
-                                                "'52:54:00:12:34:56', not '{}'.",
-                                                mac));
-  }
-  return okStatus();
-}
 
 // libvirt's parser takes exactly YYYY-MM-DDTHH:MM:SS (virDomainGraphicsAuthDefParseXML:
 // "cannot parse password validity time '%s', expect YYYY-MM-DDTHH:MM:SS").
@@ -218,29 +111,10 @@ Status checkLimits(const DomainLimits& limits) {
   return okStatus();
 }
 
-Status checkOneOf(std::string_view field, const std::string& value,
-                  std::initializer_list<std::string_view> allowed) {
-  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) {
-    return okStatus();
-  }
-  std::string list;
-  for (auto choice : allowed) {
-    list += fmt::format("{}'{}'", list.empty() ? "" : " or ", choice);
-  }
-  return fieldError(field, fmt::format("must be {}, not '{}'.", list, value));
-}
-
 Status checkSpec(const DomainSpec& spec) {
   AULA_TRY_STATUS(checkName(spec.name));
   AULA_TRY_STATUS(checkUuid(spec.uuid));
-  if (spec.desktopId <= 0) {
-    return fieldError("desktopId", fmt::format("is {}; it must be positive.", spec.desktopId));
-  }
-  if (spec.owner.empty() || spec.owner.size() > kMaxOwnerLength ||
-      hasControlCharacter(spec.owner)) {
-    return fieldError(
-        "owner", fmt::format("must be 1 to {} bytes without control characters.", kMaxOwnerLength));
-  }
+  AULA_TRY_STATUS(checkOwnership(spec.desktopId, spec.owner));
   AULA_TRY_STATUS(checkOneOf("domainType", spec.domainType, {"kvm", "qemu"}));
   AULA_TRY_STATUS(checkMachine(spec.machine));
   if (spec.vcpus < 1 || spec.vcpus > kMaxVcpus) {
@@ -252,15 +126,9 @@ Status checkSpec(const DomainSpec& spec) {
         "memoryMb", fmt::format("is {}; it must be at least {} MiB.", spec.memoryMb, kMinMemoryMb));
   }
   AULA_TRY_STATUS(checkOneOf("video", spec.video, {"qxl", "virtio"}));
-  AULA_TRY_STATUS(checkDiskPath(spec.diskPath));
+  AULA_TRY_STATUS(checkAbsolutePath("diskPath", spec.diskPath));
   AULA_TRY_STATUS(checkOneOf("diskBus", spec.diskBus, {"virtio", "sata"}));
-  if (spec.network.empty() || spec.network.size() > kMaxNameLength ||
-      !allOf(spec.network, [](char c) { return isAlnum(c) || c == '-' || c == '_' || c == '.'; })) {
-    return fieldError("network",
-                      fmt::format("must be a libvirt network's name (1 to {} characters of "
-                                  "letters, digits, '-', '_' and '.'), not '{}'.",
-                                  kMaxNameLength, spec.network));
-  }
+  AULA_TRY_STATUS(checkNetwork(spec.network));
   AULA_TRY_STATUS(checkOneOf("nicModel", spec.nicModel, {"virtio", "e1000e"}));
   AULA_TRY_STATUS(checkMacAddress(spec.macAddress));
   AULA_TRY_STATUS(checkSpice(spec.spice, spec.allowPlainSpice));
@@ -271,21 +139,6 @@ Status checkSpec(const DomainSpec& spec) {
   }
   return okStatus();
 }
-
-// A line of XML at `depth` levels of two spaces.
-class Writer {
- public:
-  template <typename... Args>
-  void line(int depth, fmt::format_string<Args...> format, Args&&... args) {
-    out_.append(static_cast<std::size_t>(depth) * 2, ' ');
-    fmt::format_to(std::back_inserter(out_), format, std::forward<Args>(args)...);
-    out_ += '\n';
-  }
-  std::string take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
 
 void writeGraphics(Writer& w, int depth, const SpiceSpec& spice) {
   // defaultMode decides which ports autoport allocates: 'secure' allocates
@@ -342,15 +195,7 @@ Result<std::string> renderDomainXml(const DomainSpec& spec) {
   // characters, so that a later, looser check cannot open an injection.
   const DomainLimits& limits = spec.limits;
   Writer w;
-  w.line(0, "<domain type='{}'>", xmlEscape(spec.domainType));
-  w.line(1, "<name>{}</name>", xmlEscape(spec.name));
-  w.line(1, "<uuid>{}</uuid>", xmlEscape(spec.uuid));
-  w.line(1, "<metadata>");
-  w.line(2, "<aula:desktop xmlns:aula='{}'>", kMetadataNamespace);
-  w.line(3, "<aula:id>{}</aula:id>", spec.desktopId);
-  w.line(3, "<aula:owner>{}</aula:owner>", xmlEscape(spec.owner));
-  w.line(2, "</aula:desktop>");
-  w.line(1, "</metadata>");
+  writeIdentity(w, {spec.domainType, spec.name, spec.uuid, spec.desktopId, spec.owner, false});
   w.line(1, "<memory unit='MiB'>{}</memory>", spec.memoryMb);
   w.line(1, "<vcpu placement='static'>{}</vcpu>", spec.vcpus);
   if (limits.cpuShares != 0 || limits.cpuPeriodUs != 0 || limits.cpuQuotaUs != 0) {
@@ -389,11 +234,7 @@ Result<std::string> renderDomainXml(const DomainSpec& spec) {
   w.line(2, "<suspend-to-disk enabled='no'/>");
   w.line(1, "</pm>");
   w.line(1, "<devices>");
-  w.line(2, "<disk type='file' device='disk'>");
-  w.line(3, "<driver name='qemu' type='qcow2' discard='unmap'/>");
-  w.line(3, "<source file='{}'/>", xmlEscape(spec.diskPath.native()));
-  w.line(3, "<target dev='{}' bus='{}'/>", spec.diskBus == "virtio" ? "vda" : "sda",
-         xmlEscape(spec.diskBus));
+  writeDiskStart(w, spec.diskPath, spec.diskBus);
   if (limits.diskBytesPerSec != 0 || limits.diskIopsPerSec != 0) {
     w.line(3, "<iotune>");
     if (limits.diskBytesPerSec != 0) {
@@ -404,15 +245,9 @@ Result<std::string> renderDomainXml(const DomainSpec& spec) {
     }
     w.line(3, "</iotune>");
   }
-  w.line(2, "</disk>");
+  writeDiskEnd(w);
   w.line(2, "<controller type='usb' index='0' model='qemu-xhci' ports='{}'/>", kUsbControllerPorts);
-  w.line(2, "<interface type='network'>");
-  w.line(3, "<source network='{}'/>", xmlEscape(spec.network));
-  if (!spec.macAddress.empty()) {
-    w.line(3, "<mac address='{}'/>", xmlEscape(spec.macAddress));
-  }
-  w.line(3, "<model type='{}'/>", xmlEscape(spec.nicModel));
-  w.line(2, "</interface>");
+  writeInterface(w, spec.network, spec.macAddress, spec.nicModel);
   // The SPICE agent's port: clipboard, and the guest following the viewer's
   // window size.
   w.line(2, "<channel type='spicevmc'>");

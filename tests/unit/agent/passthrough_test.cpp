@@ -10,6 +10,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "fake_host.hpp"
 #include "support/temp_dir.hpp"
 #include "sysfs_host.hpp"
 
@@ -17,104 +18,12 @@ namespace aula::agent {
 namespace {
 
 namespace fs = std::filesystem;
+using test::FakeHost;
+using test::kGpu;
+using test::kGpuAudio;
+using test::kIgpu;
+using test::kRootPort;
 using ::testing::HasSubstr;
-
-// A file with its folders made first.
-void writeFile(const fs::path& path, std::string_view content) {
-  fs::create_directories(path.parent_path());
-  test::writeFile(path, content);
-}
-
-struct Dev {
-  std::string address;
-  std::uint32_t classCode;
-  std::uint16_t vendor;
-  std::uint16_t device;
-  std::string driver;
-  std::optional<int> group;
-  std::string resetMethods = "flr bus";  // "" writes no reset files at all
-  bool bootVga = false;
-};
-
-// A host as sysfs and /proc show it: an Intel CPU with VT-x, KVM, VT-d on
-// with interrupt remapping, vfio-pci loaded; then the devices given.
-class FakeHost {
- public:
-  explicit FakeHost(const fs::path& root) : root_(root) {
-    writeFile(root_ / "proc/cpuinfo",
-              "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme vmx sse2\n");
-    writeFile(root_ / "dev/kvm", "");
-    writeFile(root_ / "sys/firmware/acpi/tables/DMAR", "DMAR");
-    writeFile(root_ / "proc/interrupts", " 24: 0 IR-PCI-MSI 512000-edge ahci\n");
-    writeFile(root_ / "proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/sda1 intel_iommu=on iommu=pt");
-    fs::create_directories(root_ / "sys/module/vfio_pci");
-    fs::create_directories(root_ / "sys/bus/pci/devices");
-    fs::create_directories(root_ / "sys/kernel/iommu_groups");
-    writeFile(root_ / "proc/iomem", "00000000-00000fff : Reserved\n");
-  }
-
-  FakeHost& add(const Dev& d) {
-    const fs::path dir = root_ / "sys/bus/pci/devices" / d.address;
-    fs::create_directories(dir);
-    writeFile(dir / "class", fmt::format("0x{:06x}\n", d.classCode));
-    writeFile(dir / "vendor", fmt::format("0x{:04x}\n", d.vendor));
-    writeFile(dir / "device", fmt::format("0x{:04x}\n", d.device));
-    writeFile(dir / "subsystem_vendor", "0x1043\n");
-    writeFile(dir / "subsystem_device", "0x8874\n");
-    if (!d.driver.empty()) {
-      fs::create_directories(root_ / "sys/bus/pci/drivers" / d.driver);
-      fs::create_symlink("../../../../bus/pci/drivers/" + d.driver, dir / "driver");
-    }
-    if (d.group) {
-      const fs::path group = root_ / "sys/kernel/iommu_groups" / std::to_string(*d.group);
-      fs::create_directories(group / "devices");
-      fs::create_symlink("../../../../kernel/iommu_groups/" + std::to_string(*d.group),
-                         dir / "iommu_group");
-      fs::create_symlink("../../../../bus/pci/devices/" + d.address, group / "devices" / d.address);
-    }
-    if ((d.classCode >> 16) == 0x03)
-      writeFile(dir / "boot_vga", d.bootVga ? "1\n" : "0\n");
-    if (!d.resetMethods.empty()) {
-      writeFile(dir / "reset", "");
-      writeFile(dir / "reset_method", d.resetMethods + "\n");
-    }
-    return *this;
-  }
-
-  FakeHost& iomem(const std::string& text) {
-    writeFile(root_ / "proc/iomem", text);
-    return *this;
-  }
-  FakeHost& cmdline(const std::string& text) {
-    writeFile(root_ / "proc/cmdline", text);
-    return *this;
-  }
-  // The IOMMU as the kernel leaves it without intel_iommu=on: the table is
-  // there, the groups are not.
-  FakeHost& iommuOff() {
-    fs::remove_all(root_ / "sys/kernel/iommu_groups");
-    for (const auto& e : fs::directory_iterator(root_ / "sys/bus/pci/devices"))
-      fs::remove(e.path() / "iommu_group");
-    writeFile(root_ / "proc/interrupts", " 24: 0 PCI-MSI 512000-edge ahci\n");
-    return cmdline("BOOT_IMAGE=/vmlinuz root=/dev/sda1");
-  }
-
-  HostFacts facts(const fs::path& resetFailed = {}) const {
-    auto read = readHostFacts(root_, resetFailed);
-    if (!read)
-      throw std::runtime_error(read.error().message());
-    return *read;
-  }
-
- private:
-  fs::path root_;
-};
-
-// A desktop's usual neighbours: the root port and the iGPU.
-const Dev kRootPort{"0000:00:01.0", 0x060400, 0x8086, 0x1901, "pcieport", 1};
-const Dev kIgpu{"0000:00:02.0", 0x030000, 0x8086, 0x3e92, "i915", 0, "flr", true};
-const Dev kGpu{"0000:01:00.0", 0x030000, 0x10de, 0x2484, "nvidia", 1};
-const Dev kGpuAudio{"0000:01:00.1", 0x040300, 0x10de, 0x228b, "snd_hda_intel", 1, "flr"};
 
 std::vector<ChosenDevice> choose(std::initializer_list<std::string_view> texts) {
   std::vector<ChosenDevice> out;
@@ -166,7 +75,7 @@ TEST_F(PassthroughTest, ReadsEveryDeviceWithItsIdsDriverGroupAndReset) {
 }
 
 TEST_F(PassthroughTest, ACleanDesktopPassesItsGpuAndHdmiAudio) {
-  host_.add(kRootPort).add(kIgpu).add(kGpu).add(kGpuAudio);
+  test::fixtureMachine("clean_desktop").build(host_);
   const auto findings = preflight(host_.facts(), choose({"0000:01:00.0=10de:2484", "01:00.1"}));
   EXPECT_FALSE(anyFailed(findings)) << formatFindings(findings);
   EXPECT_NE(findingWith(findings, "its IOMMU group 1 holds nothing else the host uses"), nullptr)
@@ -176,8 +85,7 @@ TEST_F(PassthroughTest, ACleanDesktopPassesItsGpuAndHdmiAudio) {
 }
 
 TEST_F(PassthroughTest, AGpuSharingItsGroupWithAnotherEndpointFailsNamingIt) {
-  host_.add(kRootPort).add(kGpu).add(kGpuAudio).add(
-      {"0000:02:00.0", 0x010802, 0x144d, 0xa808, "nvme", 1});
+  test::fixtureMachine("gpu_shared_group").build(host_);
   const auto findings = preflight(host_.facts(), choose({"0000:01:00.0", "0000:01:00.1"}));
   ASSERT_TRUE(anyFailed(findings));
   const Finding* f = findingWith(findings,
@@ -193,9 +101,7 @@ TEST_F(PassthroughTest, AGpuSharingItsGroupWithAnotherEndpointFailsNamingIt) {
 }
 
 TEST_F(PassthroughTest, OnboardAudioGroupedWithTheLpcBridgeAndSmbusFails) {
-  host_.add({"0000:00:1f.0", 0x060100, 0x8086, 0xa305, "", 12})
-      .add({"0000:00:1f.3", 0x040300, 0x8086, 0xa348, "snd_hda_intel", 12})
-      .add({"0000:00:1f.4", 0x0c0500, 0x8086, 0xa323, "i801_smbus", 12});
+  test::fixtureMachine("onboard_audio_lpc").build(host_);
   const auto findings = preflight(host_.facts(), choose({"0000:00:1f.3"}));
   const Finding* f = findingWith(findings,
                                  "shares IOMMU group 12 with 0000:00:1f.0 (LPC bridge "
@@ -206,14 +112,7 @@ TEST_F(PassthroughTest, OnboardAudioGroupedWithTheLpcBridgeAndSmbusFails) {
 }
 
 TEST_F(PassthroughTest, TheBootGpuHeldByEfifbFailsWithTheKernelParameter) {
-  Dev gpu = kGpu;
-  gpu.bootVga = true;
-  host_.add(kRootPort).add(gpu).add(kGpuAudio).iomem(
-      "00000000-00000fff : Reserved\n"
-      "a0000000-b1ffffff : PCI Bus 0000:01\n"
-      "  a0000000-afffffff : 0000:01:00.0\n"
-      "    a0000000-a02fffff : efifb\n"
-      "  b0000000-b1ffffff : 0000:01:00.0\n");
+  test::fixtureMachine("boot_gpu_efifb").build(host_);
   const HostFacts facts = host_.facts();
   EXPECT_EQ(facts.find("0000:01:00.0")->heldBy, "efifb");
   EXPECT_EQ(facts.find("0000:01:00.1")->heldBy, "");
@@ -226,7 +125,7 @@ TEST_F(PassthroughTest, TheBootGpuHeldByEfifbFailsWithTheKernelParameter) {
 }
 
 TEST_F(PassthroughTest, AUsbControllerWithNoResetIsAWarning) {
-  host_.add({"0000:03:00.0", 0x0c0330, 0x1912, 0x0015, "xhci_hcd", 7, ""});
+  test::fixtureMachine("usb_no_reset").build(host_);
   const auto findings = preflight(host_.facts(), choose({"0000:03:00.0"}));
   EXPECT_FALSE(anyFailed(findings)) << formatFindings(findings);
   const Finding* f = findingWith(findings, "(USB controller 1912:0015) has no reset method");
@@ -235,8 +134,7 @@ TEST_F(PassthroughTest, AUsbControllerWithNoResetIsAWarning) {
 }
 
 TEST_F(PassthroughTest, OfTwinGpusOnlyTheChosenOneGoesAndTheOtherStays) {
-  host_.add({"0000:01:00.0", 0x030000, 0x10de, 0x1b80, "nvidia", 1})
-      .add({"0000:02:00.0", 0x030000, 0x10de, 0x1b80, "nvidia", 2});
+  test::fixtureMachine("twin_gpus").build(host_);
   const auto findings = preflight(host_.facts(), choose({"0000:02:00.0"}));
   EXPECT_FALSE(anyFailed(findings)) << formatFindings(findings);
   EXPECT_NE(findingWith(findings,
@@ -247,7 +145,7 @@ TEST_F(PassthroughTest, OfTwinGpusOnlyTheChosenOneGoesAndTheOtherStays) {
 }
 
 TEST_F(PassthroughTest, WithTheIommuOffItSaysWhichParameterToAdd) {
-  host_.add(kRootPort).add(kGpu).iommuOff();
+  test::fixtureMachine("iommu_off").build(host_);
   const auto findings = preflight(host_.facts(), choose({"0000:01:00.0"}));
   const Finding* f = findingWith(findings,
                                  "The firmware has an IOMMU (DMAR), but the kernel does "
@@ -275,7 +173,7 @@ TEST_F(PassthroughTest, ChangedHardwareAFailedResetAndAmdsResetBugAreNamed) {
   EXPECT_NE(findingWith(polaris, "AMD GPU with the known reset bug"), nullptr);
   // Its reset failed when the VM last stopped: refused until a reboot.
   const fs::path failed = dir_.path() / "reset-failed";
-  writeFile(failed / "0000:01:00.0", "");
+  test::writeFileMakingDirs(failed / "0000:01:00.0", "");
   auto after = preflight(host_.facts(failed), choose({"0000:01:00.0"}));
   const Finding* r = findingWith(after, "did not reset when its VM last stopped");
   ASSERT_NE(r, nullptr) << formatFindings(after);
@@ -286,7 +184,8 @@ TEST_F(PassthroughTest, ChangedHardwareAFailedResetAndAmdsResetBugAreNamed) {
 TEST_F(PassthroughTest, AcsOverrideAndMissingInterruptRemappingAreFlagged) {
   host_.add(kRootPort).add(kGpu).add(kGpuAudio).cmdline(
       "intel_iommu=on pcie_acs_override=downstream");
-  writeFile(dir_.path() / "root/proc/interrupts", " 24: 0 PCI-MSI 512000-edge ahci\n");
+  test::writeFileMakingDirs(dir_.path() / "root/proc/interrupts",
+                            " 24: 0 PCI-MSI 512000-edge ahci\n");
   const auto findings = preflight(host_.facts(), choose({"0000:01:00.0", "0000:01:00.1"}));
   EXPECT_EQ(findingWith(findings, "pcie_acs_override is on")->verdict, Verdict::kWarn);
   EXPECT_EQ(findingWith(findings, "Interrupt remapping is off: vfio refuses")->verdict,

@@ -1,0 +1,73 @@
+// Fixture hosts for the agent's passthrough tests: a root folder with the
+// sysfs and /proc files the kernel would show (FakeHost), and the machines
+// an admin meets (fixtureMachines), each with what its workstation takes.
+// Shared by the preflight, binding and workstation XML tests.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aula/agent/passthrough.hpp"
+
+namespace aula::test {
+
+// A file with its folders made first.
+void writeFileMakingDirs(const std::filesystem::path& path, std::string_view content);
+
+struct Dev {
+  std::string address;
+  std::uint32_t classCode;
+  std::uint16_t vendor;
+  std::uint16_t device;
+  std::string driver;
+  std::optional<int> group;
+  std::string resetMethods = "flr bus";  // "" writes no reset files at all
+  bool bootVga = false;
+};
+
+// A host as sysfs and /proc show it: an Intel CPU with VT-x, KVM, VT-d on
+// with interrupt remapping, vfio-pci loaded; then the devices given.
+class FakeHost {
+ public:
+  explicit FakeHost(const std::filesystem::path& root);
+
+  FakeHost& add(const Dev& d);
+  FakeHost& iomem(const std::string& text);
+  FakeHost& cmdline(const std::string& text);
+  // The IOMMU as the kernel leaves it without intel_iommu=on: the table is
+  // there, the groups are not.
+  FakeHost& iommuOff();
+
+  // Read back by the real sysfs adapter; throws when it cannot.
+  agent::HostFacts facts(const std::filesystem::path& resetFailed = {}) const;
+
+ private:
+  std::filesystem::path root_;
+};
+
+// A desktop's usual neighbours: the root port and the iGPU; and a GPU with
+// its HDMI audio.
+extern const Dev kRootPort;
+extern const Dev kIgpu;
+extern const Dev kGpu;
+extern const Dev kGpuAudio;
+
+struct FixtureMachine {
+  std::string name;  // "clean_desktop": golden files are named after it
+  std::function<void(FakeHost&)> build;
+  std::vector<std::string> passed;  // the devices its workstation takes
+};
+
+// A clean desktop, a GPU sharing its group with an NVMe drive, onboard
+// audio grouped with the LPC bridge and SMBus, the boot GPU held by efifb,
+// a USB controller with no reset method, twin GPUs, and the IOMMU off.
+const std::vector<FixtureMachine>& fixtureMachines();
+// One of them by name; throws for a name that is not there.
+const FixtureMachine& fixtureMachine(std::string_view name);
+
+}  // namespace aula::test
