@@ -1,6 +1,7 @@
 // Fixture hosts for the agent's passthrough tests (see fake_host.hpp).
 #include "fake_host.hpp"
 
+#include <fstream>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -82,6 +83,82 @@ agent::HostFacts FakeHost::facts(const fs::path& resetFailed) const {
   if (!read)
     throw std::runtime_error(read.error().message());
   return *read;
+}
+
+namespace {
+
+void touch(const fs::path& path) {
+  std::ofstream(path).flush();
+}
+
+}  // namespace
+
+FakeKernel::FakeKernel(const fs::path& root) : RealSysfs(root) {
+  fs::create_directories(sys() / "bus/pci/drivers");
+  touch(sys() / "bus/pci/drivers_probe");
+}
+
+void FakeKernel::device(const std::string& address, const std::string& native) {
+  native_[address] = native;
+  fs::create_directories(sys() / "bus/pci/devices" / address);
+  touch(sys() / "bus/pci/devices" / address / "driver_override");
+  setOverride(address, "");
+  loadDriver(native);
+  bindTo(address, native);
+}
+
+void FakeKernel::adoptDevices() {
+  for (const auto& entry : fs::directory_iterator(sys() / "bus/pci/devices")) {
+    const std::string address = entry.path().filename();
+    const std::string driver = driverOf(address).valueOr("");
+    native_[address] = driver;
+    setOverride(address, "");
+    if (!driver.empty())
+      loadDriver(driver);
+  }
+  loadDriver("vfio-pci");
+}
+
+void FakeKernel::loadDriver(const std::string& driver) {
+  fs::create_directories(sys() / "bus/pci/drivers" / driver);
+  touch(sys() / "bus/pci/drivers" / driver / "unbind");
+}
+
+Status FakeKernel::write(std::string_view path, std::string_view value) {
+  AULA_TRY_STATUS(RealSysfs::write(path, value));
+  writes.push_back(fmt::format("{}={}", path, value));
+  const std::string p(path);
+  const std::string v(value);
+  if (p.ends_with("/driver_override")) {
+    // Stored whole, a lone newline clearing it.
+    const auto address = fs::path(p).parent_path().filename().string();
+    setOverride(address, v == "\n" ? "" : v);
+  } else if (p.ends_with("/unbind")) {
+    const auto driver = fs::path(p).parent_path().filename().string();
+    if (driverOf(v).valueOr("") != driver)
+      return Error(Errc::kIo, "No such device (the kernel's ENODEV).");
+    fs::remove(sys() / "bus/pci/devices" / v / "driver");
+  } else if (p == "bus/pci/drivers_probe") {
+    if (!driverOf(v).valueOr("").empty())
+      return okStatus();
+    const std::string wanted = overrideOf(v).valueOr("");
+    const std::string driver = wanted.empty() ? native_[v] : wanted;
+    // Only a loaded driver takes it; a driver_override of one that is not
+    // loaded leaves the device with none.
+    if (!driver.empty() && fs::exists(sys() / "bus/pci/drivers" / driver))
+      bindTo(v, driver);
+  }
+  return okStatus();
+}
+
+void FakeKernel::setOverride(const std::string& address, const std::string& value) {
+  std::ofstream(sys() / "bus/pci/devices" / address / "driver_override", std::ios::trunc)
+      << (value.empty() ? "(null)" : value) << "\n";
+}
+
+void FakeKernel::bindTo(const std::string& address, const std::string& driver) {
+  fs::create_symlink("../../../../bus/pci/drivers/" + driver,
+                     sys() / "bus/pci/devices" / address / "driver");
 }
 
 const Dev kRootPort{"0000:00:01.0", 0x060400, 0x8086, 0x1901, "pcieport", 1};

@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "aula/agent/passthrough.hpp"
+
+#include "sysfs_port.hpp"
 
 namespace aula::test {
 
@@ -48,6 +51,31 @@ class FakeHost {
 
  private:
   std::filesystem::path root_;
+};
+
+// The real sysfs adapter's writes, then what Linux does about them on
+// driver_override, unbind and drivers_probe, on a fixture tree.
+class FakeKernel : public agent::RealSysfs {
+ public:
+  explicit FakeKernel(const std::filesystem::path& root);
+
+  // A device bound to its native driver, as after boot.
+  void device(const std::string& address, const std::string& native);
+  // Every device a FakeHost made under the same root, with the driver it
+  // has, and vfio-pci loaded.
+  void adoptDevices();
+  // A module loaded: its driver folder with unbind.
+  void loadDriver(const std::string& driver);
+
+  Status write(std::string_view path, std::string_view value) override;
+
+  std::vector<std::string> writes;  // "path=value", in order
+
+ private:
+  void setOverride(const std::string& address, const std::string& value);
+  void bindTo(const std::string& address, const std::string& driver);
+
+  std::map<std::string, std::string> native_;
 };
 
 // A desktop's usual neighbours: the root port and the iGPU; and a GPU with

@@ -11,8 +11,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "fake_host.hpp"
 #include "support/temp_dir.hpp"
-#include "sysfs_port.hpp"
 
 namespace aula::agent {
 namespace {
@@ -21,71 +21,7 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// The real adapter's writes, then what the kernel would do about them.
-class FakeKernel : public RealSysfs {
- public:
-  explicit FakeKernel(const fs::path& root) : RealSysfs(root) {
-    fs::create_directories(sys() / "bus/pci/drivers");
-    touch(sys() / "bus/pci/drivers_probe");
-  }
-
-  // A device bound to its native driver, as after boot.
-  void device(const std::string& address, const std::string& native) {
-    native_[address] = native;
-    fs::create_directories(sys() / "bus/pci/devices" / address);
-    touch(sys() / "bus/pci/devices" / address / "driver_override");
-    setOverride(address, "");
-    loadDriver(native);
-    bindTo(address, native);
-  }
-  // A module loaded: its driver folder with unbind.
-  void loadDriver(const std::string& driver) {
-    fs::create_directories(sys() / "bus/pci/drivers" / driver);
-    touch(sys() / "bus/pci/drivers" / driver / "unbind");
-  }
-
-  Status write(std::string_view path, std::string_view value) override {
-    AULA_TRY_STATUS(RealSysfs::write(path, value));
-    writes.push_back(fmt::format("{}={}", path, value));
-    const std::string p(path);
-    const std::string v(value);
-    if (p.ends_with("/driver_override")) {
-      // Stored whole, a lone newline clearing it.
-      const auto address = fs::path(p).parent_path().filename().string();
-      setOverride(address, v == "\n" ? "" : v);
-    } else if (p.ends_with("/unbind")) {
-      const auto driver = fs::path(p).parent_path().filename().string();
-      if (driverOf(v).valueOr("") != driver)
-        return Error(Errc::kIo, "No such device (the kernel's ENODEV).");
-      fs::remove(sys() / "bus/pci/devices" / v / "driver");
-    } else if (p == "bus/pci/drivers_probe") {
-      if (!driverOf(v).valueOr("").empty())
-        return okStatus();
-      const std::string wanted = overrideOf(v).valueOr("");
-      const std::string driver = wanted.empty() ? native_[v] : wanted;
-      // Only a loaded driver takes it; a driver_override of one that is
-      // not loaded leaves the device with none.
-      if (fs::exists(sys() / "bus/pci/drivers" / driver))
-        bindTo(v, driver);
-    }
-    return okStatus();
-  }
-
-  std::vector<std::string> writes;
-
- private:
-  static void touch(const fs::path& path) { std::ofstream(path).flush(); }
-  void setOverride(const std::string& address, const std::string& value) {
-    std::ofstream(sys() / "bus/pci/devices" / address / "driver_override", std::ios::trunc)
-        << (value.empty() ? "(null)" : value) << "\n";
-  }
-  void bindTo(const std::string& address, const std::string& driver) {
-    fs::create_symlink("../../../../bus/pci/drivers/" + driver,
-                       sys() / "bus/pci/devices" / address / "driver");
-  }
-
-  std::map<std::string, std::string> native_;
-};
+using test::FakeKernel;
 
 constexpr const char* kGpu = "0000:01:00.0";
 constexpr const char* kAudio = "0000:01:00.1";
