@@ -32,7 +32,11 @@ TEST=(libgtest-dev libgmock-dev libbenchmark-dev postgresql slapd ldap-utils
       libvirt-daemon-system spice-client-gtk libspice-client-glib-2.0-dev
       dnsmasq-base ipxe ovmf
       # bench/session_bench: Debian's remote-viewer under Xvfb, read with Xlib.
-      virt-viewer xvfb libx11-dev)
+      virt-viewer xvfb libx11-dev
+      # The workstation agent's D-Bus API: a private dbus-daemon, busctl
+      # (systemd's, which does not run as PID 1 here) and setpriv to call
+      # as another user.
+      dbus-daemon systemd util-linux)
 # The test guest (tests/template/): QEMU under TCG, and the tools that build
 # its disk without mounting anything; the greeter's test VM
 # (tests/greeter_vm/): seatd in its initramfs, packed with cpio and zstd.
