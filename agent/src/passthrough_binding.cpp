@@ -2,7 +2,9 @@
 #include "aula/agent/passthrough_binding.hpp"
 
 #include <fstream>
+#include <future>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -69,8 +71,11 @@ Status PassthroughBinder::bindOne(const std::string& address) {
   // The journal first: whatever happens next, the host can be put back.
   AULA_TRY_STATUS(record({address, driver, override}));
   AULA_TRY_STATUS(step(devicePath(address, "driver_override"), kVfio));
-  if (!driver.empty())
-    AULA_TRY_STATUS(step(fmt::format("bus/pci/drivers/{}/unbind", driver), address));
+  if (!driver.empty()) {
+    AULA_TRY_STATUS(unbind(driver, address));
+    if (afterEachWrite && !afterEachWrite())
+      return Error(Errc::kInternal, std::string(kKilled));
+  }
   AULA_TRY_STATUS(step("bus/pci/drivers_probe", address));
   const std::string now = AULA_TRY(sysfs_.driverOf(address));
   if (now != kVfio) {
@@ -99,7 +104,41 @@ Status PassthroughBinder::bind(const std::vector<std::string>& addresses) {
   return okStatus();
 }
 
+Status PassthroughBinder::unbind(const std::string& driver, const std::string& address) {
+  auto result = std::make_shared<std::promise<Status>>();
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  auto finished = result->get_future();
+  // On a thread of its own: the write blocks in the kernel for as long as
+  // the device is held, and cannot be interrupted.
+  std::thread([port = &sysfs_, path = fmt::format("bus/pci/drivers/{}/unbind", driver), address,
+               result, done] {
+    result->set_value(port->write(path, address));
+    done->store(true);
+  }).detach();
+  if (finished.wait_for(unbindTimeout) == std::future_status::ready)
+    return finished.get();
+  stuck_[address] = done;
+  std::string held;
+  for (const auto& h : sysfs_.holders(address))
+    held += fmt::format("{}{} (pid {}) on {}", held.empty() ? "" : ", ", h.command, h.pid, h.what);
+  return makeError(Errc::kTimeout,
+                   "Unbinding {} from {} did not finish within {} s; {}. Close {} (a display "
+                   "server or sound server usually), and the device goes back to the host "
+                   "once the unbind has finished.",
+                   address, driver, unbindTimeout.count() / 1000.0,
+                   held.empty() ? "no process has its nodes open, so the driver itself is waiting"
+                                : "it is held by " + held,
+                   held.empty() ? "what uses it" : "them");
+}
+
 Status PassthroughBinder::restore(const BindingStep& s) {
+  if (auto it = stuck_.find(s.address); it != stuck_.end()) {
+    if (!it->second->load()) {
+      return makeError(Errc::kUnavailable,
+                       "{} is still being unbound; the journal keeps it until then", s.address);
+    }
+    stuck_.erase(it);
+  }
   const std::string driver = AULA_TRY(sysfs_.driverOf(s.address));
   const std::string override = AULA_TRY(sysfs_.overrideOf(s.address));
   // A step recorded but never made (the agent stopped right after the
@@ -110,7 +149,7 @@ Status PassthroughBinder::restore(const BindingStep& s) {
   AULA_TRY_STATUS(sysfs_.write(devicePath(s.address, "driver_override"),
                                s.originalOverride.empty() ? "\n" : s.originalOverride));
   if (!driver.empty() && driver != s.originalDriver)
-    AULA_TRY_STATUS(sysfs_.write(fmt::format("bus/pci/drivers/{}/unbind", driver), s.address));
+    AULA_TRY_STATUS(unbind(driver, s.address));
   if (!s.originalDriver.empty() && driver != s.originalDriver)
     AULA_TRY_STATUS(sysfs_.write("bus/pci/drivers_probe", s.address));
   const std::string now = AULA_TRY(sysfs_.driverOf(s.address));

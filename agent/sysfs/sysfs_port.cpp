@@ -2,7 +2,9 @@
 #include "sysfs_port.hpp"
 
 #include <cerrno>
+#include <algorithm>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <system_error>
 
@@ -45,6 +47,71 @@ Status RealSysfs::write(std::string_view path, std::string_view value) {
                  error);
   }
   return okStatus();
+}
+
+namespace {
+
+bool isPid(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  });
+}
+
+// The /dev nodes of a PCI device, from its sysfs folder: DRM (card*,
+// renderD*), sound (controlC*, pcmC*, hwC*, midiC*) and its VFIO group.
+std::set<std::string> nodesOf(const fs::path& device) {
+  std::set<std::string> nodes;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(device / "drm", ec))
+    nodes.insert("/dev/dri/" + e.path().filename().string());
+  for (const auto& card : fs::directory_iterator(device / "sound", ec)) {
+    std::error_code inner;
+    for (const auto& e : fs::directory_iterator(card.path(), inner)) {
+      const std::string name = e.path().filename();
+      for (const char* prefix : {"controlC", "pcmC", "hwC", "midiC"}) {
+        if (name.starts_with(prefix))
+          nodes.insert("/dev/snd/" + name);
+      }
+    }
+  }
+  const auto group = fs::read_symlink(device / "iommu_group", ec);
+  if (!ec)
+    nodes.insert("/dev/vfio/" + group.filename().string());
+  return nodes;
+}
+
+}  // namespace
+
+std::vector<DeviceHolder> RealSysfs::holders(std::string_view address) {
+  const std::set<std::string> nodes = nodesOf(sys() / "bus/pci/devices" / address);
+  const std::string bar = fmt::format("/{}/resource", address);
+  std::vector<DeviceHolder> found;
+  std::error_code ec;
+  for (const auto& process : fs::directory_iterator(root_ / "proc", ec)) {
+    const std::string pid = process.path().filename();
+    if (!isPid(pid))
+      continue;
+    std::string command;
+    std::getline(std::ifstream(process.path() / "comm"), command);
+    std::set<std::string> seen;
+    std::error_code inner;
+    for (const auto& fd : fs::directory_iterator(process.path() / "fd", inner)) {
+      std::error_code link;
+      const std::string target = fs::read_symlink(fd.path(), link).string();
+      if (!link && nodes.contains(target) && seen.insert(target).second)
+        found.push_back({std::stoi(pid), command, target});
+    }
+    std::ifstream maps(process.path() / "maps");
+    for (std::string line; std::getline(maps, line);) {
+      if (line.find(bar) != std::string::npos) {
+        found.push_back({std::stoi(pid), command, "its memory (BAR) mapped"});
+        break;
+      }
+    }
+  }
+  std::sort(found.begin(), found.end(),
+            [](const DeviceHolder& a, const DeviceHolder& b) { return a.pid < b.pid; });
+  return found;
 }
 
 }  // namespace aula::agent

@@ -15,6 +15,8 @@ class RealSysfs : public SysfsPort {
   Result<std::string> driverOf(std::string_view address) override;
   Result<std::string> overrideOf(std::string_view address) override;
   Status write(std::string_view path, std::string_view value) override;
+  // Scans <root>/proc/*/fd and maps for the device's nodes and BARs.
+  std::vector<DeviceHolder> holders(std::string_view address) override;
 
  protected:
   std::filesystem::path sys() const { return root_ / "sys"; }

@@ -134,6 +134,9 @@ Status FakeKernel::write(std::string_view path, std::string_view value) {
     const auto address = fs::path(p).parent_path().filename().string();
     setOverride(address, v == "\n" ? "" : v);
   } else if (p.ends_with("/unbind")) {
+    std::unique_lock lock(hangMutex_);
+    released_.wait(lock, [&] { return hanging_ != v; });
+    lock.unlock();
     const auto driver = fs::path(p).parent_path().filename().string();
     if (driverOf(v).valueOr("") != driver)
       return Error(Errc::kIo, "No such device (the kernel's ENODEV).");
@@ -149,6 +152,19 @@ Status FakeKernel::write(std::string_view path, std::string_view value) {
       bindTo(v, driver);
   }
   return okStatus();
+}
+
+void FakeKernel::hangUnbindOf(const std::string& address) {
+  std::lock_guard lock(hangMutex_);
+  hanging_ = address;
+}
+
+void FakeKernel::releaseUnbind() {
+  {
+    std::lock_guard lock(hangMutex_);
+    hanging_.clear();
+  }
+  released_.notify_all();
 }
 
 void FakeKernel::setOverride(const std::string& address, const std::string& value) {

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,6 +71,11 @@ class FakeKernel : public agent::RealSysfs {
 
   Status write(std::string_view path, std::string_view value) override;
 
+  // The next unbind of `address` blocks, as Linux's does while a process
+  // holds the device, until releaseUnbind().
+  void hangUnbindOf(const std::string& address);
+  void releaseUnbind();
+
   std::vector<std::string> writes;  // "path=value", in order
 
  private:
@@ -76,6 +83,9 @@ class FakeKernel : public agent::RealSysfs {
   void bindTo(const std::string& address, const std::string& driver);
 
   std::map<std::string, std::string> native_;
+  std::mutex hangMutex_;
+  std::condition_variable released_;
+  std::string hanging_;  // the address whose unbind blocks; "" for none
 };
 
 // A desktop's usual neighbours: the root port and the iGPU; and a GPU with

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -92,6 +93,49 @@ TEST_F(BindingTest, WithoutVfioPciLoadedItSaysSoAndTheDeviceComesBack) {
               HasSubstr("0000:01:00.0 did not go to vfio-pci (its driver is now 'none'); is the "
                         "vfio-pci module loaded?"));
   EXPECT_EQ(driver(kGpu), "nvidia");
+}
+
+TEST_F(BindingTest, AnUnbindThatHangsNamesWhoHoldsTheDeviceAndItComesBackAfterwards) {
+  // Xorg has the GPU's DRM node open and a tool has its BAR mapped.
+  const fs::path root = dir_.path() / "root";
+  fs::create_directories(root / "sys/bus/pci/devices" / kGpu / "drm/card1");
+  fs::create_directories(root / "sys/bus/pci/devices" / kGpu / "drm/renderD128");
+  test::writeFileMakingDirs(root / "proc/812/comm", "Xorg\n");
+  fs::create_directories(root / "proc/812/fd");
+  fs::create_symlink("/dev/null", root / "proc/812/fd/0");
+  fs::create_symlink("/dev/dri/card1", root / "proc/812/fd/14");
+  fs::create_symlink("/dev/dri/card1", root / "proc/812/fd/15");
+  test::writeFileMakingDirs(root / "proc/901/comm", "nvtop\n");
+  test::writeFileMakingDirs(root / "proc/901/maps",
+                            "7f3a00000000-7f3a01000000 rw-s 00000000 00:15 4242 "
+                            "/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/resource1\n");
+  test::writeFileMakingDirs(root / "proc/33/comm", "bash\n");
+  kernel_.hangUnbindOf(kGpu);
+
+  PassthroughBinder binder(kernel_, journal_);
+  binder.unbindTimeout = std::chrono::milliseconds(200);
+  auto bound = binder.bind({kAudio, kGpu});
+  ASSERT_FALSE(bound);
+  EXPECT_THAT(bound.error().message(),
+              HasSubstr("Unbinding 0000:01:00.0 from nvidia did not finish within 0.2 s; it is "
+                        "held by Xorg (pid 812) on /dev/dri/card1, nvtop (pid 901) on its memory "
+                        "(BAR) mapped. Close them"))
+      << bound.error().message();
+  EXPECT_EQ(driver(kAudio), "snd_hda_intel") << "what was bound went back";
+  EXPECT_TRUE(fs::exists(journal_)) << "the GPU's step stays until its unbind has finished";
+
+  // Xorg lets go; the kernel's unbind finishes; the device comes back.
+  kernel_.releaseUnbind();
+  // Until the unbind has returned, giving back says it is still under way.
+  Status back = binder.giveBack();
+  for (int i = 0; i < 100 && !back; ++i) {
+    EXPECT_THAT(back.error().message(), HasSubstr("0000:01:00.0 is still being unbound"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    back = binder.giveBack();
+  }
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(driver(kGpu), "nvidia");
+  EXPECT_FALSE(fs::exists(journal_));
 }
 
 TEST_F(BindingTest, AnAgentKilledHalfWayLeavesAJournalItsSuccessorReplays) {

@@ -7,8 +7,12 @@
 // replays what the killed one left).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +24,14 @@ namespace aula::agent {
 // The journal's name in the agent's state folder.
 inline constexpr const char* kPassthroughJournal = "passthrough.journal";
 
+// A process holding a device: one of its /dev nodes open, or its memory
+// (a BAR) mapped. An unbind waits for them to let go.
+struct DeviceHolder {
+  int pid = 0;
+  std::string command;  // /proc/PID/comm
+  std::string what;     // "/dev/dri/card1", "its memory (BAR) mapped"
+};
+
 // The sysfs files binding uses. The real adapter (agent/sysfs/) writes
 // under a root; a test's acts like the kernel on a fixture tree.
 class SysfsPort {
@@ -30,6 +42,9 @@ class SysfsPort {
   virtual Result<std::string> overrideOf(std::string_view address) = 0;
   // Writes `value` to a file under /sys, like "bus/pci/drivers_probe".
   virtual Status write(std::string_view path, std::string_view value) = 0;
+  // Who holds the device now (DRM and sound nodes, /dev/vfio/GROUP, mapped
+  // BARs), for the message when an unbind does not finish.
+  virtual std::vector<DeviceHolder> holders(std::string_view address) = 0;
 };
 
 // One change to the host, as the journal keeps it.
@@ -41,8 +56,14 @@ struct BindingStep {
 
 class PassthroughBinder {
  public:
-  // `journal` is a file in the agent's state folder.
+  // `journal` is a file in the agent's state folder. `sysfs` outlives the
+  // binder: an unbind that timed out still runs in the kernel.
   PassthroughBinder(SysfsPort& sysfs, std::filesystem::path journal);
+
+  // How long an unbind may take. The kernel's unbind waits until every
+  // process holding the device lets go; past this the bind fails naming
+  // them, and the device is given back once the unbind has finished.
+  std::chrono::milliseconds unbindTimeout{10000};
 
   // Binds each device to vfio-pci in order. On a failure the devices bound
   // so far are given back before the error returns.
@@ -62,6 +83,11 @@ class PassthroughBinder {
   Status bindOne(const std::string& address);
   Status record(const BindingStep& step);
   Status restore(const BindingStep& step);
+  // Writes the device's address to the driver's unbind, within unbindTimeout.
+  Status unbind(const std::string& driver, const std::string& address);
+
+  // Unbinds that timed out and still run, by address: true once done.
+  std::map<std::string, std::shared_ptr<std::atomic<bool>>> stuck_;
 
   SysfsPort& sysfs_;
   std::filesystem::path journal_;
