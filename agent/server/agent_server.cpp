@@ -14,6 +14,7 @@
 #include "aula/common/log.hpp"
 
 #include "libvirt_hypervisor.hpp"
+#include "sysfs_host.hpp"
 #include "sysfs_port.hpp"
 
 namespace aula::agent {
@@ -99,6 +100,9 @@ Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions
   serviceOptions.domainType = m.domainType;
   serviceOptions.publicHost = publicHostOf(m.settings, m.enrolment);
   serviceOptions.hostRoot = options.hostRoot;
+  serviceOptions.devices = [root = options.hostRoot]() -> Result<json::Json> {
+    return inventoryJson(AULA_TRY(readHostFacts(root)));
+  };
   m.service = std::make_unique<AgentService>(serviceOptions, *hypervisor, *m.disks);
   AgentService* service = m.service.get();
   if (auto watching =

@@ -125,7 +125,7 @@ Status PassthroughBinder::unbind(const std::string& driver, const std::string& a
                    "Unbinding {} from {} did not finish within {} s; {}. Close {} (a display "
                    "server or sound server usually), and the device goes back to the host "
                    "once the unbind has finished.",
-                   address, driver, unbindTimeout.count() / 1000.0,
+                   address, driver, std::chrono::duration<double>(unbindTimeout).count(),
                    held.empty() ? "no process has its nodes open, so the driver itself is waiting"
                                 : "it is held by " + held,
                    held.empty() ? "what uses it" : "them");

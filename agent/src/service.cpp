@@ -462,6 +462,13 @@ Result<proto::Heartbeat> AgentService::heartbeat() {
   }
   auto beat = heartbeatOf(idle, memory, load_.cpusOnline(), list, disks_.freeSpaceGb());
   beat.seq = seq;
+  if (options_.devices) {
+    // A host whose devices cannot be read still reports its load.
+    if (auto devices = options_.devices(); devices)
+      beat.devices = std::move(*devices);
+    else
+      log::debug("No device inventory in this heartbeat: {}", devices.error().message());
+  }
   return beat;
 }
 

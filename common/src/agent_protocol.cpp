@@ -450,13 +450,39 @@ Json toJson(const Heartbeat& m) {
   }
   if (m.seq != 0)
     j["seq"] = m.seq;
+  if (m.devices)
+    j["devices"] = *m.devices;
   return j;
 }
+
+namespace {
+
+// The inventory's shape: what the broker stores and shows, bounded.
+std::optional<std::string> devicesProblem(const Json& d) {
+  const Json* list = d.contains("devices") ? &d["devices"] : nullptr;
+  if (!d.contains("iommu_groups") || !d["iommu_groups"].is_number_integer() || list == nullptr ||
+      !list->is_array()) {
+    return "The field 'devices' must be an object with 'iommu_groups' (a whole number) and "
+           "'devices' (an array), as `aula-agent devices --json` prints it.";
+  }
+  if (list->size() > kMaxReportedDevices)
+    return fmt::format("The field 'devices' lists {} devices; at most {} are taken.", list->size(),
+                       kMaxReportedDevices);
+  for (const auto& device : *list) {
+    if (!device.is_object() || !device.contains("address") || !device["address"].is_string() ||
+        device["address"].get<std::string>().size() > 32) {
+      return "Each of the field 'devices' devices must be an object with its PCI 'address'.";
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 Result<Heartbeat> parseHeartbeat(const Json& j) {
   Reader r(j, "heartbeat",
            {"cpus", "memory_mb", "free_memory_mb", "cpu_idle", "allocated_vcpus", "running_guests",
-            "storage_free_gb", "guests", "seq"});
+            "storage_free_gb", "guests", "seq", "devices"});
   Heartbeat m;
   m.cpus = r.integer("cpus", true);
   m.memoryMb = r.integer("memory_mb", true);
@@ -494,6 +520,12 @@ Result<Heartbeat> parseHeartbeat(const Json& j) {
     }
   }
   m.seq = r.integer("seq", false);
+  if (const Json* d = r.nested("devices", Json::value_t::object, "an object")) {
+    if (auto problem = devicesProblem(*d))
+      r.fail(*problem);
+    else
+      m.devices = *d;
+  }
   return r.done(m);
 }
 

@@ -1055,6 +1055,38 @@ int run(const std::vector<std::string>& args) {
                {});
       }));
     }
+    if (res.name == "hosts") {
+      auto* devices = cmd->add_subcommand(
+          "devices", "the PCI devices the host's agent last reported (for workstations)");
+      devices->add_option("id", *key, "host id")->required();
+      devices->callback(withSession([key, &exitCode, &asJson](const Session& s) {
+        auto r = call(s, "GET", "/api/v1/hosts/" + pathSegment(*key) + "/devices", std::nullopt);
+        if (!r) {
+          exitCode = 1;
+          return;
+        }
+        auto j = json::parse(r->body);
+        if (!j || !j->is_object()) {
+          std::cout << r->body;
+          return;
+        }
+        if (asJson) {
+          std::cout << j->dump(2) << "\n";
+          return;
+        }
+        const std::string host = j->value("host", "");
+        if (!(*j)["reported_at"].is_number_integer()) {
+          std::cout << "The agent on " << host
+                    << " has not reported its devices yet; it does with every heartbeat.\n";
+          return;
+        }
+        std::cout << "Host " << host << " (" << j->value("kind", "") << "), reported "
+                  << timeCell((*j)["reported_at"]) << ", " << j->value("iommu_groups", 0)
+                  << " IOMMU groups.\n";
+        printTable((*j)["devices"], {"address", "kind", "vendor", "device", "driver", "iommu_group",
+                                     "reset_methods", "boot_vga", "held_by"});
+      }));
+    }
     if (res.name == "users") {
       auto* usage = cmd->add_subcommand("usage", "what a user uses against their quota");
       usage->add_option("id", *key, "user id")->required();

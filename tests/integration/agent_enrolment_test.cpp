@@ -20,6 +20,7 @@
 #include "aula/common/process.hpp"
 
 #include "agent_server.hpp"
+#include "fake_host.hpp"
 #include "support/broker_backend_test.hpp"
 #include "support/broker_fixture.hpp"
 #include "support/fake_hypervisor.hpp"
@@ -447,6 +448,9 @@ TEST_P(AgentEnrolmentTest, TheAssembledAgentReportsToTheBrokerAndTakesOnlyItsCom
   fs::create_directories(dir_ / "templates");
   fs::create_directories(dir_ / "desktops");
   fs::create_directories(dir_ / "root" / "proc");
+  // Its PCI devices: a desktop with a second GPU, as sysfs shows them.
+  test::FakeHost pci(dir_ / "root");
+  test::fixtureMachine("clean_desktop").build(pci);
   writeFile(dir_ / "root" / "proc" / "stat", "cpu  1 0 1 8 0 0 0 0\ncpu0 1 0 1 8\ncpu1 1 0 1 8\n");
   writeFile(dir_ / "root" / "proc" / "meminfo", "MemTotal: 8192000 kB\nMemAvailable: 4096000 kB\n");
   writeFile(dir_ / "agent.toml", fmt::format(R"([agent]
@@ -487,6 +491,15 @@ desktops = "{}"
   EXPECT_EQ(h["memory_mb"], 8000);
   EXPECT_EQ(h["running_guests"], 1);
   EXPECT_THAT(h["unknown_guests"].dump(), HasSubstr("aula-99"));
+  // And its PCI devices, for the admin choosing what a workstation passes.
+  auto devices = broker().adminCall(
+      "GET", fmt::format("/api/v1/hosts/{}/devices", h["id"].get<std::int64_t>()), std::nullopt,
+      200);
+  EXPECT_EQ(devices["iommu_groups"], 2);
+  ASSERT_EQ(devices["devices"].size(), 4U) << devices.dump();
+  EXPECT_EQ(devices["devices"][2]["address"], "0000:01:00.0");
+  EXPECT_EQ(devices["devices"][2]["kind"], "GPU");
+  EXPECT_EQ(devices["devices"][2]["vendor"], "10de");
 
   // The broker's client certificate may command it; another host's may not.
   auto call = [&](const crypto::Certificate& cert) {

@@ -202,6 +202,42 @@ TEST_P(BrokerApiTest, AHostsAddressIsAHostAndItsAgentPortAField) {
   EXPECT_THAT(reserved.errorMessage(), HasSubstr("reserved"));
 }
 
+TEST_P(BrokerApiTest, AHostsReportedDevicesAreKeptAndShownToAdminsOnly) {
+  const auto& ids = seed();
+  const std::string route = fmt::format("/api/v1/hosts/{}/devices", ids.hosts[0]);
+  auto before = broker().adminCall("GET", route, std::nullopt, 200);
+  EXPECT_TRUE(before["reported_at"].is_null());
+  EXPECT_EQ(before["devices"], Json::array());
+
+  const Json devices{{"iommu_groups", 2},
+                     {"devices",
+                      {{{"address", "0000:01:00.0"}, {"kind", "GPU"}, {"iommu_group", 1}},
+                       {{"address", "0000:01:00.1"}, {"kind", "audio"}, {"iommu_group", 1}}}}};
+  Json beat{{"cpus", 16}, {"memory_mb", 65536}, {"free_memory_mb", 60000}, {"devices", devices}};
+  broker().adminCall("POST", fmt::format("/api/v1/hosts/{}/heartbeat", ids.hosts[0]), beat, 204);
+  auto after = broker().adminCall("GET", route, std::nullopt, 200);
+  EXPECT_TRUE(after["reported_at"].is_number_integer());
+  EXPECT_EQ(after["iommu_groups"], 2);
+  EXPECT_EQ(after["devices"], devices["devices"]);
+  // A heartbeat without them keeps the last report.
+  beat.erase("devices");
+  broker().adminCall("POST", fmt::format("/api/v1/hosts/{}/heartbeat", ids.hosts[0]), beat, 204);
+  EXPECT_EQ(broker().adminCall("GET", route, std::nullopt, 200)["devices"], devices["devices"]);
+  // A malformed report is refused whole, and the stored one stays.
+  beat["devices"] = Json{{"iommu_groups", 2}, {"devices", {{{"kind", "GPU"}}}}};
+  auto bad = api().call("POST", fmt::format("/api/v1/hosts/{}/heartbeat", ids.hosts[0]),
+                        broker().adminToken(), beat);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.errorMessage(), HasSubstr("with its PCI 'address'"));
+  EXPECT_EQ(broker().adminCall("GET", route, std::nullopt, 200)["devices"], devices["devices"]);
+
+  auto teacher = api().call("GET", route, broker().tokenOf("teacher-a"));
+  EXPECT_EQ(teacher.status, 403);
+  auto missing = api().call("GET", "/api/v1/hosts/999999/devices", broker().adminToken());
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_THAT(missing.errorMessage(), HasSubstr("There is no host with id 999999."));
+}
+
 TEST_P(BrokerApiTest, WrongPasswordAndUnknownUserGetTheSame401) {
   seed();
   for (auto [user, password] : {std::pair{"alice", "not-her-password"},
@@ -1464,6 +1500,42 @@ class AulactlConsoleTest : public ::testing::Test {
   BrokerFixture broker_;
   SeedIds ids_;
 };
+
+TEST_F(AulactlConsoleTest, HostsDevicesShowsWhatTheAgentReported) {
+  const std::string host = std::to_string(ids_.hosts[1]);
+  auto asAdmin = [&](const std::vector<std::string>& args) {
+    return broker_.runAulactl(AULA_AULACTL_BIN, args, broker_.adminToken(), dir_.path());
+  };
+  auto none = asAdmin({"hosts", "devices", host});
+  ASSERT_EQ(none.exitCode, 0) << none.err;
+  EXPECT_THAT(none.out, HasSubstr("has not reported its devices yet"));
+  broker_.adminCall("POST", "/api/v1/hosts/" + host + "/heartbeat",
+                    Json{{"cpus", 8},
+                         {"memory_mb", 32768},
+                         {"free_memory_mb", 30000},
+                         {"devices",
+                          {{"iommu_groups", 14},
+                           {"devices",
+                            {{{"address", "0000:01:00.0"},
+                              {"kind", "GPU"},
+                              {"vendor", "10de"},
+                              {"device", "2484"},
+                              {"driver", "nvidia"},
+                              {"iommu_group", 1},
+                              {"reset_methods", {"flr", "bus"}},
+                              {"boot_vga", false},
+                              {"held_by", nullptr}}}}}}},
+                    204);
+  auto shown = asAdmin({"hosts", "devices", host});
+  ASSERT_EQ(shown.exitCode, 0) << shown.err;
+  EXPECT_THAT(shown.out, HasSubstr("(hypervisor), reported "));
+  EXPECT_THAT(shown.out, HasSubstr("14 IOMMU groups."));
+  EXPECT_THAT(shown.out,
+              ::testing::ContainsRegex("0000:01:00.0 +GPU +10de +2484 +nvidia +1 +flr,bus +no +-"));
+  auto student = aulactl({"hosts", "devices", host});
+  EXPECT_NE(student.exitCode, 0);
+  EXPECT_THAT(student.out + student.err, HasSubstr("admin"));
+}
 
 TEST_F(AulactlConsoleTest, OpenWithVvOutWritesAPrivateFileWithTheConsole) {
   const auto id = broker_.createDesktop(ids_.alice, "Informatik");

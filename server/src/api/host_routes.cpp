@@ -22,6 +22,9 @@ void Api::Impl::hostRoutes() {
   authedId("GET", "/api/v1/hosts/{id}", [&b](const Actor& a, std::int64_t id, ServerRequest&) {
     return ok(b.hosts.get(a, id));
   });
+  authedId(
+      "GET", "/api/v1/hosts/{id}/devices",
+      [&b](const Actor& a, std::int64_t id, ServerRequest&) { return ok(b.hosts.devices(a, id)); });
   authedIdBody("PATCH", "/api/v1/hosts/{id}", [&b](const Actor& a, std::int64_t id, const Json& j) {
     return ok(b.hosts.update(a, id, j));
   });

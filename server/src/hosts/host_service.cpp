@@ -173,6 +173,24 @@ Result<Json> HostService::get(const Actor& actor, std::int64_t id) {
   });
 }
 
+Result<Json> HostService::devices(const Actor& actor, std::int64_t id) {
+  AULA_TRY_STATUS(requireAdmin(actor));
+  return ctx_.db.transactValue<Json>(db::TxMode::kRead, [&](db::Transaction& tx) -> Result<Json> {
+    auto row =
+        AULA_TRY(tx.queryOne("SELECT name, kind, devices, devices_at FROM hosts WHERE id = ?", {id},
+                             fmt::format("There is no host with id {}.", id)));
+    Json out{{"host_id", id},         {"host", row.text(0)}, {"kind", row.text(1)},
+             {"reported_at", Json()}, {"iommu_groups", 0},   {"devices", Json::array()}};
+    if (!row.text(2).empty()) {
+      auto reported = AULA_TRY(json::parse(row.text(2)));
+      out["reported_at"] = row.integer(3);
+      out["iommu_groups"] = reported.value("iommu_groups", 0);
+      out["devices"] = reported.value("devices", Json::array());
+    }
+    return out;
+  });
+}
+
 Result<Json> HostService::create(const Actor& actor, const Json& body) {
   AULA_TRY_STATUS(requireAdmin(actor));
   AULA_TRY_STATUS(json::checkFields(body, {"name", "kind", "pool_id", "address", "agent_port",
@@ -314,6 +332,10 @@ Status HostService::recordHeartbeat(std::int64_t hostId, const Json& load) {
                 "running_guests = ?, storage = ?, last_heartbeat = ? WHERE id = ?",
                 {state, beat.cpuIdle, beat.freeMemoryMb, beat.allocatedVcpus, beat.cpus,
                  beat.memoryMb, beat.runningGuests, storage.dump(), now, hostId}));
+    if (beat.devices) {
+      AULA_TRY(tx.exec("UPDATE hosts SET devices = ?, devices_at = ? WHERE id = ?",
+                       {beat.devices->dump(), now, hostId}));
+    }
     if (!beat.guests)
       return {};  // an agent that does not reconcile
     // Reconcile: libvirt's view on the host is the truth about what runs,

@@ -103,7 +103,14 @@ TEST(AgentProtocolTest, ReportsMatchTheirGoldenFiles) {
                     std::vector<GuestReport>{
                         {.name = "aula-42", .desktopId = 42, .state = "running", .running = true},
                         {.name = "stray", .state = "shut off"}},
-                .seq = 1764750000123456},
+                .seq = 1764750000123456,
+                .devices = json::Json{{"iommu_groups", 14},
+                                      {"devices",
+                                       {{{"address", "0000:01:00.0"},
+                                         {"kind", "GPU"},
+                                         {"vendor", "10de"},
+                                         {"device", "2484"},
+                                         {"iommu_group", 1}}}}}},
       parseHeartbeat, "heartbeat.json");
   roundTrip(EventBatch{.events = {{.domain = "aula-42",
                                    .desktopId = 42,
@@ -140,6 +147,25 @@ TEST(AgentProtocolTest, UnknownFieldsWrongTypesAndMissingFieldsAreNamed) {
       {"cpus", 1}, {"memory_mb", 1}, {"free_memory_mb", 1}, {"guests", {{{"state", "x"}}}}});
   ASSERT_FALSE(guest.ok());
   EXPECT_THAT(guest.error().message(), HasSubstr("lacks the field 'name'"));
+
+  const json::Json load{{"cpus", 1}, {"memory_mb", 1}, {"free_memory_mb", 1}};
+  auto noList = load;
+  noList["devices"] = json::Json{{"iommu_groups", 0}};
+  auto shape = parseHeartbeat(noList);
+  ASSERT_FALSE(shape.ok());
+  EXPECT_THAT(shape.error().message(), HasSubstr("as `aula-agent devices --json` prints it"));
+  auto noAddress = load;
+  noAddress["devices"] = json::Json{{"iommu_groups", 0}, {"devices", {{{"kind", "GPU"}}}}};
+  auto address = parseHeartbeat(noAddress);
+  ASSERT_FALSE(address.ok());
+  EXPECT_THAT(address.error().message(), HasSubstr("with its PCI 'address'"));
+  auto tooMany = load;
+  tooMany["devices"] = json::Json{{"iommu_groups", 0}, {"devices", json::Json::array()}};
+  for (std::size_t i = 0; i <= kMaxReportedDevices; ++i)
+    tooMany["devices"]["devices"].push_back(json::Json{{"address", "0000:00:00.0"}});
+  auto bounded = parseHeartbeat(tooMany);
+  ASSERT_FALSE(bounded.ok());
+  EXPECT_THAT(bounded.error().message(), HasSubstr("at most 1024 are taken"));
 
   json::Json many = json::Json::array();
   for (std::size_t i = 0; i <= kMaxEventsPerBatch; ++i)

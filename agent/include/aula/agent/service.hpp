@@ -45,6 +45,9 @@ struct ServiceOptions {
   std::chrono::seconds defaultShutdownGrace{60};
   // Where /proc is read from: "/" on a host, a test's folder in tests.
   std::filesystem::path hostRoot = "/";
+  // The host's PCI inventory for each heartbeat, so the admin sees what a
+  // workstation could pass through; none: not reported.
+  std::function<Result<json::Json>()> devices;
 };
 
 class AgentService {

@@ -162,7 +162,12 @@ struct Heartbeat {
   // Every guest libvirt knows; none: an agent that does not reconcile.
   std::optional<std::vector<GuestReport>> guests;
   std::int64_t seq = 0;  // taken before the guests were listed
+  // The host's PCI devices for passthrough, as `aula-agent devices --json`
+  // prints them ({"iommu_groups": N, "devices": [{"address": ...}, ...]});
+  // none from an agent that cannot read them.
+  std::optional<Json> devices;
 };
+inline constexpr std::size_t kMaxReportedDevices = 1024;
 struct LifecycleEvent {
   std::string domain;
   std::optional<std::int64_t> desktopId;

@@ -18,6 +18,9 @@ class HostService {
 
   Result<Json> list(const Actor& actor);
   Result<Json> get(const Actor& actor, std::int64_t id);
+  // What the host's agent last reported of its PCI devices: host, kind,
+  // reported_at (null before any report), iommu_groups and devices.
+  Result<Json> devices(const Actor& actor, std::int64_t id);
   Result<Json> create(const Actor& actor, const Json& body);
   Result<Json> update(const Actor& actor, std::int64_t id, const Json& body);
   Status remove(const Actor& actor, std::int64_t id);
