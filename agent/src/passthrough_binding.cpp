@@ -1,6 +1,7 @@
 // Binding devices to vfio-pci and giving them back (see passthrough_binding.hpp).
 #include "aula/agent/passthrough_binding.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -37,8 +38,8 @@ Result<std::vector<BindingStep>> PassthroughBinder::pending() const {
     auto parsed = json::parse(line);
     if (!parsed || !parsed->is_object())
       continue;  // a line cut short by a crash: that change was not made
-    steps.push_back(
-        {parsed->value("address", ""), parsed->value("driver", ""), parsed->value("override", "")});
+    steps.push_back({parsed->value("kind", "pci"), parsed->value("address", ""),
+                     parsed->value("driver", ""), parsed->value("override", "")});
   }
   return steps;
 }
@@ -48,11 +49,12 @@ Status PassthroughBinder::record(const BindingStep& step) {
   steps.push_back(step);
   std::string text;
   for (const auto& s : steps) {
-    text +=
-        json::Json{
-            {"address", s.address}, {"driver", s.originalDriver}, {"override", s.originalOverride}}
-            .dump() +
-        "\n";
+    text += json::Json{{"kind", s.kind},
+                       {"address", s.address},
+                       {"driver", s.originalDriver},
+                       {"override", s.originalOverride}}
+                .dump() +
+            "\n";
   }
   return file::writeFileAtomic(journal_, text, {.mode = 0600});
 }
@@ -68,8 +70,12 @@ Status PassthroughBinder::bindOne(const std::string& address) {
   if (driver == kVfio)
     return okStatus();  // already there (bound by hand, or twice in the list)
   const std::string override = AULA_TRY(sysfs_.overrideOf(address));
+  // The firmware's console GPU: its text consoles and framebuffer let go
+  // first, or the framebuffer keeps a BAR that vfio-pci cannot reserve.
+  if (sysfs_.read(devicePath(address, "boot_vga")).valueOr("0") == "1")
+    AULA_TRY_STATUS(releaseConsole());
   // The journal first: whatever happens next, the host can be put back.
-  AULA_TRY_STATUS(record({address, driver, override}));
+  AULA_TRY_STATUS(record({"pci", address, driver, override}));
   AULA_TRY_STATUS(step(devicePath(address, "driver_override"), kVfio));
   if (!driver.empty()) {
     AULA_TRY_STATUS(unbind(driver, address));
@@ -83,6 +89,33 @@ Status PassthroughBinder::bindOne(const std::string& address) {
                      "{} did not go to vfio-pci (its driver is now '{}'); is the vfio-pci "
                      "module loaded?",
                      address, now.empty() ? "none" : now);
+  }
+  return okStatus();
+}
+
+Status PassthroughBinder::releaseConsole() {
+  auto made = [this](std::string_view path, std::string_view value) -> Status {
+    AULA_TRY_STATUS(sysfs_.write(path, value));
+    if (afterEachWrite && !afterEachWrite())
+      return Error(Errc::kInternal, std::string(kKilled));
+    return okStatus();
+  };
+  for (const auto& console : sysfs_.list("class/vtconsole")) {
+    const std::string dir = "class/vtconsole/" + console;
+    const std::string name = sysfs_.read(dir + "/name").valueOr("");
+    if (name.find("frame buffer") == std::string::npos ||
+        sysfs_.read(dir + "/bind").valueOr("") != "1")
+      continue;
+    AULA_TRY_STATUS(record({"vtconsole", console, "1", ""}));
+    AULA_TRY_STATUS(made(dir + "/bind", "0"));
+  }
+  for (const std::string driver : {"efi-framebuffer", "simple-framebuffer", "vesa-framebuffer"}) {
+    for (const auto& device : sysfs_.list("bus/platform/drivers/" + driver)) {
+      if (!device.starts_with(driver + "."))
+        continue;  // bind, unbind, uevent, module
+      AULA_TRY_STATUS(record({"framebuffer", device, driver, ""}));
+      AULA_TRY_STATUS(made(fmt::format("bus/platform/drivers/{}/unbind", driver), device));
+    }
   }
   return okStatus();
 }
@@ -132,6 +165,18 @@ Status PassthroughBinder::unbind(const std::string& driver, const std::string& a
 }
 
 Status PassthroughBinder::restore(const BindingStep& s) {
+  if (s.kind == "vtconsole") {
+    const std::string bind = fmt::format("class/vtconsole/{}/bind", s.address);
+    if (sysfs_.read(bind).valueOr("") == s.originalDriver)
+      return okStatus();
+    return sysfs_.write(bind, s.originalDriver);
+  }
+  if (s.kind == "framebuffer") {
+    const auto bound = sysfs_.list("bus/platform/drivers/" + s.originalDriver);
+    if (std::find(bound.begin(), bound.end(), s.address) != bound.end())
+      return okStatus();
+    return sysfs_.write(fmt::format("bus/platform/drivers/{}/bind", s.originalDriver), s.address);
+  }
   if (auto it = stuck_.find(s.address); it != stuck_.end()) {
     if (!it->second->load()) {
       return makeError(Errc::kUnavailable,

@@ -1,8 +1,8 @@
 // Binding's writes to sysfs (see sysfs_port.hpp).
 #include "sysfs_port.hpp"
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -49,12 +49,29 @@ Status RealSysfs::write(std::string_view path, std::string_view value) {
   return okStatus();
 }
 
+Result<std::string> RealSysfs::read(std::string_view path) {
+  std::ifstream in(sys() / path);
+  if (!in)
+    return makeError(Errc::kNotFound, "There is no {}.", (sys() / path).string());
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+std::vector<std::string> RealSysfs::list(std::string_view dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(sys() / dir, ec))
+    names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 namespace {
 
 bool isPid(const std::string& name) {
-  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
-    return c >= '0' && c <= '9';
-  });
+  return !name.empty() &&
+         std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // The /dev nodes of a PCI device, from its sysfs folder: DRM (card*,

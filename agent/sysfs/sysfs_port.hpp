@@ -17,6 +17,8 @@ class RealSysfs : public SysfsPort {
   Status write(std::string_view path, std::string_view value) override;
   // Scans <root>/proc/*/fd and maps for the device's nodes and BARs.
   std::vector<DeviceHolder> holders(std::string_view address) override;
+  Result<std::string> read(std::string_view path) override;
+  std::vector<std::string> list(std::string_view dir) override;
 
  protected:
   std::filesystem::path sys() const { return root_ / "sys"; }

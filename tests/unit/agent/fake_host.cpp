@@ -129,7 +129,13 @@ Status FakeKernel::write(std::string_view path, std::string_view value) {
   writes.push_back(fmt::format("{}={}", path, value));
   const std::string p(path);
   const std::string v(value);
-  if (p.ends_with("/driver_override")) {
+  if (p.starts_with("bus/platform/drivers/")) {
+    const fs::path driverDir = sys() / fs::path(p).parent_path();
+    if (p.ends_with("/unbind"))
+      fs::remove(driverDir / v);
+    else if (p.ends_with("/bind"))
+      fs::create_symlink("../../../../devices/platform/" + v, driverDir / v);
+  } else if (p.ends_with("/driver_override")) {
     // Stored whole, a lone newline clearing it.
     const auto address = fs::path(p).parent_path().filename().string();
     setOverride(address, v == "\n" ? "" : v);
@@ -152,6 +158,19 @@ Status FakeKernel::write(std::string_view path, std::string_view value) {
       bindTo(v, driver);
   }
   return okStatus();
+}
+
+void FakeKernel::firmwareConsole() {
+  writeFileMakingDirs(sys() / "class/vtconsole/vtcon0/name", "(S) dummy device\n");
+  writeFileMakingDirs(sys() / "class/vtconsole/vtcon0/bind", "0\n");
+  writeFileMakingDirs(sys() / "class/vtconsole/vtcon1/name", "(M) frame buffer device\n");
+  writeFileMakingDirs(sys() / "class/vtconsole/vtcon1/bind", "1\n");
+  const fs::path driver = sys() / "bus/platform/drivers/efi-framebuffer";
+  fs::create_directories(sys() / "devices/platform/efi-framebuffer.0");
+  writeFileMakingDirs(driver / "bind", "");
+  writeFileMakingDirs(driver / "unbind", "");
+  fs::create_symlink("../../../../devices/platform/efi-framebuffer.0",
+                     driver / "efi-framebuffer.0");
 }
 
 void FakeKernel::hangUnbindOf(const std::string& address) {

@@ -4,10 +4,10 @@
 // Shared by the preflight, binding and workstation XML tests.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -70,6 +70,10 @@ class FakeKernel : public agent::RealSysfs {
   void loadDriver(const std::string& driver);
 
   Status write(std::string_view path, std::string_view value) override;
+
+  // The firmware's console as on a PC booted by UEFI: a text console on the
+  // framebuffer (vtcon1) and efifb bound to efi-framebuffer.0.
+  void firmwareConsole();
 
   // The next unbind of `address` blocks, as Linux's does while a process
   // holds the device, until releaseUnbind().

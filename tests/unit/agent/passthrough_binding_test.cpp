@@ -138,6 +138,56 @@ TEST_F(BindingTest, AnUnbindThatHangsNamesWhoHoldsTheDeviceAndItComesBackAfterwa
   EXPECT_FALSE(fs::exists(journal_));
 }
 
+TEST_F(BindingTest, TheBootGpuTakesTheConsoleAndFramebufferAlongAndGivesThemBack) {
+  const fs::path sys = dir_.path() / "root/sys";
+  test::writeFileMakingDirs(sys / "bus/pci/devices" / kGpu / "boot_vga", "1\n");
+  kernel_.firmwareConsole();
+  auto console = [&] { return kernel_.read("class/vtconsole/vtcon1/bind").valueOr("?"); };
+  auto efifb = [&] {
+    return fs::is_symlink(sys / "bus/platform/drivers/efi-framebuffer/efi-framebuffer.0");
+  };
+
+  PassthroughBinder binder(kernel_, journal_);
+  ASSERT_TRUE(binder.bind({kGpu, kAudio}));
+  EXPECT_EQ(console(), "0");
+  EXPECT_FALSE(efifb());
+  EXPECT_EQ(driver(kGpu), "vfio-pci");
+  // Console and framebuffer first, each in the journal before it changed.
+  ASSERT_GE(kernel_.writes.size(), 3U);
+  EXPECT_EQ(kernel_.writes[0], "class/vtconsole/vtcon1/bind=0");
+  EXPECT_EQ(kernel_.writes[1], "bus/platform/drivers/efi-framebuffer/unbind=efi-framebuffer.0");
+  EXPECT_EQ(kernel_.writes[2], "bus/pci/devices/0000:01:00.0/driver_override=vfio-pci");
+  auto pending = binder.pending();
+  ASSERT_EQ(pending->size(), 4U);
+  EXPECT_EQ((*pending)[0].kind, "vtconsole");
+  EXPECT_EQ((*pending)[1].kind, "framebuffer");
+  EXPECT_EQ((*pending)[1].originalDriver, "efi-framebuffer");
+
+  kernel_.writes.clear();
+  ASSERT_TRUE(binder.giveBack());
+  EXPECT_EQ(driver(kGpu), "nvidia");
+  EXPECT_TRUE(efifb());
+  EXPECT_EQ(console(), "1");
+  // The GPU's own driver first, then the framebuffer, then the console.
+  ASSERT_GE(kernel_.writes.size(), 2U);
+  EXPECT_EQ(kernel_.writes[kernel_.writes.size() - 2],
+            "bus/platform/drivers/efi-framebuffer/bind=efi-framebuffer.0");
+  EXPECT_EQ(kernel_.writes.back(), "class/vtconsole/vtcon1/bind=1");
+
+  // Killed right after the console went: the next agent puts it back.
+  {
+    PassthroughBinder killed(kernel_, journal_);
+    killed.afterEachWrite = [] { return false; };
+    ASSERT_FALSE(killed.bind({kGpu}));
+  }
+  EXPECT_EQ(console(), "0");
+  EXPECT_TRUE(efifb());
+  PassthroughBinder restarted(kernel_, journal_);
+  ASSERT_TRUE(restarted.giveBack());
+  EXPECT_EQ(console(), "1");
+  EXPECT_EQ(driver(kGpu), "nvidia");
+}
+
 TEST_F(BindingTest, AnAgentKilledHalfWayLeavesAJournalItsSuccessorReplays) {
   {
     PassthroughBinder binder(kernel_, journal_);

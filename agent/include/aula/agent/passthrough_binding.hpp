@@ -45,13 +45,22 @@ class SysfsPort {
   // Who holds the device now (DRM and sound nodes, /dev/vfio/GROUP, mapped
   // BARs), for the message when an unbind does not finish.
   virtual std::vector<DeviceHolder> holders(std::string_view address) = 0;
+  // The first line of a file under /sys ("class/vtconsole/vtcon1/bind");
+  // kNotFound when there is none.
+  virtual Result<std::string> read(std::string_view path) = 0;
+  // The names in a folder under /sys; none when it does not exist.
+  virtual std::vector<std::string> list(std::string_view dir) = 0;
 };
 
 // One change to the host, as the journal keeps it.
 struct BindingStep {
-  std::string address;
-  std::string originalDriver;    // "" when the device had none
-  std::string originalOverride;  // driver_override before, usually ""
+  // "pci": a device moved to vfio-pci; "vtconsole": a text console taken
+  // off the boot GPU's framebuffer; "framebuffer": a firmware framebuffer
+  // (efifb, simpledrm, vesafb) unbound from its platform driver.
+  std::string kind = "pci";
+  std::string address;           // PCI address, "vtcon1", or "efi-framebuffer.0"
+  std::string originalDriver;    // its driver ("" for none); a console's bind value
+  std::string originalOverride;  // driver_override before, usually "" (pci only)
 };
 
 class PassthroughBinder {
@@ -83,6 +92,8 @@ class PassthroughBinder {
   Status bindOne(const std::string& address);
   Status record(const BindingStep& step);
   Status restore(const BindingStep& step);
+  // The boot GPU's text consoles and firmware framebuffer, journal first.
+  Status releaseConsole();
   // Writes the device's address to the driver's unbind, within unbindTimeout.
   Status unbind(const std::string& driver, const std::string& address);
 
