@@ -1,12 +1,15 @@
 // The assembled agent (see agent_server.hpp).
 #include "agent_server.hpp"
 
+#include <fstream>
+
 #include <fmt/format.h>
 
 #include "aula/agent/disks.hpp"
 #include "aula/agent/domain_xml.hpp"
 #include "aula/agent/passthrough_binding.hpp"
 #include "aula/agent/settings.hpp"
+#include "aula/agent/workstation.hpp"
 #include "aula/common/config.hpp"
 #include "aula/common/file.hpp"
 #include "aula/common/host_port.hpp"
@@ -48,6 +51,35 @@ std::string publicHostOf(const AgentSettings& settings, const EnrolmentRecord& e
   return enrolment.hostName;
 }
 
+// A workstation agent that was stopped with devices still on vfio-pci
+// (killed, or the host lost power during a bind) gives them back first,
+// unless the workstation's VM still runs: then they stay with it, and go
+// back when it stops.
+void giveBackLeftoverDevices(const fs::path& state, const fs::path& hostRoot,
+                             Hypervisor& hypervisor) {
+  std::error_code ec;
+  const fs::path journal = state / kPassthroughJournal;
+  if (!fs::exists(journal, ec))
+    return;
+  std::string vm;
+  std::getline(std::ifstream(state / kWorkstationMarker), vm);
+  if (!vm.empty()) {
+    if (auto info = hypervisor.info(vm); info && info->state == "running") {
+      log::info("The workstation VM {} still runs; its passed devices stay with it.", vm);
+      return;
+    }
+  }
+  RealSysfs sysfs(hostRoot);
+  PassthroughBinder binder(sysfs, journal);
+  if (auto back = binder.giveBack(); back) {
+    fs::remove(state / kWorkstationMarker, ec);
+    log::info("Gave the devices an earlier run had passed through back to the host.");
+  } else {
+    log::error("{} The journal {} stays for the next start.", back.error().message(),
+               journal.string());
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions& options) {
@@ -68,17 +100,6 @@ Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions
   m.settings = AULA_TRY(settingsFrom(config));
   m.enrolment = AULA_TRY(readEnrolment(m.settings.stateDir));
   const fs::path& state = m.settings.stateDir;
-  // A workstation agent that was stopped with devices still on vfio-pci
-  // (killed, or the host lost power during a bind) gives them back first.
-  if (const fs::path journal = state / kPassthroughJournal; fs::exists(journal, ec)) {
-    RealSysfs sysfs("/");
-    PassthroughBinder binder(sysfs, journal);
-    if (auto back = binder.giveBack(); back)
-      log::info("Gave the devices an earlier run had passed through back to the host.");
-    else
-      log::error("{} The journal {} stays for the next start.", back.error().message(),
-                 journal.string());
-  }
   auto ca = AULA_TRY(file::readFile(state / "ca.crt", "broker CA"));
   auto cert = AULA_TRY(file::readFile(state / "spice" / "server-cert.pem", "host certificate"));
   auto key = AULA_TRY(file::readFile(state / "spice" / "server-key.pem", "host key"));
@@ -94,6 +115,7 @@ Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions
     hypervisor = m.ownHypervisor.get();
   }
   m.disks = std::make_unique<Disks>(m.settings.storage, runner);
+  giveBackLeftoverDevices(state, options.hostRoot, *hypervisor);
 
   ServiceOptions serviceOptions;
   serviceOptions.settings = m.settings;

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "aula/common/file.hpp"
 #include "aula/common/log.hpp"
 
 namespace aula::agent {
@@ -37,13 +38,19 @@ std::string_view stateName(WorkstationState state) {
 }
 
 WorkstationService::WorkstationService(Hypervisor& hypervisor, SysfsPort& sysfs,
-                                       std::filesystem::path journal, HostFactsReader readFacts,
-                                       WorkstationGrants& grants)
+                                       const std::filesystem::path& journal,
+                                       HostFactsReader readFacts, WorkstationGrants& grants)
     : hypervisor_(hypervisor),
-      binder_(sysfs, std::move(journal)),
+      binder_(sysfs, journal),
       readFacts_(std::move(readFacts)),
       grants_(grants) {
   status_.message = "The workstation is free.";
+  marker_ = journal.parent_path() / kWorkstationMarker;
+}
+
+void WorkstationService::forgetDomain() {
+  std::error_code ec;
+  std::filesystem::remove(marker_, ec);
 }
 
 WorkstationService::~WorkstationService() {
@@ -111,6 +118,8 @@ Status WorkstationService::start(std::string_view user, std::string_view session
     std::lock_guard lock(mutex_);
     domain_ = grant.spec.name;
   }
+  // Before any device moves: a restarted agent must know the VM is ours.
+  AULA_TRY_STATUS(file::writeFileAtomic(marker_, grant.spec.name + "\n", {.mode = 0600}));
   setState(WorkstationState::kStarting, grant.user,
            "Handing the GPU and devices to the workstation.");
   worker_ = std::thread([this, grant = std::move(grant), facts = std::move(facts)]() mutable {
@@ -135,16 +144,20 @@ void WorkstationService::bringUp(WorkstationGrant grant, const HostFacts& facts)
   grant.spec.owner = grant.user;
   auto xml = renderWorkstationXml(grant.spec, facts);
   if (!xml) {
+    forgetDomain();
     setState(WorkstationState::kFailed, grant.user, xml.error().message());
     return;
   }
   if (auto bound = binder_.bind(addresses); !bound) {
+    forgetDomain();
     setState(WorkstationState::kFailed, grant.user,
              fmt::format("{} The host kept its devices.", bound.error().message()));
     return;
   }
   if (auto started = hypervisor_.defineAndStart(*xml); !started) {
     auto back = binder_.giveBack();
+    if (back)
+      forgetDomain();
     setState(WorkstationState::kFailed, grant.user,
              fmt::format("The VM did not start: {} {}", started.error().message(),
                          back ? "The devices are back with the host."
@@ -202,6 +215,7 @@ void WorkstationService::giveBackDevices(const std::string& why) {
                          why, back.error().message()));
     return;
   }
+  forgetDomain();
   setState(WorkstationState::kIdle, "", fmt::format("{} Its devices are back with the host.", why));
 }
 

@@ -252,6 +252,8 @@ TEST_F(AgentDbusTest, TheUserTheBrokerAllowsGetsTheVmAndTheDevicesComeBackWhenIt
               HasSubstr("<hostdev mode='subsystem' type='pci' managed='no'>"));
   EXPECT_EQ(call(bus_.address(), {"Status"}).out,
             "sss \"running\" \"rhea\" \"The workstation runs.\"\n");
+  // A restarted agent would leave the running VM its devices.
+  EXPECT_EQ(test::readFile(dir_.path() / kWorkstationMarker), "aula-ws-7\n");
 
   // One user at a time.
   auto again = call(bus_.address(), {"Start", "ss", "rhea", "rhea-session"});
@@ -269,6 +271,7 @@ TEST_F(AgentDbusTest, TheUserTheBrokerAllowsGetsTheVmAndTheDevicesComeBackWhenIt
   EXPECT_EQ(driver(kGpu), "nvidia");
   EXPECT_EQ(driver(kAudio), "snd_hda_intel");
   EXPECT_FALSE(fs::exists(dir_.path() / "passthrough.journal"));
+  EXPECT_FALSE(fs::exists(dir_.path() / kWorkstationMarker));
 }
 
 TEST_F(AgentDbusTest, AVmThatWillNotStartLeavesTheHostItsDevices) {

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 
 #include "aula/agent/enrolment.hpp"
+#include "aula/agent/passthrough_binding.hpp"
+#include "aula/agent/workstation.hpp"
 #include "aula/broker/broker.hpp"
 #include "aula/common/crypto.hpp"
 #include "aula/common/http_client.hpp"
@@ -51,6 +53,48 @@ const Json kLoad = {{"cpus", 8},
 
 class AgentEnrolmentTest : public BrokerBackendTest {
  protected:
+  // aula-agent serve as one piece, enrolled as `name`, its host root a
+  // fixture desktop with a second GPU (as sysfs shows it) and its /proc load.
+  Result<std::unique_ptr<agent::AgentServer>> assembledAgent(const std::string& name, int port,
+                                                             FakeHypervisor& hypervisor) {
+    const fs::path state = dir_ / "state";
+    auto enrol = options(joinToken(name), state);
+    enrol.agentAddress = fmt::format("127.0.0.1:{}", port);
+    if (auto enrolled = agent::enroll(enrol); !enrolled)
+      return enrolled.error();
+    fs::create_directories(dir_ / "templates");
+    fs::create_directories(dir_ / "desktops");
+    fs::create_directories(dir_ / "root" / "proc");
+    // Its PCI devices: a desktop with a second GPU, as sysfs shows them.
+    test::FakeHost pci(dir_ / "root");
+    test::fixtureMachine("clean_desktop").build(pci);
+    writeFile(dir_ / "root" / "proc" / "stat",
+              "cpu  1 0 1 8 0 0 0 0\ncpu0 1 0 1 8\ncpu1 1 0 1 8\n");
+    writeFile(dir_ / "root" / "proc" / "meminfo",
+              "MemTotal: 8192000 kB\nMemAvailable: 4096000 kB\n");
+    writeFile(dir_ / "agent.toml", fmt::format(R"([agent]
+state_dir = "{}"
+listen = "127.0.0.1:{}"
+domain_type = "auto"
+heartbeat_seconds = 1
+
+[storage.paths]
+templates = "{}"
+desktops = "{}"
+)",
+                                               state.string(), port, (dir_ / "templates").string(),
+                                               (dir_ / "desktops").string()));
+    // The KVM probe "succeeds"; /dev/kvm is the test's.
+    writeFile(dir_ / "kvm", "");
+    return agent::AgentServer::start({.configPath = dir_ / "agent.toml",
+                                      .hypervisor = &hypervisor,
+                                      .runner = &runner_,
+                                      .devKvm = dir_ / "kvm",
+                                      .hostRoot = dir_ / "root"});
+  }
+
+  process::RecordingRunner runner_;
+
   void SetUp() override {
     BrokerBackendTest::SetUp();
     if (IsSkipped())
@@ -442,38 +486,9 @@ TEST_P(AgentEnrolmentTest, HeartbeatsAndEventsReconcileTheBrokersViewWithTheHost
 TEST_P(AgentEnrolmentTest, TheAssembledAgentReportsToTheBrokerAndTakesOnlyItsCommands) {
   const fs::path state = dir_ / "state";
   const int port = freeLoopbackPort();
-  auto enrol = options(joinToken("hv9"), state);
-  enrol.agentAddress = fmt::format("127.0.0.1:{}", port);
-  ASSERT_TRUE(agent::enroll(enrol));
-  fs::create_directories(dir_ / "templates");
-  fs::create_directories(dir_ / "desktops");
-  fs::create_directories(dir_ / "root" / "proc");
-  // Its PCI devices: a desktop with a second GPU, as sysfs shows them.
-  test::FakeHost pci(dir_ / "root");
-  test::fixtureMachine("clean_desktop").build(pci);
-  writeFile(dir_ / "root" / "proc" / "stat", "cpu  1 0 1 8 0 0 0 0\ncpu0 1 0 1 8\ncpu1 1 0 1 8\n");
-  writeFile(dir_ / "root" / "proc" / "meminfo", "MemTotal: 8192000 kB\nMemAvailable: 4096000 kB\n");
-  writeFile(dir_ / "agent.toml", fmt::format(R"([agent]
-state_dir = "{}"
-listen = "127.0.0.1:{}"
-domain_type = "auto"
-heartbeat_seconds = 1
-
-[storage.paths]
-templates = "{}"
-desktops = "{}"
-)",
-                                             state.string(), port, (dir_ / "templates").string(),
-                                             (dir_ / "desktops").string()));
   FakeHypervisor hypervisor;
   hypervisor.domains["aula-99"].state = "running";  // a guest from before the agent started
-  process::RecordingRunner runner;  // the KVM probe "succeeds"; /dev/kvm is the test's
-  writeFile(dir_ / "kvm", "");
-  auto server = agent::AgentServer::start({.configPath = dir_ / "agent.toml",
-                                           .hypervisor = &hypervisor,
-                                           .runner = &runner,
-                                           .devKvm = dir_ / "kvm",
-                                           .hostRoot = dir_ / "root"});
+  auto server = assembledAgent("hv9", port, hypervisor);
   ASSERT_TRUE(server) << server.error().message();
   EXPECT_EQ((*server)->domainType(), "kvm");
   EXPECT_EQ((*server)->enrolment().hostName, "hv9");
@@ -521,6 +536,38 @@ desktops = "{}"
   EXPECT_EQ(asHost.status, 403);
   (*server)->stop();
   EXPECT_EQ(hypervisor.domains["aula-99"].state, "running") << "stopping the agent stopped a guest";
+}
+
+// A workstation agent restarted while its VM runs leaves the VM's devices
+// passed through; restarted after the VM stopped, it gives them back.
+TEST_P(AgentEnrolmentTest, AnAgentRestartedWhileTheWorkstationRunsLeavesItsDevicesWithIt) {
+  const fs::path state = dir_ / "state";
+  FakeHypervisor hypervisor;
+  hypervisor.domains["aula-ws-7"].state = "running";
+  const std::string journalText =
+      R"({"address":"0000:01:00.0","driver":"nvidia","kind":"pci","override":""})"
+      "\n";
+  fs::create_directories(state);
+  writeFile(state / agent::kPassthroughJournal, journalText);
+  writeFile(state / agent::kWorkstationMarker, "aula-ws-7\n");
+  {
+    auto server = assembledAgent("ws7", freeLoopbackPort(), hypervisor);
+    ASSERT_TRUE(server) << server.error().message();
+    (*server)->stop();
+  }
+  EXPECT_EQ(readFile(state / agent::kPassthroughJournal), journalText)
+      << "the devices of a running workstation VM were taken from it";
+
+  // The VM has stopped while no agent ran: the next start gives back.
+  hypervisor.domains["aula-ws-7"].state = "shut off";
+  auto again = agent::AgentServer::start({.configPath = dir_ / "agent.toml",
+                                          .hypervisor = &hypervisor,
+                                          .runner = &runner_,
+                                          .devKvm = dir_ / "kvm",
+                                          .hostRoot = dir_ / "root"});
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_FALSE(fs::exists(state / agent::kPassthroughJournal));
+  EXPECT_FALSE(fs::exists(state / agent::kWorkstationMarker));
 }
 
 TEST_P(AgentEnrolmentTest, AnAgentWithoutItsConfigurationOrEnrolmentSaysWhatToDo) {

@@ -60,12 +60,17 @@ struct WorkstationStatus {
   std::string message;  // one sentence for the screen
 };
 
+// Beside the journal while the workstation's VM may run: its domain name.
+// An agent that restarts while that VM runs leaves its devices with it
+// instead of replaying the journal.
+inline constexpr const char* kWorkstationMarker = "workstation.domain";
+
 using HostFactsReader = std::function<Result<HostFacts>()>;
 using StateListener = std::function<void(const WorkstationStatus&)>;
 
 class WorkstationService {
  public:
-  WorkstationService(Hypervisor& hypervisor, SysfsPort& sysfs, std::filesystem::path journal,
+  WorkstationService(Hypervisor& hypervisor, SysfsPort& sysfs, const std::filesystem::path& journal,
                      HostFactsReader readFacts, WorkstationGrants& grants);
   ~WorkstationService();  // waits for a start under way; the VM keeps running
   WorkstationService(const WorkstationService&) = delete;
@@ -108,6 +113,9 @@ class WorkstationService {
 
   mutable std::mutex mutex_;
   WorkstationStatus status_;
+  void forgetDomain();
+
+  std::filesystem::path marker_;
   std::string domain_;     // the VM's name while it is starting or running
   std::mutex startMutex_;  // one start at a time, the grant included
   std::thread worker_;
