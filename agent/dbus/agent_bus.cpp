@@ -71,18 +71,6 @@ int replyError(sd_bus_error* out, const Error& error) {
                           error.message().c_str());
 }
 
-std::string_view verdictName(Verdict verdict) {
-  switch (verdict) {
-    case Verdict::kPass:
-      return "PASS";
-    case Verdict::kWarn:
-      return "WARN";
-    case Verdict::kFail:
-      return "FAIL";
-  }
-  return "FAIL";
-}
-
 }  // namespace
 
 struct AgentBus::Impl {

@@ -273,12 +273,22 @@ bool anyFailed(const std::vector<Finding>& findings) {
                              [](const Finding& f) { return f.verdict == Verdict::kFail; });
 }
 
+std::string_view verdictName(Verdict verdict) {
+  switch (verdict) {
+    case Verdict::kPass:
+      return "PASS";
+    case Verdict::kWarn:
+      return "WARN";
+    case Verdict::kFail:
+      return "FAIL";
+  }
+  return "FAIL";
+}
+
 std::string formatFindings(const std::vector<Finding>& findings) {
   std::string out;
   for (const auto& f : findings) {
-    const char* word = f.verdict == Verdict::kPass   ? "PASS"
-                       : f.verdict == Verdict::kWarn ? "WARN"
-                                                     : "FAIL";
+    const std::string_view word = verdictName(f.verdict);
     out += fmt::format("{}  {}\n", word, f.text);
     if (!f.fix.empty())
       out += fmt::format("      fix: {}\n", f.fix);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aula/common/json.hpp"
@@ -68,6 +69,8 @@ struct ChosenDevice {
 Result<ChosenDevice> parseChosenDevice(std::string_view text);
 
 enum class Verdict { kPass, kWarn, kFail };
+// "PASS", "WARN" or "FAIL", as preflight prints them and D-Bus sends them.
+std::string_view verdictName(Verdict verdict);
 
 struct Finding {
   Verdict verdict = Verdict::kPass;
