@@ -580,4 +580,99 @@ Result<EventBatch> parseEventBatch(const Json& j) {
   return r.done(m);
 }
 
+// ---- workstations ----
+
+Json toJson(const WorkstationClaim& m) {
+  return Json{{"user", m.user}, {"session", m.session}};
+}
+
+Result<WorkstationClaim> parseWorkstationClaim(const Json& j) {
+  Reader r(j, "workstation claim", {"user", "session"});
+  WorkstationClaim m;
+  m.user = r.text("user", true);
+  m.session = r.text("session", true);
+  return r.done(m);
+}
+
+Json toJson(const WorkstationGrantAnswer& m) {
+  Json devices = Json::array();
+  for (const auto& d : m.devices) {
+    devices.push_back(Json{{"address", d.address},
+                           {"vendor", d.vendor},
+                           {"device", d.device},
+                           {"rom", optional(d.rom)}});
+  }
+  return Json{{"user", m.user},
+              {"domain", m.domain},
+              {"devices", devices},
+              {"vcpus", m.vcpus},
+              {"memory_mb", m.memoryMb},
+              {"huge_pages", m.hugePages},
+              {"hide_kvm", m.hideKvm},
+              {"hyperv_vendor_id", m.hypervVendorId},
+              {"disk", Json{{"base_storage", m.disk.baseStorage},
+                            {"base_disk", m.disk.baseDisk},
+                            {"storage", m.disk.storage},
+                            {"path", m.disk.path}}}};
+}
+
+Result<WorkstationGrantAnswer> parseWorkstationGrantAnswer(const Json& j) {
+  Reader r(j, "broker's workstation grant",
+           {"user", "domain", "devices", "vcpus", "memory_mb", "huge_pages", "hide_kvm",
+            "hyperv_vendor_id", "disk"});
+  WorkstationGrantAnswer m;
+  m.user = r.text("user", true);
+  m.domain = r.text("domain", true);
+  m.vcpus = r.integer("vcpus", true);
+  m.memoryMb = r.integer("memory_mb", true);
+  m.hugePages = r.boolean("huge_pages", false);
+  m.hideKvm = r.boolean("hide_kvm", false);
+  m.hypervVendorId = r.text("hyperv_vendor_id", false);
+  if (const Json* devices = r.nested("devices", Json::value_t::array, "an array")) {
+    for (const auto& d : *devices) {
+      Reader dr(d, "workstation grant's device", {"address", "vendor", "device", "rom"});
+      GrantedDevice g;
+      g.address = dr.text("address", true);
+      g.vendor = dr.text("vendor", false);
+      g.device = dr.text("device", false);
+      g.rom = dr.optText("rom");
+      auto parsed = dr.done(std::move(g));
+      if (!parsed) {
+        r.fail(parsed.error());
+        break;
+      }
+      m.devices.push_back(std::move(*parsed));
+    }
+  }
+  if (m.devices.empty())
+    r.fail("The broker's workstation grant lists no devices.");
+  if (const Json* disk = r.nested("disk", Json::value_t::object, "an object")) {
+    Reader dr(*disk, "workstation grant's disk", {"base_storage", "base_disk", "storage", "path"});
+    GrantedDisk g;
+    g.baseStorage = dr.text("base_storage", true);
+    g.baseDisk = dr.text("base_disk", true);
+    g.storage = dr.text("storage", false, "desktops");
+    g.path = dr.text("path", true);
+    auto parsed = dr.done(std::move(g));
+    if (parsed)
+      m.disk = std::move(*parsed);
+    else
+      r.fail(parsed.error());
+  } else {
+    r.fail("The broker's workstation grant lacks the field 'disk'.");
+  }
+  return r.done(m);
+}
+
+Json toJson(const WorkstationRelease& m) {
+  return Json{{"user", m.user}};
+}
+
+Result<WorkstationRelease> parseWorkstationRelease(const Json& j) {
+  Reader r(j, "workstation release", {"user"});
+  WorkstationRelease m;
+  m.user = r.text("user", true);
+  return r.done(m);
+}
+
 }  // namespace aula::proto

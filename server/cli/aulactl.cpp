@@ -198,6 +198,18 @@ fs::path credentialsPath() {
   return base / "aula" / "aulactl.json";
 }
 
+std::function<void()> withSavedSession(int& exitCode, std::function<int(const Session&)> f) {
+  return [f = std::move(f), &exitCode] {
+    auto s = loadSession();
+    if (!s) {
+      std::cerr << "aulactl: " << s.error().message() << "\n";
+      exitCode = 1;
+      return;
+    }
+    exitCode = f(*s);
+  };
+}
+
 Result<Session> loadSession() {
   Session s;
   if (auto text = file::readFile(credentialsPath())) {
@@ -308,7 +320,7 @@ static std::string timeCell(const Json& v) {
   return buf;
 }
 
-static void printTable(const Json& rows, const std::vector<std::string>& columns) {
+void printTable(const Json& rows, const std::vector<std::string>& columns) {
   std::vector<std::size_t> width;
   width.reserve(columns.size());
   for (const auto& c : columns)
@@ -1216,6 +1228,7 @@ int run(const std::vector<std::string>& args) {
       });
 
   addImageCommands(app, asJson, exitCode);
+  addWorkstationCommands(app, asJson, exitCode);
 
   auto* audit = app.add_subcommand("audit", "who did what, when, from where");
   std::string auditActor, auditAction, auditLimit;

@@ -111,15 +111,7 @@ void addImageCommands(CLI::App& app, const bool& asJson, int& exitCode) {
   auto owned = std::make_shared<Args>();
   Args& opt = *owned;
   auto withSession = [&exitCode](std::function<int(const Session&)> f) {
-    return [f = std::move(f), &exitCode] {
-      auto s = loadSession();
-      if (!s) {
-        std::cerr << "aulactl: " << s.error().message() << "\n";
-        exitCode = 1;
-        return;
-      }
-      exitCode = f(*s);
-    };
+    return withSavedSession(exitCode, std::move(f));
   };
   auto show = [&asJson](const std::optional<http::Response>& r,
                         const std::vector<std::string>& columns) {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,7 +40,16 @@ std::optional<http::Response> call(const Session& s, const std::string& method,
 // the JSON itself with --json.
 void output(const json::Json& j, bool asJson, const std::vector<std::string>& columns);
 
+// A command's callback: runs `f` with the saved session and keeps its exit
+// code; without a session, says how to log in and exits 1.
+std::function<void()> withSavedSession(int& exitCode, std::function<int(const Session&)> f);
+
+// An array of objects as a table of `columns`, times as dates.
+void printTable(const json::Json& rows, const std::vector<std::string>& columns);
+
 // aulactl images ... (aulactl_images.cpp).
 void addImageCommands(CLI::App& app, const bool& asJson, int& exitCode);
+// aulactl workstations ... (aulactl_workstations.cpp).
+void addWorkstationCommands(CLI::App& app, const bool& asJson, int& exitCode);
 
 }  // namespace aula::ctl::detail

@@ -1537,6 +1537,80 @@ TEST_F(AulactlConsoleTest, HostsDevicesShowsWhatTheAgentReported) {
   EXPECT_THAT(student.out + student.err, HasSubstr("admin"));
 }
 
+// An admin sets up a workstation from what its agent reported, and sees it.
+TEST_F(AulactlConsoleTest, WorkstationsSetShowListAndRemove) {
+  auto host =
+      broker_
+          .adminCall("POST", "/api/v1/hosts",
+                     Json{{"name", "lab-ws1"}, {"kind", "workstation"}, {"pool_id", ids_.pool}},
+                     201)["id"]
+          .get<std::int64_t>();
+  const std::string id = std::to_string(host);
+  auto asAdmin = [&](const std::vector<std::string>& args) {
+    return broker_.runAulactl(AULA_AULACTL_BIN, args, broker_.adminToken(), dir_.path());
+  };
+  const std::vector<std::string> set{"workstations",
+                                     "set",
+                                     id,
+                                     "--device",
+                                     "01:00.0",
+                                     "--device",
+                                     "0000:01:00.1",
+                                     "--template",
+                                     std::to_string(ids_.debian),
+                                     "--vcpus",
+                                     "4",
+                                     "--access",
+                                     fmt::format("user:{},group:{}", ids_.alice, ids_.group1A)};
+  auto early = asAdmin(set);
+  EXPECT_NE(early.exitCode, 0);
+  EXPECT_THAT(early.err, HasSubstr("has not reported its devices yet"));
+
+  broker_.adminCall("POST", "/api/v1/hosts/" + id + "/heartbeat",
+                    Json{{"cpus", 8},
+                         {"memory_mb", 32768},
+                         {"free_memory_mb", 30000},
+                         {"devices",
+                          {{"iommu_groups", 2},
+                           {"devices",
+                            {{{"address", "0000:01:00.0"},
+                              {"kind", "GPU"},
+                              {"vendor", "10de"},
+                              {"device", "2484"}},
+                             {{"address", "0000:01:00.1"},
+                              {"kind", "audio"},
+                              {"vendor", "10de"},
+                              {"device", "228b"}}}}}}},
+                    204);
+  auto made = asAdmin(set);
+  ASSERT_EQ(made.exitCode, 0) << made.err;
+  EXPECT_THAT(made.out, HasSubstr("Workstation lab-ws1 (host " + id));
+  EXPECT_THAT(made.out, HasSubstr("4 vCPUs, 1024 MiB, disk from template Debian"));
+  EXPECT_THAT(made.out, HasSubstr(fmt::format("group:{}, user:{}", ids_.group1A, ids_.alice)));
+  EXPECT_THAT(made.out, ::testing::ContainsRegex("0000:01:00.1 +audio +10de +228b +- +present"));
+
+  auto wrong = asAdmin({"workstations", "set", id, "--device", "0000:09:00.0", "--template",
+                        std::to_string(ids_.debian)});
+  EXPECT_NE(wrong.exitCode, 0);
+  EXPECT_THAT(wrong.err, HasSubstr("has no device 0000:09:00.0"));
+  auto rom = asAdmin({"workstations", "set", id, "--device", "01:00.0", "--rom", "02:00.0=/x.rom",
+                      "--template", std::to_string(ids_.debian)});
+  EXPECT_EQ(rom.exitCode, 2);
+  EXPECT_THAT(rom.err, HasSubstr("names no --device"));
+
+  auto listed = asAdmin({"workstations", "list"});
+  ASSERT_EQ(listed.exitCode, 0) << listed.err;
+  EXPECT_THAT(listed.out, ::testing::ContainsRegex("lab-ws1 +online +Debian +4 +1024 +2 "));
+  auto student = aulactl({"workstations", "show", id});
+  EXPECT_NE(student.exitCode, 0);
+
+  auto removed = asAdmin({"workstations", "remove", id});
+  ASSERT_EQ(removed.exitCode, 0) << removed.err;
+  auto gone = asAdmin({"workstations", "show", id});
+  EXPECT_NE(gone.exitCode, 0);
+  EXPECT_THAT(gone.err, HasSubstr("has no workstation set up"));
+}
+
 TEST_F(AulactlConsoleTest, OpenWithVvOutWritesAPrivateFileWithTheConsole) {
   const auto id = broker_.createDesktop(ids_.alice, "Informatik");
   const auto out = dir_ / "desktop.vv";

@@ -31,7 +31,7 @@ void Api::Impl::enrolmentRoutes() {
   });
   // Agents: known by the fingerprint of the client certificate they got at
   // enrolment, never by its name.
-  auto fromAgent = [this](auto handle) {
+  auto fromAgentAnswering = [this](auto handle) {
     return [this, handle](ServerRequest& request) -> ServerResponse {
       if (!request.clientCertFingerprint) {
         return errorResponse(Error(Errc::kUnauthenticated,
@@ -44,8 +44,14 @@ void Api::Impl::enrolmentRoutes() {
       auto json = body(request);
       if (!json)
         return errorResponse(json.error());
-      return done(handle(*host, *json));
+      return handle(*host, *json, request);
     };
+  };
+  auto fromAgent = [fromAgentAnswering](auto handle) {
+    return fromAgentAnswering(
+        [handle](std::int64_t host, const Json& json, ServerRequest&) -> ServerResponse {
+          return done(handle(host, json));
+        });
   };
   router.add("POST", "/api/v1/agent/heartbeat",
              fromAgent([this](std::int64_t host, const Json& load) {
@@ -54,6 +60,19 @@ void Api::Impl::enrolmentRoutes() {
   router.add("POST", "/api/v1/agent/events",
              fromAgent([this](std::int64_t host, const Json& batch) {
                return broker.hosts.recordAgentEvents(host, batch);
+             }));
+  // A workstation's agent claims it for the user its greeter logged in,
+  // and releases it when the VM has stopped.
+  router.add("POST", "/api/v1/agent/workstation/claim",
+             fromAgentAnswering([this](std::int64_t host, const Json& j,
+                                       ServerRequest& request) -> ServerResponse {
+               auto response = ok(broker.workstations.claim(host, j, request.remoteAddress));
+               response.headers.emplace_back("Cache-Control", "no-store");
+               return response;
+             }));
+  router.add("POST", "/api/v1/agent/workstation/release",
+             fromAgent([this](std::int64_t host, const Json& j) {
+               return broker.workstations.release(host, j);
              }));
   authed("GET", "/api/v1/enrolment-tokens",
          [&b](const Actor& a, ServerRequest&) { return ok(b.enrolment.listTokens(a)); });

@@ -25,6 +25,21 @@ void Api::Impl::hostRoutes() {
   authedId(
       "GET", "/api/v1/hosts/{id}/devices",
       [&b](const Actor& a, std::int64_t id, ServerRequest&) { return ok(b.hosts.devices(a, id)); });
+  // Workstations: a host of kind workstation, its devices and its users.
+  authed("GET", "/api/v1/workstations",
+         [&b](const Actor& a, ServerRequest&) { return ok(b.workstations.list(a)); });
+  authedId("GET", "/api/v1/hosts/{id}/workstation",
+           [&b](const Actor& a, std::int64_t id, ServerRequest&) {
+             return ok(b.workstations.get(a, id));
+           });
+  authedIdBody("PUT", "/api/v1/hosts/{id}/workstation",
+               [&b](const Actor& a, std::int64_t id, const Json& j) {
+                 return ok(b.workstations.set(a, id, j));
+               });
+  authedId("DELETE", "/api/v1/hosts/{id}/workstation",
+           [&b](const Actor& a, std::int64_t id, ServerRequest&) {
+             return done(b.workstations.remove(a, id));
+           });
   authedIdBody("PATCH", "/api/v1/hosts/{id}", [&b](const Actor& a, std::int64_t id, const Json& j) {
     return ok(b.hosts.update(a, id, j));
   });

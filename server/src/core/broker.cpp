@@ -23,6 +23,7 @@ Broker::Broker(db::Database& database, BrokerSettings brokerSettings, const Cloc
       enrolment(context),
       bootHosts(context),
       images(context),
-      access(context) {}
+      access(context),
+      workstations(context, auth) {}
 
 }  // namespace aula::broker

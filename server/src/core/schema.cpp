@@ -274,6 +274,30 @@ ALTER TABLE boot_hosts ADD COLUMN image_version TEXT;
          "ALTER TABLE hosts ADD COLUMN devices TEXT NOT NULL DEFAULT '';\n"
          "ALTER TABLE hosts ADD COLUMN devices_at BIGINT",
          ""},
+        // Workstations: the devices an admin chose from a host's report
+        // (with the IDs they had then), the template its disk grows from,
+        // the VM's size, who may use it, and who has it now.
+        {10, "workstations", R"SQL(
+CREATE TABLE workstations (
+  host_id BIGINT PRIMARY KEY REFERENCES hosts(id) ON DELETE CASCADE,
+  devices TEXT NOT NULL,
+  template_id BIGINT NOT NULL REFERENCES templates(id),
+  vcpus BIGINT NOT NULL,
+  memory_mb BIGINT NOT NULL,
+  huge_pages INTEGER NOT NULL DEFAULT 0,
+  hide_kvm INTEGER NOT NULL DEFAULT 0,
+  hyperv_vendor_id TEXT NOT NULL DEFAULT '',
+  claimed_by BIGINT REFERENCES users(id) ON DELETE SET NULL,
+  claimed_at BIGINT,
+  updated_at BIGINT NOT NULL
+);
+CREATE TABLE workstation_access (
+  host_id BIGINT NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+  subject TEXT NOT NULL,
+  PRIMARY KEY (host_id, subject)
+);
+)SQL",
+         ""},
     };
   }();
   return kMigrations;

@@ -300,6 +300,18 @@ Status HostService::remove(const Actor& actor, std::int64_t id) {
                        row.text(0), desktops);
     }
     AULA_TRY(tx.exec("UPDATE boot_hosts SET host_id = NULL WHERE host_id = ?", {id}));
+    auto claimed = AULA_TRY(
+        tx.query("SELECT u.username FROM workstations w JOIN users u ON u.id = w.claimed_by WHERE "
+                 "w.host_id = ?",
+                 {id}));
+    if (!claimed.empty()) {
+      return makeError(Errc::kConflict,
+                       "'{}' uses the workstation '{}' now; it can be deleted once their VM has "
+                       "stopped.",
+                       claimed[0].text(0), row.text(0));
+    }
+    AULA_TRY(tx.exec("DELETE FROM workstation_access WHERE host_id = ?", {id}));
+    AULA_TRY(tx.exec("DELETE FROM workstations WHERE host_id = ?", {id}));
     AULA_TRY(tx.exec("DELETE FROM hosts WHERE id = ?", {id}));
     return audit(tx, actor, now, "host.delete", fmt::format("host:{}", row.text(0)));
   });

@@ -142,6 +142,8 @@ Status OrgService::deleteCategory(const Actor& actor, std::int64_t id) {
     AULA_TRY(tx.exec("DELETE FROM quotas WHERE subject = ?", {fmt::format("category:{}", id)}));
     AULA_TRY(
         tx.exec("DELETE FROM template_access WHERE subject = ?", {fmt::format("category:{}", id)}));
+    AULA_TRY(tx.exec("DELETE FROM workstation_access WHERE subject = ?",
+                     {fmt::format("category:{}", id)}));
     AULA_TRY(tx.exec("UPDATE templates SET category_id = NULL WHERE category_id = ?", {id}));
     AULA_TRY(tx.exec("DELETE FROM categories WHERE id = ?", {id}));
     return audit(tx, actor, now, "category.delete", fmt::format("category:{}", id));
@@ -288,6 +290,8 @@ Status OrgService::deleteGroup(const Actor& actor, std::int64_t id) {
                      {fmt::format("group:{}", id), fmt::format("group-member:{}", id)}));
     AULA_TRY(
         tx.exec("DELETE FROM template_access WHERE subject = ?", {fmt::format("group:{}", id)}));
+    AULA_TRY(
+        tx.exec("DELETE FROM workstation_access WHERE subject = ?", {fmt::format("group:{}", id)}));
     AULA_TRY(tx.exec("DELETE FROM groups_ WHERE id = ?", {id}));
     return audit(tx, actor, now, "group.delete", fmt::format("group:{}", id));
   });
@@ -629,6 +633,8 @@ Status OrgService::deleteUser(const Actor& actor, std::int64_t id) {
     AULA_TRY(tx.exec("DELETE FROM quotas WHERE subject = ?", {fmt::format("user:{}", id)}));
     AULA_TRY(
         tx.exec("DELETE FROM template_access WHERE subject = ?", {fmt::format("user:{}", id)}));
+    AULA_TRY(
+        tx.exec("DELETE FROM workstation_access WHERE subject = ?", {fmt::format("user:{}", id)}));
     AULA_TRY(tx.exec("DELETE FROM users WHERE id = ?", {id}));
     return audit(tx, actor, now, "user.delete", fmt::format("user:{}", row.text(0)));
   }));

@@ -311,6 +311,19 @@ Status TemplateService::remove(const Actor& actor, std::int64_t id) {
           "until they are deleted.",
           t.name, desktops, deployments);
     }
+    auto workstations =
+        AULA_TRY(tx.query("SELECT h.name FROM workstations w JOIN hosts h ON h.id = w.host_id "
+                          "WHERE w.template_id = ? ORDER BY h.name",
+                          {id}));
+    if (!workstations.empty()) {
+      return makeError(Errc::kConflict,
+                       "The template '{}' is the disk of the workstation '{}'{}; give it another "
+                       "template first.",
+                       t.name, workstations[0].text(0),
+                       workstations.size() > 1
+                           ? fmt::format(" and {} more", workstations.size() - 1)
+                           : std::string());
+    }
     // A re-based template holds only its changes on top of this one's image.
     auto rebased =
         AULA_TRY(tx.query("SELECT name FROM templates WHERE id <> ? AND backing_storage = ? AND "

@@ -121,6 +121,37 @@ TEST(AgentProtocolTest, ReportsMatchTheirGoldenFiles) {
             parseEventBatch, "event_batch.json");
 }
 
+TEST(AgentProtocolTest, WorkstationMessagesMatchTheirGoldenFiles) {
+  roundTrip(WorkstationClaim{.user = "ada", .session = "aula_s_abc"}, parseWorkstationClaim,
+            "workstation_claim.json");
+  roundTrip(
+      WorkstationGrantAnswer{
+          .user = "ada",
+          .domain = "aula-ws-lab-ws1",
+          .devices = {{.address = "0000:01:00.0", .vendor = "10de", .device = "2484"},
+                      {.address = "0000:01:00.1",
+                       .vendor = "10de",
+                       .device = "228b",
+                       .rom = "/var/lib/aula/roms/gpu.rom"}},
+          .vcpus = 8,
+          .memoryMb = 16384,
+          .hugePages = true,
+          .hideKvm = true,
+          .hypervVendorId = "aula",
+          .disk = {.baseStorage = "templates",
+                   .baseDisk = "win11.qcow2",
+                   .path = "workstations/lab-ws1/7.qcow2"}},
+      parseWorkstationGrantAnswer, "workstation_grant.json");
+  roundTrip(WorkstationRelease{.user = "ada"}, parseWorkstationRelease, "workstation_release.json");
+  auto empty = parseWorkstationGrantAnswer(json::Json{{"user", "ada"},
+                                                      {"domain", "d"},
+                                                      {"vcpus", 1},
+                                                      {"memory_mb", 1024},
+                                                      {"devices", json::Json::array()}});
+  ASSERT_FALSE(empty.ok());
+  EXPECT_THAT(empty.error().message(), HasSubstr("lists no devices"));
+}
+
 TEST(AgentProtocolTest, UnknownFieldsWrongTypesAndMissingFieldsAreNamed) {
   auto unknown = parseStartRequest(
       json::Json{{"desktop_id", 1}, {"base_disk", "b"}, {"disk_path", "d"}, {"colour", "red"}});

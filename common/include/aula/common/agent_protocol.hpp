@@ -183,6 +183,41 @@ struct EventBatch {
 };
 inline constexpr std::size_t kMaxEventsPerBatch = 1000;
 
+// ---- workstations (agent -> broker) ----
+// The greeter's user and the session the broker gave them at login.
+struct WorkstationClaim {
+  std::string user;
+  std::string session;
+};
+// What the broker answers a claim it allows: the VM the user gets.
+struct GrantedDevice {
+  std::string address;  // "0000:01:00.0"
+  std::string vendor;   // the IDs it had when the admin chose it ("10de"); may be empty
+  std::string device;
+  std::optional<std::string> rom;  // a ROM file on the workstation
+};
+struct GrantedDisk {
+  std::string baseStorage;  // the template's image: storage and path inside it
+  std::string baseDisk;
+  std::string storage = "desktops";  // the user's overlay on this workstation
+  std::string path;
+};
+struct WorkstationGrantAnswer {
+  std::string user;
+  std::string domain;  // the libvirt domain's name
+  std::vector<GrantedDevice> devices;
+  std::int64_t vcpus = 1;
+  std::int64_t memoryMb = 1024;
+  bool hugePages = false;
+  bool hideKvm = false;
+  std::string hypervVendorId;
+  GrantedDisk disk;
+};
+// The VM has stopped: the user no longer has the workstation.
+struct WorkstationRelease {
+  std::string user;
+};
+
 // ---- JSON ----
 // Each parser refuses unknown fields and wrong types with kInvalidArgument
 // naming the field; optional fields may be absent or null.
@@ -200,6 +235,9 @@ Json toJson(const DeleteBaseRequest& m);
 Json toJson(const Heartbeat& m);
 Json toJson(const LifecycleEvent& m);
 Json toJson(const EventBatch& m);
+Json toJson(const WorkstationClaim& m);
+Json toJson(const WorkstationGrantAnswer& m);
+Json toJson(const WorkstationRelease& m);
 
 Result<EnrolRequest> parseEnrolRequest(const Json& j);
 Result<EnrolAnswer> parseEnrolAnswer(const Json& j);
@@ -215,5 +253,8 @@ Result<DeleteBaseRequest> parseDeleteBaseRequest(const Json& j);
 Result<Heartbeat> parseHeartbeat(const Json& j);
 Result<LifecycleEvent> parseLifecycleEvent(const Json& j);
 Result<EventBatch> parseEventBatch(const Json& j);
+Result<WorkstationClaim> parseWorkstationClaim(const Json& j);
+Result<WorkstationGrantAnswer> parseWorkstationGrantAnswer(const Json& j);
+Result<WorkstationRelease> parseWorkstationRelease(const Json& j);
 
 }  // namespace aula::proto

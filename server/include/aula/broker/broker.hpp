@@ -20,6 +20,7 @@
 #include "aula/broker/image_service.hpp"
 #include "aula/broker/org_service.hpp"
 #include "aula/broker/template_service.hpp"
+#include "aula/broker/workstation_service.hpp"
 
 namespace aula::broker {
 
@@ -44,6 +45,7 @@ struct Broker {
   BootHostService bootHosts;
   ImageService images;
   AccessService access;
+  WorkstationService workstations;
 };
 
 }  // namespace aula::broker
