@@ -2,9 +2,12 @@
 #include "agent_server.hpp"
 
 #include <fstream>
+#include <mutex>
 
 #include <fmt/format.h>
+#include <pwd.h>
 
+#include "aula/agent/broker_grants.hpp"
 #include "aula/agent/disks.hpp"
 #include "aula/agent/domain_xml.hpp"
 #include "aula/agent/passthrough_binding.hpp"
@@ -16,6 +19,7 @@
 #include "aula/common/http_server.hpp"
 #include "aula/common/log.hpp"
 
+#include "agent_bus.hpp"
 #include "libvirt_hypervisor.hpp"
 #include "sysfs_host.hpp"
 #include "sysfs_port.hpp"
@@ -34,6 +38,14 @@ struct AgentServer::Impl {
   std::unique_ptr<AgentService> service;
   std::unique_ptr<http::Server> server;
   std::unique_ptr<BrokerReporter> reporter;
+  // Workstation mode ([workstation] enabled): the VM service, its claims
+  // at the broker on a channel of their own, and the greeter's front door.
+  std::unique_ptr<RealSysfs> ownSysfs;
+  std::mutex grantMutex;
+  std::unique_ptr<BrokerChannel> grantChannel;
+  std::unique_ptr<BrokerGrants> grants;
+  std::unique_ptr<WorkstationService> workstation;
+  std::unique_ptr<AgentBus> bus;
   bool stopped = false;
 };
 
@@ -78,6 +90,55 @@ void giveBackLeftoverDevices(const fs::path& state, const fs::path& hostRoot,
     log::error("{} The journal {} stays for the next start.", back.error().message(),
                journal.string());
   }
+}
+
+// Workstation mode: the VM service over the host's sysfs, its grants from
+// the broker, and org.aula.Agent1 for the greeter. Without a bus the agent
+// still runs (the broker's commands, heartbeats), and says the greeter
+// cannot reach it.
+Status startWorkstation(AgentServer::Impl& m, Hypervisor& hypervisor,
+                        const AgentServerOptions& options) {
+  const auto& ws = m.settings.workstation;
+  SysfsPort* sysfs = options.sysfs;
+  if (sysfs == nullptr) {
+    m.ownSysfs = std::make_unique<RealSysfs>(options.hostRoot);
+    sysfs = m.ownSysfs.get();
+  }
+  m.grantChannel = std::make_unique<BrokerChannel>(m.settings.stateDir, m.settings.brokerUrl);
+  HostFactsReader readFacts = [root = options.hostRoot] { return readHostFacts(root); };
+  m.grants = std::make_unique<BrokerGrants>(
+      [&m](std::string_view path, const json::Json& body) {
+        std::lock_guard lock(m.grantMutex);  // the channel is not thread-safe
+        return m.grantChannel->post(path, body);
+      },
+      *m.disks, readFacts,
+      BrokerGrantsOptions{.stateDir = m.settings.stateDir,
+                          .hostId = m.enrolment.hostId,
+                          .evdevInputs = ws.evdev,
+                          .network = m.settings.network});
+  m.workstation = std::make_unique<WorkstationService>(
+      hypervisor, *sysfs, m.settings.stateDir / kPassthroughJournal, readFacts, *m.grants);
+  AgentBusOptions busOptions{.address = ws.busAddress};
+  if (const passwd* greeter = ::getpwnam(ws.greeterUser.c_str()); greeter != nullptr) {
+    busOptions.allowedUids.push_back(greeter->pw_uid);
+  } else {
+    log::warn(
+        "There is no user '{}' (workstation.greeter_user); only root may call "
+        "org.aula.Agent1.",
+        ws.greeterUser);
+  }
+  auto bus = AgentBus::start(*m.workstation, busOptions);
+  if (!bus) {
+    log::error(
+        "{} The greeter cannot reach this agent, so nobody can start the workstation "
+        "from it.",
+        bus.error().message());
+    return okStatus();
+  }
+  m.bus = std::move(*bus);
+  log::info("Workstation mode: org.aula.Agent1 serves the greeter ('{}') and root.",
+            ws.greeterUser);
+  return okStatus();
 }
 
 }  // namespace
@@ -127,8 +188,14 @@ Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions
   };
   m.service = std::make_unique<AgentService>(serviceOptions, *hypervisor, *m.disks);
   AgentService* service = m.service.get();
-  if (auto watching =
-          hypervisor->watch([service](const DomainEvent& e) { service->recordEvent(e); });
+  if (m.settings.workstation.enabled)
+    AULA_TRY_STATUS(startWorkstation(m, *hypervisor, options));
+  WorkstationService* workstation = m.workstation.get();
+  if (auto watching = hypervisor->watch([service, workstation](const DomainEvent& e) {
+        service->recordEvent(e);
+        if (workstation != nullptr)
+          workstation->onDomainEvent(e);
+      });
       !watching) {
     log::warn("{} The broker learns of changes from heartbeats only.", watching.error().message());
   }
@@ -165,6 +232,7 @@ void AgentServer::stop() {
   if (!impl_ || impl_->stopped)
     return;
   impl_->stopped = true;
+  impl_->bus.reset();  // no new start from the greeter
   impl_->reporter.reset();
   if (impl_->server)
     impl_->server->stop();
@@ -184,6 +252,10 @@ const std::string& AgentServer::domainType() const {
 
 AgentService& AgentServer::service() {
   return *impl_->service;
+}
+
+WorkstationService* AgentServer::workstation() {
+  return impl_->workstation.get();
 }
 
 }  // namespace aula::agent

@@ -13,6 +13,7 @@
 #include "aula/agent/enrolment.hpp"
 #include "aula/agent/hypervisor.hpp"
 #include "aula/agent/service.hpp"
+#include "aula/agent/workstation.hpp"
 #include "aula/common/process.hpp"
 #include "aula/common/result.hpp"
 
@@ -26,6 +27,9 @@ struct AgentServerOptions {
   process::Runner* runner = nullptr;
   std::filesystem::path devKvm = "/dev/kvm";
   std::filesystem::path hostRoot = "/";  // where /proc is read
+  // Tests: the kernel's sysfs as a fixture acting like it (not owned);
+  // none: the real one under hostRoot.
+  SysfsPort* sysfs = nullptr;
 };
 
 class AgentServer {
@@ -42,11 +46,14 @@ class AgentServer {
   const EnrolmentRecord& enrolment() const;
   const std::string& domainType() const;
   AgentService& service();
+  // The workstation's VM service; null unless [workstation] enabled.
+  WorkstationService* workstation();
   void stop();
+
+  struct Impl;  // opaque; public so that start()'s helpers may take it
 
  private:
   AgentServer() = default;
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -29,7 +29,15 @@ config::Schema agentSchema() {
                "cap per vCPU in percent of one host CPU; 0: no cap")
       .integer("limits.disk_mb_per_sec", 0, 0, 1 << 20,
                "each desktop disk's read+write MiB/s; 0: no cap")
-      .integer("limits.disk_iops", 0, 0, 1 << 24, "each desktop disk's operations/s; 0: no cap");
+      .integer("limits.disk_iops", 0, 0, 1 << 24, "each desktop disk's operations/s; 0: no cap")
+      .boolean("workstation.enabled", false,
+               "run this host's passthrough VM for the greeter (org.aula.Agent1 on D-Bus)")
+      .string("workstation.greeter_user", "aula",
+              "the local user the greeter runs as, allowed on org.aula.Agent1 besides root")
+      .string("workstation.bus_address", "", "the D-Bus to serve on; empty: the system bus")
+      .stringList("workstation.evdev", {},
+                  "the host's keyboard and mouse (/dev/input/by-id/...-event-kbd first) for a VM "
+                  "without a passed USB controller");
   return s;
 }
 
@@ -100,6 +108,18 @@ Result<AgentSettings> settingsFrom(const config::Config& c) {
   if (!limits)
     return makeError(Errc::kConfig, "{}: limits.{}", c.sourceName(), limits.error().message());
   s.limits = *limits;
+  s.workstation.enabled = c.getBool("workstation.enabled");
+  s.workstation.greeterUser = c.getString("workstation.greeter_user");
+  s.workstation.busAddress = c.getString("workstation.bus_address");
+  for (const auto& input : c.getStringList("workstation.evdev")) {
+    if (input.rfind("/dev/input/", 0) != 0 || input.find("..") != std::string::npos) {
+      return makeError(Errc::kConfig,
+                       "{}: workstation.evdev lists '{}'; give the input devices under "
+                       "/dev/input/by-id/, keyboard first.",
+                       c.sourceName(), input);
+    }
+    s.workstation.evdev.emplace_back(input);
+  }
   if (!s.stateDir.is_absolute()) {
     return makeError(Errc::kConfig, "{}: agent.state_dir must be absolute, not '{}'.",
                      c.sourceName(), s.stateDir.string());

@@ -109,6 +109,7 @@ Status WorkstationService::start(std::string_view user, std::string_view session
   const auto findings = agent::preflight(facts, grant.devices);
   if (anyFailed(findings)) {
     log::warn("Workstation: {} may use it, but preflight failed:\n{}", user, failuresOf(findings));
+    releaseClaim(grant.user);
     return makeError(Errc::kConfig,
                      "Passthrough cannot work on this workstation as it is set up now; tell the "
                      "admin what preflight says:\n{}",
@@ -146,12 +147,14 @@ void WorkstationService::bringUp(WorkstationGrant grant, const HostFacts& facts)
   if (!xml) {
     forgetDomain();
     setState(WorkstationState::kFailed, grant.user, xml.error().message());
+    releaseClaim(grant.user);
     return;
   }
   if (auto bound = binder_.bind(addresses); !bound) {
     forgetDomain();
     setState(WorkstationState::kFailed, grant.user,
              fmt::format("{} The host kept its devices.", bound.error().message()));
+    releaseClaim(grant.user);
     return;
   }
   if (auto started = hypervisor_.defineAndStart(*xml); !started) {
@@ -163,6 +166,8 @@ void WorkstationService::bringUp(WorkstationGrant grant, const HostFacts& facts)
                          back ? "The devices are back with the host."
                               : fmt::format("Giving the devices back failed too: {}",
                                             back.error().message())));
+    if (back)
+      releaseClaim(grant.user);
     return;
   }
   setState(WorkstationState::kRunning, grant.user, "The workstation runs.");
@@ -207,7 +212,15 @@ void WorkstationService::onDomainEvent(const DomainEvent& event) {
                                           : "The workstation has stopped.");
 }
 
+void WorkstationService::releaseClaim(const std::string& user) {
+  if (auto released = grants_.release(user); !released) {
+    log::warn("Workstation: could not tell the broker that {} no longer has it: {}", user,
+              released.error().message());
+  }
+}
+
 void WorkstationService::giveBackDevices(const std::string& why) {
+  const std::string user = status().user;
   if (auto back = binder_.giveBack(); !back) {
     setState(WorkstationState::kFailed, "",
              fmt::format("{} {} The agent tries again at its next start; a host reboot gives "
@@ -217,6 +230,8 @@ void WorkstationService::giveBackDevices(const std::string& why) {
   }
   forgetDomain();
   setState(WorkstationState::kIdle, "", fmt::format("{} Its devices are back with the host.", why));
+  if (!user.empty())
+    releaseClaim(user);
 }
 
 }  // namespace aula::agent

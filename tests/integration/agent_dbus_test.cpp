@@ -56,7 +56,12 @@ class FakeGrants final : public WorkstationGrants {
     spec.evdevInputs = {"/dev/input/by-id/usb-kbd-event-kbd"};
     return grant;
   }
+  Status release(std::string_view user) override {
+    released.emplace_back(user);
+    return okStatus();
+  }
   std::vector<const char*> devices = {"0000:01:00.0=10de:2484", "0000:01:00.1"};
+  std::vector<std::string> released;  // whom release() was called for
 
  private:
   fs::path state_;
@@ -272,6 +277,8 @@ TEST_F(AgentDbusTest, TheUserTheBrokerAllowsGetsTheVmAndTheDevicesComeBackWhenIt
   EXPECT_EQ(driver(kAudio), "snd_hda_intel");
   EXPECT_FALSE(fs::exists(dir_.path() / "passthrough.journal"));
   EXPECT_FALSE(fs::exists(dir_.path() / kWorkstationMarker));
+  // The broker hears that rhea no longer has it.
+  EXPECT_EQ(grants_.released, std::vector<std::string>{"rhea"});
 }
 
 TEST_F(AgentDbusTest, AVmThatWillNotStartLeavesTheHostItsDevices) {
@@ -285,6 +292,8 @@ TEST_F(AgentDbusTest, AVmThatWillNotStartLeavesTheHostItsDevices) {
                                                  "domain. The devices are back with the host."));
   EXPECT_EQ(driver(kGpu), "nvidia");
   EXPECT_EQ(driver(kAudio), "snd_hda_intel");
+  service_.waitIdleWorker();
+  EXPECT_EQ(grants_.released, std::vector<std::string>{"rhea"});  // her claim is given up
 }
 
 TEST_F(AgentDbusTest, ChangedHardwareIsRefusedBeforeAnythingIsTouched) {

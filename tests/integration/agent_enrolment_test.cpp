@@ -55,10 +55,17 @@ class AgentEnrolmentTest : public BrokerBackendTest {
  protected:
   // aula-agent serve as one piece, enrolled as `name`, its host root a
   // fixture desktop with a second GPU (as sysfs shows it) and its /proc load.
-  Result<std::unique_ptr<agent::AgentServer>> assembledAgent(const std::string& name, int port,
-                                                             FakeHypervisor& hypervisor) {
+  // A workstation's agent: enrolled as kind workstation, [workstation]
+  // enabled, its sysfs a FakeKernel over the same fixture.
+  struct AsWorkstation {
+    test::FakeKernel* kernel = nullptr;
+    std::string toml;
+  };
+  Result<std::unique_ptr<agent::AgentServer>> assembledAgent(
+      const std::string& name, int port, FakeHypervisor& hypervisor,
+      const std::optional<AsWorkstation>& workstation = std::nullopt) {
     const fs::path state = dir_ / "state";
-    auto enrol = options(joinToken(name), state);
+    auto enrol = options(joinToken(name, workstation ? "workstation" : "hypervisor"), state);
     enrol.agentAddress = fmt::format("127.0.0.1:{}", port);
     if (auto enrolled = agent::enroll(enrol); !enrolled)
       return enrolled.error();
@@ -68,6 +75,8 @@ class AgentEnrolmentTest : public BrokerBackendTest {
     // Its PCI devices: a desktop with a second GPU, as sysfs shows them.
     test::FakeHost pci(dir_ / "root");
     test::fixtureMachine("clean_desktop").build(pci);
+    if (workstation)
+      workstation->kernel->adoptDevices();
     writeFile(dir_ / "root" / "proc" / "stat",
               "cpu  1 0 1 8 0 0 0 0\ncpu0 1 0 1 8\ncpu1 1 0 1 8\n");
     writeFile(dir_ / "root" / "proc" / "meminfo",
@@ -81,16 +90,19 @@ heartbeat_seconds = 1
 [storage.paths]
 templates = "{}"
 desktops = "{}"
+{}
 )",
                                                state.string(), port, (dir_ / "templates").string(),
-                                               (dir_ / "desktops").string()));
+                                               (dir_ / "desktops").string(),
+                                               workstation ? workstation->toml : std::string()));
     // The KVM probe "succeeds"; /dev/kvm is the test's.
     writeFile(dir_ / "kvm", "");
     return agent::AgentServer::start({.configPath = dir_ / "agent.toml",
                                       .hypervisor = &hypervisor,
                                       .runner = &runner_,
                                       .devKvm = dir_ / "kvm",
-                                      .hostRoot = dir_ / "root"});
+                                      .hostRoot = dir_ / "root",
+                                      .sysfs = workstation ? workstation->kernel : nullptr});
   }
 
   process::RecordingRunner runner_;
@@ -536,6 +548,81 @@ TEST_P(AgentEnrolmentTest, TheAssembledAgentReportsToTheBrokerAndTakesOnlyItsCom
   EXPECT_EQ(asHost.status, 403);
   (*server)->stop();
   EXPECT_EQ(hypervisor.domains["aula-99"].state, "running") << "stopping the agent stopped a guest";
+}
+
+// Workstation mode end to end but for the greeter and the VM: a user logs
+// in at the broker, the agent claims the workstation with that session over
+// its mutual-TLS link, makes the user's disk, binds the devices the admin
+// chose and starts the VM; when the VM stops the devices come back and the
+// broker shows the workstation free. Someone the admin did not add is
+// turned away with the broker's sentence, and nothing moves.
+TEST_P(AgentEnrolmentTest, AWorkstationStartsForAnAllowedUserAndIsFreedWhenItsVmStops) {
+  const auto& ids = seed();
+  FakeHypervisor hypervisor;
+  test::FakeKernel kernel(dir_ / "root");
+  auto server = assembledAgent(
+      "ws1", freeLoopbackPort(), hypervisor,
+      AsWorkstation{.kernel = &kernel,
+                    .toml = "[workstation]\nenabled = true\nbus_address = \"unix:path=" +
+                            (dir_ / "no-bus").string() +
+                            "\"\nevdev = [\"/dev/input/by-id/usb-kbd-event-kbd\"]\n"});
+  ASSERT_TRUE(server) << server.error().message();
+  agent::WorkstationService* ws = (*server)->workstation();
+  ASSERT_NE(ws, nullptr);
+  writeFile(dir_ / "templates" / "debian-12.qcow2", "a base image");
+
+  // The admin chooses the GPU and its audio from what the agent reported.
+  Json h;
+  for (int i = 0; i < 100 && !(h.is_object() && h["state"] == "online"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    h = host("ws1");
+  }
+  const auto hostId = h["id"].get<std::int64_t>();
+  const std::string route = fmt::format("/api/v1/hosts/{}/workstation", hostId);
+  broker().adminCall("PUT", route,
+                     Json{{"devices", {"0000:01:00.0", "0000:01:00.1"}},
+                          {"template_id", ids.debian},
+                          {"vcpus", 2},
+                          {"memory_mb", 2048},
+                          {"access", {fmt::format("group:{}", ids.group1A)}}},
+                     200);
+
+  // carol is not in 1A: the broker's sentence, and the host keeps its devices.
+  auto refused = ws->start("carol", broker().tokenOf("carol"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Errc::kPermissionDenied);
+  EXPECT_THAT(refused.error().message(), HasSubstr("carol may not use this workstation"));
+  auto forged = ws->start("alice", broker().tokenOf("bob"));
+  ASSERT_FALSE(forged);
+  EXPECT_EQ(forged.error().code(), Errc::kUnauthenticated);
+  EXPECT_TRUE(kernel.writes.empty()) << kernel.writes.front();
+
+  ASSERT_TRUE(ws->start("alice", broker().tokenOf("alice")));
+  ws->waitIdleWorker();
+  EXPECT_EQ(ws->status().state, agent::WorkstationState::kRunning) << ws->status().message;
+  const std::string xml = hypervisor.domains["aula-ws-ws1"].xml;
+  EXPECT_THAT(xml, HasSubstr("<address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>"));
+  EXPECT_THAT(xml, HasSubstr("<vcpu placement='static'>2</vcpu>"));
+  const auto disk = dir_ / "desktops" / "workstations" / "ws1" / fmt::format("{}.qcow2", ids.alice);
+  EXPECT_THAT(xml, HasSubstr(disk.string()));
+  EXPECT_THAT(xml, HasSubstr("usb-kbd-event-kbd"));
+  bool made = false;
+  for (const auto& command : runner_.commands()) {
+    const auto& argv = command.argv;
+    made = made || (!argv.empty() && argv[0] == "qemu-img" &&
+                    std::ranges::find(argv, disk.string()) != argv.end());
+  }
+  EXPECT_TRUE(made) << "the user's overlay was not made";
+  EXPECT_EQ(kernel.driverOf("0000:01:00.0").valueOr("?"), "vfio-pci");
+  EXPECT_EQ(broker().adminCall("GET", route, std::nullopt, 200)["claimed_by"], "alice");
+
+  // The guest powers off: libvirt's event gives the devices back and frees it.
+  ASSERT_TRUE(ws->stop(false));
+  hypervisor.handler(agent::DomainEvent{.name = "aula-ws-ws1", .kind = "shutdown"});
+  EXPECT_EQ(ws->status().state, agent::WorkstationState::kIdle) << ws->status().message;
+  EXPECT_EQ(kernel.driverOf("0000:01:00.0").valueOr("?"), "nvidia");
+  EXPECT_TRUE(broker().adminCall("GET", route, std::nullopt, 200)["claimed_by"].is_null());
+  (*server)->stop();
 }
 
 // A workstation agent restarted while its VM runs leaves the VM's devices

@@ -1,4 +1,6 @@
 // Routes of agents (enrolment, heartbeats, events) and enrolment tokens.
+#include "aula/common/agent_protocol.hpp"
+
 #include "api/api_impl.hpp"
 
 namespace aula::broker {
@@ -63,14 +65,14 @@ void Api::Impl::enrolmentRoutes() {
              }));
   // A workstation's agent claims it for the user its greeter logged in,
   // and releases it when the VM has stopped.
-  router.add("POST", "/api/v1/agent/workstation/claim",
+  router.add("POST", std::string(proto::kWorkstationClaimRoute),
              fromAgentAnswering([this](std::int64_t host, const Json& j,
                                        ServerRequest& request) -> ServerResponse {
                auto response = ok(broker.workstations.claim(host, j, request.remoteAddress));
                response.headers.emplace_back("Cache-Control", "no-store");
                return response;
              }));
-  router.add("POST", "/api/v1/agent/workstation/release",
+  router.add("POST", std::string(proto::kWorkstationReleaseRoute),
              fromAgent([this](std::int64_t host, const Json& j) {
                return broker.workstations.release(host, j);
              }));

@@ -8,6 +8,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "aula/agent/broker_grants.hpp"
+
 #include "fake_host.hpp"
 #include "support/golden.hpp"
 #include "support/temp_dir.hpp"
@@ -178,6 +180,54 @@ TEST_F(WorkstationXmlTest, PathsAreEscaped) {
   ASSERT_TRUE(xml) << xml.error().message();
   EXPECT_THAT(*xml, HasSubstr("<rom file='/var/lib/aula-agent/roms/it&apos;s &lt;odd&gt; &amp; "
                               "&quot;new&quot;.rom'/>"));
+}
+
+// The broker's grant becomes the VM: the IDs the admin chose are checked by
+// preflight, the UUID stays with the domain, and the keyboard is the passed
+// USB controller's or the host's through evdev, never neither.
+TEST_F(WorkstationXmlTest, ABrokerGrantBecomesAVmWithAKeyboard) {
+  proto::WorkstationGrantAnswer answer{
+      .user = "rhea",
+      .domain = "aula-ws-lab1",
+      .devices = {{.address = "0000:01:00.0", .vendor = "10de", .device = "2484"},
+                  {.address = "0000:01:00.1", .rom = "/var/lib/aula/roms/a.rom"}},
+      .vcpus = 6,
+      .memoryMb = 8192,
+      .disk = {.baseStorage = "templates", .baseDisk = "w.qcow2", .path = "x.qcow2"}};
+  WorkstationSpec unused;
+  const HostFacts clean = build(test::fixtureMachine("clean_desktop"), unused);
+  BrokerGrantsOptions options{.stateDir = "/var/lib/aula-agent", .hostId = 4};
+  auto none = grantFromAnswer(answer, clean, options, "/d/x.qcow2");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code(), Errc::kConfig);
+  EXPECT_THAT(none.error().message(), HasSubstr("would have no keyboard"));
+
+  options.evdevInputs = keyboardAndMouse();
+  auto grant = grantFromAnswer(answer, clean, options, "/d/x.qcow2");
+  ASSERT_TRUE(grant.ok()) << grant.error().message();
+  EXPECT_EQ(grant->devices[0].vendor, 0x10de);
+  EXPECT_EQ(grant->devices[0].device, 0x2484);
+  EXPECT_FALSE(grant->devices[1].vendor.has_value());
+  EXPECT_EQ(grant->spec.devices[1].romFile, "/var/lib/aula/roms/a.rom");
+  EXPECT_EQ(grant->spec.cores, 6);
+  EXPECT_EQ(grant->spec.desktopId, 4);
+  EXPECT_EQ(grant->spec.nvramPath, "/var/lib/aula-agent/nvram/aula-ws-lab1_VARS.fd");
+  EXPECT_EQ(grant->spec.evdevInputs.size(), 2u);
+  EXPECT_EQ(grant->spec.uuid, grantFromAnswer(answer, clean, options, "/d")->spec.uuid);
+  auto rendered = renderWorkstationXml(grant->spec, clean);
+  EXPECT_TRUE(rendered.ok()) << rendered.error().message();
+
+  // With the USB controller passed, the host's keyboard stays the host's.
+  const HostFacts usb = build(test::fixtureMachine("usb_no_reset"), unused);
+  answer.devices.push_back({.address = "0000:03:00.0"});
+  auto withUsb = grantFromAnswer(answer, usb, options, "/d/x.qcow2");
+  ASSERT_TRUE(withUsb.ok()) << withUsb.error().message();
+  EXPECT_TRUE(withUsb->spec.evdevInputs.empty());
+
+  answer.devices[0].vendor = "nvidia";
+  auto bad = grantFromAnswer(answer, usb, options, "/d/x.qcow2");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message(), HasSubstr("'nvidia:2484', not hex"));
 }
 
 }  // namespace

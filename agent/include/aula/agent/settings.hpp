@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "aula/agent/domain_xml.hpp"
 #include "aula/common/config.hpp"
@@ -34,6 +35,13 @@ struct AgentSettings {
   std::map<std::string, std::filesystem::path> storage;  // name -> folder
   // Every desktop's share of the host ([limits]); a start may narrow them.
   DomainLimits limits;
+  // [workstation]: this host's passthrough VM, started for the greeter.
+  struct Workstation {
+    bool enabled = false;
+    std::string greeterUser = "aula";  // may call org.aula.Agent1 besides root
+    std::string busAddress;            // empty: the system bus
+    std::vector<std::filesystem::path> evdev;
+  } workstation;
 };
 
 // Per-desktop limits in the units admins think in; 0 leaves one unset.

@@ -48,6 +48,9 @@ class WorkstationGrants {
  public:
   virtual ~WorkstationGrants() = default;
   virtual Result<WorkstationGrant> claim(std::string_view user, std::string_view session) = 0;
+  // The user's VM has stopped (or never started after a claim): the broker
+  // may show the workstation free. Best effort; a failure is logged.
+  virtual Status release(std::string_view user) = 0;
 };
 
 enum class WorkstationState { kIdle, kStarting, kRunning, kStopping, kFailed };
@@ -104,6 +107,7 @@ class WorkstationService {
   void setState(WorkstationState state, std::string user, std::string message);
   void bringUp(WorkstationGrant grant, const HostFacts& facts);
   void giveBackDevices(const std::string& why);
+  void releaseClaim(const std::string& user);
 
   Hypervisor& hypervisor_;
   PassthroughBinder binder_;

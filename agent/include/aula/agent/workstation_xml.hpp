@@ -31,7 +31,7 @@ struct PassedDevice {
 struct WorkstationSpec {
   std::string name;  // the libvirt domain name ("aula-ws-lab3")
   std::string uuid;
-  std::int64_t desktopId = 0;  // the broker's desktop id, kept in <metadata>
+  std::int64_t desktopId = 0;  // kept in <metadata>; a workstation's VM: its host's id
   std::string owner;           // who uses it now, kept in <metadata>
   // "kvm". "qemu" only so that a machine without KVM can still have libvirt
   // check everything else; passthrough never runs under TCG.

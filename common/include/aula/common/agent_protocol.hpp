@@ -46,6 +46,8 @@ std::string domainCommandPath(DomainCommand command, std::string_view domain);
 // The broker's endpoint (the agent calls).
 inline constexpr std::string_view kEnrolRoute = "/api/v1/agent/enroll";
 inline constexpr std::string_view kHeartbeatRoute = "/api/v1/agent/heartbeat";
+inline constexpr std::string_view kWorkstationClaimRoute = "/api/v1/agent/workstation/claim";
+inline constexpr std::string_view kWorkstationReleaseRoute = "/api/v1/agent/workstation/release";
 inline constexpr std::string_view kEventsRoute = "/api/v1/agent/events";
 
 // ---- sequence numbers ----
