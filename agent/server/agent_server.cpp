@@ -199,6 +199,8 @@ Result<std::unique_ptr<AgentServer>> AgentServer::start(const AgentServerOptions
       !watching) {
     log::warn("{} The broker learns of changes from heartbeats only.", watching.error().message());
   }
+  if (workstation != nullptr)
+    workstation->adoptRunning();
 
   // Guests that run already are adopted as they are: the agent never stops
   // a guest because it (re)started.

@@ -1,6 +1,8 @@
 // Workstation mode's state machine (see workstation.hpp).
 #include "aula/agent/workstation.hpp"
 
+#include <fstream>
+
 #include <fmt/format.h>
 
 #include "aula/common/file.hpp"
@@ -46,6 +48,28 @@ WorkstationService::WorkstationService(Hypervisor& hypervisor, SysfsPort& sysfs,
       grants_(grants) {
   status_.message = "The workstation is free.";
   marker_ = journal.parent_path() / kWorkstationMarker;
+}
+
+void WorkstationService::adoptRunning() {
+  std::ifstream in(marker_);
+  std::string name;
+  std::string user;
+  if (!std::getline(in, name) || name.empty())
+    return;
+  std::getline(in, user);
+  auto info = hypervisor_.info(name);
+  {
+    std::lock_guard lock(mutex_);
+    domain_ = name;
+  }
+  if (info && info->state == "running") {
+    setState(WorkstationState::kRunning, user,
+             "The workstation runs (it kept running while the agent restarted).");
+    return;
+  }
+  // It stopped while nobody listened: its devices come back now.
+  setState(WorkstationState::kStopping, user, "The workstation stopped while the agent restarted.");
+  giveBackDevices("The workstation stopped while the agent restarted.");
 }
 
 void WorkstationService::forgetDomain() {
@@ -120,7 +144,8 @@ Status WorkstationService::start(std::string_view user, std::string_view session
     domain_ = grant.spec.name;
   }
   // Before any device moves: a restarted agent must know the VM is ours.
-  AULA_TRY_STATUS(file::writeFileAtomic(marker_, grant.spec.name + "\n", {.mode = 0600}));
+  AULA_TRY_STATUS(
+      file::writeFileAtomic(marker_, grant.spec.name + "\n" + grant.user + "\n", {.mode = 0600}));
   setState(WorkstationState::kStarting, grant.user,
            "Handing the GPU and devices to the workstation.");
   worker_ = std::thread([this, grant = std::move(grant), facts = std::move(facts)]() mutable {

@@ -258,7 +258,7 @@ TEST_F(AgentDbusTest, TheUserTheBrokerAllowsGetsTheVmAndTheDevicesComeBackWhenIt
   EXPECT_EQ(call(bus_.address(), {"Status"}).out,
             "sss \"running\" \"rhea\" \"The workstation runs.\"\n");
   // A restarted agent would leave the running VM its devices.
-  EXPECT_EQ(test::readFile(dir_.path() / kWorkstationMarker), "aula-ws-7\n");
+  EXPECT_EQ(test::readFile(dir_.path() / kWorkstationMarker), "aula-ws-7\nrhea\n");
 
   // One user at a time.
   auto again = call(bus_.address(), {"Start", "ss", "rhea", "rhea-session"});
@@ -278,6 +278,45 @@ TEST_F(AgentDbusTest, TheUserTheBrokerAllowsGetsTheVmAndTheDevicesComeBackWhenIt
   EXPECT_FALSE(fs::exists(dir_.path() / "passthrough.journal"));
   EXPECT_FALSE(fs::exists(dir_.path() / kWorkstationMarker));
   // The broker hears that rhea no longer has it.
+  EXPECT_EQ(grants_.released, std::vector<std::string>{"rhea"});
+}
+
+// The agent restarts while the VM runs: the new service says it runs, for
+// whom, and still gives the devices back when it stops.
+TEST_F(AgentDbusTest, AServiceStartedAgainAdoptsTheRunningVm) {
+  ASSERT_TRUE(service_.start("rhea", "rhea-session"));
+  service_.waitIdleWorker();
+  ASSERT_EQ(service_.status().state, WorkstationState::kRunning);
+
+  WorkstationService again{hypervisor_, kernel_, dir_.path() / "passthrough.journal",
+                           [root = dir_.path() / "root"] { return readHostFacts(root); }, grants_};
+  EXPECT_TRUE(hypervisor_.watch([&again](const DomainEvent& e) { again.onDomainEvent(e); }));
+  again.adoptRunning();
+  auto agentBus = AgentBus::start(again, {.address = bus_.address()});
+  ASSERT_TRUE(agentBus) << agentBus.error().message();
+  EXPECT_EQ(call(bus_.address(), {"Status"}).out,
+            "sss \"running\" \"rhea\" \"The workstation runs (it kept running while the agent "
+            "restarted).\"\n");
+  EXPECT_EQ(driver(kGpu), "vfio-pci");
+
+  ASSERT_TRUE(call(bus_.address(), {"Stop", "b", "true"}).succeeded());
+  hypervisor_.handler({"aula-ws-7", "stopped", "destroyed"});
+  EXPECT_EQ(again.status().state, WorkstationState::kIdle) << again.status().message;
+  EXPECT_EQ(driver(kGpu), "nvidia");
+  EXPECT_EQ(grants_.released, std::vector<std::string>{"rhea"});
+  EXPECT_FALSE(fs::exists(dir_.path() / kWorkstationMarker));
+}
+
+// It stopped while the agent was away: the new service gives the devices back.
+TEST_F(AgentDbusTest, AVmThatStoppedWhileTheAgentWasAwayGetsItsDevicesBack) {
+  ASSERT_TRUE(service_.start("rhea", "rhea-session"));
+  service_.waitIdleWorker();
+  hypervisor_.domains["aula-ws-7"].state = "shut off";  // nobody heard it
+  WorkstationService again{hypervisor_, kernel_, dir_.path() / "passthrough.journal",
+                           [root = dir_.path() / "root"] { return readHostFacts(root); }, grants_};
+  again.adoptRunning();
+  EXPECT_EQ(again.status().state, WorkstationState::kIdle) << again.status().message;
+  EXPECT_EQ(driver(kGpu), "nvidia");
   EXPECT_EQ(grants_.released, std::vector<std::string>{"rhea"});
 }
 

@@ -63,7 +63,8 @@ struct WorkstationStatus {
   std::string message;  // one sentence for the screen
 };
 
-// Beside the journal while the workstation's VM may run: its domain name.
+// Beside the journal while the workstation's VM may run: its domain name,
+// then the user it runs for.
 // An agent that restarts while that VM runs leaves its devices with it
 // instead of replaying the journal.
 inline constexpr const char* kWorkstationMarker = "workstation.domain";
@@ -99,6 +100,12 @@ class WorkstationService {
   // From the hypervisor's event watch: the workstation's VM stopping, by
   // itself or otherwise, gives the devices back.
   void onDomainEvent(const DomainEvent& event);
+
+  // At the agent's start, after its event watch is on: a VM this service
+  // started before the agent restarted (the marker beside the journal)
+  // that still runs is running again, for the user it was started for; one
+  // that stopped meanwhile gets its devices given back.
+  void adoptRunning();
 
   // Waits until the worker is done (tests, shutdown).
   void waitIdleWorker();
