@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "aula/common/pci_address.hpp"
+
 namespace aula::agent {
 
 namespace {
@@ -81,19 +83,10 @@ Result<ChosenDevice> parseChosenDevice(std::string_view text) {
                      text.substr(0, 60));
   };
   ChosenDevice chosen;
-  std::string_view address = text.substr(0, text.find('='));
-  auto isHex = [](std::string_view s) {
-    return !s.empty() && std::ranges::all_of(s, [](char c) { return std::isxdigit(c) != 0; });
-  };
-  std::string full(address);
-  if (full.size() == 7)
-    full = "0000:" + full;
-  if (full.size() != 12 || full[4] != ':' || full[7] != ':' || full[10] != '.' ||
-      !isHex(full.substr(0, 4)) || !isHex(full.substr(5, 2)) || !isHex(full.substr(8, 2)) ||
-      full[11] < '0' || full[11] > '7')
+  auto address = canonicalPciAddress(text.substr(0, text.find('=')));
+  if (!address)
     return bad();
-  std::ranges::transform(full, full.begin(), [](char c) { return std::tolower(c); });
-  chosen.address = full;
+  chosen.address = *address;
   if (const auto eq = text.find('='); eq != std::string_view::npos) {
     const std::string_view idText = text.substr(eq + 1);
     std::uint16_t vendor = 0;

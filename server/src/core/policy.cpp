@@ -417,4 +417,20 @@ std::string limitMessage(std::string_view who, std::string_view what, std::int64
                                        : "ask a teacher or an admin to raise it.");
 }
 
+Result<bool> accessListNames(db::Transaction& tx, std::string_view table,
+                             std::string_view keyColumn, std::int64_t key, std::int64_t userId,
+                             std::optional<std::int64_t> categoryId) {
+  auto rows = AULA_TRY(tx.query(
+      fmt::format(
+          "SELECT 1 FROM {0} a WHERE a.{1} = ? AND (a.subject = 'everyone' OR a.subject = ? OR "
+          "a.subject = ? OR a.subject IN (SELECT 'group:' || CAST(m.group_id AS TEXT) FROM "
+          "group_members m WHERE m.user_id = ?) OR a.subject IN (SELECT 'category:' || "
+          "CAST(g.category_id AS TEXT) FROM group_members m JOIN groups_ g ON g.id = m.group_id "
+          "WHERE m.user_id = ?))",
+          table, keyColumn),
+      {key, fmt::format("user:{}", userId),
+       categoryId ? fmt::format("category:{}", *categoryId) : std::string("-"), userId, userId}));
+  return !rows.empty();
+}
+
 }  // namespace aula::broker::detail

@@ -52,6 +52,14 @@ db::Value intOrNull(const std::optional<std::int64_t>& v);
 Json nullableInt(const db::Row& row, std::size_t i);
 Json nullableText(const db::Row& row, std::size_t i);
 
+// Whether an access list (rows of `table` whose `keyColumn` is `key`, each
+// a subject: everyone, user:<id>, group:<id>, category:<id>) names user
+// `userId` of `categoryId`, directly or through a group. `table` and
+// `keyColumn` are the code's own names, never input.
+Result<bool> accessListNames(db::Transaction& tx, std::string_view table,
+                             std::string_view keyColumn, std::int64_t key, std::int64_t userId,
+                             std::optional<std::int64_t> categoryId);
+
 // Loads the category of a user (or nullopt), kNotFound when no such user.
 Result<std::optional<std::int64_t>> userCategory(db::Transaction& tx, std::int64_t userId);
 // Group ids the user is a member of.

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "aula/common/agent_protocol.hpp"
+#include "aula/common/pci_address.hpp"
 
 #include "core/policy.hpp"
 #include "templates/template_rows.hpp"
@@ -96,20 +97,6 @@ Result<Json> recordJson(db::Transaction& tx, const db::Row& r) {
       {"updated_at", r.integer(Col::kUpdatedAt)}};
 }
 
-bool canonicalAddress(const std::string& a) {
-  // dddd:bb:ss.f in lower-case hex, as the kernel names PCI devices.
-  if (a.size() != 12 || a[4] != ':' || a[7] != ':' || a[10] != '.')
-    return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (i == 4 || i == 7 || i == 10)
-      continue;
-    const char c = a[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-      return false;
-  }
-  return a[11] <= '7';
-}
-
 struct Choice {
   std::string address;
   std::string rom;
@@ -138,15 +125,13 @@ Result<std::vector<Choice>> parseDevices(const Json& body) {
                    "Each of 'devices' is a PCI address (\"0000:01:00.0\") or {\"address\", "
                    "\"rom\"}.");
     }
-    if (c.address.size() == 7)
-      c.address = "0000:" + c.address;
-    std::ranges::transform(c.address, c.address.begin(),
-                           [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    if (!canonicalAddress(c.address)) {
+    auto address = canonicalPciAddress(c.address);
+    if (!address) {
       return makeError(Errc::kInvalidArgument,
                        "The device '{}' is not a PCI address such as 0000:01:00.0.",
                        c.address.substr(0, 40));
     }
+    c.address = *address;
     if (!c.rom.empty() &&
         (c.rom.front() != '/' || c.rom.find("..") != std::string::npos || c.rom.size() > 255)) {
       return makeError(Errc::kInvalidArgument,
@@ -159,20 +144,6 @@ Result<std::vector<Choice>> parseDevices(const Json& body) {
     out.push_back(std::move(c));
   }
   return out;
-}
-
-// Whether user `userId` is one of the workstation's subjects.
-Result<bool> mayUse(db::Transaction& tx, std::int64_t hostId, std::int64_t userId) {
-  auto category = AULA_TRY(userCategory(tx, userId));
-  auto rows = AULA_TRY(tx.query(
-      "SELECT 1 FROM workstation_access a WHERE a.host_id = ? AND (a.subject = 'everyone' OR "
-      "a.subject = ? OR a.subject = ? OR a.subject IN (SELECT 'group:' || CAST(m.group_id AS TEXT) "
-      "FROM group_members m WHERE m.user_id = ?) OR a.subject IN (SELECT 'category:' || "
-      "CAST(g.category_id AS TEXT) FROM group_members m JOIN groups_ g ON g.id = m.group_id WHERE "
-      "m.user_id = ?))",
-      {hostId, fmt::format("user:{}", userId),
-       category ? fmt::format("category:{}", *category) : std::string("-"), userId, userId}));
-  return !rows.empty();
 }
 
 }  // namespace
@@ -372,7 +343,9 @@ Result<Json> WorkstationService::claim(std::int64_t hostId, const Json& body,
                        "The workstation is {} for now; ask an admin when it is back.",
                        state == "maintenance" ? "in maintenance" : "disabled");
     }
-    if (!AULA_TRY(mayUse(tx, hostId, actor->userId))) {
+    const auto category = AULA_TRY(userCategory(tx, actor->userId));
+    if (!AULA_TRY(accessListNames(tx, "workstation_access", "host_id", hostId, actor->userId,
+                                  category))) {
       return makeError(Errc::kPermissionDenied,
                        "{} may not use this workstation; ask an admin to add you to it.",
                        actor->username);

@@ -74,15 +74,7 @@ Result<bool> templateUsable(db::Transaction& tx, const Actor& actor, std::int64_
     return true;
   if (t.ownerId && *t.ownerId == userId)
     return true;
-  auto rows = AULA_TRY(tx.query(
-      "SELECT 1 FROM template_access a WHERE a.template_id = ? AND (a.subject = 'everyone' OR "
-      "a.subject = ? OR a.subject = ? OR a.subject IN (SELECT 'group:' || CAST(m.group_id AS TEXT) "
-      "FROM group_members m WHERE m.user_id = ?) OR a.subject IN (SELECT 'category:' || "
-      "CAST(g.category_id AS TEXT) FROM group_members m JOIN groups_ g ON g.id = m.group_id WHERE "
-      "m.user_id = ?))",
-      {t.id, fmt::format("user:{}", userId),
-       categoryId ? fmt::format("category:{}", *categoryId) : std::string("-"), userId, userId}));
-  if (!rows.empty())
+  if (AULA_TRY(accessListNames(tx, "template_access", "template_id", t.id, userId, categoryId)))
     return true;
   // Teachers use every template of their category.
   return actor.userId == userId && actor.role == Role::kManager && t.categoryId &&
